@@ -1,0 +1,114 @@
+"""The control plane's error hierarchy and its single Flask error handler.
+
+Every error a client can see is a ``HermesError`` with an HTTP status and a stable ``code``;
+the handler renders ``{"error": code, "message": text}`` and never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class HermesError(Exception):
+    """Base of every control-plane error.
+
+    Attributes:
+        status: HTTP status code to answer with when this reaches a client.
+        code: stable machine-readable error code.
+    """
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str = "", *, code: str | None = None):
+        super().__init__(message or self.__class__.__doc__.strip().splitlines()[0])
+        if code:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        """The human-readable message."""
+        return str(self)
+
+
+class BadRequest(HermesError):
+    """The request body is malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class SignatureError(HermesError):
+    """The webhook signature is missing or does not verify (Stripe answers 400, per its docs)."""
+
+    status = 400
+    code = "bad_signature"
+
+
+class Unauthorized(HermesError):
+    """The request is not authenticated."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(HermesError):
+    """The requested object does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HermesError):
+    """The request conflicts with the object's current state."""
+
+    status = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(HermesError):
+    """A dependency (database, bus) is unavailable; the caller should retry."""
+
+    status = 503
+    code = "unavailable"
+
+
+class ProvisioningError(HermesError):
+    """A machine could not be created, resized, archived or deleted."""
+
+    code = "provisioning_failed"
+
+
+class ConfigError(HermesError):
+    """The configuration is invalid or incomplete."""
+
+    code = "config_error"
+
+
+class LinkError(HermesError):
+    """A link token is unknown, expired or already used."""
+
+    status = 400
+    code = "link_failed"
+
+
+def register_error_handlers(app) -> None:
+    """Render every ``HermesError`` and every unexpected exception as JSON on ``app``.
+
+    Unexpected exceptions are logged with their traceback and answered with a generic 500
+    body, so no client ever sees a stack trace.
+    """
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
+
+    def render_hermes(err: HermesError):
+        return jsonify(error=err.code, message=err.message), err.status
+
+    def render_http(err: HTTPException):
+        return jsonify(error=err.name.lower().replace(" ", "_"), message=err.description), err.code
+
+    def render_unexpected(err: Exception):
+        app.logger.exception("unhandled error")
+        return jsonify(error="internal_error", message="internal error"), 500
+
+    app.register_error_handler(HermesError, render_hermes)
+    app.register_error_handler(HTTPException, render_http)
+    app.register_error_handler(Exception, render_unexpected)

@@ -1,0 +1,1 @@
+"""Machine providers: the ``Provisioner`` interface and its implementations."""

@@ -1,0 +1,96 @@
+"""The ``Provisioner`` interface (DESIGN.md, "Contracts").
+
+A provisioner owns the lifecycle of one machine per tenant.  Every method is idempotent:
+calling ``provision`` twice for a tenant never creates a second machine.  Implementations:
+``LocalProvisioner`` (embedded default: a supervised agent process per tenant on this host)
+and ``HetznerProvisioner`` (Pulumi Automation API, one stack per tenant).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+PLANS = ("light", "heavy")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What the agent on a tenant's machine needs to start.
+
+    Attributes:
+        tenant: tenant id (string).
+        plan: ``light`` or ``heavy``.
+        env: environment variables handed to the agent (bus URL with the tenant's own
+            credentials, control-plane URL, agent token, LLM settings).  Secret values live here
+            and must never be logged.
+    """
+
+    tenant: str
+    plan: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    """The provider's view of one tenant's machine.
+
+    Attributes:
+        tenant: tenant id.
+        state: ``absent`` | ``provisioning`` | ``running`` | ``stopped`` | ``failed``.
+        plan: the plan the machine is sized for, if known.
+        address: how to reach it (a private IP, or ``pid:<n>`` for a local process), if any.
+        detail: a short human-readable note (last error, server type, ...).
+        labels: the labels the machine carries (``app``, ``env``, ``tenant``, ``plan``).
+    """
+
+    tenant: str
+    state: str
+    plan: str | None = None
+    address: str | None = None
+    detail: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Provisioner(abc.ABC):
+    """Lifecycle of one machine per tenant; all methods are idempotent."""
+
+    @abc.abstractmethod
+    def provision(self, spec: MachineSpec) -> MachineStatus:
+        """Create (or adopt the existing) machine for ``spec.tenant`` and start its agent.
+
+        Returns the machine's status once the provider reports it running.
+
+        Raises:
+            ProvisioningError: the machine could not be created or did not start.
+        """
+
+    @abc.abstractmethod
+    def resize(self, tenant: str, plan: str) -> MachineStatus:
+        """Change the tenant's machine to ``plan``'s size.
+
+        Raises:
+            ProvisioningError: unknown tenant or plan, or the provider refused.
+        """
+
+    @abc.abstractmethod
+    def deprovision(self, tenant: str, archive: bool = True) -> None:
+        """Stop and delete the tenant's machine; archive its data first when ``archive``.
+
+        Deprovisioning an absent machine is not an error.
+
+        Raises:
+            ProvisioningError: the archive or the deletion failed (nothing is deleted when the
+                archive fails).
+        """
+
+    @abc.abstractmethod
+    def status(self, tenant: str) -> MachineStatus:
+        """Return the current status of the tenant's machine (``state='absent'`` if none)."""
+
+    @abc.abstractmethod
+    def list(self) -> list[MachineStatus]:
+        """Return the status of every machine this provider manages."""
+
+    def close(self) -> None:
+        """Stop background work and release resources (local processes, connections)."""

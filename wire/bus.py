@@ -1,0 +1,95 @@
+"""The bus contract: durable, per-tenant streams with consumer groups and acknowledgement.
+
+Semantics (DESIGN.md, "Contracts"; modelled on Redis Streams consumer groups):
+
+* ``append`` adds an entry to a stream and returns its id; ids increase within a stream.
+* ``read`` hands each consumer group every entry once, in order; a read entry is *pending*
+  for that group until ``ack``.  Different groups read the same stream independently.
+* An entry pending for longer than ``visibility_timeout`` seconds is handed out again
+  (to any consumer of the group): at-least-once delivery.  Consumers are idempotent on the
+  envelope id.
+* ``dead_letter`` moves an entry that can never be processed to ``<stream>:dead`` and acks it.
+
+``SqliteBus`` (embedded default) and ``RedisBus`` (production) implement this; one contract
+test suite runs against both.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry handed to a consumer.
+
+    Attributes:
+        stream: the stream name it was read from.
+        entry_id: the bus's id of the entry (pass it to ``ack``).
+        payload: the entry's text exactly as appended.
+        attempts: how many times this entry has been handed to this group (1 on first read).
+    """
+
+    stream: str
+    entry_id: str
+    payload: str
+    attempts: int
+
+
+class Bus(abc.ABC):
+    """Abstract bus; see the module docstring for the semantics every implementation keeps."""
+
+    visibility_timeout: float = 30.0
+
+    @abc.abstractmethod
+    def append(self, stream: str, payload: str) -> str:
+        """Append ``payload`` (JSON text) to ``stream``; return the new entry id.
+
+        Raises:
+            BusUnavailable: the backend cannot be reached; nothing was appended.
+        """
+
+    @abc.abstractmethod
+    def read(
+        self,
+        streams: list[str],
+        group: str,
+        consumer: str,
+        count: int = 10,
+        block: float = 0.0,
+    ) -> list[Delivery]:
+        """Hand out up to ``count`` entries of ``streams`` to ``consumer`` of ``group``.
+
+        Entries pending longer than ``visibility_timeout`` seconds are redelivered first, then
+        new entries in order.  ``block`` is how long to wait, in seconds, when nothing is
+        available (0 = return at once).  The group is created on first use, starting at the
+        beginning of each stream.
+        """
+
+    @abc.abstractmethod
+    def ack(self, stream: str, group: str, entry_id: str) -> None:
+        """Mark ``entry_id`` as processed by ``group``; it is never handed out again."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, group: str, reason: str) -> None:
+        """Copy ``delivery`` with ``reason`` to ``<stream>:dead`` and ack it for ``group``."""
+
+    @abc.abstractmethod
+    def pending_count(self, stream: str, group: str) -> int:
+        """Return how many entries of ``stream`` are read but not acknowledged by ``group``."""
+
+    @abc.abstractmethod
+    def length(self, stream: str) -> int:
+        """Return how many entries ``stream`` currently holds."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Check the backend is reachable.
+
+        Raises:
+            BusUnavailable: it is not.
+        """
+
+    def close(self) -> None:
+        """Release connections; the default has none to release."""

@@ -1,0 +1,141 @@
+"""Envelope (inbound) and Event (outbound) records and their versioned JSON encoding.
+
+Shapes follow the contracts in DESIGN.md: an Envelope carries one user message to a tenant's
+agent; an Event carries one piece of the agent's answer back (``delta``, ``final``, ``error``
+or ``status``). Both travel as JSON objects with a ``v`` field so the format can evolve.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from wire.errors import MalformedMessage
+
+WIRE_VERSION = 1
+
+CHANNELS = frozenset({"telegram", "discord", "slack", "whatsapp", "web", "cron"})
+EVENT_KINDS = frozenset({"delta", "final", "error", "status"})
+
+
+def messages_stream(tenant: str) -> str:
+    """Return the inbound stream name for ``tenant`` (``hermes:messages:{tenant}``, DESIGN.md)."""
+    return f"hermes:messages:{tenant}"
+
+
+def events_stream(tenant: str) -> str:
+    """Return the outbound stream name for ``tenant`` (``hermes:events:{tenant}``, DESIGN.md)."""
+    return f"hermes:events:{tenant}"
+
+
+def new_id() -> str:
+    """Return a fresh globally unique id (UUID4 hex, 32 characters)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One inbound user message addressed to a tenant's agent.
+
+    Attributes:
+        id: globally unique idempotency key; consumers must process each id once.
+        tenant: tenant id (the control plane's tenant primary key, as a string).
+        channel: one of ``CHANNELS``.
+        chat_id: the platform's chat/conversation id, as a string.
+        sender_id: the platform's user id of the sender, as a string.
+        text: message text (or media caption); may be empty when only attachments arrived.
+        attachments: list of ``{"kind", "file_id", ...}`` dicts as the channel adapter found them.
+        received_at: Unix time in seconds (float) when the control plane accepted the message.
+        platform_message_id: the platform's id of the inbound message, as a string, if any.
+    """
+
+    id: str
+    tenant: str
+    channel: str
+    chat_id: str
+    sender_id: str
+    text: str
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    received_at: float = field(default_factory=time.time)
+    platform_message_id: str | None = None
+
+    def to_json(self) -> str:
+        """Return the versioned JSON text of this envelope."""
+        return json.dumps({"v": WIRE_VERSION, "type": "envelope", **asdict(self)})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Envelope":
+        """Parse versioned JSON text into an Envelope.
+
+        Raises:
+            MalformedMessage: the text is not JSON, not an envelope, has an unknown version or
+                channel, or lacks a required field.
+        """
+        data = _decode(raw, "envelope")
+        if data.get("channel") not in CHANNELS:
+            raise MalformedMessage(f"unknown channel {data.get('channel')!r}")
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbound piece of an agent's answer to the envelope ``message_id``.
+
+    Attributes:
+        message_id: the id of the Envelope being answered.
+        seq: position of this event within the answer, starting at 0.
+        kind: ``delta`` (the reply text so far, cumulative), ``final`` (the whole reply),
+            ``error`` (a user-facing error text) or ``status`` (e.g. ``typing``).
+        text: the text for this event (cumulative for deltas, so any one edit is complete).
+        tenant, channel, chat_id: where the reply goes.
+        usage: for ``final``/``error``: ``{"model", "input_tokens", "output_tokens",
+            "cost_cents", "latency_ms"}`` of the LLM call, else ``None``.
+    """
+
+    message_id: str
+    seq: int
+    kind: str
+    text: str
+    tenant: str
+    channel: str
+    chat_id: str
+    usage: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        """Return the versioned JSON text of this event."""
+        return json.dumps({"v": WIRE_VERSION, "type": "event", **asdict(self)})
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Event":
+        """Parse versioned JSON text into an Event.
+
+        Raises:
+            MalformedMessage: not JSON, not an event, unknown version or kind, missing field.
+        """
+        data = _decode(raw, "event")
+        if data.get("kind") not in EVENT_KINDS:
+            raise MalformedMessage(f"unknown event kind {data.get('kind')!r}")
+        return _build(cls, data)
+
+
+def _decode(raw: str | bytes, expected_type: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("type") != expected_type:
+        raise MalformedMessage(f"not an {expected_type}")
+    if data.get("v") != WIRE_VERSION:
+        raise MalformedMessage(f"unsupported wire version {data.get('v')!r}")
+    return data
+
+
+def _build(cls, data: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as exc:
+        raise MalformedMessage(f"bad {cls.__name__.lower()}: {exc}") from exc
