@@ -8,6 +8,7 @@ Semantics (DESIGN.md, "Contracts"; modelled on Redis Streams consumer groups):
 * An entry pending for longer than ``visibility_timeout`` seconds is handed out again
   (to any consumer of the group): at-least-once delivery.  Consumers are idempotent on the
   envelope id.
+* ``append`` with an ``idempotency_key`` appends at most once per key and stream.
 * ``dead_letter`` moves an entry that can never be processed to ``<stream>:dead`` and acks it.
 
 ``SqliteBus`` (embedded default) and ``RedisBus`` (production) implement this; one contract
@@ -43,8 +44,12 @@ class Bus(abc.ABC):
     visibility_timeout: float = 30.0
 
     @abc.abstractmethod
-    def append(self, stream: str, payload: str) -> str:
+    def append(self, stream: str, payload: str, idempotency_key: str | None = None) -> str:
         """Append ``payload`` (JSON text) to ``stream``; return the new entry id.
+
+        When ``idempotency_key`` (e.g. the envelope id) was already appended to ``stream``,
+        nothing is appended and the earlier entry's id is returned, so a retried webhook never
+        publishes the same envelope twice.
 
         Raises:
             BusUnavailable: the backend cannot be reached; nothing was appended.

@@ -1,0 +1,31 @@
+"""Build the configured bus from a URL: ``sqlite:///path`` or ``redis://`` / ``rediss://``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from wire.bus import Bus
+from wire.errors import WireError
+
+
+def bus_from_url(url: str, *, visibility_timeout: float = 30.0) -> Bus:
+    """Return a bus for ``url``.
+
+    Args:
+        url: ``sqlite:////abs/path/bus.db`` (embedded default) or ``redis://[user:pass@]host:port/db``
+            (``rediss://`` for TLS).
+        visibility_timeout: seconds before an unacknowledged entry is redelivered.
+
+    Raises:
+        WireError: the URL scheme is not supported.
+    """
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        from wire.sqlite_bus import SqliteBus
+
+        return SqliteBus(url[len("sqlite:///"):], visibility_timeout=visibility_timeout)
+    if scheme in ("redis", "rediss"):
+        from wire.redis_bus import RedisBus
+
+        return RedisBus.from_url(url, visibility_timeout=visibility_timeout)
+    raise WireError(f"unsupported bus URL scheme {scheme!r} (expected sqlite, redis or rediss)")
