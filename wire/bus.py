@@ -8,7 +8,8 @@ Semantics (DESIGN.md, "Contracts"; modelled on Redis Streams consumer groups):
 * An entry pending for longer than ``visibility_timeout`` seconds is handed out again
   (to any consumer of the group): at-least-once delivery.  Consumers are idempotent on the
   envelope id.
-* ``append`` with an ``idempotency_key`` appends at most once per key and stream.
+* ``append`` with an ``idempotency_key`` appends at most once per key and stream (``RedisBus``
+  remembers a key for ``idempotency_ttl`` seconds, 7 days by default).
 * ``dead_letter`` moves an entry that can never be processed to ``<stream>:dead`` and acks it.
 
 ``SqliteBus`` (embedded default) and ``RedisBus`` (production) implement this; one contract
@@ -52,7 +53,10 @@ class Bus(abc.ABC):
         publishes the same envelope twice.
 
         Raises:
-            BusUnavailable: the backend cannot be reached; nothing was appended.
+            BusUnavailable: the backend cannot be reached, or refuses new entries for now
+                (``RedisBus`` raises its subclass ``BusBackpressure`` when a consumer group is
+                too far behind); nothing was appended, so the caller answers 503 and the sender
+                retries.
         """
 
     @abc.abstractmethod
@@ -64,17 +68,42 @@ class Bus(abc.ABC):
         count: int = 10,
         block: float = 0.0,
     ) -> list[Delivery]:
-        """Hand out up to ``count`` entries of ``streams`` to ``consumer`` of ``group``.
+        """Hand out up to ``count`` entries of each of ``streams`` to ``consumer`` of ``group``.
 
+        ``count`` bounds the entries taken from each stream (Redis ``XREADGROUP COUNT``
+        semantics, https://redis.io/commands/xreadgroup): every entry a read takes is returned,
+        never dropped, so a read of several streams may return more than ``count`` entries in
+        all.  Implementations may return fewer (``SqliteBus`` returns at most ``count`` in all).
         Entries pending longer than ``visibility_timeout`` seconds are redelivered first, then
         new entries in order.  ``block`` is how long to wait, in seconds, when nothing is
         available (0 = return at once).  The group is created on first use, starting at the
         beginning of each stream.
         """
 
+    def append_many(
+        self, stream: str, payloads: list[str], idempotency_keys: list[str | None] | None = None
+    ) -> list[str]:
+        """Append each of ``payloads`` to ``stream`` in order, as ``append`` would; return their ids.
+
+        ``idempotency_keys``, when given, has one key (or ``None``) per payload.  Backends
+        override this to batch the round trips (one transaction or one pipeline).  When it
+        raises, a prefix of the batch may already be appended: pass idempotency keys to make a
+        retry of the whole batch safe.
+
+        Raises:
+            BusUnavailable: the backend cannot be reached.
+        """
+        keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
+        return [self.append(stream, payload, key) for payload, key in zip(payloads, keys)]
+
     @abc.abstractmethod
     def ack(self, stream: str, group: str, entry_id: str) -> None:
         """Mark ``entry_id`` as processed by ``group``; it is never handed out again."""
+
+    def ack_many(self, stream: str, group: str, entry_ids: list[str]) -> None:
+        """Acknowledge every id of ``entry_ids`` (one round trip where the backend allows it)."""
+        for entry_id in entry_ids:
+            self.ack(stream, group, entry_id)
 
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, group: str, reason: str) -> None:

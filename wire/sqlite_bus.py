@@ -93,6 +93,22 @@ class SqliteBus(Bus):
             raise BusUnavailable(f"append to {stream} failed: {exc}") from exc
         return str(entry_id)
 
+    def append_many(self, stream, payloads, idempotency_keys=None):
+        """See ``Bus.append_many``; the whole batch is one transaction (all or nothing)."""
+        keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [self._append_once(conn, stream, p, k) for p, k in zip(payloads, keys)]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"append to {stream} failed: {exc}") from exc
+        return [str(entry_id) for entry_id in ids]
+
     @staticmethod
     def _append_once(conn, stream, payload, idempotency_key) -> int:
         if idempotency_key is not None:
@@ -191,6 +207,19 @@ class SqliteBus(Bus):
                 "DELETE FROM bus_pending WHERE stream = ? AND grp = ? AND entry_id = ?",
                 (stream, group, int(entry_id)),
             )
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"ack on {stream} failed: {exc}") from exc
+
+    def ack_many(self, stream, group, entry_ids):
+        """See ``Bus.ack_many``; one transaction for the whole batch."""
+        conn = self._conn()
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "DELETE FROM bus_pending WHERE stream = ? AND grp = ? AND entry_id = ?",
+                    [(stream, group, int(entry_id)) for entry_id in entry_ids],
+                )
         except sqlite3.Error as exc:
             raise BusUnavailable(f"ack on {stream} failed: {exc}") from exc
 

@@ -1,0 +1,1 @@
+"""The agent runtime installed on every tenant VM (DESIGN.md, "agent/")."""

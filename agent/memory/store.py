@@ -1,0 +1,258 @@
+"""MemoryStore: long-term memory of one tenant's agent in a SQLite file.
+
+Hybrid retrieval: nearest neighbours of the query vector over each memory's own text and its
+episode window (sqlite-vec), plus BM25 keyword hits (FTS5), fused by weighted reciprocal rank
+fusion and multiplied by a recency weight (memories not accessed for 90 days weigh less).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from agent.memory import index
+from agent.memory.embedders import Embedder, default_embedder
+from agent.memory.errors import MemoryRejected
+from agent.memory.guard import injection_reason
+from agent.memory.ranking import RetrievalConfig, keyword_query, reciprocal_rank_fusion, recency_weight
+from agent.memory.timeparse import to_utc
+
+# Cosine similarity (all-MiniLM-L6-v2) at or above which a new memory restates an existing one
+# and replaces it instead of adding a second copy; paraphrases of one fact score ~0.85-0.95,
+# related but distinct facts ~0.5-0.8 (measured in tests/agent/test_memory_store.py).
+DUPLICATE_SIMILARITY = 0.85
+
+
+@dataclass
+class MemoryItem:
+    """One memory. ``score`` is the fused retrieval score (0.0 outside search results)."""
+
+    id: int
+    text: str
+    source: str | None
+    created_at: datetime
+    last_accessed_at: datetime
+    score: float = 0.0
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class MemoryStore:
+    """Memories in the SQLite file at ``path`` (":memory:" for a throwaway store).
+
+    ``embedder`` defaults to the process-wide bundled all-MiniLM-L6-v2, loaded on first need;
+    ``config`` tunes retrieval; ``clock`` returns Unix seconds (tests freeze it). Thread-safe.
+    """
+
+    def __init__(self, path: str | Path, *, embedder: Embedder | None = None,
+                 config: RetrievalConfig | None = None, clock=time.time):
+        self.path = str(path)
+        self.config = config or RetrievalConfig()
+        self._embedder = embedder
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = index.connect(self.path)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder in use (the shared local model unless one was given)."""
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def add(self, text: str, *, source: str | None = None, created_at=None) -> int:
+        """Store ``text`` as a new memory and return its id.
+
+        ``source`` is a free label (a message id, "user", "extraction"); ``created_at`` when the
+        remembered thing happened: datetime, Unix seconds, ISO text or text like
+        "1:56 pm on 8 May, 2023" (default now). No screening or merging: see ``remember``.
+        Raises ValueError for empty text or an unreadable timestamp.
+        """
+        return self.add_many([(text, source, created_at)])[0]
+
+    def add_many(self, items) -> list[int]:
+        """Store several (text, source, created_at) tuples in one transaction; returns their ids."""
+        now = self._clock()
+        rows = []
+        for text, source, created_at in items:
+            if not text or not text.strip():
+                raise ValueError("memory text is empty")
+            rows.append((text.strip(), source, to_utc(created_at, default=_utc(now)).timestamp()))
+        ids = []
+        with self._lock, self._db:
+            for text, source, created in rows:
+                self._db.execute(
+                    "INSERT INTO memories(text, source, created_at, last_accessed_at) VALUES (?, ?, ?, ?)",
+                    (text, source, created, now))
+                memory_id = self._db.last_insert_rowid()
+                self._db.execute("INSERT INTO memory_fts(rowid, text, context) VALUES (?, ?, '')",
+                                 (memory_id, text))
+                index.mark_neighbours_stale(self._db, memory_id, created, self.config)
+                ids.append(memory_id)
+        return ids
+
+    def remember(self, text: str, *, source: str | None = None, created_at=None) -> tuple[int, bool]:
+        """Store a fact or preference unless it restates one already kept.
+
+        Returns (id, merged): when an existing memory has cosine similarity >= DUPLICATE_SIMILARITY
+        its text is replaced by the newer wording (newer statements win), it is marked accessed,
+        and (its id, True) is returned; otherwise (new id, False).
+        Raises MemoryRejected when the text reads like an instruction to the agent.
+        """
+        text = (text or "").strip()
+        reason = injection_reason(text)
+        if reason:
+            raise MemoryRejected(text, reason)
+        with self._lock:
+            duplicate = self._nearest(text)
+            if duplicate is None or duplicate[1] < DUPLICATE_SIMILARITY:
+                return self.add(text, source=source, created_at=created_at), False
+            memory_id = duplicate[0]
+            with self._db:
+                self._db.execute(
+                    "UPDATE memories SET text = ?, source = COALESCE(?, source), last_accessed_at = ?, "
+                    "needs_vector = 1, needs_context = 1 WHERE id = ?", (text, source, self._clock(), memory_id))
+                self._db.execute("UPDATE memory_fts SET text = ? WHERE rowid = ?", (text, memory_id))
+                created = self._db.execute("SELECT created_at FROM memories WHERE id = ?", (memory_id,)).fetchone()[0]
+                index.mark_neighbours_stale(self._db, memory_id, created, self.config)
+            return memory_id, True
+
+    def _nearest(self, text: str) -> tuple[int, float] | None:
+        self.flush()
+        if not index.has_vector_tables(self._db):
+            return None
+        vector = self.embedder.embed([text])[0]
+        row = self._db.execute(
+            "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = 1",
+            (vector.tobytes(),)).fetchone()
+        return None if row is None else (row[0], 1.0 - row[1])
+
+    def flush(self) -> int:
+        """Embed pending memories now (search does this itself); returns how many were indexed."""
+        with self._lock:
+            return index.flush(self._db, self.embedder, self.config)
+
+    def search(self, query: str, k: int = 5) -> list[MemoryItem]:
+        """The ``k`` memories most relevant to ``query``, best first, marked as accessed now."""
+        if k <= 0 or not query.strip():
+            return []
+        with self._lock:
+            self.flush()
+            if not index.has_vector_tables(self._db):
+                return []
+            vector = self.embedder.embed([query])[0]
+            fused = reciprocal_rank_fusion(self._rankings(query, vector), self.config.rrf_k)
+            if not fused:
+                return []
+            items = self._load(list(fused))
+            now = self._clock()
+            for item in items:
+                item.score = fused[item.id] * recency_weight(item.last_accessed_at.timestamp(), now, self.config)
+            items.sort(key=lambda item: (-item.score, item.id))
+            top = items[:k]
+            with self._db:
+                self._db.executemany(
+                    "UPDATE memories SET last_accessed_at = ?, access_count = access_count + 1 WHERE id = ?",
+                    [(now, item.id) for item in top])
+            return top
+
+    def _rankings(self, query: str, vector: np.ndarray) -> list[tuple[float, list[int]]]:
+        config, blob = self.config, vector.astype(np.float32).tobytes()
+        rankings = []
+        for weight, table in ((config.weight_vector, "memory_vectors"),
+                              (config.weight_context_vector, "memory_window_vectors")):
+            if weight > 0:
+                rows = self._db.execute(
+                    f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                    (blob, config.candidates)).fetchall()
+                rankings.append((weight, [row[0] for row in rows]))
+        match = keyword_query(query)
+        if match and config.weight_keyword > 0:
+            rows = self._db.execute(
+                "SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
+                "ORDER BY bm25(memory_fts, 1.0, ?) LIMIT ?",
+                (match, config.context_column_weight, config.candidates)).fetchall()
+            rankings.append((config.weight_keyword, [row[0] for row in rows]))
+        return rankings
+
+    def _load(self, ids: list[int]) -> list[MemoryItem]:
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT id, text, source, created_at, last_accessed_at FROM memories WHERE id IN ({marks})", ids)
+        return [MemoryItem(id=r[0], text=r[1], source=r[2], created_at=_utc(r[3]), last_accessed_at=_utc(r[4]))
+                for r in rows]
+
+    def get(self, memory_id: int) -> MemoryItem | None:
+        """The memory with ``memory_id``, or None."""
+        with self._lock:
+            items = self._load([int(memory_id)])
+        return items[0] if items else None
+
+    def list_recent(self, limit: int = 20) -> list[MemoryItem]:
+        """Up to ``limit`` memories, newest first (by created_at, then id)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM memories ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)).fetchall()
+            items = {item.id: item for item in self._load([row[0] for row in rows])} if rows else {}
+        return [items[row[0]] for row in rows]
+
+    def count(self) -> int:
+        """How many memories are stored."""
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM memories").fetchone()[0]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def forget(self, memory_id: int) -> bool:
+        """Delete memory ``memory_id``; True if it existed. Ids are never reused."""
+        with self._lock:
+            row = self._db.execute("SELECT created_at FROM memories WHERE id = ?", (int(memory_id),)).fetchone()
+            if row is None:
+                return False
+            with self._db:
+                index.mark_neighbours_stale(self._db, int(memory_id), row[0], self.config)
+                index.delete(self._db, int(memory_id))
+            return True
+
+    def forget_matching(self, query: str, *, limit: int = 3, min_similarity: float = 0.5) -> list[MemoryItem]:
+        """Delete up to ``limit`` of the best matches for ``query`` whose own-text cosine similarity
+        to it is at least ``min_similarity`` (so an unrelated query deletes nothing).
+
+        Returns the deleted memories, best match first.
+        """
+        with self._lock:
+            candidates = self.search(query, k=limit)
+            if not candidates:
+                return []
+            query_vector = self.embedder.embed([query])[0]
+            vectors = self.embedder.embed([item.text for item in candidates])
+            doomed = [item for item, similarity in zip(candidates, vectors @ query_vector)
+                      if similarity >= min_similarity]
+            for item in doomed:
+                self.forget(item.id)
+            return doomed
+
+    def set_last_accessed(self, memory_id: int, when) -> None:
+        """Set when ``memory_id`` was last accessed (import, migration, tests); ``when`` as for add."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE memories SET last_accessed_at = ? WHERE id = ?",
+                             (to_utc(when).timestamp(), int(memory_id)))
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "MemoryStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

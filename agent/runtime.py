@@ -1,0 +1,137 @@
+"""The agent runtime of one tenant: every service wired once from ``AgentConfig``.
+
+Files under ``<data_dir>``: ``history.db`` (turns, processed ledger, summaries, prefs),
+``usage.db`` (LLM calls), ``memory.db`` (``agent.memory``), ``cron.db``, ``inbox.db`` (inbox
+ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from agent.config import AgentConfig
+from agent.context import ContextBuilder
+from agent.cron import CronStore
+from agent.history import History
+from agent.inbox import InboxLedger
+from agent.llm import router_from_config
+from agent.llm.router import Router
+from agent.loop import ToolLoop
+from agent.skills import SkillLibrary
+from agent.tools.loader import load_builtin_tools
+from agent.tools.registry import ToolRegistry
+from agent.usage import UsageLedger
+from wire.factory import bus_from_url
+from wire.protocol import Event, events_stream
+
+log = logging.getLogger(__name__)
+
+
+class AgentRuntime:
+    """Services of one tenant's agent.
+
+    Args:
+        config: the agent configuration.
+        bus: a ``wire.bus.Bus`` (default: from ``config.bus_url``).
+        backends: LLM backends for the router (default: ``config.llm_chain``); tests pass
+            backends pointed at stand-ins.
+        embedder: embeddings for memory and skills (default: the bundled MiniLM, lazily).
+        registry: tools offered to the model (default: the built-ins).
+        clock: wall clock in Unix seconds (cron and usage periods; frozen in tests).
+        sleep: the router's retry sleep.
+    """
+
+    def __init__(self, config: AgentConfig, *, bus=None, backends=None, embedder=None,
+                 registry: ToolRegistry | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.tenant = config.tenant
+        data = config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.bus = bus or bus_from_url(config.bus_url, visibility_timeout=config.visibility_timeout)
+        self.events_stream = events_stream(config.tenant)
+        self.history = History(data / "history.db")
+        self.usage = UsageLedger(data / "usage.db", clock=clock)
+        self.inbox = InboxLedger(data / "inbox.db")
+        self.cron = CronStore(data / "cron.db", config.tenant, clock=clock)
+        self._embedder = embedder
+        self._memory = None
+        self._memory_lock = threading.Lock()
+        preference = lambda: self.history.pref("model")  # noqa: E731
+        if backends is None:
+            self.router = router_from_config(config, self.usage, preference)
+        else:
+            self.router = Router(backends, self.usage, config.tenant, policy=config.llm_policy,
+                                 daily_budget_cents=config.daily_budget_cents, prices=config.prices,
+                                 retries=config.llm_retries, backoff=config.llm_backoff,
+                                 breaker_fail_max=config.breaker_fail_max,
+                                 breaker_reset=config.breaker_reset, preference=preference, sleep=sleep)
+        self.registry = registry or load_builtin_tools()
+        self.skills = SkillLibrary(data / "skills", _LazyEmbedder(self), threshold=config.skill_threshold,
+                                   min_steps=config.skill_min_steps)
+        window = min(config.context_tokens, self.router.context_window)
+        self.context = ContextBuilder(self.history, budget_tokens=max(1024, window - config.max_tokens),
+                                      history_limit=config.history_turns, memory=self.memory,
+                                      skills=self.skills,
+                                      summarise=lambda prompt: self.router.complete(prompt, purpose="summary"))
+        self.loop = ToolLoop(self.router, self.registry, max_steps=config.max_steps,
+                             tool_timeout=config.tool_timeout, max_tokens=config.max_tokens)
+
+    def embedder(self):
+        """Return the embedder shared by memory and skills (the bundled MiniLM by default)."""
+        if self._embedder is None:
+            from agent.memory import default_embedder
+
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def memory(self):
+        """Return the tenant's ``agent.memory.MemoryStore`` (opened on first use)."""
+        with self._memory_lock:
+            if self._memory is None:
+                from agent.memory import MemoryStore
+
+                self._memory = MemoryStore(self.config.data_path / "memory.db", embedder=self.embedder())
+            return self._memory
+
+    def tool_services(self) -> dict:
+        """Return the services tools may use (``agent.tools.registry.ToolContext.services``)."""
+        return {"memory": _LazyMemory(self), "cron": self.cron, "now": self.clock,
+                "default_tz": self.config.default_tz, "config": self.config}
+
+    def publish(self, event: Event) -> None:
+        """Append ``event`` to the tenant's events stream (durable on return).
+
+        ``final`` and ``error`` events carry the idempotency key ``{message_id}:final`` so a
+        re-run of a turn never delivers a second reply.
+        """
+        key = f"{event.message_id}:final" if event.kind in ("final", "error") else None
+        self.bus.append(self.events_stream, event.to_json(), idempotency_key=key)
+
+    def close(self) -> None:
+        """Release the bus connection of this thread."""
+        self.bus.close()
+
+
+class _LazyEmbedder:
+    """Defers loading the embedding model until a skill is first matched or learned."""
+
+    def __init__(self, runtime: AgentRuntime):
+        self._runtime = runtime
+
+    def embed(self, texts):
+        return self._runtime.embedder().embed(texts)
+
+
+class _LazyMemory:
+    """Opens the memory store only when a tool first uses it."""
+
+    def __init__(self, runtime: AgentRuntime):
+        self._runtime = runtime
+
+    def __getattr__(self, name):
+        return getattr(self._runtime.memory(), name)

@@ -1,0 +1,1 @@
+"""Built-in tools; each module registers itself (listed in ``agent.tools.loader``)."""

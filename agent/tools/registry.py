@@ -1,0 +1,108 @@
+"""The tool registry: tools register themselves here; this module imports no tool.
+
+A tool is one module under ``agent/tools/builtin/`` that calls ``register(Tool(...))`` (or uses
+the ``@tool`` decorator) at import time; ``agent.tools.loader`` imports the built-in modules
+from one explicit list.  Handlers receive the model's input (a JSON object) and a
+``ToolContext`` and return text (or a JSON-able value); they raise ``ToolError`` (or anything)
+to report failure, which the loop sends back to the model as an ``is_error`` tool result.
+Tool definitions follow the Anthropic tool shape ``{"name", "description", "input_schema"}``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ToolError(Exception):
+    """A tool failed in a way the model should hear about (the message is shown to it)."""
+
+
+@dataclass
+class ToolContext:
+    """What a tool may use while serving one turn.
+
+    Attributes:
+        tenant, channel, chat_id, envelope_id: who asked and where the answer goes.
+        services: named services of the agent runtime (``memory``, ``cron``, ``config``,
+            ``now``...); tools look up what they need and raise ``ToolError`` when it is absent.
+    """
+
+    tenant: str
+    channel: str = "web"
+    chat_id: str = ""
+    envelope_id: str = ""
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def service(self, name: str):
+        """Return service ``name``.
+
+        Raises:
+            ToolError: the runtime has no such service.
+        """
+        if self.services.get(name) is None:
+            raise ToolError(f"the {name} service is not available on this agent")
+        return self.services[name]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool.
+
+    Attributes:
+        name: unique name the model calls (``[a-z0-9_]{1,64}``).
+        description: what it does and when to use it (the model reads this).
+        input_schema: JSON Schema of the input object.
+        handler: ``(input: dict, ctx: ToolContext) -> str | JSON-able``.
+        timeout: seconds allowed per call; None = the agent's default.
+    """
+
+    name: str
+    description: str
+    input_schema: dict
+    handler: Callable[[dict, ToolContext], Any]
+    timeout: float | None = None
+
+    def definition(self) -> dict:
+        """Return the definition sent to the model."""
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+class ToolRegistry:
+    """Tools by name."""
+
+    def __init__(self):
+        self._tools: dict[str, Tool] = {}
+        self._lock = threading.Lock()
+
+    def register(self, tool: Tool) -> Tool:
+        """Add ``tool`` (replacing one of the same name); return it."""
+        with self._lock:
+            self._tools[tool.name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool | None:
+        """Return the tool called ``name``, or None."""
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        """Return the registered names, sorted."""
+        return sorted(self._tools)
+
+    def definitions(self) -> list[dict]:
+        """Return every tool's definition, sorted by name."""
+        return [self._tools[n].definition() for n in self.names()]
+
+
+REGISTRY = ToolRegistry()
+
+
+def tool(name: str, description: str, input_schema: dict, *, timeout: float | None = None,
+         registry: ToolRegistry | None = None):
+    """Decorator registering ``handler`` as a tool in ``registry`` (default ``REGISTRY``)."""
+    def decorate(handler):
+        (registry or REGISTRY).register(Tool(name, description, input_schema, handler, timeout))
+        return handler
+    return decorate

@@ -1,0 +1,94 @@
+"""The one reader of pyinfra host data for the base-image deploy.
+
+Every knob the deploy has is a field here with its production default; tests and the
+image build override them with ``--data key=value`` (or inventory host data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+NODE_EXPORTER_VERSION = "1.8.2"
+# sha256 of node_exporter-1.8.2.linux-amd64.tar.gz, from the release's sha256sums.txt:
+# https://github.com/prometheus/node_exporter/releases/download/v1.8.2/sha256sums.txt
+NODE_EXPORTER_SHA256 = "6809dd0b3ec45fd6e992c19071d6b5253aed3ead7bf0686885a51d85c6643c66"
+NODE_EXPORTER_URL = (
+    "https://github.com/prometheus/node_exporter/releases/download/"
+    f"v{NODE_EXPORTER_VERSION}/node_exporter-{NODE_EXPORTER_VERSION}.linux-amd64.tar.gz"
+)
+
+
+class ImageSettingsError(ValueError):
+    """Host data for the image deploy is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Everything the base-image deploy needs to know.
+
+    Paths are absolute paths on the target. Memory values use systemd syntax
+    (``512M``, ``75%`` of physical RAM); CPU quotas are percent of one CPU.
+    """
+
+    hermes_wheel: str
+    hermes_wheel_extras: str = "agent"
+    hermes_user: str = "hermes"
+    hermes_prefix: str = "/opt/hermes"
+    hermes_config_dir: str = "/etc/hermes"
+    hermes_data_dir: str = "/var/lib/hermes"
+    hermes_python: str = "python3.11"
+    # Ubuntu 22.04 ships Python 3.10; 3.11 comes from the deadsnakes PPA.
+    hermes_python_ppa: str = "ppa:deadsnakes/ppa"
+    hermes_install_packages: bool = True
+    hermes_manage_services: bool = True
+    # Extra arguments for pip; tests pass "--no-deps --no-index" (no internet there).
+    hermes_pip_install_args: str = ""
+    hermes_listener_memory_max: str = "512M"
+    hermes_listener_cpu_quota: str = "50%"
+    hermes_worker_memory_max: str = "75%"
+    hermes_worker_cpu_quota: str = "180%"
+    hermes_tasks_max: int = 512
+    hermes_limit_nofile: int = 65536
+    hermes_restart_sec: int = 5
+    hermes_unattended_reboot: bool = False
+    hermes_unattended_reboot_time: str = "04:00"
+    node_exporter_version: str = NODE_EXPORTER_VERSION
+    node_exporter_download_url: str = NODE_EXPORTER_URL
+    node_exporter_sha256: str = NODE_EXPORTER_SHA256
+    node_exporter_listen_address: str = ":9100"
+
+    @classmethod
+    def from_host_data(cls, data: Any) -> "ImageSettings":
+        """Build settings from pyinfra ``host.data`` (anything with ``.get(key, default)``).
+
+        Raises ImageSettingsError when ``hermes_wheel`` is missing or not a ``.whl`` file
+        on the machine running pyinfra.
+        """
+        values = {}
+        for field in fields(cls):
+            value = data.get(field.name, None)
+            if value is not None:
+                values[field.name] = value
+        wheel = values.get("hermes_wheel")
+        if not wheel:
+            raise ImageSettingsError("host data 'hermes_wheel' (path to the project wheel) is required")
+        if not str(wheel).endswith(".whl") or not Path(wheel).is_file():
+            raise ImageSettingsError(f"hermes_wheel {wheel!r} is not an existing .whl file")
+        return cls(**values)
+
+    @property
+    def venv(self) -> str:
+        """Absolute path of the agent's virtualenv."""
+        return f"{self.hermes_prefix}/venv"
+
+    @property
+    def wheel_name(self) -> str:
+        """File name of the wheel (kept as uploaded: pip parses name and version from it)."""
+        return Path(self.hermes_wheel).name
+
+    @property
+    def agent_env_file(self) -> str:
+        """Per-tenant environment file, written by cloud-init when a tenant VM boots."""
+        return f"{self.hermes_config_dir}/agent.env"

@@ -1,0 +1,1 @@
+"""Small pyinfra deploys, one concern each, composed by ``agent_image/deploy.py``."""

@@ -1,0 +1,79 @@
+"""``hermes bus grant|revoke|rotate TENANT``: manage tenants' Redis ACL users.
+
+The admin connection comes from ``--redis-url`` or, when that is not given, the environment
+variable ``REDIS_URL`` (``admin_url_option`` is the only place this module reads the
+environment; it moves to ``control/settings.py`` when the CLI reads settings there).
+"""
+
+from __future__ import annotations
+
+import click
+
+REDIS_URL_ENV = "REDIS_URL"
+
+
+def admin_url_option(command):
+    """Add ``--redis-url`` (default: ``$REDIS_URL``), the admin connection URL, to ``command``."""
+    return click.option(
+        "--redis-url", envvar=REDIS_URL_ENV, required=True, show_envvar=True,
+        help="Admin connection URL, redis://user:password@host:port/db (rediss:// for TLS).",
+    )(command)
+
+
+def _admin(redis_url: str):
+    from wire.redis_bus import connect
+
+    return connect(redis_url)
+
+
+def _run(action):
+    """Run ``action()``; turn bus and validation errors into a clean CLI error (exit 1)."""
+    from wire.errors import WireError
+
+    try:
+        return action()
+    except (WireError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def bus():
+    """Manage tenants' access to the Redis bus (one ACL user per tenant)."""
+
+
+@bus.command()
+@click.argument("tenant")
+@admin_url_option
+@click.option("--advertised-host", default=None,
+              help="Host the agent dials, if not the admin URL's host (e.g. a private IP).")
+def grant(tenant: str, redis_url: str, advertised_host: str | None):
+    """Create or rotate TENANT's ACL user and print its connection URL (contains the password)."""
+    from control.services import bus_acl
+
+    url = _run(lambda: bus_acl.grant(_admin(redis_url), tenant, advertised_host=advertised_host))
+    click.echo(url)
+
+
+@bus.command()
+@click.argument("tenant")
+@admin_url_option
+@click.option("--advertised-host", default=None,
+              help="Host the agent dials, if not the admin URL's host (e.g. a private IP).")
+def rotate(tenant: str, redis_url: str, advertised_host: str | None):
+    """Give TENANT a new password (the old one stops working at once) and print the new URL."""
+    from control.services import bus_acl
+
+    url = _run(lambda: bus_acl.rotate(_admin(redis_url), tenant, advertised_host=advertised_host))
+    click.echo(url)
+
+
+@bus.command()
+@click.argument("tenant")
+@admin_url_option
+def revoke(tenant: str, redis_url: str):
+    """Delete TENANT's ACL user and close its connections (nothing to do if it has none)."""
+    from control.services import bus_acl
+
+    deleted = _run(lambda: bus_acl.revoke(_admin(redis_url), tenant))
+    click.echo(f"revoked hermes-tenant-{tenant}" if deleted
+               else f"hermes-tenant-{tenant} had no bus user")

@@ -1,0 +1,41 @@
+"""``hermes machines``: the provider's view of machines, and the orphan sweep."""
+
+from __future__ import annotations
+
+import click
+
+from cli.context import open_runtime
+
+
+@click.group()
+def machines():
+    """Inspect machines as the provisioner sees them."""
+
+
+@machines.command("list")
+def list_machines():
+    """One line per machine recorded in the database: tenant, state, plan, address, timestamps."""
+    from control.models import Machine
+
+    open_runtime()
+    for m in Machine.select().order_by(Machine.id):
+        click.echo(f"{m.tenant_id}\t{m.state}\t{m.plan}\t{m.address or '-'}\t"
+                   f"requested={m.requested_at:%H:%M:%S}\t"
+                   f"ready={m.ready_at.strftime('%H:%M:%S') if m.ready_at else '-'}\t{m.detail}")
+
+
+@machines.command()
+@click.option("--remove", is_flag=True, help="Delete orphans instead of only reporting them.")
+def reconcile(remove: bool):
+    """Compare cloud servers (by label) with active tenants; report or remove orphans."""
+    from control.models import Machine
+
+    rt = open_runtime()
+    sweep = getattr(rt.provisioner, "reconcile", None)
+    if sweep is None:
+        raise click.ClickException(f"the {rt.settings.provisioner} provisioner has no cloud to sweep")
+    known = {str(m.tenant_id) for m in Machine.select().where(Machine.state != "deprovisioned")}
+    report = sweep(known, remove=remove)
+    click.echo(str(report))
+    if getattr(report, "orphans", None) and not remove:
+        raise SystemExit(1)

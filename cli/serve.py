@@ -1,0 +1,23 @@
+"""``hermes serve``: run the control plane, its workers and the local agents."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+def serve(host: str) -> None:
+    """Serve webhooks on HERMES_PORT and run every worker until SIGINT/SIGTERM."""
+    from control.errors import HermesError
+    from control.server import Server
+    from control.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        server = Server(Settings.from_env(), host=host)
+    except HermesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    server.serve_forever()

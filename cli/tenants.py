@@ -1,0 +1,90 @@
+"""``hermes tenants``: list tenants, show one, print a link token, resize, deprovision."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.context import find_tenant, open_runtime
+
+
+@click.group()
+def tenants():
+    """Inspect and manage tenants."""
+
+
+@tenants.command("list")
+def list_tenants():
+    """One line per tenant: id, email, plan, status, machine state."""
+    from control.models import Machine, Tenant
+
+    open_runtime()
+    for tenant in Tenant.select().order_by(Tenant.id):
+        machine = Machine.get_or_none(Machine.tenant == tenant)
+        click.echo(f"{tenant.id}\t{tenant.email or '-'}\t{tenant.plan or '-'}\t{tenant.status}\t"
+                   f"{machine.state if machine else 'no machine'}")
+
+
+@tenants.command()
+@click.argument("email")
+def show(email: str):
+    """Print a tenant, its machine and linked chats as JSON."""
+    from control.models import ChatIdentity, Machine
+
+    open_runtime()
+    tenant = find_tenant(email)
+    machine = Machine.get_or_none(Machine.tenant == tenant)
+    chats = [f"{c.channel}:{c.chat_id}" for c in ChatIdentity.select().where(ChatIdentity.tenant == tenant)]
+    click.echo(json.dumps({
+        "id": tenant.id, "email": tenant.email, "plan": tenant.plan, "status": tenant.status,
+        "stripe_customer_id": tenant.stripe_customer_id, "chats": chats,
+        "machine": None if machine is None else {
+            "state": machine.state, "plan": machine.plan, "address": machine.address,
+            "detail": machine.detail, "requested_at": str(machine.requested_at),
+            "ready_at": str(machine.ready_at) if machine.ready_at else None},
+    }, indent=2))
+
+
+@tenants.command("link-token")
+@click.argument("email")
+def link_token(email: str):
+    """Print a link token and the Telegram deep link; exit 1 while the tenant is not ready."""
+    from control.models import Machine
+    from control.services import linking
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    machine = Machine.get_or_none(Machine.tenant == tenant)
+    if machine is None or machine.state != "ready":
+        state = machine.state if machine else "no machine"
+        raise click.ClickException(f"tenant {email} is not ready yet (machine: {state})")
+    token = linking.current_token(tenant, rt.settings.link_token_ttl)
+    click.echo(f"token: {token.token}")
+    click.echo(f"link:  {linking.deep_link(rt.settings.telegram_bot_username, token.token)}")
+    click.echo(f"expires: {token.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+@tenants.command()
+@click.argument("email")
+@click.argument("plan", type=click.Choice(["light", "heavy"]))
+def resize(email: str, plan: str):
+    """Queue a resize of the tenant's machine (run by the serving control plane)."""
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    rt.tasks.resize_machine(tenant.id, plan)
+    click.echo(f"resize of tenant {tenant.id} to {plan} queued")
+
+
+@tenants.command()
+@click.argument("email")
+@click.confirmation_option(prompt="Archive and delete this tenant's machine?")
+def deprovision(email: str):
+    """Queue archive + deletion of the tenant's machine (run by the serving control plane)."""
+    from control.models import Machine, utcnow
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    Machine.update(state="deprovisioning", updated_at=utcnow()).where(Machine.tenant == tenant).execute()
+    rt.tasks.deprovision_machine(tenant.id)
+    click.echo(f"deprovisioning of tenant {tenant.id} queued")

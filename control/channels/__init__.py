@@ -1,0 +1,1 @@
+"""Channel adapters: one module per chat platform (verify → Envelope; send/edit replies)."""

@@ -1,0 +1,181 @@
+"""Telegram adapter: webhook verification, Update parsing and the Bot API client.
+
+Updates are parsed from the raw JSON with a tolerant reader rather than python-telegram-bot's
+``Update.de_json``, because the latter rejects the legacy shapes that Telegram's own webhook
+guide still publishes (``from`` without ``is_bot``); any well-formed Update must get a 200.
+Bot API wire format: https://core.telegram.org/bots/api#making-requests
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from control.errors import BadRequest, HermesError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+# Update fields that carry a Message (https://core.telegram.org/bots/api#update).
+MESSAGE_KINDS = ("message", "edited_message", "channel_post", "edited_channel_post",
+                 "business_message", "edited_business_message")
+
+
+def verify_secret(header_value: str | None, expected: str) -> None:
+    """Compare ``X-Telegram-Bot-Api-Secret-Token`` with the configured secret in constant time.
+
+    Raises:
+        Unauthorized: no secret configured, header missing, or mismatch.
+    """
+    if not expected or header_value is None or not hmac.compare_digest(
+            header_value.encode(), expected.encode()):
+        raise Unauthorized("bad or missing X-Telegram-Bot-Api-Secret-Token")
+
+
+@dataclass(frozen=True)
+class InboundUpdate:
+    """The parts of a Telegram Update the control plane acts on.
+
+    Attributes:
+        update_id: the Update's id (idempotency key).
+        kind: which Update field was present (``message``, ``edited_message``, ``callback_query``, ...).
+        chat_id, chat_type: the chat, when the update has one (``private``, ``group``, ...).
+        user_id: the sender's id, when known.
+        message_id: the message's id, when the update carries a message.
+        text: message text or media caption (empty if none).
+        attachments: ``[{"kind": "photo"|"voice"|"document"|..., "file_id": ...}]``.
+    """
+
+    update_id: int
+    kind: str
+    chat_id: str | None = None
+    chat_type: str | None = None
+    user_id: str | None = None
+    message_id: str | None = None
+    text: str = ""
+    attachments: tuple = ()
+
+    @property
+    def is_private_message(self) -> bool:
+        """True for a new message in a one-to-one chat with the bot."""
+        return self.kind == "message" and self.chat_type == "private"
+
+    def command(self) -> tuple[str, str] | None:
+        """Return ``(command, argument)`` for ``/cmd[@bot] arg`` text, else None."""
+        if not self.text.startswith("/"):
+            return None
+        head, _, arg = self.text.partition(" ")
+        return head[1:].split("@", 1)[0].lower(), arg.strip()
+
+
+def parse_update(data: object) -> InboundUpdate:
+    """Parse a decoded Update.
+
+    Raises:
+        BadRequest: not an object, or no integer ``update_id``.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+        raise BadRequest("not a Telegram Update: an object with an integer update_id is required")
+    update_id = data["update_id"]
+    kind = next((k for k in data if k != "update_id"), "unknown")
+    if kind in MESSAGE_KINDS and isinstance(data[kind], dict):
+        return _from_message(update_id, kind, data[kind])
+    if kind == "callback_query" and isinstance(data[kind], dict):
+        sender = data[kind].get("from") or {}
+        message = data[kind].get("message") or {}
+        chat = message.get("chat") or {}
+        return InboundUpdate(update_id, kind, _str(chat.get("id")), chat.get("type"),
+                             _str(sender.get("id")))
+    return InboundUpdate(update_id, kind)
+
+
+def _from_message(update_id: int, kind: str, message: dict) -> InboundUpdate:
+    chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+    sender = message.get("from") if isinstance(message.get("from"), dict) else {}
+    text = message.get("text") or message.get("caption") or ""
+    attachments = []
+    for media in ("photo", "voice", "audio", "document", "video", "sticker"):
+        item = message.get(media)
+        if isinstance(item, list) and item:
+            item = item[-1]
+        if isinstance(item, dict) and item.get("file_id"):
+            attachments.append({"kind": media, "file_id": item["file_id"]})
+    return InboundUpdate(update_id, kind, _str(chat.get("id")), chat.get("type"),
+                         _str(sender.get("id")), _str(message.get("message_id")),
+                         text if isinstance(text, str) else "", tuple(attachments))
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(value)
+
+
+class BotApiError(HermesError):
+    """The Bot API answered ``ok: false``.
+
+    Attributes:
+        error_code: Telegram's ``error_code`` (HTTP-like: 400, 403, 429, ...).
+        retry_after: seconds to wait, from ``parameters.retry_after`` on 429.
+    """
+
+    code = "telegram_error"
+
+    def __init__(self, description: str, error_code: int, retry_after: float | None = None):
+        super().__init__(description)
+        self.error_code = error_code
+        self.retry_after = retry_after
+
+
+class BotApiClient:
+    """Minimal synchronous Bot API client for replies.
+
+    Args:
+        token: the bot token.
+        api_base: e.g. ``https://api.telegram.org`` (``TELEGRAM_API_BASE``).
+        timeout: seconds per request.
+    """
+
+    def __init__(self, token: str, api_base: str = "https://api.telegram.org", timeout: float = 10.0):
+        self._url = f"{api_base.rstrip('/')}/bot{token}/"
+        self._http = httpx.Client(timeout=timeout)
+
+    def call(self, method: str, **params) -> object:
+        """Call ``method`` with JSON ``params``; return its ``result``.
+
+        Raises:
+            BotApiError: Telegram answered ``ok: false`` (``retry_after`` set on 429), or the
+                request failed at the transport level (``error_code`` 0).
+        """
+        try:
+            response = self._http.post(self._url + method, json=params)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BotApiError(f"{method} failed: {exc}", 0) from exc
+        if body.get("ok"):
+            return body.get("result")
+        retry_after = (body.get("parameters") or {}).get("retry_after")
+        raise BotApiError(body.get("description", "unknown error"),
+                          int(body.get("error_code") or response.status_code), retry_after)
+
+    def send_message(self, chat_id: str, text: str) -> str:
+        """Send ``text`` to ``chat_id``; return the new message's id."""
+        result = self.call("sendMessage", chat_id=chat_id, text=text)
+        return str(result["message_id"])
+
+    def edit_message_text(self, chat_id: str, message_id: str, text: str) -> None:
+        """Replace the text of a message the bot sent; an unchanged text is not an error."""
+        try:
+            self.call("editMessageText", chat_id=chat_id, message_id=int(message_id), text=text)
+        except BotApiError as exc:
+            if exc.error_code == 400 and "not modified" in str(exc):
+                return
+            raise
+
+    def send_chat_action(self, chat_id: str, action: str = "typing") -> None:
+        """Show ``action`` (e.g. typing) in the chat for about 5 seconds."""
+        self.call("sendChatAction", chat_id=chat_id, action=action)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()

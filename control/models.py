@@ -1,0 +1,172 @@
+"""peewee models of the control plane: tenants, billing, machines, chats, messages and usage.
+
+Models bind to ``control.db.database`` (a proxy) and never read configuration.  Times are
+naive UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from peewee import (
+    BooleanField,
+    FloatField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from control.db import database
+
+
+def utcnow() -> datetime:
+    """Return the current UTC time as a naive datetime (how every model stores time)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Tenant(BaseModel):
+    """A paying user.  ``status``: ``pending`` (paid signup incomplete) | ``active`` | ``canceled``."""
+
+    email = CharField(null=True, unique=True)
+    stripe_customer_id = CharField(null=True, unique=True)
+    plan = CharField(null=True)
+    status = CharField(default="pending")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Subscription(BaseModel):
+    """A Stripe subscription.  ``plan`` is ``light`` | ``heavy`` | ``None`` (unknown price)."""
+
+    stripe_subscription_id = CharField(unique=True)
+    tenant = ForeignKeyField(Tenant, backref="subscriptions", null=True)
+    stripe_customer_id = CharField(null=True, index=True)
+    status = CharField(default="incomplete")
+    plan = CharField(null=True)
+    price_id = CharField(null=True)
+    current_period_end = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Machine(BaseModel):
+    """A tenant's VM (or local agent process).
+
+    ``state``: ``requested`` → ``provisioning`` → ``ready`` | ``failed``; later ``deprovisioned``.
+    """
+
+    tenant = ForeignKeyField(Tenant, backref="machines", unique=True)
+    plan = CharField()
+    state = CharField(default="requested")
+    address = CharField(null=True)
+    detail = TextField(default="")
+    attempts = IntegerField(default=0)
+    requested_at = DateTimeField(default=utcnow)
+    provisioning_at = DateTimeField(null=True)
+    ready_at = DateTimeField(null=True)
+    failed_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class WebhookEvent(BaseModel):
+    """A processed webhook delivery, unique per ``(provider, event_id)`` (idempotency key)."""
+
+    provider = CharField()
+    event_id = CharField()
+    event_type = CharField(default="")
+    received_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("provider", "event_id"), True),)
+
+
+class LinkToken(BaseModel):
+    """A single-use token linking a chat to a tenant; expires at ``expires_at``."""
+
+    token = CharField(unique=True)
+    tenant = ForeignKeyField(Tenant, backref="link_tokens")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+
+class ChatIdentity(BaseModel):
+    """A chat on a platform linked to a tenant, unique per ``(channel, chat_id)``."""
+
+    channel = CharField()
+    chat_id = CharField()
+    user_id = CharField(default="")
+    tenant = ForeignKeyField(Tenant, backref="chats")
+    linked_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("channel", "chat_id"), True),)
+
+
+class Message(BaseModel):
+    """The conversation log: one row per inbound envelope (``in``) and per final reply (``out``)."""
+
+    tenant = ForeignKeyField(Tenant, backref="messages")
+    envelope_id = CharField()
+    direction = CharField()
+    channel = CharField()
+    chat_id = CharField()
+    text = TextField(default="")
+    platform_message_id = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("envelope_id", "direction"), True),)
+
+
+class Delivery(BaseModel):
+    """The delivery ledger: one row per reply, so a restart never resends a delivered reply.
+
+    ``state``: ``sending`` (platform message exists, still being edited) | ``delivered``.
+    """
+
+    envelope_id = CharField(unique=True)
+    tenant = ForeignKeyField(Tenant, backref="deliveries")
+    channel = CharField()
+    chat_id = CharField()
+    platform_message_id = CharField(null=True)
+    last_text = TextField(default="")
+    state = CharField(default="sending")
+    recovered = BooleanField(default=False)
+    created_at = DateTimeField(default=utcnow)
+    delivered_at = DateTimeField(null=True)
+
+
+class Usage(BaseModel):
+    """One LLM call's usage: tokens, cost in cents (float), latency in milliseconds."""
+
+    tenant = ForeignKeyField(Tenant, backref="usage")
+    envelope_id = CharField(null=True)
+    model = CharField(default="")
+    input_tokens = IntegerField(default=0)
+    output_tokens = IntegerField(default=0)
+    cost_cents = FloatField(default=0.0)
+    latency_ms = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+
+
+class AttentionItem(BaseModel):
+    """Something an operator must look at (unknown plan, failed provisioning, dead letter)."""
+
+    kind = CharField()
+    subject = CharField(default="")
+    detail = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+    resolved_at = DateTimeField(null=True)
+
+
+ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
+              Delivery, Usage, AttentionItem]

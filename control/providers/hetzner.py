@@ -1,0 +1,387 @@
+"""``HetznerProvisioner``: one Pulumi stack per tenant, run through the Automation API.
+
+Each tenant gets stack ``{env}-tenant-{tenant}`` in project ``hermes-tenants`` whose inline
+program is ``infra.tenant.build(tenant, plan)`` (one server from the pinned snapshot, labelled
+``app, env, tenant, plan``).  Around the Pulumi calls this module adds what a fleet needs:
+
+* a per-stack file lock (``hetzner_locking``), so two workers never run one stack at once;
+* retries with backoff on Hetzner 429/5xx and concurrent updates, and recovery of interrupted
+  updates (``hetzner_stacks``); servers a dropped pending create left behind are deleted;
+* server type validation against ``GET /v1/server_types`` before every create or resize;
+* resize: upgrades now, downgrades at the billing period end (``hetzner_resizes``);
+* deprovision: archive ``/var/lib/hermes`` to object storage FIRST, then ``destroy`` and
+  ``remove_stack``; a failed archive destroys nothing;
+* an orphan sweep through the hcloud API (``hetzner_reconcile``) and drift checks
+  (``hetzner_drift``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import structlog
+
+from control.errors import ProvisioningError
+from control.providers.archive import (ArchiveResult, LocalObjectStore, ObjectStore,
+                                       S3ObjectStore, archive_key)
+from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner
+from control.providers.hetzner_archive import DataArchiver, SshTarArchiver
+from control.providers.hetzner_config import (PLAN_ORDER, SHARED_PROJECT, TENANT_PROJECT,
+                                              HetznerConfig)
+from control.providers.hetzner_locking import StackLock
+from control.providers.hetzner_reconcile import SweepReport, find_orphans, server_address
+from control.providers.hetzner_resizes import ScheduledResize, ScheduledResizes
+from control.providers.hetzner_stacks import (SERVER_TYPE_TOKEN, RetryPolicy, StackRunner,
+                                              tracked_server_ids)
+from control.providers.hetzner_workspace import PulumiStackWorkspace, StackRef, StackWorkspace
+from infra import hetzner_api
+from infra import tenant_config as tc
+
+log = structlog.get_logger(__name__)
+
+# Hetzner server ``status`` values (docs.hetzner.cloud, "Servers") → MachineStatus.state.
+_STATES = {"running": "running", "initializing": "provisioning", "starting": "provisioning",
+           "rebuilding": "provisioning", "migrating": "provisioning", "stopping": "stopped",
+           "off": "stopped", "deleting": "stopped", "unknown": "failed"}
+
+
+@dataclass(frozen=True)
+class TenantProgram:
+    """The inline Pulumi program of one tenant stack: ``infra.tenant.build(tenant, plan)``."""
+
+    tenant: str
+    plan: str
+
+    def __call__(self) -> None:
+        from infra.tenant import build
+
+        build(self.tenant, self.plan)
+
+
+class HetznerProvisioner(Provisioner):
+    """Tenant machines on Hetzner Cloud, managed as Pulumi stacks.
+
+    Args:
+        config: see ``HetznerConfig``.
+        workspace: the Pulumi boundary; default ``PulumiStackWorkspace`` (needs the CLI).
+        hcloud_client: an ``hcloud.Client``; default one for ``config.hcloud_endpoint``.
+        store: archive store; default S3 when ``config.s3_bucket`` is set, else local.
+        archiver: how agent data leaves a VM; default ``SshTarArchiver`` over SSH.
+        sleep: pause function for retries and lock waits (tests inject a recorder).
+    """
+
+    def __init__(self, config: HetznerConfig, *, workspace: StackWorkspace | None = None,
+                 hcloud_client=None, store: ObjectStore | None = None,
+                 archiver: DataArchiver | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.workspace = workspace or PulumiStackWorkspace(
+            config.pulumi_backend_url, config.pulumi_passphrase, pulumi_home=config.pulumi_home,
+            env_vars={"HCLOUD_TOKEN": config.hcloud_token, "HCLOUD_ENDPOINT": config.hcloud_endpoint},
+        )
+        self.hcloud = hcloud_client or hetzner_api.make_client(config.hcloud_token,
+                                                               config.hcloud_endpoint)
+        self.store = store or (
+            S3ObjectStore(config.s3_bucket, endpoint_url=config.s3_endpoint,
+                          access_key=config.s3_access_key, secret_key=config.s3_secret_key,
+                          region=config.s3_region)
+            if config.s3_bucket else LocalObjectStore(config.archive_dir))
+        self.archiver = archiver or SshTarArchiver(key_path=config.ssh_key_path)
+        self.lock = StackLock(config.lock_dir, timeout=config.lock_timeout, sleep=sleep)
+        self.runner = StackRunner(
+            self.workspace,
+            RetryPolicy(config.retry_attempts, config.retry_base_delay, config.retry_max_delay,
+                        sleep),
+            on_recovered=self._remove_untracked_servers,
+        )
+        self.resizes = ScheduledResizes(config.state_dir, self.lock)
+
+    # -- naming -----------------------------------------------------------------------------
+    def stack_ref(self, tenant: str, plan: str = "light") -> StackRef:
+        """Return the tenant's stack reference with the program for ``plan``."""
+        return StackRef(TENANT_PROJECT, self.config.stack_name(tenant), TenantProgram(tenant, plan))
+
+    def shared_stack_ref(self, work_dir: str) -> StackRef:
+        """Return the environment's shared stack (``Pulumi.yaml`` in ``work_dir``)."""
+        return StackRef(SHARED_PROJECT, self.config.env, work_dir=work_dir)
+
+    def tenant_stacks(self) -> list[str]:
+        """Return the tenants that have a stack in this environment, sorted."""
+        names = self.runner.list_stacks(TENANT_PROJECT)
+        return sorted(t for t in map(self.config.tenant_of, names) if t)
+
+    def _labels(self, tenant: str | None = None) -> dict[str, str]:
+        labels = {"app": "hermes", "env": self.config.env}
+        return {**labels, "tenant": tenant} if tenant else labels
+
+    # -- checks -----------------------------------------------------------------------------
+    @staticmethod
+    def _check(tenant: str, plan: str | None = None) -> None:
+        try:
+            tc.check_label_value(tenant, "tenant id")
+        except ValueError as err:
+            raise ProvisioningError(str(err)) from err
+        if not tenant:
+            raise ProvisioningError("tenant id is empty")
+        if plan is not None and plan not in PLANS:
+            raise ProvisioningError(f"unknown plan {plan!r}; expected one of {PLANS}")
+
+    def validate_server_type(self, plan: str) -> hetzner_api.ServerTypeInfo:
+        """Check ``plan``'s configured server type against the Hetzner API now.
+
+        Raises:
+            ProvisioningError: the type is unknown, deprecated or unavailable at the location,
+                or the API could not be asked.
+        """
+        from hcloud import APIException
+
+        name = self.config.server_types[plan]
+        try:
+            return hetzner_api.validate_server_types(self.hcloud, [name],
+                                                     self.config.location)[name]
+        except hetzner_api.ServerTypeRejected as err:
+            raise ProvisioningError(f"plan {plan}: {err}", code="server_type_rejected") from err
+        except APIException as err:
+            raise ProvisioningError(f"Hetzner API error while checking server types: {err}") \
+                from err
+
+    # -- Provisioner ------------------------------------------------------------------------
+    def provision(self, spec: MachineSpec) -> MachineStatus:
+        """Create or update the tenant's stack so exactly one server runs ``spec.plan``.
+
+        Idempotent: a second call finds the stack and its server and changes nothing.
+
+        Raises:
+            ProvisioningError: bad tenant/plan, missing secrets in ``spec.env``, rejected server
+                type, or a Pulumi failure that retries could not overcome.
+        """
+        self._check(spec.tenant, spec.plan)
+        config = self.config.tenant_config(spec.tenant, spec.env)
+        self.validate_server_type(spec.plan)
+        ref = self.stack_ref(spec.tenant, spec.plan)
+        with self.lock.hold(ref.name):
+            self.runner.ensure(ref)
+            self.runner.set_config(ref, config)
+            self.runner.recover(ref)
+            outputs = self.runner.up(ref)
+        log.info("tenant_provisioned", tenant=spec.tenant, plan=spec.plan,
+                 server_id=outputs.get("server_id"))
+        return self._status_from_outputs(spec.tenant, outputs)
+
+    def resize(self, tenant: str, plan: str, at_period_end: bool | None = None) -> MachineStatus:
+        """Move the tenant to ``plan``: now, or at the end of the billing period.
+
+        Args:
+            at_period_end: ``True`` records the change for ``apply_scheduled_resize``;
+                ``False`` applies it now; ``None`` (default) defers downgrades and applies
+                upgrades now (``PLAN_ORDER``).
+
+        Returns:
+            The machine's status; a deferred resize says so in ``detail`` (see also
+            ``scheduled_resizes``).
+
+        Raises:
+            ProvisioningError: unknown tenant or plan, rejected type, or a Pulumi failure.
+        """
+        self._check(tenant, plan)
+        ref = self.stack_ref(tenant, plan)
+        if not self.runner.exists(ref):
+            raise ProvisioningError(f"tenant {tenant} has no machine to resize")
+        current = self.runner.outputs(ref).get("plan")
+        if current == plan:
+            self.resizes.cancel(tenant)
+            return self.status(tenant)
+        downgrade = current in PLAN_ORDER and PLAN_ORDER.index(plan) < PLAN_ORDER.index(current)
+        if downgrade if at_period_end is None else at_period_end:
+            record = self.resizes.schedule(tenant, current, plan)
+            log.info("tenant_resize_scheduled", tenant=tenant, from_plan=current, to_plan=plan)
+            return replace(self.status(tenant), detail=(
+                f"resize {current} -> {plan} scheduled for the end of the billing period "
+                f"(requested {record.requested_at})"))
+        self.validate_server_type(plan)
+        with self.lock.hold(ref.name):
+            self.runner.set_config(ref, self.config.public_config())
+            self.runner.recover(ref)
+            outputs = self.runner.up(ref)
+        self.resizes.cancel(tenant)
+        log.info("tenant_resized", tenant=tenant, from_plan=current, to_plan=plan)
+        return self._status_from_outputs(tenant, outputs)
+
+    def scheduled_resizes(self) -> list[ScheduledResize]:
+        """Return the downgrades waiting for their period end."""
+        return self.resizes.all()
+
+    def apply_scheduled_resize(self, tenant: str) -> MachineStatus | None:
+        """Apply ``tenant``'s scheduled downgrade now (billing calls this at the period end).
+
+        Returns ``None`` when nothing was scheduled.
+        """
+        record = self.resizes.get(tenant)
+        if record is None:
+            return None
+        return self.resize(tenant, record.to_plan, at_period_end=False)
+
+    def deprovision(self, tenant: str, archive: bool = True) -> ArchiveResult | None:
+        """Archive the agent's data (when ``archive``), then destroy and remove the stack.
+
+        Returns:
+            The stored archive, or ``None`` (no archive asked, or no machine).
+
+        Raises:
+            ProvisioningError: the archive failed (then nothing was destroyed), or the
+                destroy/remove failed after retries.
+        """
+        self._check(tenant)
+        ref = self.stack_ref(tenant)
+        result = None
+        with self.lock.hold(ref.name):
+            if not self.runner.exists(ref):
+                self.resizes.cancel(tenant)
+                return None
+            outputs = self.runner.outputs(ref)
+            if archive and outputs.get("server_id"):
+                result = self._archive(tenant, outputs.get("private_ip"),
+                                       {"server-id": str(outputs["server_id"])})
+            self.runner.destroy(ref)
+            self.runner.remove(ref)
+        self.resizes.cancel(tenant)
+        log.info("tenant_deprovisioned", tenant=tenant, archive=result and result.key)
+        return result
+
+    def status(self, tenant: str) -> MachineStatus:
+        """Return the tenant's machine status (``absent`` without a stack)."""
+        ref = self.stack_ref(tenant)
+        if self.lock.is_held(ref.name):
+            return MachineStatus(tenant, "provisioning", detail="a stack operation is running")
+        if not self.runner.exists(ref):
+            return MachineStatus(tenant, "absent")
+        return self._status_from_outputs(tenant, self.runner.outputs(ref))
+
+    def list(self) -> list[MachineStatus]:
+        """Return one status per tenant stack, plus servers labelled for a tenant without one."""
+        stacks = set(self.tenant_stacks())
+        by_tenant: dict[str, list] = {}
+        for server in hetzner_api.list_servers(self.hcloud, self._labels()):
+            if tenant := (server.labels or {}).get("tenant"):
+                by_tenant.setdefault(tenant, []).append(server)
+        statuses = []
+        for tenant in sorted(stacks | set(by_tenant)):
+            servers = by_tenant.get(tenant, [])
+            if not servers:
+                busy = self.lock.is_held(self.config.stack_name(tenant))
+                statuses.append(MachineStatus(tenant, "provisioning" if busy else "failed",
+                                              detail="" if busy else "stack has no server"))
+                continue
+            status = self._machine_status(tenant, servers[0])
+            note = "" if tenant in stacks else "orphan: no stack; "
+            if len(servers) > 1:
+                note += f"{len(servers)} servers carry this tenant label; "
+            statuses.append(replace(status, detail=note + status.detail))
+        return statuses
+
+    # -- sweeps and drift -------------------------------------------------------------------
+    def reconcile(self, known_tenants: set[str] | None = None, remove: bool = False
+                  ) -> SweepReport:
+        """Find (and with ``remove``, delete) orphaned tenant servers; see ``hetzner_reconcile``.
+
+        Removal keeps data: an orphan whose tenant still has a stack is deprovisioned through
+        it (archive, destroy, remove); any other orphan is archived, then deleted through the
+        hcloud API.  A failed archive leaves the server in place and is reported.
+        """
+        tracked = {}
+        for tenant in self.tenant_stacks():
+            tracked[tenant] = self.runner.outputs(self.stack_ref(tenant)).get("server_id")
+        servers = hetzner_api.list_servers(self.hcloud, self._labels())
+        report = find_orphans(servers, tracked, known_tenants,
+                              busy=lambda t: self.lock.is_held(self.config.stack_name(t)))
+        if not remove:
+            return report
+        for orphan in report.orphans:
+            try:
+                if orphan.reason == "inactive_tenant":
+                    self.deprovision(orphan.tenant, archive=True)
+                else:
+                    key = archive_key(self.config.env, orphan.tenant).replace(
+                        ".tar.gz", f"-server{orphan.server_id}.tar.gz")
+                    self._archive(orphan.tenant, orphan.address,
+                                  {"server-id": str(orphan.server_id), "reason": orphan.reason},
+                                  key=key)
+                    hetzner_api.delete_server(self.hcloud, orphan.server_id)
+                report.removed.append(orphan.server_id)
+            except Exception as err:  # one failing orphan must not stop the sweep
+                report.failures[orphan.server_id] = str(err)
+        return report
+
+    def drift(self, work_dir: str, known_tenants: set[str] | None = None,
+              delay: float | None = None):
+        """Preview the shared stack and every tenant stack for drift, then sweep orphans.
+
+        Returns a ``hetzner_drift.DriftReport``.
+        """
+        from control.providers.hetzner_drift import check_drift
+
+        refs = [self.stack_ref(t) for t in self.tenant_stacks()]
+        return check_drift(
+            self.runner, self.shared_stack_ref(work_dir), refs,
+            delay=self.config.drift_delay if delay is None else delay,
+            sleep=self.runner.policy.sleep,
+            sweep=lambda: self.reconcile(known_tenants, remove=False),
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _archive(self, tenant: str, address: str | None, metadata: dict[str, str],
+                 key: str | None = None) -> ArchiveResult:
+        key = key or archive_key(self.config.env, tenant)
+        meta = {"tenant": tenant, "env": self.config.env, **metadata}
+        try:
+            result = self.archiver(tenant, address, self.store, key, meta)
+        except ProvisioningError:
+            raise
+        except Exception as err:
+            raise ProvisioningError(f"archiving tenant {tenant}'s data failed: {err}") from err
+        log.info("tenant_archived", tenant=tenant, key=result.key, bytes=result.bytes)
+        return result
+
+    def _status_from_outputs(self, tenant: str, outputs: dict[str, Any]) -> MachineStatus:
+        from hcloud import APIException
+
+        server_id = outputs.get("server_id")
+        if not server_id:
+            return MachineStatus(tenant, "failed", plan=outputs.get("plan"),
+                                 detail="stack has no server")
+        try:
+            server = self.hcloud.servers.get_by_id(int(server_id))
+        except APIException as err:
+            if err.code != "not_found":
+                raise ProvisioningError(f"Hetzner API error reading server {server_id}: {err}") \
+                    from err
+            return MachineStatus(tenant, "failed", plan=outputs.get("plan"),
+                                 detail=f"server {server_id} in the stack state is gone")
+        return self._machine_status(tenant, server)
+
+    def _machine_status(self, tenant: str, server) -> MachineStatus:
+        labels = dict(server.labels or {})
+        detail = f"server {server.id} {server.name}, type {server.server_type.name}, " \
+                 f"hcloud status {server.status}"
+        scheduled = self.resizes.get(tenant)
+        if scheduled:
+            detail += f"; resize to {scheduled.to_plan} scheduled for the period end"
+        return MachineStatus(tenant, _STATES.get(server.status, "failed"), plan=labels.get("plan"),
+                             address=server_address(server), detail=detail, labels=labels)
+
+    def _remove_untracked_servers(self, ref: StackRef, pending: list[dict]) -> None:
+        """After dropping pending creates, delete the tenant's servers the state does not track
+        (the create reached Hetzner but its result never reached the state)."""
+        creates = [p for p in pending if p.get("type") == "creating"
+                   and (p.get("resource") or {}).get("type") == SERVER_TYPE_TOKEN]
+        tenant = self.config.tenant_of(ref.name)
+        if not creates or not tenant:
+            return
+        tracked = tracked_server_ids(self.workspace.export_state(ref))
+        for server in hetzner_api.list_servers(self.hcloud, self._labels(tenant)):
+            if str(server.id) not in tracked:
+                log.warning("untracked_server_deleted", tenant=tenant, server_id=server.id)
+                hetzner_api.delete_server(self.hcloud, server.id)

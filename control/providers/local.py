@@ -1,0 +1,254 @@
+"""``LocalProvisioner``: the embedded default — each tenant's agent is a supervised local process.
+
+Every agent gets its own data directory ``<agents_dir>/<tenant>/`` holding ``machine.json``
+(its spec, mode 0600 because it holds the agent token), ``agent.log`` and the agent's own
+files.  A supervisor thread restarts an agent that dies, with exponential backoff.  Agents
+are started in their own session (so a terminal's Ctrl-C reaches only ``hermes serve``, which
+then stops them in order) and with a parent-death signal, so none outlives the control plane.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from control.errors import ProvisioningError
+from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner
+
+log = logging.getLogger(__name__)
+
+READY_FILE = "agent.ready"
+PR_SET_PDEATHSIG = 1  # prctl(2) option: signal to receive when the parent thread dies.
+PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                    "HF_HOME", "TMPDIR")
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Agent:
+    spec: MachineSpec
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start_at: float = 0.0
+    stopping: bool = False
+
+
+class LocalProvisioner(Provisioner):
+    """Runs agents as child processes of this host.
+
+    Args:
+        agents_dir: parent of the per-tenant data directories.
+        env_label: value of the ``env`` label.
+        ready_timeout: seconds to wait for an agent to report ready (model loading included).
+        stop_timeout: seconds between SIGTERM and SIGKILL when stopping an agent.
+        python: interpreter that runs ``-m agent.main run``.
+    """
+
+    def __init__(self, agents_dir: str | Path, env_label: str = "local", ready_timeout: float = 180.0,
+                 stop_timeout: float = 10.0, python: str = sys.executable):
+        self.agents_dir = Path(agents_dir)
+        self.agents_dir.mkdir(parents=True, exist_ok=True)
+        self.env_label = env_label
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.python = python
+        self._agents: dict[str, _Agent] = {}
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="agent-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def data_dir(self, tenant: str) -> Path:
+        """Return the tenant agent's data directory."""
+        return self.agents_dir / tenant
+
+    def provision(self, spec: MachineSpec) -> MachineStatus:
+        """See ``Provisioner.provision``; an agent already running is left as it is."""
+        if spec.plan not in PLANS:
+            raise ProvisioningError(f"unknown plan {spec.plan!r}")
+        with self._lock:
+            agent = self._agents.get(spec.tenant)
+            if agent is not None and agent.process is not None and agent.process.poll() is None:
+                return self.status(spec.tenant)
+            data = self.data_dir(spec.tenant)
+            data.mkdir(parents=True, exist_ok=True)
+            machine_file = data / "machine.json"
+            machine_file.write_text(json.dumps({"tenant": spec.tenant, "plan": spec.plan, "env": spec.env}))
+            machine_file.chmod(0o600)
+            agent = self._agents[spec.tenant] = _Agent(spec)
+            self._start(agent)
+        self._wait_ready(agent)
+        return self.status(spec.tenant)
+
+    def adopt(self) -> list[str]:
+        """Start agents for every data directory with a ``machine.json`` (after a restart).
+
+        Returns the tenant ids started; agents that fail to become ready are left to the
+        supervisor's restarts.
+        """
+        started = []
+        for machine_file in sorted(self.agents_dir.glob("*/machine.json")):
+            saved = json.loads(machine_file.read_text())
+            spec = MachineSpec(tenant=saved["tenant"], plan=saved["plan"], env=saved["env"])
+            with self._lock:
+                if spec.tenant in self._agents:
+                    continue
+                agent = self._agents[spec.tenant] = _Agent(spec)
+                self._start(agent)
+            started.append(spec.tenant)
+        return started
+
+    def _start(self, agent: _Agent) -> None:
+        data = self.data_dir(agent.spec.tenant)
+        (data / READY_FILE).unlink(missing_ok=True)
+        env = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+        env.update(agent.spec.env)
+        env.update(HERMES_DATA_DIR=str(data), HERMES_TENANT=agent.spec.tenant, PYTHONUNBUFFERED="1")
+        with open(data / "agent.log", "ab") as logfile:
+            agent.process = subprocess.Popen(
+                [self.python, "-m", "agent.main", "run"], env=env, cwd=str(data),
+                stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        log.info("started agent for tenant %s (pid %s)", agent.spec.tenant, agent.process.pid)
+
+    def _wait_ready(self, agent: _Agent) -> None:
+        ready = self.data_dir(agent.spec.tenant) / READY_FILE
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            process = agent.process
+            if ready.exists():
+                return
+            if process is not None and process.poll() is not None and agent.restarts == 0:
+                raise ProvisioningError(f"agent exited with code {process.returncode}: "
+                                        f"{self._log_tail(agent.spec.tenant)}")
+            time.sleep(0.1)
+        raise ProvisioningError(f"agent not ready after {self.ready_timeout:.0f}s: "
+                                f"{self._log_tail(agent.spec.tenant)}")
+
+    def _log_tail(self, tenant: str, lines: int = 5) -> str:
+        path = self.data_dir(tenant) / "agent.log"
+        if not path.exists():
+            return ""
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+    def _supervise(self) -> None:
+        while not self._closing.wait(0.2):
+            with self._lock:
+                for agent in self._agents.values():
+                    self._check(agent)
+
+    def _check(self, agent: _Agent) -> None:
+        if agent.stopping or agent.process is None or agent.process.poll() is None:
+            return
+        now = time.monotonic()
+        if agent.next_start_at == 0.0:
+            delay = min(30.0, 0.5 * 2 ** min(agent.restarts, 6))
+            agent.next_start_at = now + delay
+            log.warning("agent for tenant %s exited with %s; restarting in %.1fs",
+                        agent.spec.tenant, agent.process.returncode, delay)
+        elif now >= agent.next_start_at:
+            agent.restarts += 1
+            agent.next_start_at = 0.0
+            self._start(agent)
+
+    def resize(self, tenant: str, plan: str) -> MachineStatus:
+        """Record the new plan; local agents have no size, so nothing restarts."""
+        if plan not in PLANS:
+            raise ProvisioningError(f"unknown plan {plan!r}")
+        with self._lock:
+            agent = self._agents.get(tenant)
+            if agent is None:
+                raise ProvisioningError(f"tenant {tenant} has no machine")
+            agent.spec = MachineSpec(tenant=tenant, plan=plan, env=agent.spec.env)
+            machine_file = self.data_dir(tenant) / "machine.json"
+            saved = json.loads(machine_file.read_text())
+            saved["plan"] = plan
+            machine_file.write_text(json.dumps(saved))
+        return self.status(tenant)
+
+    def deprovision(self, tenant: str, archive: bool = True) -> None:
+        """Stop the agent; archive its data dir to ``<agents_dir>/../archives/`` first if asked."""
+        with self._lock:
+            agent = self._agents.pop(tenant, None)
+        if agent is not None:
+            self._stop(agent)
+        data = self.data_dir(tenant)
+        if not data.exists():
+            return
+        if archive:
+            archives = self.agents_dir.parent / "archives"
+            archives.mkdir(parents=True, exist_ok=True)
+            target = archives / f"{tenant}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar.gz"
+            try:
+                with tarfile.open(target, "w:gz") as tar:
+                    tar.add(data, arcname=tenant)
+            except OSError as exc:
+                raise ProvisioningError(f"archive of tenant {tenant} failed: {exc}") from exc
+        shutil.rmtree(data)
+
+    def _stop(self, agent: _Agent) -> None:
+        agent.stopping = True
+        process = agent.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def status(self, tenant: str) -> MachineStatus:
+        """See ``Provisioner.status``."""
+        with self._lock:
+            agent = self._agents.get(tenant)
+        labels = {"app": "hermes", "env": self.env_label, "tenant": tenant}
+        if agent is None or agent.process is None:
+            state = "stopped" if (self.data_dir(tenant) / "machine.json").exists() else "absent"
+            return MachineStatus(tenant=tenant, state=state, labels=labels)
+        labels["plan"] = agent.spec.plan
+        alive = agent.process.poll() is None
+        ready = (self.data_dir(tenant) / READY_FILE).exists()
+        state = "running" if alive and ready else ("provisioning" if alive else "failed")
+        return MachineStatus(tenant=tenant, state=state, plan=agent.spec.plan,
+                             address=f"pid:{agent.process.pid}",
+                             detail=f"restarts={agent.restarts}", labels=labels)
+
+    def list(self) -> list[MachineStatus]:
+        """See ``Provisioner.list``."""
+        tenants = {p.parent.name for p in self.agents_dir.glob("*/machine.json")}
+        with self._lock:
+            tenants |= set(self._agents)
+        return [self.status(t) for t in sorted(tenants)]
+
+    def pids(self) -> dict[str, int]:
+        """Return ``{tenant: pid}`` of running agents (for tests and ``hermes machines list``)."""
+        with self._lock:
+            return {t: a.process.pid for t, a in self._agents.items()
+                    if a.process is not None and a.process.poll() is None}
+
+    def close(self) -> None:
+        """Stop the supervisor and every agent (SIGTERM, then SIGKILL after ``stop_timeout``)."""
+        self._closing.set()
+        self._supervisor.join(timeout=5)
+        with self._lock:
+            agents = list(self._agents.values())
+            self._agents.clear()
+        for agent in agents:
+            self._stop(agent)

@@ -1,0 +1,101 @@
+"""``hermes serve``: the control plane, its workers and the local agents in one process.
+
+Threads: the HTTP server (waitress, main thread), the Huey consumer (provisioning and reply
+tasks), the delivery worker; plus the ``LocalProvisioner``'s supervisor and its agent
+processes.  SIGINT/SIGTERM stop everything in reverse order and leave no agent behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from control import create_app
+from control.runtime import Runtime
+from control.services.delivery import DeliveryWorker
+from control.services.provisioning import ready_tenant_ids
+from control.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Everything ``hermes serve`` runs, startable and stoppable from code (tests, ``hermes demo``).
+
+    Args:
+        settings: the configuration.
+        host: interface for the HTTP server.
+    """
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1"):
+        self.settings = settings
+        self.runtime = Runtime(settings)
+        self.app = create_app(settings, self.runtime)
+        self.host = host
+        self.stopping = threading.Event()
+        self._consumer = None
+        self._http = None
+
+    def start_workers(self) -> None:
+        """Adopt existing local agents, start the Huey consumer and the delivery worker."""
+        rt = self.runtime
+        adopt = getattr(rt.provisioner, "adopt", None)
+        if adopt is not None:
+            adopted = adopt()
+            if adopted:
+                log.info("restarted agents for tenants %s", ", ".join(adopted))
+        self._consumer = rt.huey.create_consumer(workers=2, worker_type="thread", periodic=False,
+                                                 max_delay=0.5, check_worker_health=False)
+        self._consumer.start()
+        rt.workers["huey"] = self._consumer.scheduler
+
+        def tenants():
+            with rt.db.connection_context():
+                return ready_tenant_ids()
+
+        delivery = DeliveryWorker(rt.bus, rt.bot, tenants, edit_interval=self.settings.edit_interval)
+
+        def run_delivery():
+            with rt.db.connection_context():
+                delivery.run(self.stopping)
+
+        thread = threading.Thread(target=run_delivery, name="delivery", daemon=True)
+        thread.start()
+        rt.workers["delivery"] = thread
+
+    def serve_forever(self) -> None:
+        """Start the workers and serve HTTP until SIGINT/SIGTERM; then stop everything."""
+        from waitress import create_server
+
+        self.start_workers()
+        # Installed after the Huey consumer, which sets handlers of its own.
+        signal.signal(signal.SIGTERM, self._interrupt)
+        signal.signal(signal.SIGINT, self._interrupt)
+        self._http = create_server(self.app, host=self.host, port=self.settings.port, threads=8)
+        log.info("Hermes Max control plane on http://%s:%s", self.host, self.settings.port)
+        try:
+            self._http.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+
+    def _interrupt(self, *_args) -> None:
+        raise KeyboardInterrupt
+
+    def shutdown(self) -> None:
+        """Stop HTTP, workers and agents (idempotent)."""
+        if self.stopping.is_set():
+            return
+        log.info("shutting down")
+        self.stopping.set()
+        if self._http is not None:
+            self._http.close()
+        if self._consumer is not None:
+            self._consumer.stop(graceful=False)
+        thread = self.runtime.workers.get("delivery")
+        if thread is not None:
+            thread.join(timeout=5)
+        self.runtime.close()
+        log.info("stopped")

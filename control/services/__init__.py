@@ -1,0 +1,1 @@
+"""Plain-Python services of the control plane (no Flask imports)."""

@@ -1,0 +1,196 @@
+"""Billing: turn verified Stripe events into tenants, subscriptions and provisioning requests.
+
+Stripe does not guarantee event order (https://docs.stripe.com/webhooks#event-ordering), so
+``checkout.session.completed`` and ``customer.subscription.created`` are accepted in either
+order; a machine is requested once both a customer email and a paid plan are known.  No Stripe
+API call is made on this path: everything comes from the event payloads.  Both the 2023
+object shapes and the current ones (period fields moved to subscription items) are read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from control.db import database
+from control.errors import BadRequest
+from control.models import Subscription, Tenant, WebhookEvent, utcnow
+from control.providers.base import PLANS
+from control.services.attention import raise_attention
+
+log = logging.getLogger(__name__)
+
+# Subscription statuses that mean "paid": https://docs.stripe.com/api/subscriptions/object#subscription_object-status
+PAID_STATUSES = frozenset({"active", "trialing"})
+# Checkout Session payment_status values that mean the customer has paid.
+PAID_CHECKOUT = frozenset({"paid", "no_payment_required"})
+
+
+def handle_event(event: dict, price_plans: dict[str, str],
+                 request_machine: Callable[[Tenant, str], object],
+                 release_machine: Callable[[Tenant], object] | None = None) -> str:
+    """Apply one verified Stripe event; idempotent on the event id.
+
+    Args:
+        event: the event as JSON-decoded dict (``id``, ``type``, ``data.object``).
+        price_plans: fallback ``{price_id: plan}`` map (settings ``STRIPE_PRICE_PLANS``).
+        request_machine: called with ``(tenant, plan)`` when the tenant should get a machine;
+            it must be idempotent itself (``provisioning.request_machine``).
+        release_machine: called with the tenant when its subscription ended
+            (``customer.subscription.deleted``); idempotent too.
+
+    Returns:
+        ``duplicate``, ``ignored`` or ``processed``.
+
+    Raises:
+        BadRequest: the event lacks an id, a type or a data object.
+    """
+    event_id, event_type = event.get("id"), event.get("type")
+    obj = (event.get("data") or {}).get("object")
+    if not isinstance(event_id, str) or not isinstance(event_type, str) or not isinstance(obj, dict):
+        raise BadRequest("Stripe event needs id, type and data.object")
+    handler = HANDLERS.get(event_type)
+    with database.atomic():
+        _, created = WebhookEvent.get_or_create(provider="stripe", event_id=event_id,
+                                                defaults={"event_type": event_type})
+        if not created:
+            return "duplicate"
+        if handler is None:
+            return "ignored"
+        tenant = handler(obj, price_plans)
+        ended = event_type == "customer.subscription.deleted" and tenant is not None
+        plan = _ready_plan(tenant) if tenant is not None and not ended else None
+    if ended and release_machine is not None:
+        _cancel(tenant)
+        release_machine(tenant)
+    if plan is not None:
+        request_machine(tenant, plan)
+    return "processed"
+
+
+def _cancel(tenant: Tenant) -> None:
+    """Mark the tenant canceled unless another paid subscription keeps it active."""
+    still_paid = Subscription.select().where(
+        (Subscription.tenant == tenant) & Subscription.status.in_(PAID_STATUSES)).exists()
+    if not still_paid:
+        tenant.status, tenant.updated_at = "canceled", utcnow()
+        tenant.save()
+
+
+def _on_checkout_completed(session: dict, price_plans: dict[str, str]) -> Tenant | None:
+    if session.get("mode") not in (None, "subscription"):
+        return None
+    email = session.get("customer_email") or (session.get("customer_details") or {}).get("email")
+    tenant = _tenant_for(session.get("customer"), email)
+    sub_id = session.get("subscription")
+    if isinstance(sub_id, dict):
+        sub_id = sub_id.get("id")
+    if sub_id:
+        sub, _ = Subscription.get_or_create(stripe_subscription_id=sub_id,
+                                            defaults={"stripe_customer_id": session.get("customer")})
+        sub.tenant = tenant
+        plan = (session.get("metadata") or {}).get("plan")
+        if plan in PLANS and sub.plan is None:
+            sub.plan = plan
+        if session.get("payment_status") in PAID_CHECKOUT and sub.status not in PAID_STATUSES:
+            sub.status = "active"
+        sub.updated_at = utcnow()
+        sub.save()
+    return tenant
+
+
+def _on_subscription_event(sub_obj: dict, price_plans: dict[str, str]) -> Tenant | None:
+    customer = sub_obj.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    sub_id = sub_obj.get("id")
+    if not sub_id:
+        raise BadRequest("subscription object without id")
+    tenant = _tenant_for(customer, None)
+    sub, _ = Subscription.get_or_create(stripe_subscription_id=sub_id,
+                                        defaults={"stripe_customer_id": customer})
+    plan, price_id = plan_of_subscription(sub_obj, price_plans)
+    sub.tenant = tenant
+    sub.stripe_customer_id = customer
+    sub.status = sub_obj.get("status") or sub.status
+    sub.price_id = price_id
+    sub.plan = plan or sub.plan
+    sub.current_period_end = _period_end(sub_obj)
+    sub.updated_at = utcnow()
+    sub.save()
+    if sub.plan is None:
+        raise_attention("unknown_plan", sub_id,
+                        f"subscription {sub_id} (customer {customer}) has price {price_id!r} "
+                        "with no lookup_key/metadata.plan and no STRIPE_PRICE_PLANS entry")
+    return tenant
+
+
+def plan_of_subscription(sub_obj: dict, price_plans: dict[str, str]) -> tuple[str | None, str | None]:
+    """Return ``(plan, price_id)`` of a subscription object.
+
+    The plan is the first item's price ``lookup_key`` or ``metadata.plan`` when that is
+    ``light``/``heavy``, else the subscription's own ``metadata.plan``, else
+    ``price_plans[price_id]``; ``None`` when nothing matches (issue #2).
+    """
+    items = ((sub_obj.get("items") or {}).get("data")) or []
+    price = (items[0].get("price") or items[0].get("plan") or {}) if items else {}
+    price_id = price.get("id")
+    candidates = [price.get("lookup_key"), (price.get("metadata") or {}).get("plan"),
+                  (sub_obj.get("metadata") or {}).get("plan"), price_plans.get(price_id or "")]
+    return next((c for c in candidates if c in PLANS), None), price_id
+
+
+def _period_end(sub_obj: dict) -> datetime | None:
+    end = sub_obj.get("current_period_end")
+    if end is None:
+        items = ((sub_obj.get("items") or {}).get("data")) or [{}]
+        end = items[0].get("current_period_end")
+    if not isinstance(end, int):
+        return None
+    return datetime.fromtimestamp(end, timezone.utc).replace(tzinfo=None)
+
+
+def _tenant_for(customer_id: str | None, email: str | None) -> Tenant:
+    tenant = Tenant.get_or_none(Tenant.stripe_customer_id == customer_id) if customer_id else None
+    if tenant is None and email:
+        tenant = Tenant.get_or_none(Tenant.email == email)
+    if tenant is None:
+        tenant = Tenant.create(stripe_customer_id=customer_id, email=email)
+    changed = False
+    if customer_id and tenant.stripe_customer_id is None:
+        tenant.stripe_customer_id, changed = customer_id, True
+    if email and tenant.email is None:
+        tenant.email, changed = email, True
+    if changed:
+        tenant.updated_at = utcnow()
+        tenant.save()
+    return tenant
+
+
+def _ready_plan(tenant: Tenant) -> str | None:
+    """Return the plan to provision when the tenant has an email and a paid, known plan."""
+    if not tenant.email:
+        return None
+    subs = Subscription.select().where(
+        ((Subscription.tenant == tenant) | (Subscription.stripe_customer_id == tenant.stripe_customer_id))
+        & Subscription.status.in_(PAID_STATUSES) & Subscription.plan.is_null(False)
+    )
+    sub = subs.first()
+    if sub is None:
+        return None
+    if sub.tenant_id != tenant.id:
+        sub.tenant = tenant
+        sub.save()
+    if tenant.plan != sub.plan or tenant.status != "active":
+        tenant.plan, tenant.status, tenant.updated_at = sub.plan, "active", utcnow()
+        tenant.save()
+    return sub.plan
+
+
+HANDLERS: dict[str, Callable[[dict, dict[str, str]], Tenant | None]] = {
+    "checkout.session.completed": _on_checkout_completed,
+    "customer.subscription.created": _on_subscription_event,
+    "customer.subscription.updated": _on_subscription_event,
+    "customer.subscription.deleted": _on_subscription_event,
+}

@@ -1,0 +1,161 @@
+"""Per-tenant Redis ACL users: each agent may touch only its own tenant's bus keys.
+
+The control plane (admin connection) writes every ``hermes:messages:{tenant}`` stream and
+reads every ``hermes:events:{tenant}`` stream.  A tenant's agent connects as
+``hermes-tenant-{tenant}`` with a random password, and may only (Redis 7 ACL rules and
+selectors, https://redis.io/docs/management/security/acl/):
+
+* consume ``hermes:messages:{tenant}`` through a consumer group: ``XREADGROUP``, ``XACK``,
+  ``XAUTOCLAIM``, ``XPENDING``, ``XGROUP CREATE``, ``XLEN`` (root permissions).  It cannot
+  ``XADD`` there, so an agent can never forge inbound user messages, and it cannot read the
+  control plane's idempotency keys ``hermes:messages:{tenant}:idem:*``;
+* move a bad message aside: ``XADD`` to ``hermes:messages:{tenant}:dead`` (selector), with
+  ``MULTI``/``EXEC`` so the dead-letter write and its ``XACK`` are one transaction;
+* append to ``hermes:events:{tenant}`` through ``RedisBus.append``'s Lua script: ``EVAL``,
+  ``EVALSHA``, ``XADD``, ``XLEN``, ``XINFO GROUPS`` on that stream and ``GET``/``SET`` on its
+  idempotency keys ``hermes:events:{tenant}:idem:*`` (selector);
+* ``PING`` (and ``SELECT`` when the bus lives in a database other than 0).
+
+Everything else is denied (``-@all``, no pub/sub channels): no ``KEYS``/``SCAN``/
+``FLUSH*``/``CONFIG``/``ACL``/``MONITOR``/``PSUBSCRIBE``, and no other tenant's keys.
+Tenant ids are restricted to ``[A-Za-z0-9_-]`` so they cannot smuggle glob characters into
+the key patterns, nor ``:`` (tenant ``a:dead`` would own tenant ``a``'s dead letters).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from urllib.parse import quote
+
+import redis
+import structlog
+
+from wire.protocol import events_stream, messages_stream
+from wire.redis_bus import translate_errors
+
+log = structlog.get_logger(__name__)
+
+TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PASSWORD_BYTES = 32  # secrets.token_urlsafe(32): 256 bits, 43 URL-safe characters
+
+
+def tenant_username(tenant: str) -> str:
+    """Return the Redis ACL user name of ``tenant`` (``hermes-tenant-{tenant}``).
+
+    Raises:
+        ValueError: ``tenant`` is not 1-64 characters of ``[A-Za-z0-9_-]``.
+    """
+    if not TENANT_ID.match(tenant):
+        raise ValueError(f"invalid tenant id {tenant!r}: use 1-64 characters of A-Z a-z 0-9 _ -")
+    return f"hermes-tenant-{tenant}"
+
+
+def tenant_acl_rules(tenant: str, password: str, db: int = 0) -> list[str]:
+    """Return the ``ACL SETUSER`` rules for ``tenant`` (see the module docstring).
+
+    ``reset`` first clears any earlier password, keys, channels, commands and selectors, so
+    applying these rules to an existing user replaces its password (rotation).
+    """
+    tenant_username(tenant)
+    messages, events = messages_stream(tenant), events_stream(tenant)
+    rules = ["reset", "on", f">{password}", "resetchannels", "-@all",
+             "+ping", "+multi", "+exec", "+discard",
+             f"~{messages}", "+xreadgroup", "+xack", "+xautoclaim", "+xpending",
+             "+xgroup|create", "+xlen",
+             f"(~{messages}:dead +xadd)",
+             f"(~{events} ~{events}:idem:* +eval +evalsha +xadd +xlen +xinfo|groups +get +set)"]
+    if db:
+        rules.append("+select")
+    return rules
+
+
+def _admin_location(admin: redis.Redis) -> tuple[str, str, int, int]:
+    pool = admin.connection_pool
+    kwargs = pool.connection_kwargs
+    if "path" in kwargs:
+        raise ValueError("the admin connection uses a unix socket; agents need a TCP URL")
+    scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
+    return scheme, kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), \
+        int(kwargs.get("db", 0))
+
+
+def _persist(admin: redis.Redis) -> None:
+    """Save the ACL users so they survive a Redis restart.
+
+    ``ACL SAVE`` writes the ``aclfile``; without one, ``CONFIG REWRITE`` writes the users
+    into redis.conf (https://redis.io/docs/management/security/acl/#use-an-external-acl-file).
+    When neither works (no config file either) the users live only in memory: log a warning.
+    """
+    for command in (("ACL", "SAVE"), ("CONFIG", "REWRITE")):
+        try:
+            admin.execute_command(*command)
+            return
+        except redis.ResponseError as exc:
+            error = str(exc)
+    log.warning("bus_acl.not_persisted", error=error,
+                hint="configure `aclfile` in redis.conf so tenant users survive a restart")
+
+
+def grant(admin: redis.Redis, tenant: str, *, advertised_host: str | None = None) -> str:
+    """Create or rotate ``tenant``'s Redis ACL user; return its connection URL.
+
+    A new random password replaces any earlier one, and connections still authenticated
+    with the earlier password are closed (``CLIENT KILL USER``), so a rotation takes effect
+    at once.  The URL is the only place the password appears: hand it to that tenant's
+    agent only, never log it.
+
+    Args:
+        admin: a client with ``ACL`` and ``CLIENT`` permissions (the control plane's).
+        tenant: tenant id, 1-64 characters of ``[A-Za-z0-9_-]``.
+        advertised_host: host the agent should dial, when it differs from the admin's
+            (e.g. the Redis server's private-network address); default: the admin's host.
+
+    Returns:
+        ``redis[s]://hermes-tenant-{tenant}:{password}@host:port/db``.
+
+    Raises:
+        ValueError: invalid tenant id, or the admin connection is a unix socket.
+        BusAuthError: the admin connection may not manage ACL users.
+        BusUnavailable: Redis cannot be reached.
+    """
+    username = tenant_username(tenant)
+    scheme, host, port, db = _admin_location(admin)
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    with translate_errors(admin, f"grant bus access to tenant {tenant}"):
+        admin.execute_command("ACL", "SETUSER", username, *tenant_acl_rules(tenant, password, db))
+        admin.execute_command("CLIENT", "KILL", "USER", username)
+        _persist(admin)
+    host = advertised_host or host
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    return f"{scheme}://{quote(username)}:{quote(password)}@{host}:{port}/{db}"
+
+
+def rotate(admin: redis.Redis, tenant: str, *, advertised_host: str | None = None) -> str:
+    """Give ``tenant`` a new password (the old one stops working at once); return the URL.
+
+    Same as ``grant``; see it for arguments and errors.
+    """
+    return grant(admin, tenant, advertised_host=advertised_host)
+
+
+def revoke(admin: redis.Redis, tenant: str) -> bool:
+    """Delete ``tenant``'s ACL user; Redis closes its open connections.
+
+    Idempotent: revoking a user that does not exist does nothing.
+
+    Returns:
+        True when a user was deleted, False when there was none.
+
+    Raises:
+        ValueError: invalid tenant id.
+        BusAuthError, BusUnavailable: as for ``grant``.
+    """
+    username = tenant_username(tenant)
+    with translate_errors(admin, f"revoke bus access of tenant {tenant}"):
+        deleted = int(admin.execute_command("ACL", "DELUSER", username))
+        if deleted:
+            _persist(admin)
+    return bool(deleted)
+

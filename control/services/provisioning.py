@@ -1,0 +1,147 @@
+"""Provisioning: one machine per tenant, driven through the ``Provisioner`` interface.
+
+States (issue #2): ``requested`` → ``provisioning`` → ``ready`` | ``failed``, each with its
+timestamp.  ``request_machine`` is idempotent, so a replayed Stripe event never makes a
+second machine; the slow work runs in a Huey task that calls ``run_provisioning``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+
+from control.db import database
+from control.errors import NotFound, ProvisioningError
+from control.models import Machine, Tenant, utcnow
+from control.providers.base import MachineSpec, Provisioner
+from control.services import linking
+from control.services.attention import raise_attention
+
+log = logging.getLogger(__name__)
+
+
+def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object]) -> Machine:
+    """Record that ``tenant`` needs a machine on ``plan`` and enqueue provisioning once.
+
+    Args:
+        tenant: the paying tenant.
+        plan: ``light`` or ``heavy``.
+        enqueue: called with the tenant id to schedule ``run_provisioning`` (a Huey task).
+
+    Returns:
+        The tenant's machine row (new, or the existing one untouched unless it had failed or
+        been deprovisioned, in which case it is requested again).
+    """
+    with database.atomic():
+        machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": plan})
+        again = not created and machine.state in ("failed", "deprovisioned")
+        if again:
+            machine.state, machine.plan, machine.requested_at = "requested", plan, utcnow()
+            machine.updated_at = utcnow()
+            machine.save()
+    if created or again:
+        enqueue(tenant.id)
+    return machine
+
+
+def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[str, str],
+                     link_ttl: int) -> Machine:
+    """Bring up the tenant's machine and, once ready, issue its first link token.
+
+    Args:
+        tenant_id: the tenant's id.
+        provisioner: where machines come from.
+        agent_env: environment for the agent (bus URL, LLM settings); the tenant id and a fresh
+            agent token are added here.
+        link_ttl: link token lifetime in seconds.
+
+    Returns:
+        The machine row in its final state (``ready`` or ``failed``).
+
+    Raises:
+        NotFound: the tenant has no machine request.
+    """
+    machine = Machine.get_or_none(Machine.tenant == tenant_id)
+    if machine is None:
+        raise NotFound(f"tenant {tenant_id} has no machine request")
+    if machine.state == "ready":
+        return machine
+    machine.state, machine.provisioning_at, machine.attempts = "provisioning", utcnow(), machine.attempts + 1
+    machine.updated_at = utcnow()
+    machine.save()
+    env = {**agent_env, "HERMES_TENANT": str(tenant_id),
+           "HERMES_AGENT_TOKEN": secrets.token_urlsafe(32)}
+    try:
+        status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env))
+    except ProvisioningError as exc:
+        return _mark_failed(machine, str(exc))
+    if status.state != "running":
+        return _mark_failed(machine, f"machine is {status.state}: {status.detail}")
+    machine.state, machine.ready_at, machine.address = "ready", utcnow(), status.address
+    machine.detail, machine.updated_at = status.detail, utcnow()
+    machine.save()
+    linking.current_token(machine.tenant, link_ttl)
+    log.info("machine for tenant %s ready at %s", tenant_id, status.address)
+    return machine
+
+
+def _mark_failed(machine: Machine, detail: str) -> Machine:
+    machine.state, machine.failed_at, machine.detail = "failed", utcnow(), detail
+    machine.updated_at = utcnow()
+    machine.save()
+    raise_attention("provisioning_failed", str(machine.tenant_id), detail)
+    return machine
+
+
+def release_machine(tenant: Tenant, enqueue: Callable[[int], object]) -> None:
+    """Schedule deprovisioning (with archive) of a canceled tenant's machine, once."""
+    machine = Machine.get_or_none(Machine.tenant == tenant)
+    if machine is None or machine.state in ("deprovisioning", "deprovisioned"):
+        return
+    if tenant.status == "canceled":
+        machine.state, machine.updated_at = "deprovisioning", utcnow()
+        machine.save()
+        enqueue(tenant.id)
+
+
+def run_deprovisioning(tenant_id: int, provisioner: Provisioner) -> Machine:
+    """Archive and delete the tenant's machine; state becomes ``deprovisioned``.
+
+    Raises:
+        NotFound: the tenant has no machine.
+        ProvisioningError: archive or deletion failed (the machine is marked failed and an
+            attention item raised; the Huey task retries).
+    """
+    machine = Machine.get_or_none(Machine.tenant == tenant_id)
+    if machine is None:
+        raise NotFound(f"tenant {tenant_id} has no machine")
+    try:
+        provisioner.deprovision(str(tenant_id), archive=True)
+    except ProvisioningError as exc:
+        raise_attention("deprovisioning_failed", str(tenant_id), str(exc))
+        raise
+    machine.state, machine.address, machine.updated_at = "deprovisioned", None, utcnow()
+    machine.save()
+    return machine
+
+
+def run_resize(tenant_id: int, plan: str, provisioner: Provisioner) -> Machine:
+    """Resize the tenant's machine to ``plan`` and record it.
+
+    Raises:
+        NotFound: the tenant has no machine.
+        ProvisioningError: the provider refused.
+    """
+    machine = Machine.get_or_none(Machine.tenant == tenant_id)
+    if machine is None:
+        raise NotFound(f"tenant {tenant_id} has no machine")
+    provisioner.resize(str(tenant_id), plan)
+    machine.plan, machine.updated_at = plan, utcnow()
+    machine.save()
+    return machine
+
+
+def ready_tenant_ids() -> list[int]:
+    """Return ids of tenants whose machine is ready."""
+    return [m.tenant_id for m in Machine.select(Machine.tenant).where(Machine.state == "ready")]

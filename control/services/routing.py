@@ -1,0 +1,124 @@
+"""Routing: a verified Telegram update → control-plane reply or an Envelope on the tenant's bus.
+
+Linked private chats reach their tenant's agent; ``/start`` and ``/help`` from a chat that
+is not linked are answered here, and an unlinked chat never reaches any agent.  Idempotent on
+``update_id``: the update is recorded and the envelope published in one database
+transaction, and the envelope id is derived from the chat and message ids, so a retried
+update after a partial failure publishes nothing twice (the bus dedupes on envelope id).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from control.channels.telegram import InboundUpdate
+from control.db import database
+from control.errors import LinkError
+from control.models import Message, Tenant, WebhookEvent
+from control.services import linking
+from wire.bus import Bus
+from wire.protocol import Envelope, messages_stream
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_NAMESPACE = uuid.UUID("6f1c1d4e-3d43-4f0e-9a7e-2b8f5d0c9a11")
+
+HELP_UNLINKED = (
+    "Hi! I'm Hermes, your personal AI agent. To connect this chat to your agent, open the "
+    "link from your welcome email (it looks like t.me/{bot}?start=CODE), or send /start CODE."
+)
+HELP_LINKED = (
+    "You're connected to your Hermes agent: just write to it. Commands: /remember TEXT, "
+    "/forget QUERY, /memory [QUERY], /cron add|list|pause|resume|remove, /skills, /model, "
+    "/usage, /status, /reset (new conversation), /stop (cancel the running answer)."
+)
+LINKED_OK = "Linked! This chat now talks to your personal Hermes agent. Say hello."
+
+
+@dataclass(frozen=True)
+class RoutingResult:
+    """What happened to an update: ``outcome`` and, if published, the envelope."""
+
+    outcome: str
+    envelope: Envelope | None = None
+
+
+def envelope_id_for(channel: str, chat_id: str, message_id: str) -> str:
+    """Return the deterministic envelope id of a platform message (UUID5 hex)."""
+    return uuid.uuid5(ENVELOPE_NAMESPACE, f"{channel}:{chat_id}:{message_id}").hex
+
+
+def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str, str], object],
+                          bot_username: str) -> RoutingResult:
+    """Route one verified, parsed Telegram update.
+
+    Args:
+        update: the parsed update.
+        bus: where envelopes go.
+        reply: ``reply(chat_id, text)`` schedules a control-plane answer (a Huey task).
+        bot_username: for the linking help text.
+
+    Returns:
+        ``RoutingResult`` with outcome ``duplicate``, ``ignored``, ``answered`` or ``published``.
+
+    Raises:
+        wire.errors.BusUnavailable: the envelope could not be published; nothing was recorded
+            (the webhook answers 503 so Telegram retries).
+    """
+    with database.atomic():
+        _, created = WebhookEvent.get_or_create(provider="telegram", event_id=str(update.update_id),
+                                                defaults={"event_type": update.kind})
+        if not created:
+            return RoutingResult("duplicate")
+        if not update.is_private_message or update.chat_id is None:
+            return RoutingResult("ignored")
+        tenant = linking.tenant_for_chat("telegram", update.chat_id)
+        command = update.command()
+        if command is not None and command[0] == "start":
+            return _start(update, command[1], tenant, reply, bot_username)
+        if tenant is None:
+            reply(update.chat_id, HELP_UNLINKED.format(bot=bot_username))
+            return RoutingResult("answered")
+        if command is not None and command[0] == "help":
+            reply(update.chat_id, HELP_LINKED)
+            return RoutingResult("answered")
+        if not update.text and not update.attachments:
+            return RoutingResult("ignored")
+        envelope = _publish(update, tenant, bus)
+    return RoutingResult("published", envelope)
+
+
+def _start(update: InboundUpdate, token: str, tenant: Tenant | None,
+           reply: Callable[[str, str], object], bot_username: str) -> RoutingResult:
+    if not token:
+        reply(update.chat_id, HELP_LINKED if tenant else HELP_UNLINKED.format(bot=bot_username))
+        return RoutingResult("answered")
+    try:
+        linking.redeem(token, "telegram", update.chat_id, update.user_id or "")
+    except LinkError as exc:
+        reply(update.chat_id, f"{exc} " + HELP_UNLINKED.format(bot=bot_username))
+        return RoutingResult("answered")
+    reply(update.chat_id, LINKED_OK)
+    return RoutingResult("answered")
+
+
+def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
+    envelope = Envelope(
+        id=envelope_id_for("telegram", update.chat_id, update.message_id or str(update.update_id)),
+        tenant=str(tenant.id),
+        channel="telegram",
+        chat_id=update.chat_id,
+        sender_id=update.user_id or "",
+        text=update.text,
+        attachments=list(update.attachments),
+        platform_message_id=update.message_id,
+    )
+    Message.get_or_create(envelope_id=envelope.id, direction="in",
+                          defaults={"tenant": tenant, "channel": "telegram",
+                                    "chat_id": update.chat_id, "text": update.text,
+                                    "platform_message_id": update.message_id})
+    bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+    return envelope

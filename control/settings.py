@@ -1,0 +1,154 @@
+"""Control-plane configuration: the only module that reads the environment.
+
+``Settings.from_env()`` reads every variable once; everything else receives a ``Settings``.
+Defaults make the embedded mode work with no servers and no keys (DESIGN.md, "Defaults that
+make it run anywhere").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from control.errors import ConfigError
+
+
+
+def _default_data_dir() -> str:
+    return str(Path.home() / ".hermes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the control plane.
+
+    Attributes (environment variable in brackets, default after ``=``):
+        data_dir: [HERMES_DATA_DIR] = ``~/.hermes``; database, bus, queue and agent data.
+        database_url: [DATABASE_URL] = ``sqlite:///<data_dir>/control.db``; ``postgresql://`` for Postgres.
+        bus_url: [HERMES_BUS_URL, or REDIS_URL when HERMES_BUS=redis] = ``sqlite:///<data_dir>/bus.db``.
+        port: [HERMES_PORT] = 8000.
+        public_url: [HERMES_PUBLIC_URL] = ``http://127.0.0.1:<port>``; how agents reach us.
+        stripe_webhook_secret: [STRIPE_WEBHOOK_SECRET] = ``""`` (every Stripe webhook is refused).
+        stripe_price_plans: [STRIPE_PRICE_PLANS] = ``{}``; ``price_id=plan,...`` fallback map.
+        stripe_tolerance: seconds a Stripe signature timestamp may be old (Stripe's SDK default 300).
+        telegram_bot_token: [TELEGRAM_BOT_TOKEN] = ``""``.
+        telegram_bot_username: [TELEGRAM_BOT_USERNAME] = ``HermesMaxBot``; used in deep links.
+        telegram_webhook_secret: [TELEGRAM_WEBHOOK_SECRET] = ``""`` (every update is refused).
+        telegram_api_base: [TELEGRAM_API_BASE] = ``https://api.telegram.org``.
+        link_token_ttl: [HERMES_LINK_TOKEN_TTL] = 86400 seconds (24 h, issue #2).
+        edit_interval: [HERMES_EDIT_INTERVAL] = 1.0 second between edits of one chat's message.
+        provisioner: [HERMES_PROVISIONER] = ``local`` | ``hetzner``.
+        agent_env: LLM settings handed to every agent: HERMES_LLM, HERMES_MODEL,
+            ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (only those that are set).
+        visibility_timeout: [HERMES_VISIBILITY_TIMEOUT] = 30 seconds before a bus entry is redelivered.
+        env: [HERMES_ENV] = ``local``; the label ``env`` on every machine.
+        huey_immediate: run Huey tasks inline (tests only).
+    """
+
+    data_dir: str = field(default_factory=_default_data_dir)
+    database_url: str = ""
+    bus_url: str = ""
+    port: int = 8000
+    public_url: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_price_plans: dict[str, str] = field(default_factory=dict)
+    stripe_tolerance: int = 300
+    telegram_bot_token: str = ""
+    telegram_bot_username: str = "HermesMaxBot"
+    telegram_webhook_secret: str = ""
+    telegram_api_base: str = "https://api.telegram.org"
+    link_token_ttl: int = 86400
+    edit_interval: float = 1.0
+    provisioner: str = "local"
+    agent_env: dict[str, str] = field(default_factory=dict)
+    visibility_timeout: float = 30.0
+    env: str = "local"
+    huey_immediate: bool = False
+
+    def __post_init__(self):
+        data = str(Path(self.data_dir).expanduser().resolve())
+        object.__setattr__(self, "data_dir", data)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data}/control.db")
+        if not self.bus_url:
+            object.__setattr__(self, "bus_url", f"sqlite:///{data}/bus.db")
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://127.0.0.1:{self.port}")
+        if self.provisioner not in ("local", "hetzner"):
+            raise ConfigError(f"HERMES_PROVISIONER must be local or hetzner, not {self.provisioner!r}")
+
+    @property
+    def huey_path(self) -> str:
+        """Path of the SqliteHuey queue file."""
+        return str(Path(self.data_dir) / "queue.db")
+
+    @property
+    def agents_dir(self) -> str:
+        """Directory holding one data directory per local agent."""
+        return str(Path(self.data_dir) / "agents")
+
+    def with_overrides(self, **changes) -> "Settings":
+        """Return a copy with ``changes`` applied (used by tests and ``hermes demo``)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Raises:
+            ConfigError: a variable has an invalid value.
+        """
+        env = os.environ if environ is None else environ
+        try:
+            port = int(env.get("HERMES_PORT", "8000"))
+            ttl = int(env.get("HERMES_LINK_TOKEN_TTL", "86400"))
+            edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
+            visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
+        except ValueError as exc:
+            raise ConfigError(f"invalid numeric setting: {exc}") from exc
+        return cls(
+            data_dir=env.get("HERMES_DATA_DIR") or _default_data_dir(),
+            database_url=env.get("DATABASE_URL", ""),
+            bus_url=_bus_url(env),
+            port=port,
+            public_url=env.get("HERMES_PUBLIC_URL", ""),
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
+            stripe_price_plans=_parse_price_plans(env.get("STRIPE_PRICE_PLANS", "")),
+            telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", ""),
+            telegram_bot_username=env.get("TELEGRAM_BOT_USERNAME", "HermesMaxBot"),
+            telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET", ""),
+            telegram_api_base=env.get("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/"),
+            link_token_ttl=ttl,
+            edit_interval=edit_interval,
+            provisioner=env.get("HERMES_PROVISIONER", "local"),
+            agent_env={k: env[k] for k in AGENT_ENV_KEYS if env.get(k)},
+            visibility_timeout=visibility,
+            env=env.get("HERMES_ENV", "local"),
+        )
+
+
+AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_MODEL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+
+
+def _bus_url(env) -> str:
+    choice = env.get("HERMES_BUS", "")
+    if choice not in ("", "redis", "sqlite"):
+        raise ConfigError(f"HERMES_BUS must be redis or sqlite, not {choice!r}")
+    if choice == "sqlite":
+        return env.get("HERMES_BUS_URL", "")
+    if choice == "redis" or env.get("REDIS_URL"):
+        if not env.get("REDIS_URL"):
+            raise ConfigError("HERMES_BUS=redis needs REDIS_URL")
+        return env["REDIS_URL"]
+    return env.get("HERMES_BUS_URL", "")
+
+
+def _parse_price_plans(raw: str) -> dict[str, str]:
+    plans = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        price, sep, plan = pair.partition("=")
+        if not sep or plan not in ("light", "heavy"):
+            raise ConfigError(f"STRIPE_PRICE_PLANS entry {pair!r} must be price_id=light|heavy")
+        plans[price.strip()] = plan
+    return plans

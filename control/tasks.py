@@ -1,0 +1,70 @@
+"""Huey tasks of the control plane; each only calls a service.
+
+Tasks are bound to a Huey instance at start-up (``ControlTasks``) because the queue's file
+comes from settings; in tests ``huey_immediate`` runs them inline with the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from huey import MemoryHuey, SqliteHuey
+
+from control.channels.telegram import BotApiError
+from control.services import provisioning
+
+log = logging.getLogger(__name__)
+
+
+def create_huey(settings):
+    """Return the control plane's Huey: SqliteHuey on ``settings.huey_path``, or immediate mode."""
+    if settings.huey_immediate:
+        return MemoryHuey("hermes-control", immediate=True)
+    return SqliteHuey("hermes-control", filename=settings.huey_path)
+
+
+class ControlTasks:
+    """The control plane's tasks, registered on ``runtime.huey``.
+
+    Args:
+        runtime: the ``control.runtime.Runtime`` (settings, provisioner, Bot API client).
+    """
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        huey = runtime.huey
+        # Provisioning waits for the agent to become ready; retry a failed attempt twice.
+        self.provision_machine = huey.task(retries=2, retry_delay=10, name="provision_machine")(
+            self._provision_machine)
+        # Telegram may rate-limit or be briefly unreachable; replies are worth retrying.
+        self.deprovision_machine = huey.task(retries=3, retry_delay=30, name="deprovision_machine")(
+            self._deprovision_machine)
+        self.resize_machine = huey.task(retries=3, retry_delay=30, name="resize_machine")(
+            self._resize_machine)
+        self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
+
+    def _provision_machine(self, tenant_id: int) -> str:
+        rt = self.runtime
+        with rt.db.connection_context():
+            machine = provisioning.run_provisioning(
+                tenant_id, rt.provisioner, rt.agent_env(), rt.settings.link_token_ttl)
+            return machine.state
+
+    def _deprovision_machine(self, tenant_id: int) -> str:
+        rt = self.runtime
+        with rt.db.connection_context():
+            return provisioning.run_deprovisioning(tenant_id, rt.provisioner).state
+
+    def _resize_machine(self, tenant_id: int, plan: str) -> str:
+        rt = self.runtime
+        with rt.db.connection_context():
+            return provisioning.run_resize(tenant_id, plan, rt.provisioner).plan
+
+    def _send_text(self, chat_id: str, text: str) -> None:
+        try:
+            self.runtime.bot.send_message(chat_id, text)
+        except BotApiError as exc:
+            if exc.error_code in (400, 403):
+                log.error("message to chat %s refused: %s", chat_id, exc)
+                return
+            raise

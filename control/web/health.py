@@ -1,0 +1,38 @@
+"""``GET /healthz`` (liveness) and ``GET /readyz`` (database, bus, workers)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from control.web import runtime
+from wire.errors import BusUnavailable
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process answers HTTP."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """200 when the database and bus answer and every started worker is alive, else 503."""
+    rt = runtime()
+    checks: dict[str, object] = {}
+    try:
+        rt.db.execute_sql("SELECT 1").fetchone()
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means not ready
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        rt.bus.ping()
+        checks["bus"] = "ok"
+    except BusUnavailable as exc:
+        checks["bus"] = f"error: {exc}"
+    workers = rt.workers_alive()
+    checks["workers"] = {name: "ok" if alive else "dead" for name, alive in workers.items()} or "none started"
+    ready = (checks["database"] == "ok" and checks["bus"] == "ok" and bool(workers)
+             and all(workers.values()))
+    return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503

@@ -1,0 +1,42 @@
+"""The Redis host: the bus (Redis 7 Streams, one ACL user per tenant) on the private network.
+
+Seed facts the ``redis`` Ansible role configures on it: Redis 7 with AOF + RDB persistence, TLS
+on 6380, ``maxmemory 3gb`` with ``allkeys-lru``; hence the default ``cx33`` (8 GB RAM) leaves
+room for the fork during RDB snapshots and AOF rewrites (Redis docs, "Persistence").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.components.host import HostArgs, SharedHost
+
+
+@dataclass
+class RedisHostArgs(HostArgs):
+    """Args of ``RedisHost``: ``HostArgs`` plus the TLS port clients use.
+
+    Attributes:
+        tls_port: Redis TLS port (6380; plain 6379 stays private-only for local health checks).
+    """
+
+    tls_port: int = 6380
+
+
+class RedisHost(SharedHost):
+    """The shared Redis server; no public IPv4 unless ``public_ipv4`` is set.
+
+    Attributes:
+        url: ``rediss://<private ip>:<tls port>`` without credentials (each tenant's bus URL adds
+            its own ACL user).
+    """
+
+    ROLE = "redis"
+    TYPE = "hermes:infra:RedisHost"
+
+    def _role_outputs(self, args: RedisHostArgs) -> dict[str, pulumi.Output]:
+        self.tls_port = args.tls_port
+        self.url = pulumi.Output.concat("rediss://", self.private_ip, f":{args.tls_port}")
+        return {"url": self.url}

@@ -1,0 +1,1 @@
+"""Local stand-ins for internet services, speaking their published wire formats (tests, demos)."""

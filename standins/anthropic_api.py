@@ -1,0 +1,288 @@
+"""A local stand-in for the Anthropic Messages API (``POST /v1/messages``), for tests and demos.
+
+It speaks the real wire format: server-sent events for ``"stream": true`` (``message_start``,
+``content_block_start`` for text and ``tool_use`` blocks, ``ping``, ``content_block_delta`` with
+``text_delta`` / ``input_json_delta``, ``content_block_stop``, ``message_delta`` carrying
+``stop_reason`` and output ``usage``, ``message_stop``) and one JSON ``message`` object otherwise;
+errors are the documented JSON body ``{"type": "error", "error": {"type", "message"}}`` with the
+matching HTTP status (429 ``rate_limit_error``, 500 ``api_error``, 529 ``overloaded_error``, ...).
+Sources: https://docs.anthropic.com/en/api/messages-streaming and
+https://docs.anthropic.com/en/api/errors.
+
+Usage::
+
+    with AnthropicStandin() as api:                  # starts on 127.0.0.1, a free port
+        api.script([tool_reply(("get_time", {})), text_reply("It is noon.")])
+        backend = AnthropicBackend(api_key="test", base_url=api.base_url)
+        ...
+        api.requests[0]["json"]["messages"]          # what the client sent
+
+Responses are taken from the script in order; when it is empty the ``responder`` callable
+(``request_json -> Reply``) answers, by default echoing the last user text.
+"""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    Attributes:
+        text: assistant text (streamed in ``chunk`` sized pieces).
+        tool_calls: ``[(name, input_dict)]`` or ``[(name, input_dict, id)]`` tool_use blocks,
+            sent after the text.
+        status: HTTP status; anything but 200 sends the error body instead of a message.
+        error_type: error ``type`` (default from ``ERROR_TYPES``).
+        input_tokens, output_tokens: the usage reported (default: rough counts, 4 chars/token).
+        delay: seconds to wait before answering (to test timeouts and /stop).
+        chunk: characters per ``text_delta``.
+        model: the model id reported (default: the requested one).
+    """
+
+    text: str = ""
+    tool_calls: list[tuple] = field(default_factory=list)
+    status: int = 200
+    error_type: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    delay: float = 0.0
+    chunk: int = 8
+    model: str | None = None
+
+
+def text_reply(text: str, **kwargs) -> Reply:
+    """Return a ``Reply`` answering with ``text`` (``end_turn``)."""
+    return Reply(text=text, **kwargs)
+
+
+def tool_reply(*calls: tuple, text: str = "", **kwargs) -> Reply:
+    """Return a ``Reply`` asking for the tool ``calls`` (``(name, input)`` tuples; ``tool_use``)."""
+    return Reply(text=text, tool_calls=list(calls), **kwargs)
+
+
+def error_reply(status: int, message: str | None = None, error_type: str | None = None) -> Reply:
+    """Return a ``Reply`` failing with HTTP ``status`` and the real error body."""
+    return Reply(status=status, error_type=error_type, text=message or f"stand-in error {status}")
+
+
+def echo_responder(request: dict) -> Reply:
+    """Default responder: answer ``echo: <last user text>``."""
+    return text_reply(f"echo: {last_user_text(request)}")
+
+
+def last_user_text(request: dict) -> str:
+    """Return the text of the last user message of a Messages API request body."""
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if b.get("type") == "text"]
+        if texts:
+            return "\n".join(texts)
+    return ""
+
+
+def _estimate_tokens(value: Any) -> int:
+    return max(1, len(json.dumps(value)) // 4)
+
+
+class AnthropicStandin:
+    """Threaded HTTP server answering ``POST /v1/messages``.
+
+    Args:
+        responder: ``request_json -> Reply`` used when the script is empty.
+        host: bind address (loopback).
+
+    Attributes:
+        requests: every request received, ``{"path", "headers", "json"}``, in order.
+        base_url: ``http://host:port`` once started (pass it as the SDK's ``base_url``).
+    """
+
+    def __init__(self, responder: Callable[[dict], Reply] = echo_responder, host: str = "127.0.0.1"):
+        self.responder = responder
+        self.host = host
+        self.requests: list[dict] = []
+        self.base_url = ""
+        self._script: list[Reply] = []
+        self._lock = threading.Lock()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+
+    def start(self) -> str:
+        """Start serving in a daemon thread; return ``base_url``."""
+        standin = self
+
+        class Handler(_MessagesHandler):
+            owner = standin
+
+        self._server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="anthropic-standin",
+                                        daemon=True)
+        self._thread.start()
+        self.base_url = f"http://{self.host}:{self._server.server_address[1]}"
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = None
+
+    def script(self, replies: list[Reply | str]) -> None:
+        """Queue ``replies`` (a ``str`` is a text reply) to answer the next requests in order."""
+        with self._lock:
+            self._script.extend(text_reply(r) if isinstance(r, str) else r for r in replies)
+
+    @property
+    def remaining(self) -> int:
+        """How many scripted replies are still unused."""
+        with self._lock:
+            return len(self._script)
+
+    def _next_reply(self, body: dict) -> Reply:
+        with self._lock:
+            if self._script:
+                return self._script.pop(0)
+        return self.responder(body)
+
+    def _tool_id(self) -> str:
+        return f"toolu_{next(self._ids):04d}{uuid.uuid4().hex[:20]}"
+
+    def __enter__(self) -> "AnthropicStandin":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _MessagesHandler(http.server.BaseHTTPRequestHandler):
+    owner: AnthropicStandin
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        """Silence the default per-request stderr log."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._error(400, "invalid_request_error", "body is not JSON")
+            return
+        self.owner.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
+        if not self.path.startswith("/v1/messages"):
+            self._error(404, "not_found_error", f"no route {self.path}")
+            return
+        reply = self.owner._next_reply(body)
+        if reply.delay:
+            threading.Event().wait(reply.delay)
+        if reply.status != 200:
+            self._error(reply.status, reply.error_type or ERROR_TYPES.get(reply.status, "api_error"),
+                        reply.text)
+            return
+        message = self._message(body, reply)
+        if body.get("stream"):
+            self._stream(message, reply)
+        else:
+            self._send_json(200, message)
+
+    def _message(self, body: dict, reply: Reply) -> dict:
+        content: list[dict] = []
+        if reply.text:
+            content.append({"type": "text", "text": reply.text})
+        for call in reply.tool_calls:
+            name, tool_input = call[0], call[1]
+            tool_id = call[2] if len(call) > 2 else self.owner._tool_id()
+            content.append({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input})
+        input_tokens = reply.input_tokens
+        if input_tokens is None:
+            input_tokens = _estimate_tokens([body.get("system"), body.get("messages")])
+        output_tokens = reply.output_tokens if reply.output_tokens is not None else _estimate_tokens(content)
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+            "model": reply.model or body.get("model", "claude-haiku-4-5"), "content": content,
+            "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+
+    def _stream(self, message: dict, reply: Reply) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+        self.end_headers()
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
+        self._event("message_start", {"type": "message_start", "message": start})
+        self._event("ping", {"type": "ping"})
+        for index, block in enumerate(message["content"]):
+            self._block(index, block, reply.chunk)
+        self._event("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": message["usage"]["output_tokens"]},
+        })
+        self._event("message_stop", {"type": "message_stop"})
+        self.close_connection = True
+
+    def _block(self, index: int, block: dict, chunk: int) -> None:
+        if block["type"] == "text":
+            self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                "content_block": {"type": "text", "text": ""}})
+            text = block["text"]
+            for i in range(0, len(text), max(1, chunk)):
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "text_delta", "text": text[i:i + chunk]}})
+        else:
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            self._event("content_block_start", {"type": "content_block_start", "index": index,
+                                                "content_block": start})
+            raw = json.dumps(block["input"])
+            for i in range(0, len(raw), 16):
+                self._event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "input_json_delta",
+                                                              "partial_json": raw[i:i + 16]}})
+        self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    def _event(self, name: str, data: dict) -> None:
+        self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+
+    def _error(self, status: int, error_type: str, message: str) -> None:
+        self._send_json(status, {"type": "error", "error": {"type": error_type, "message": message}})
+
+    def _send_json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+        if status in (429, 529):
+            self.send_header("retry-after", "0")
+        self.end_headers()
+        self.wfile.write(data)

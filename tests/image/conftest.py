@@ -1,0 +1,214 @@
+"""Fixtures for the base-image deploy: the project wheel, a chroot that stands in for a
+fresh server, a loopback "GitHub release" for node_exporter, and the deploy run twice.
+
+The chroot shares the host's /usr read-only (so a stray write cannot touch this machine),
+with private, writable /usr/local, /etc, /var, /opt and /tmp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+NODE_EXPORTER_VERSION = "1.8.2"
+STUB_NODE_EXPORTER = b"#!/bin/sh\necho 'node_exporter, version 1.8.2 (stand-in)'\n"
+# Seeded into the root to prove the cleanup step removes them.
+STALE_MACHINE_ID = "0123456789abcdef0123456789abcdef\n"
+SOURCE_DIRS = ("agent", "agent_image", "cli", "control", "infra", "standins", "wire")
+
+
+def _require_root_and_chroot() -> None:
+    if os.geteuid() != 0 or shutil.which("chroot") is None or shutil.which("mount") is None:
+        pytest.skip("the image deploy test needs root, chroot and mount")
+    if not PYINFRA.exists():
+        pytest.skip(f"pyinfra is not installed next to {sys.executable}")
+
+
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory) -> Path:
+    """Build this project's wheel from a copy of the tree (the build writes build/ and
+    *.egg-info next to the sources, which must not land in the shared checkout)."""
+    work = tmp_path_factory.mktemp("wheel")
+    # Not named "src": setuptools treats a project dir called src as a src-layout root.
+    src = work / "hermes-max"
+    src.mkdir()
+    shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")
+    readme = REPO / "README.md"
+    if readme.exists():
+        shutil.copy2(readme, src / "README.md")
+    else:
+        (src / "README.md").write_text("Hermes Max\n")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in SOURCE_DIRS:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=ignore)
+    dist = work / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
+        check=True,
+        timeout=180,
+    )
+    (wheel,) = dist.glob("hermes_max-*.whl")
+    return wheel
+
+
+@dataclass(frozen=True)
+class Release:
+    """A node_exporter release tarball served on loopback."""
+
+    url: str
+    sha256: str
+
+
+@pytest.fixture(scope="session")
+def node_exporter_release(tmp_path_factory):
+    """Serve a release-shaped tarball (``node_exporter-<v>.linux-amd64/node_exporter``)
+    over HTTP on 127.0.0.1, as GitHub would."""
+    serve_dir = tmp_path_factory.mktemp("release")
+    name = f"node_exporter-{NODE_EXPORTER_VERSION}.linux-amd64"
+    tarball = serve_dir / f"{name}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for member, data, mode in (
+            (f"{name}/node_exporter", STUB_NODE_EXPORTER, 0o755),
+            (f"{name}/LICENSE", b"Apache-2.0\n", 0o644),
+        ):
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    handler = _quiet_handler(str(serve_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Release(
+            url=f"http://127.0.0.1:{server.server_port}/{tarball.name}",
+            sha256=hashlib.sha256(tarball.read_bytes()).hexdigest(),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _quiet_handler(directory: str):
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=directory, **kwargs)
+
+        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+            return
+
+    return Handler
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+def _seed_root(root: Path) -> None:
+    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
+                         ("lib64", "usr/lib64")):
+        (root / link).symlink_to(target)
+    for directory in ("usr", "usr_local", "opt", "var/lib/dbus", "var/log", "var/cache",
+                      "var/lib/cloud/instances/i-123", "dev", "proc", "run", "root"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(mode=0o1777)
+    os.chmod(root / "tmp", 0o1777)
+    shutil.copytree("/etc", root / "etc", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+    (root / "etc/apt/apt.conf.d").mkdir(parents=True, exist_ok=True)
+    for path in ("etc/apt/apt.conf.d/20auto-upgrades", "etc/apt/apt.conf.d/50unattended-upgrades"):
+        (root / path).unlink(missing_ok=True)
+    (root / "etc/machine-id").write_text(STALE_MACHINE_ID)
+    (root / "var/lib/dbus/machine-id").write_text(STALE_MACHINE_ID)
+    (root / "var/lib/cloud/instances/i-123/user-data.txt").write_text("#cloud-config\n")
+    (root / "var/log/cloud-init.log").write_text("cloud-init ran here\n")
+    (root / "var/log/cloud-init-output.log").write_text("cloud-init output\n")
+    for device, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
+        os.mknod(root / "dev" / device, 0o666 | 0o020000, os.makedev(1, minor))
+        os.chmod(root / "dev" / device, 0o666)
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory):
+    """A chroot that looks like a fresh server: host /usr (read-only), the rest private."""
+    _require_root_and_chroot()
+    root = tmp_path_factory.mktemp("image-root")
+    _seed_root(root)
+    mounts = []
+    try:
+        _mount("--bind", "/usr", str(root / "usr"))
+        mounts.append(root / "usr")
+        _mount("-o", "remount,bind,ro", str(root / "usr"))
+        _mount("--bind", str(root / "usr_local"), str(root / "usr/local"))
+        mounts.append(root / "usr/local")
+        (root / "usr_local/bin").mkdir()
+        _mount("-t", "proc", "proc", str(root / "proc"))
+        mounts.append(root / "proc")
+        yield root
+    finally:
+        for mount_point in reversed(mounts):
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        # Only ever delete once nothing of the host is mounted inside.
+        if not any(os.path.ismount(m) for m in mounts):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DeployRun:
+    """The outcome of one ``pyinfra @chroot/... agent_image/deploy.py`` run."""
+
+    returncode: int
+    output: str
+
+
+def _run_deploy(root: Path, data: dict[str, object]) -> DeployRun:
+    """Run the deploy through pyinfra's CLI, exactly as an operator would."""
+    args = [str(PYINFRA), "-y", f"@chroot{root}", "agent_image/deploy.py"]
+    for key, value in data.items():
+        args += ["--data", f"{key}={value}"]
+    proc = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PATH": f"{PYINFRA.parent}:{os.environ.get('PATH', '')}"},
+    )
+    return DeployRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def run_deploy():
+    """``run_deploy(root, data) -> DeployRun``: one pyinfra CLI run of the deploy."""
+    return _run_deploy
+
+
+@pytest.fixture(scope="session")
+def deploy_data(project_wheel, node_exporter_release) -> dict[str, object]:
+    """Host data for a test root: no apt, no systemctl, no PyPI; node_exporter from loopback."""
+    return {
+        "hermes_wheel": project_wheel,
+        "hermes_install_packages": "false",
+        "hermes_manage_services": "false",
+        "hermes_python": "python3.11",
+        "hermes_pip_install_args": "--no-deps --no-index",
+        "node_exporter_download_url": node_exporter_release.url,
+        "node_exporter_sha256": node_exporter_release.sha256,
+    }
+
+
+@pytest.fixture(scope="session")
+def deployed_root(image_root, deploy_data):
+    """The root after one deploy run, plus that run's outcome."""
+    first = _run_deploy(image_root, deploy_data)
+    assert first.returncode == 0, first.output
+    return image_root, first

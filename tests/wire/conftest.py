@@ -1,0 +1,136 @@
+"""Fixtures for the bus tests: private ``redis-server`` processes on free loopback ports.
+
+Never touches the machine's shared server on 127.0.0.1:6379.  Each server runs in its own
+temp dir with an ``aclfile`` (so ``ACL SAVE`` works and tenant users survive restarts) whose
+``default`` user, the admin, has the password ``ADMIN_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ADMIN_PASSWORD = "admin-test-password"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1:``port`` with its data in ``directory``.
+
+    Args:
+        directory: data dir (AOF, aclfile, log).
+        appendonly: persist every write to the AOF with ``appendfsync always``.
+        config: extra ``--name value`` settings, e.g. ``{"stream-node-max-entries": "10"}``.
+    """
+
+    def __init__(self, directory: Path, appendonly: bool = False, config: dict | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.config = config or {}
+        self.process: subprocess.Popen | None = None
+        aclfile = self.directory / "users.acl"
+        if not aclfile.exists():
+            aclfile.write_text(f"user default on >{ADMIN_PASSWORD} ~* &* +@all\n")
+
+    @property
+    def admin_url(self) -> str:
+        """URL of the admin (``default``) user."""
+        return f"redis://default:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        """Start the server and wait (up to 10 s) until it answers PING."""
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.directory), "--aclfile", str(self.directory / "users.acl"),
+                "--save", "", "--logfile", "redis.log", "--daemonize", "no",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        for name, value in self.config.items():
+            args += [f"--{name}", str(value)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, password=ADMIN_PASSWORD, socket_timeout=1.0)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
+                time.sleep(0.02)
+            finally:
+                client.close()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server with ``sig`` (SIGKILL simulates a crash) and wait for it to exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case it is paused
+            self.process.send_signal(sig)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open but nothing is answered."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze a paused server (SIGCONT)."""
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop (with ``sig``) and start again on the same port and data dir."""
+        self.stop(sig)
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server shared by the tests of this directory."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path):
+    """Return ``make(**options) -> RedisServer`` (started); every server is stopped at teardown."""
+    servers: list[RedisServer] = []
+
+    def make(**options) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def admin(redis_server):
+    """Admin client of the shared private server, emptied of keys and tenant users."""
+    client = redis.Redis.from_url(redis_server.admin_url, decode_responses=True)
+    client.flushall()
+    for user in client.acl_users():
+        if user != "default":
+            client.acl_deluser(user)
+    yield client
+    client.close()
