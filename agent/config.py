@@ -132,7 +132,7 @@ class AgentConfig:
         return table
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "AgentConfig":
+    def from_env(cls, environ: dict[str, str] | None = None) -> AgentConfig:
         """Build the configuration from ``environ`` (default ``os.environ``).
 
         Raises:

@@ -133,7 +133,7 @@ class ContextBuilder:
         if self.summarise is not None:
             try:
                 text = self.summarise(SUMMARY_PROMPT.format(text=transcript[-200_000:])).strip()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any summariser failure falls back
                 log.warning("history summary failed (%s); using an extractive one", exc)
         if not text:
             text = _extractive(summary, fresh)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.cron_schedule import ScheduleError, next_run, validate
@@ -71,7 +71,7 @@ class CronJob:
 
     def describe(self) -> str:
         """One line for ``/cron list``: id, state, schedule, zone, next run (local), prompt."""
-        local = datetime.fromtimestamp(self.next_run_at, timezone.utc).astimezone(validate(self.expr, self.tz))
+        local = datetime.fromtimestamp(self.next_run_at, UTC).astimezone(validate(self.expr, self.tz))
         state = "paused" if self.paused else f"next {local:%Y-%m-%d %H:%M %Z}"
         note = f" — {self.note}" if self.note else ""
         return f"#{self.id} [{state}] \"{self.expr}\" tz={self.tz}: {self.prompt}{note}"
@@ -87,7 +87,7 @@ class CronRun:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class CronStore:

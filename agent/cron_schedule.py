@@ -14,7 +14,7 @@ This is the behaviour of Vixie/ISC cron for jobs at a fixed time, made exact.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -44,7 +44,7 @@ def validate(expr: str, tz: str) -> ZoneInfo:
 
 def _exists(naive: datetime, zone: ZoneInfo) -> bool:
     aware = naive.replace(tzinfo=zone)
-    back = aware.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
+    back = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
     return back == naive
 
 
@@ -55,7 +55,7 @@ def _instant(naive: datetime, zone: ZoneInfo) -> datetime:
         while not _exists(probe, zone):  # gaps are at most a few hours; minutes step is cheap
             probe += timedelta(minutes=1)
         naive = probe
-    return naive.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    return naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
 def next_run(expr: str, tz: str, after: datetime) -> datetime:
@@ -70,7 +70,7 @@ def next_run(expr: str, tz: str, after: datetime) -> datetime:
         ScheduleError: invalid expression or zone, or no fire time found.
     """
     zone = validate(expr, tz)
-    after_utc = after.astimezone(timezone.utc)
+    after_utc = after.astimezone(UTC)
     local_after = after_utc.astimezone(zone).replace(tzinfo=None, fold=0)
     # Wall time -> instant is monotonic, so no candidate at or before ``local_after`` can fire
     # after ``after``; later candidates may still map before it (the repeated fall-back hour).

@@ -168,7 +168,7 @@ class ToolLoop:
                 outcome["value"] = tool.handler(args, ctx)
             except ToolError as exc:
                 outcome["error"] = str(exc)
-            except Exception as exc:  # any tool bug becomes an error result, never a dead turn
+            except Exception as exc:  # noqa: BLE001 - a tool bug becomes an error result
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
 
         worker = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)

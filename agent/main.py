@@ -1,10 +1,15 @@
-"""Agent process entry point: ``python -m agent.main run``.
+"""Agent process entry point: ``python -m agent.main run|listen|worker``.
 
-``run`` reads the tenant's inbox (``hermes:messages:{tenant}``, consumer group ``agent``),
-answers each envelope with one turn and acknowledges it only after the final event is on the
-bus, so a crash mid-turn means redelivery, never loss.  SIGTERM/SIGINT stop it after the
-current turn.  Readiness is reported by writing ``<data_dir>/agent.ready`` once the bus and the
-model are loaded.
+* ``run``: everything in one process (what the local supervisor starts): the Huey consumer
+  (turns, cron ticks) in worker threads and the inbox listener in the main thread.
+* ``listen``: the inbox listener only (systemd ``hermes-agent.service`` on a VM).
+* ``worker``: the Huey consumer only (systemd ``hermes-huey.service``).
+
+A worker recovers at start-up (``AgentTasks.recover``): envelopes left unfinished by a killed
+process are re-enqueued and missed cron slots within the grace window run once.  Readiness is
+reported by writing ``<data_dir>/agent.ready`` once everything is up (the local provisioner
+waits for it).  SIGTERM/SIGINT stop cleanly: the listener ends its batch, the consumer
+finishes running tasks (up to ``SHUTDOWN_TIMEOUT`` seconds) and no thread is left behind.
 """
 
 from __future__ import annotations
@@ -20,105 +25,93 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig, AgentConfigError
-from agent.history import History
-from agent.llm import backend_from_config
-from agent.turn import TurnRunner
-from wire.errors import MalformedMessage, WireError
-from wire.factory import bus_from_url
-from wire.protocol import Envelope, events_stream, messages_stream
+from wire.errors import WireError
 
 log = logging.getLogger("agent")
 
-INBOX_GROUP = "agent"
 READY_FILE = "agent.ready"
+SHUTDOWN_TIMEOUT = 30.0  # seconds a running turn may take to finish on SIGTERM
+COMMANDS = ("run", "listen", "worker")
 
 
-class InboxListener:
-    """Consumes one tenant's inbox and runs a turn per envelope.
+def build(config: AgentConfig, command: str):
+    """Wire runtime, tasks and (for ``run``/``listen``) the listener; return ``(tasks, listener)``.
 
-    Args:
-        config: the agent configuration.
-        bus: a ``wire.bus.Bus``.
-        runner: the ``TurnRunner`` answering envelopes.
+    Loads the local model eagerly when it is in the chain, so readiness means ready to answer.
     """
+    from agent.listener import InboxListener
+    from agent.runtime import AgentRuntime
+    from agent.tasks import AgentTasks
 
-    def __init__(self, config: AgentConfig, bus, runner: TurnRunner):
-        self.config = config
-        self.bus = bus
-        self.runner = runner
-        self.stream = messages_stream(config.tenant)
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        """Loop until ``stop()``: read, answer, acknowledge."""
-        while not self.stopping.is_set():
-            for delivery in self.bus.read([self.stream], INBOX_GROUP, self.config.consumer,
-                                          count=1, block=1.0):
-                self._handle(delivery)
-
-    def _handle(self, delivery) -> None:
-        try:
-            envelope = Envelope.from_json(delivery.payload)
-        except MalformedMessage as exc:
-            log.error("dead-lettering malformed entry %s: %s", delivery.entry_id, exc)
-            self.bus.dead_letter(delivery, INBOX_GROUP, str(exc))
-            return
-        if envelope.tenant != self.config.tenant:
-            log.error("dead-lettering envelope %s for another tenant", envelope.id)
-            self.bus.dead_letter(delivery, INBOX_GROUP, "wrong tenant")
-            return
-        self.runner.handle(envelope)
-        self.bus.ack(delivery.stream, INBOX_GROUP, delivery.entry_id)
-
-    def stop(self, *_args) -> None:
-        """Ask the loop to end after the current envelope."""
-        self.stopping.set()
+    runtime = AgentRuntime(config)
+    runtime.bus.ping()
+    if command != "listen":
+        for backend in runtime.router.backends:
+            warm = getattr(backend, "_llama", None)
+            if warm is not None:
+                warm()
+    tasks = AgentTasks(runtime)
+    listener = InboxListener(runtime, tasks) if command in ("run", "listen") else None
+    return tasks, listener
 
 
-def build_listener(config: AgentConfig) -> InboxListener:
-    """Wire bus, model, history and runner for ``config``; load the model eagerly."""
-    bus = bus_from_url(config.bus_url, visibility_timeout=config.visibility_timeout)
-    bus.ping()
-    llm = backend_from_config(config)
-    history = History(Path(config.data_dir) / "history.db")
-    outbox = events_stream(config.tenant)
-
-    def publish(event):
-        key = f"{event.message_id}:final" if event.kind in ("final", "error") else None
-        bus.append(outbox, event.to_json(), idempotency_key=key)
-
-    runner = TurnRunner(llm, history, publish, history_turns=config.history_turns,
-                        max_tokens=config.max_tokens, delta_interval=config.delta_interval)
-    warm = getattr(llm, "_llama", None)
-    if warm is not None:
-        warm()
-    return InboxListener(config, bus, runner)
+def _ready_path(config: AgentConfig) -> Path:
+    return config.data_path / READY_FILE
 
 
-def _write_ready(config: AgentConfig) -> None:
-    path = Path(config.data_dir) / READY_FILE
-    path.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "llm": config.llm}))
+def serve(config: AgentConfig, command: str) -> int:
+    """Run ``command`` until SIGTERM/SIGINT; return the exit code."""
+    _ready_path(config).unlink(missing_ok=True)
+    tasks, listener = build(config, command)
+    stopping = threading.Event()
+    consumer = None
+    if command in ("run", "worker"):
+        recovered = tasks.recover()
+        if recovered:
+            log.info("recovered %d unfinished envelopes", recovered)
+        consumer = tasks.huey.create_consumer(workers=config.workers, periodic=True,
+                                              check_worker_health=False, initial_delay=0.05,
+                                              max_delay=0.5, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        consumer.start()  # installs Huey's own signal handlers: ours go in after
+
+    def stop(*_args):
+        stopping.set()
+        if listener is not None:
+            listener.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _ready_path(config).write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "llm": config.llm,
+                                               "mode": command}))
+    log.info("agent %s for tenant %s ready (llm chain %s)", command, config.tenant, ",".join(config.llm_chain))
+    try:
+        if listener is not None:
+            listener.run()
+        else:
+            while not stopping.wait(1.0):
+                pass
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+        tasks.runtime.close()
+        log.info("agent %s stopped", command)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m agent.main run``; returns the process exit code."""
+    """Command line: ``python -m agent.main run|listen|worker``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="agent", description="Hermes Max tenant agent")
-    parser.add_argument("command", choices=["run"], help="run: inbox listener answering turns")
-    parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
+    parser.add_argument("command", choices=COMMANDS,
+                        help="run: listener + Huey consumer; listen: inbox listener; worker: Huey consumer")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s")
     try:
         config = AgentConfig.from_env()
-        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-        listener = build_listener(config)
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        return serve(config, args.command)
     except (AgentConfigError, WireError) as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, listener.stop)
-    signal.signal(signal.SIGINT, listener.stop)
-    _write_ready(config)
-    log.info("agent for tenant %s ready (llm=%s)", config.tenant, config.llm)
-    listener.run()
-    return 0
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class AgentRuntime:
         self._embedder = embedder
         self._memory = None
         self._memory_lock = threading.Lock()
-        preference = lambda: self.history.pref("model")  # noqa: E731
+        preference = lambda: self.history.pref("model")
         if backends is None:
             self.router = router_from_config(config, self.usage, preference)
         else:

@@ -1,107 +1,164 @@
-"""One conversational turn: history + user message → streamed reply events on the bus.
+"""One turn: an envelope in, a streamed reply (or a command's reply) out as events on the bus.
 
-The runner is idempotent on envelope id: if the ledger already holds a reply for the
-envelope (it was redelivered after a crash or a lost ack), the stored reply is published
-again as ``final`` — the delivery side is idempotent on message id — and no LLM call is made.
+* Idempotent on envelope id: if the processed ledger already holds a reply (the envelope was
+  redelivered after a crash or a lost ack), the stored reply is published again as ``final``
+  under the same idempotency key ``{message_id}:final`` — the bus drops the duplicate — and no
+  LLM call is made.
+* Slash commands (``agent.commands``) are answered without the LLM and kept out of history.
+* A conversational turn: context (``agent.context``) → tool-use loop (``agent.loop``) with
+  cumulative ``delta`` events at most every ``delta_interval`` seconds → history → memory
+  extraction → skill learning/refinement → ``final`` with ``usage`` of every LLM call.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
+from agent import commands
 from agent.history import History
-from agent.llm.base import LLMBackend, LLMError, LLMRequest, TextDelta
-from agent.llm.pricing import cost_cents
+from agent.llm.base import BudgetExhausted, LLMError
+from agent.tools.registry import ToolContext
+from agent.usage import summarise_calls
 from wire.protocol import Envelope, Event
 
 log = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = (
-    "You are Hermes, the user's personal AI agent. You run on the user's own server and talk "
-    "with them in a chat app. Be helpful, concise and friendly; answer in the user's language."
-)
-
 LLM_FAILURE_TEXT = "Sorry, I could not reach my language model just now. Please try again in a minute."
+STOPPED_SUFFIX = "(stopped)"
 
 
 class TurnRunner:
     """Runs turns for one tenant and publishes their events.
 
     Args:
-        llm: the chat model.
-        history: the tenant's history and processed ledger.
-        publish: called with every ``Event`` in order; must be durable when it returns.
-        history_turns: previous messages of the chat to include.
-        max_tokens: output token limit per reply.
+        runtime: the ``agent.runtime.AgentRuntime``.
         delta_interval: minimum seconds between published deltas (the delivery side edits at
-            most once a second per chat, so finer deltas only load the bus).
-        clock: monotonic clock in seconds (injectable for tests).
+            most about once a second per chat, so finer deltas only load the bus).
+        stop_poll: seconds between checks for ``/stop``.
+        monotonic: monotonic clock in seconds (injectable for tests).
     """
 
-    def __init__(self, llm: LLMBackend, history: History, publish: Callable[[Event], None], *,
-                 history_turns: int = 20, max_tokens: int = 1024, delta_interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic):
-        self.llm = llm
-        self.history = history
-        self.publish = publish
-        self.history_turns = history_turns
-        self.max_tokens = max_tokens
-        self.delta_interval = delta_interval
-        self.clock = clock
+    def __init__(self, runtime, *, delta_interval: float | None = None, stop_poll: float = 0.2,
+                 monotonic=time.monotonic):
+        self.runtime = runtime
+        self.delta_interval = runtime.config.delta_interval if delta_interval is None else delta_interval
+        self.stop_poll = stop_poll
+        self.monotonic = monotonic
 
     def handle(self, envelope: Envelope) -> str:
-        """Answer ``envelope``; return the final reply text (also published as ``final``)."""
-        earlier = self.history.processed_reply(envelope.id)
+        """Answer ``envelope``; return the reply text (also published as ``final``/``error``)."""
+        history = self.runtime.history
+        earlier = history.processed_reply(envelope.id)
         if earlier is not None:
             log.info("envelope %s already answered; republishing its reply", envelope.id)
-            self.publish(self._event(envelope, 0, "final", earlier))
+            self._publish(envelope, 0, "final", earlier)
             return earlier
-        self.publish(self._event(envelope, 0, "status", "typing"))
-        key = History.chat_key(envelope.channel, envelope.chat_id)
-        messages = self.history.recent(key, self.history_turns)
-        messages.append({"role": "user", "content": envelope.text or "(empty message)"})
-        request = LLMRequest(system=SYSTEM_PROMPT, messages=messages, max_tokens=self.max_tokens)
-        started = self.clock()
-        try:
-            reply, completion, seq = self._stream(envelope, request)
-        except LLMError as exc:
-            log.warning("LLM failed for envelope %s: %s", envelope.id, exc)
-            self.publish(self._event(envelope, 1, "error", LLM_FAILURE_TEXT))
-            return LLM_FAILURE_TEXT
-        usage = {
-            "model": completion.model,
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-            "cost_cents": cost_cents(completion.model, completion.input_tokens, completion.output_tokens),
-            "latency_ms": int((self.clock() - started) * 1000),
-        }
-        self.history.record_exchange(key, envelope.id, envelope.text, reply)
-        self.publish(self._event(envelope, seq, "final", reply, usage))
+        if commands.is_command(envelope.text):
+            reply = commands.dispatch(self.runtime, envelope)
+            history.mark_processed(envelope.id, reply)
+            self._publish(envelope, 0, "final", reply)
+            return reply
+        with self.runtime.router.collect() as calls:
+            kind, reply, seq = self._converse(envelope)
+        self._publish(envelope, seq, kind, reply, summarise_calls(calls))
         return reply
 
-    def _stream(self, envelope: Envelope, request: LLMRequest):
-        parts: list[str] = []
-        seq = 1
-        last_published = self.clock()
-        stream = self.llm.stream(request)
-        while True:
-            try:
-                piece = next(stream)
-            except StopIteration as stop:
-                completion = stop.value
-                break
-            if isinstance(piece, TextDelta):
-                parts.append(piece.text)
-                if self.clock() - last_published >= self.delta_interval and "".join(parts).strip():
-                    self.publish(self._event(envelope, seq, "delta", "".join(parts)))
-                    seq += 1
-                    last_published = self.clock()
-        reply = (completion.text or "".join(parts)).strip() or "…"
-        return reply, completion, seq
+    def _converse(self, envelope: Envelope) -> tuple[str, str, int]:
+        """Run the conversational turn; return ``(event kind, reply text, seq of the last event)``."""
+        runtime = self.runtime
+        self._publish(envelope, 0, "status", "typing")
+        key = History.chat_key(envelope.channel, envelope.chat_id)
+        text = envelope.text or "(empty message)"
+        context = runtime.context.build(key, text)
+        tool_ctx = ToolContext(tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id,
+                               envelope_id=envelope.id, services=runtime.tool_services())
+        streamer = _DeltaStreamer(self, envelope)
+        try:
+            result = runtime.loop.run(context.system, context.messages, tool_ctx, on_text=streamer,
+                                      should_stop=self._stop_check(key))
+        except BudgetExhausted as exc:
+            reply = "\n\n".join(p for p in (getattr(exc, "partial", ""), str(exc)) if p)
+            runtime.history.record_exchange(key, envelope.id, text, reply)
+            return "final", reply, streamer.seq
+        except LLMError as exc:
+            log.warning("LLM failed for envelope %s: %s", envelope.id, exc)
+            runtime.history.mark_processed(envelope.id, LLM_FAILURE_TEXT)
+            return "error", LLM_FAILURE_TEXT, streamer.seq
+        reply = result.text or "…"
+        if result.stopped:
+            reply = f"{result.text}\n\n{STOPPED_SUFFIX}".strip()
+        runtime.history.record_exchange(key, envelope.id, text, reply)
+        if not result.stopped:
+            self._remember(envelope, text, reply)
+            self._learn(context.skill, text, result)
+        return "final", reply, streamer.seq
 
-    @staticmethod
-    def _event(envelope: Envelope, seq: int, kind: str, text: str, usage: dict | None = None) -> Event:
-        return Event(message_id=envelope.id, seq=seq, kind=kind, text=text, tenant=envelope.tenant,
-                     channel=envelope.channel, chat_id=envelope.chat_id, usage=usage)
+    def _stop_check(self, chat_key: str):
+        started = time.time()
+        state = {"next": 0.0, "stop": False}
+
+        def should_stop() -> bool:
+            now = self.monotonic()
+            if not state["stop"] and now >= state["next"]:
+                state["next"] = now + self.stop_poll
+                state["stop"] = self.runtime.inbox.stop_requested(chat_key, started)
+            return state["stop"]
+        return should_stop
+
+    def _remember(self, envelope: Envelope, user_text: str, reply: str) -> None:
+        """Auto-extraction: the router proposes memories; the store screens and merges them."""
+        if not self.runtime.config.memory_extraction:
+            return
+        try:
+            from agent.memory import MemoryRejected, extract_memories
+
+            facts = extract_memories(lambda p: self.runtime.router.complete(p, purpose="extract"),
+                                     user_text, reply)
+            store = self.runtime.memory() if facts else None
+            for fact in facts:
+                try:
+                    store.remember(fact, source=f"extraction:{envelope.id}")
+                except MemoryRejected as exc:
+                    log.info("extraction proposal refused: %s", exc.reason)
+        except LLMError as exc:
+            log.info("memory extraction skipped: %s", exc)
+        except Exception:  # memory is an aid: never fail a delivered turn over it
+            log.exception("memory extraction failed for envelope %s", envelope.id)
+
+    def _learn(self, skill, request: str, result) -> None:
+        """Refine the skill that was used, or learn a new one from a long task."""
+        skills = self.runtime.skills
+        try:
+            ok_steps = [s for s in result.steps if not s.is_error]
+            if skill is not None and ok_steps:
+                refined = skills.refine(skill, request, ok_steps)
+                log.info("skill %s refined to %s", refined.name, refined.version)
+            elif skill is None:
+                learned = skills.learn(request, ok_steps)
+                if learned is not None:
+                    log.info("learned skill %s from a %d-step task", learned.name, len(ok_steps))
+        except Exception:  # a skill is a bonus: never fail a delivered turn over it
+            log.exception("skill learning failed")
+
+    def _publish(self, envelope: Envelope, seq: int, kind: str, text: str, usage: dict | None = None) -> None:
+        self.runtime.publish(Event(message_id=envelope.id, seq=seq, kind=kind, text=text,
+                                   tenant=envelope.tenant, channel=envelope.channel,
+                                   chat_id=envelope.chat_id, usage=usage))
+
+
+class _DeltaStreamer:
+    """Publishes the cumulative reply as ``delta`` events, at most one per interval."""
+
+    def __init__(self, runner: TurnRunner, envelope: Envelope):
+        self.runner = runner
+        self.envelope = envelope
+        self.seq = 1
+        self.last = runner.monotonic()
+
+    def __call__(self, text: str) -> None:
+        now = self.runner.monotonic()
+        if text.strip() and now - self.last >= self.runner.delta_interval:
+            self.runner._publish(self.envelope, self.seq, "delta", text)
+            self.seq += 1
+            self.last = now

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SCHEMA = """
@@ -75,7 +75,7 @@ def summarise_calls(calls: list[CallRecord]) -> dict | None:
 
 
 def _period_start(now: float, month: bool) -> float:
-    moment = datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
     start = moment.replace(day=1 if month else moment.day, hour=0, minute=0, second=0, microsecond=0)
     return start.timestamp()
 

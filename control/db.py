@@ -32,7 +32,7 @@ def init_database(url: str):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         db = connect(url, pragmas=SQLITE_PRAGMAS)
     else:
-        db = connect(url, autorollback=True)
+        db = connect(url)
     database.initialize(db)
     with db.connection_context():
         db.create_tables(ALL_MODELS, safe=True)

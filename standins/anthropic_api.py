@@ -52,6 +52,7 @@ class Reply:
         input_tokens, output_tokens: the usage reported (default: rough counts, 4 chars/token).
         delay: seconds to wait before answering (to test timeouts and /stop).
         chunk: characters per ``text_delta``.
+        chunk_delay: seconds between ``text_delta`` events (a slow stream, e.g. to test /stop).
         model: the model id reported (default: the requested one).
     """
 
@@ -63,6 +64,7 @@ class Reply:
     output_tokens: int | None = None
     delay: float = 0.0
     chunk: int = 8
+    chunk_delay: float = 0.0
     model: str | None = None
 
 
@@ -170,7 +172,7 @@ class AnthropicStandin:
     def _tool_id(self) -> str:
         return f"toolu_{next(self._ids):04d}{uuid.uuid4().hex[:20]}"
 
-    def __enter__(self) -> "AnthropicStandin":
+    def __enter__(self) -> AnthropicStandin:  # noqa: PYI034
         self.start()
         return self
 
@@ -241,7 +243,7 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         self._event("message_start", {"type": "message_start", "message": start})
         self._event("ping", {"type": "ping"})
         for index, block in enumerate(message["content"]):
-            self._block(index, block, reply.chunk)
+            self._block(index, block, reply)
         self._event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
@@ -250,12 +252,15 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         self._event("message_stop", {"type": "message_stop"})
         self.close_connection = True
 
-    def _block(self, index: int, block: dict, chunk: int) -> None:
+    def _block(self, index: int, block: dict, reply: Reply) -> None:
+        chunk = reply.chunk
         if block["type"] == "text":
             self._event("content_block_start", {"type": "content_block_start", "index": index,
                                                 "content_block": {"type": "text", "text": ""}})
             text = block["text"]
             for i in range(0, len(text), max(1, chunk)):
+                if reply.chunk_delay and i:
+                    threading.Event().wait(reply.chunk_delay)
                 self._event("content_block_delta", {"type": "content_block_delta", "index": index,
                                                     "delta": {"type": "text_delta", "text": text[i:i + chunk]}})
         else:
@@ -270,8 +275,11 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         self._event("content_block_stop", {"type": "content_block_stop", "index": index})
 
     def _event(self, name: str, data: dict) -> None:
-        self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
-        self.wfile.flush()
+        try:
+            self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up (e.g. /stop)
+            self.close_connection = True
 
     def _error(self, status: int, error_type: str, message: str) -> None:
         self._send_json(status, {"type": "error", "error": {"type": error_type, "message": message}})

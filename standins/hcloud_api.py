@@ -22,6 +22,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 _NOW = "2026-01-05T10:00:00+00:00"
@@ -121,7 +122,8 @@ class HcloudStandin:
             do_GET = do_POST = do_DELETE = do_PUT = _serve
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -232,7 +234,7 @@ class HcloudStandin:
                 if self._failures:
                     status = self._failures.pop(0)
                     if status == 429:
-                        reset = int(dt.datetime.now(dt.timezone.utc).timestamp()) + 1
+                        reset = int(dt.datetime.now(dt.UTC).timestamp()) + 1
                         headers = {"RateLimit-Limit": "3600", "RateLimit-Remaining": "0",
                                    "RateLimit-Reset": str(reset)}
                         raise ApiError(429, "rate_limit_exceeded", "limit of 3600 exceeded")
@@ -344,7 +346,7 @@ class HcloudStandin:
         self._settle(iid)
         return 200, {"image": self._get_or_404(self.images, iid, "image")}
 
-    _ROUTES = {
+    _ROUTES: ClassVar[dict] = {
         ("GET", r"/v1/servers"): list_servers,
         ("POST", r"/v1/servers"): create_server,
         ("GET", r"/v1/servers/(\d+)"): get_server,

@@ -4,8 +4,8 @@ Each bus stream is a Redis stream whose entries hold one field, ``payload`` (the
 Command semantics follow the Redis documentation (https://redis.io/docs/data-types/streams/):
 
 * ``append`` runs ``APPEND_SCRIPT`` (one Lua script, so atomic): it returns the earlier id
-  when the idempotency key ``{stream}:idem:{key}`` exists, refuses the entry when a consumer
-  group is more than ``max_backlog`` entries behind (backpressure, see below), else
+  when the idempotency key ``{stream}:idem:{key}`` exists, refuses the entry while a consumer
+  group has ``max_backlog`` entries or more unacknowledged (backpressure, see below), else
   ``XADD {stream} MAXLEN ~ retention * payload ...`` and ``SET {stream}:idem:{key} id EX ttl``.
   Idempotency keys live under the stream's own key prefix so a tenant's ACL covers them.
 * ``read`` creates the group on first use (``XGROUP CREATE ... 0 MKSTREAM``, BUSYGROUP is
@@ -25,11 +25,14 @@ entries (Redis trims whole radix-tree nodes, so up to ``stream-node-max-entries`
 default, more).  Trimming must never remove an entry a group has not yet read, so ``append``
 raises ``BusBackpressure`` (a ``BusUnavailable``: the webhook answers 503 and the platform
 retries) while some group has ``max_backlog`` or more entries not yet acknowledged
-(``XINFO GROUPS`` lag + pending; a stream with no group counts all its entries).
+(``XINFO GROUPS`` lag + pending; a stream with no group counts all its entries; Redis
+reports no lag only after ``XDEL``, which this bus never issues, and then counts 0).
 
-Failures: connection refused/reset is retried a few times with backoff (bounded, about
-0.4 s); then, and on socket timeouts, ``BusUnavailable``.  Rejected credentials and ACL
-denials raise ``BusAuthError``.  Nothing is reported as appended unless Redis confirmed it.
+Failures: connection refused/reset is retried 3 times with backoff (0.1 + 0.2 + 0.2 s),
+then raises ``BusUnavailable``; so does a socket timeout (``socket_timeout``, 5 s by default;
+not retried, since re-sending an append could duplicate it).  Rejected credentials and ACL
+denials raise ``BusAuthError``.  Nothing is reported as appended unless Redis confirmed it;
+an append that timed out may still have happened, so retries pass an idempotency key.
 """
 
 from __future__ import annotations
@@ -177,9 +180,7 @@ class RedisBus(Bus):
         self.retention = retention
         self.max_backlog = max_backlog if max_backlog is not None else retention * 9 // 10
         self.idempotency_ttl = idempotency_ttl
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        # Longest single XREADGROUP BLOCK, so the reply always arrives before the socket timeout.
-        self._block_chunk = max(0.05, socket_timeout / 2) if socket_timeout else 60.0
+        self._socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
         self._groups: set[tuple[str, str]] = set()
         self._cursors: dict[tuple[str, str], str] = {}
         self.ping()
@@ -249,9 +250,12 @@ class RedisBus(Bus):
         """See ``Bus.read``; ``count`` bounds each stream (``XREADGROUP COUNT``)."""
         streams = list(streams)
         deadline = time.monotonic() + block
+        # Longest single XREADGROUP BLOCK: the reply must arrive before the socket timeout, and
+        # a blocked reader must look for expired entries again within half a visibility timeout.
+        chunk = max(0.05, min(self._socket_timeout or 120.0, self.visibility_timeout) / 2)
         with self._errors(f"read {streams} as group {group!r}"):
             while True:
-                wait = min(self._block_chunk, deadline - time.monotonic())
+                wait = min(chunk, deadline - time.monotonic())
                 deliveries = self._read_once(streams, group, consumer, count, wait)
                 if deliveries or time.monotonic() >= deadline:
                     return deliveries

@@ -1,7 +1,15 @@
 """LLM backends behind one interface (``agent.llm.base.LLMBackend``) and the router over them."""
 
-from agent.llm.base import (BudgetExhausted, Completion, LLMBackend, LLMError, LLMRequest, Notice,
-                            TextDelta, ToolUse)
+from agent.llm.base import (
+    BudgetExhausted,
+    Completion,
+    LLMBackend,
+    LLMError,
+    LLMRequest,
+    Notice,
+    TextDelta,
+    ToolUse,
+)
 
 __all__ = ["BudgetExhausted", "Completion", "LLMBackend", "LLMError", "LLMRequest", "Notice",
            "TextDelta", "ToolUse", "backend_from_config", "router_from_config"]

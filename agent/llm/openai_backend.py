@@ -14,7 +14,15 @@ import json
 
 import openai
 
-from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDelta, ToolUse, content_text
+from agent.llm.base import (
+    Completion,
+    LLMBackend,
+    LLMError,
+    LLMRequest,
+    TextDelta,
+    ToolUse,
+    content_text,
+)
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 

@@ -28,8 +28,15 @@ from dataclasses import replace
 import pybreaker
 import tenacity
 
-from agent.llm.base import (BudgetExhausted, Completion, LLMBackend, LLMError, LLMRequest, Notice,
-                            complete_text)
+from agent.llm.base import (
+    BudgetExhausted,
+    Completion,
+    LLMBackend,
+    LLMError,
+    LLMRequest,
+    Notice,
+    complete_text,
+)
 from agent.llm.pricing import cost_cents, is_paid
 from agent.usage import CallRecord, UsageLedger
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 NAME_MAX = 64
-STOP_WORDS = frozenset("a an the and or to of for in on at by with me my please can you could would "
-                       "i it this that then is are be".split())
+STOP_WORDS = frozenset(["a", "an", "the", "and", "or", "to", "of", "for", "in", "on", "at", "by", "with", "me", "my", "please", "can", "you", "could", "would", "i", "it", "this", "that", "then", "is", "are", "be"])
 
 
 class SkillFormatError(ValueError):
@@ -49,7 +48,7 @@ def parse(text: str, path: Path | None = None) -> Skill:
     Raises:
         SkillFormatError: no frontmatter, or ``name``/``description`` missing.
     """
-    match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.S)
+    match = re.match(r"^---\s*\n(.*?)\n---\s*\n?(.*)$", text, re.DOTALL)
     if not match:
         raise SkillFormatError("SKILL.md must start with YAML frontmatter between --- lines")
     meta = yaml.safe_load(match.group(1)) or {}
@@ -86,4 +85,4 @@ def bump(version: str) -> str:
 
 def today() -> str:
     """Today's date (UTC) as ``YYYY-MM-DD``, for change notes."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")

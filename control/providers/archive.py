@@ -51,7 +51,7 @@ class ArchiveResult:
 
 def archive_key(env: str, tenant: str, now: dt.datetime | None = None) -> str:
     """Return ``archives/{env}/{tenant}/{UTC timestamp}.tar.gz`` (timestamp ``YYYYmmddTHHMMSSZ``)."""
-    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     return f"archives/{env}/{tenant}/{moment:%Y%m%dT%H%M%SZ}.tar.gz"
 
 
@@ -253,7 +253,7 @@ def archive_stream(
     Raises:
         ProvisioningError: the upload failed.
     """
-    meta = {"created-at": dt.datetime.now(dt.timezone.utc).isoformat(), **(metadata or {})}
+    meta = {"created-at": dt.datetime.now(dt.UTC).isoformat(), **(metadata or {})}
     reader = _HashingReader(stream)
     store.put_stream(key, reader, meta)
     result = ArchiveResult(key=key, bytes=reader.bytes, sha256=reader.sha256)

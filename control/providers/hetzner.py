@@ -19,23 +19,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from control.errors import ProvisioningError
-from control.providers.archive import (ArchiveResult, LocalObjectStore, ObjectStore,
-                                       S3ObjectStore, archive_key)
+from control.providers.archive import (
+    ArchiveResult,
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    archive_key,
+)
 from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner
 from control.providers.hetzner_archive import DataArchiver, SshTarArchiver
-from control.providers.hetzner_config import (PLAN_ORDER, SHARED_PROJECT, TENANT_PROJECT,
-                                              HetznerConfig)
+from control.providers.hetzner_config import (
+    PLAN_ORDER,
+    SHARED_PROJECT,
+    TENANT_PROJECT,
+    HetznerConfig,
+    TenantProgram,
+)
 from control.providers.hetzner_locking import StackLock
 from control.providers.hetzner_reconcile import SweepReport, find_orphans, server_address
 from control.providers.hetzner_resizes import ScheduledResize, ScheduledResizes
-from control.providers.hetzner_stacks import (SERVER_TYPE_TOKEN, RetryPolicy, StackRunner,
-                                              tracked_server_ids)
+from control.providers.hetzner_stacks import (
+    SERVER_TYPE_TOKEN,
+    RetryPolicy,
+    StackRunner,
+    tracked_server_ids,
+)
 from control.providers.hetzner_workspace import PulumiStackWorkspace, StackRef, StackWorkspace
 from infra import hetzner_api
 from infra import tenant_config as tc
@@ -46,19 +60,6 @@ log = structlog.get_logger(__name__)
 _STATES = {"running": "running", "initializing": "provisioning", "starting": "provisioning",
            "rebuilding": "provisioning", "migrating": "provisioning", "stopping": "stopped",
            "off": "stopped", "deleting": "stopped", "unknown": "failed"}
-
-
-@dataclass(frozen=True)
-class TenantProgram:
-    """The inline Pulumi program of one tenant stack: ``infra.tenant.build(tenant, plan)``."""
-
-    tenant: str
-    plan: str
-
-    def __call__(self) -> None:
-        from infra.tenant import build
-
-        build(self.tenant, self.plan)
 
 
 class HetznerProvisioner(Provisioner):
@@ -311,13 +312,15 @@ class HetznerProvisioner(Provisioner):
                                   key=key)
                     hetzner_api.delete_server(self.hcloud, orphan.server_id)
                 report.removed.append(orphan.server_id)
-            except Exception as err:  # one failing orphan must not stop the sweep
+            except Exception as err:  # noqa: BLE001 - one failing orphan must not stop the sweep
                 report.failures[orphan.server_id] = str(err)
         return report
 
     def drift(self, work_dir: str, known_tenants: set[str] | None = None,
-              delay: float | None = None):
-        """Preview the shared stack and every tenant stack for drift, then sweep orphans.
+              delay: float | None = None, sweep: bool = True):
+        """Preview the shared stack (``Pulumi.yaml`` in ``work_dir``) and every tenant stack for
+        drift, ``delay`` seconds apart (default ``config.drift_delay``), then sweep orphans
+        (report only) when ``sweep``.
 
         Returns a ``hetzner_drift.DriftReport``.
         """
@@ -328,7 +331,7 @@ class HetznerProvisioner(Provisioner):
             self.runner, self.shared_stack_ref(work_dir), refs,
             delay=self.config.drift_delay if delay is None else delay,
             sleep=self.runner.policy.sleep,
-            sweep=lambda: self.reconcile(known_tenants, remove=False),
+            sweep=(lambda: self.reconcile(known_tenants, remove=False)) if sweep else None,
         )
 
     # -- helpers ----------------------------------------------------------------------------

@@ -21,6 +21,19 @@ PLAN_ORDER = ("light", "heavy")
 
 
 @dataclass(frozen=True)
+class TenantProgram:
+    """The inline Pulumi program of one tenant stack: ``infra.tenant.build(tenant, plan)``."""
+
+    tenant: str
+    plan: str
+
+    def __call__(self) -> None:
+        from infra.tenant import build
+
+        build(self.tenant, self.plan)
+
+
+@dataclass(frozen=True)
 class HetznerConfig:
     """Settings of the Hetzner provisioner.
 

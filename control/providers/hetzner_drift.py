@@ -101,6 +101,6 @@ def check_drift(
     if sweep is not None:
         try:
             report.sweep = sweep()
-        except Exception as err:  # the stack results must still reach the report
+        except Exception as err:  # noqa: BLE001 - the stack results must still reach the report
             report.sweep_error = str(err)
     return report

@@ -60,7 +60,7 @@ class ScheduledResizes:
     def schedule(self, tenant: str, from_plan: str, to_plan: str) -> ScheduledResize:
         """Record (or replace) ``tenant``'s downgrade and return it."""
         record = ScheduledResize(tenant, from_plan, to_plan,
-                                 dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                                 dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         with self._lock.hold(_LOCK_NAME):
             records = self._read()
             records[tenant] = asdict(record)

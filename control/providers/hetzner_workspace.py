@@ -32,15 +32,15 @@ RETRYABLE_KINDS = frozenset({"rate_limited", "server_error", "concurrent"})
 # Pulumi's CLI messages (interrupted updates, concurrent updates, --expect-no-changes).
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("pending_operations", re.compile(r"pending operations|interrupted while (creating|"
-                                      r"updating|deleting)", re.I)),
+                                      r"updating|deleting)", re.IGNORECASE)),
     ("concurrent", re.compile(r"another update is currently in progress|currently locked by|"
-                              r"\b409\b|\(locked[,)]|\(conflict[,)]", re.I)),
-    ("rate_limited", re.compile(r"\b429\b|rate.?limit|too many requests", re.I)),
+                              r"\b409\b|\(locked[,)]|\(conflict[,)]", re.IGNORECASE)),
+    ("rate_limited", re.compile(r"\b429\b|rate.?limit|too many requests", re.IGNORECASE)),
     ("server_error", re.compile(r"\b5(?:00|02|03|04)\b|\(server_error[,)]|\(unavailable[,)]|"
                                 r"\(timeout[,)]|internal server error|bad gateway|"
-                                r"service unavailable|gateway timeout", re.I)),
-    ("changes", re.compile(r"no changes were expected|expected no changes", re.I)),
-    ("not_found", re.compile(r"no stack named.*found", re.I)),
+                                r"service unavailable|gateway timeout", re.IGNORECASE)),
+    ("changes", re.compile(r"no changes were expected|expected no changes", re.IGNORECASE)),
+    ("not_found", re.compile(r"no stack named.*found", re.IGNORECASE)),
 )
 
 

@@ -55,7 +55,7 @@ def split_text(text: str, limit: int = TELEGRAM_MAX_TEXT) -> list[str]:
     chunks = []
     while len(text) > limit:
         cut = text.rfind("\n", 0, limit)
-        cut = cut if cut > limit // 2 else limit
+        cut = cut if cut >= limit // 2 else limit
         chunks.append(text[:cut])
         text = text[cut:].lstrip("\n")
     return chunks + [text]

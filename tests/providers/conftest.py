@@ -4,18 +4,19 @@ stand-in, moto's S3 server on loopback, and a provisioner wired to all three."""
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from providers_workspace_standin import FakeStackWorkspace  # noqa: E402
+from providers_workspace_standin import FakeStackWorkspace
 
-from control.providers.hetzner_archive import LocalDirectoryArchiver  # noqa: E402
-from control.providers.hetzner_config import HetznerConfig  # noqa: E402
-from infra.hetzner_api import make_client  # noqa: E402
-from standins.hcloud_api import HcloudStandin  # noqa: E402
+from control.providers.hetzner_archive import LocalDirectoryArchiver
+from control.providers.hetzner_config import HetznerConfig
+from infra.hetzner_api import make_client
+from standins.hcloud_api import HcloudStandin
 
 
 class Sleeps(list):
@@ -56,16 +57,16 @@ def agent_data(tmp_path):
 
 
 def make_config(tmp_path, **overrides) -> HetznerConfig:
-    values = dict(
-        env="test", hcloud_token="standin-token", snapshot_id="424242", network_id="77",
-        firewall_label="hermes-firewall=test-tenant", control_url="https://control.example.test",
-        pulumi_backend_url=f"file://{tmp_path}/state", pulumi_passphrase="correct horse",
-        location="nbg1", archive_dir=str(tmp_path / "archives"),
-        lock_dir=str(tmp_path / "locks"), state_dir=str(tmp_path / "provisioner"),
-        lock_timeout=5.0, drift_delay=3.0,
-    )
-    values.update(overrides)
-    return HetznerConfig(**values)
+    values = {
+        "env": "test", "hcloud_token": "standin-token", "snapshot_id": "424242",
+        "network_id": "77", "firewall_label": "hermes-firewall=test-tenant",
+        "control_url": "https://control.example.test",
+        "pulumi_backend_url": f"file://{tmp_path}/state", "pulumi_passphrase": "correct horse",
+        "location": "nbg1", "archive_dir": str(tmp_path / "archives"),
+        "lock_dir": str(tmp_path / "locks"), "state_dir": str(tmp_path / "provisioner"),
+        "lock_timeout": 5.0, "drift_delay": 3.0,
+    }
+    return HetznerConfig(**{**values, **overrides})
 
 
 @pytest.fixture
@@ -101,13 +102,13 @@ def moto_s3_endpoint():
 
 
 @pytest.fixture
-def s3_store(moto_s3_endpoint, request):
+def s3_store(moto_s3_endpoint):
     """An ``S3ObjectStore`` on a fresh bucket of the moto server."""
     import boto3
 
     from control.providers.archive import S3ObjectStore
 
-    bucket = "archives-" + request.node.name.lower().replace("_", "-")[:40]
+    bucket = f"archives-{uuid.uuid4().hex[:16]}"
     client = boto3.client("s3", endpoint_url=moto_s3_endpoint, aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
     client.create_bucket(Bucket=bucket)

@@ -13,8 +13,12 @@ import copy
 from dataclasses import dataclass, field
 
 from control.providers.hetzner_stacks import SERVER_TYPE_TOKEN
-from control.providers.hetzner_workspace import (PreviewOutcome, StackOperationError, StackRef,
-                                                 classify_output)
+from control.providers.hetzner_workspace import (
+    PreviewOutcome,
+    StackOperationError,
+    StackRef,
+    classify_output,
+)
 from infra import tenant_config as tc
 
 RATE_LIMITED = ("error: hcloud:index/server:Server resource 'agent': 1 error occurred: "

@@ -62,7 +62,7 @@ def venv_on_path():
     os.environ["PATH"] = old
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_playbook(tmp_path_factory):
     """``run_playbook(playbook, extravars, inventory=None, cmdline="") -> PlaybookRun``."""
     import ansible_runner
@@ -97,7 +97,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def apply_role(run_playbook):
     """``apply_role(role, vars, check=False, inventory=None) -> PlaybookRun``."""
 
@@ -112,7 +112,7 @@ def apply_role(run_playbook):
     return apply
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def verify_role(run_playbook):
     """``verify_role(role, vars) -> PlaybookRun``: run only the role's tasks/verify.yml."""
 
@@ -120,3 +120,35 @@ def verify_role(run_playbook):
         return run_playbook(PLAYBOOKS / "verify_role.yml", {"role_under_test": role, **variables})
 
     return verify
+
+
+@pytest.fixture(scope="session")
+def make_inventory():
+    """``make_inventory({"role_redis": {"redis-1": {...hostvars}}}) -> inventory dict``."""
+    return local_inventory
+
+
+@pytest.fixture(scope="session")
+def release_server(tmp_path_factory):
+    """Serve files over HTTP on 127.0.0.1 as a download site would.
+
+    Yields ``(directory, base_url)``; files written into ``directory`` are served.
+    """
+    import http.server
+    import threading
+
+    directory = tmp_path_factory.mktemp("downloads")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield directory, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.tools.registry import ToolContext, ToolError, tool
@@ -20,5 +20,5 @@ def current_time(args: dict, ctx: ToolContext) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ToolError(f"unknown time zone {zone_name!r}") from exc
     now = ctx.services.get("now", time.time)()
-    moment = datetime.fromtimestamp(now, timezone.utc).astimezone(zone)
+    moment = datetime.fromtimestamp(now, UTC).astimezone(zone)
     return moment.strftime(f"%Y-%m-%d %H:%M:%S %A ({zone_name}, UTC%z)")

@@ -1,0 +1,45 @@
+# The README's commands. Each target creates or refreshes .venv itself (no other setup step).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+# torch first, pinned to the CPU wheel, so sentence-transformers does not pull CUDA builds.
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.demo: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e '.[agent,control,local-llm]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e '.[agent,control,infra,local-llm,dev]'
+	touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/hermes demo
+
+test: $(VENV)/.test
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+bench: $(VENV)/.test
+	$(BIN)/python bench/skeleton.py
+	$(BIN)/python bench/bus_throughput.py
+	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/memory_locomo.py --data ../shared/realdata/locomo/dev.json
+	$(BIN)/python bench/memory_scale.py
+	$(BIN)/python bench/context_assembly.py
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

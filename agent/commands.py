@@ -1,0 +1,242 @@
+"""Slash commands, answered without the LLM (dispatch dict ``HANDLERS``).
+
+``/help``, ``/start``, ``/remember``, ``/forget``, ``/memory``, ``/cron``, ``/skills``, ``/model``,
+``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
+LLM, and no command makes a paid LLM call.  ``/cmd@botname`` (Telegram groups) is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agent.cron import ScheduleError
+from agent.history import History
+from wire.protocol import Envelope
+
+HELP = """Commands:
+/remember TEXT — store a fact or preference
+/forget QUERY|ID — forget matching memories (or one by id)
+/memory [QUERY] — list recent memories, or search them
+/cron add "<min hour day month weekday>" [tz=Area/City] PROMPT — schedule a prompt
+/cron list · /cron pause|resume|remove ID
+/skills [list|show NAME|delete NAME] — skills I learned
+/model [NAME|default] — show or choose the model
+/usage — tokens and cost today and this month
+/status — how I am doing
+/reset — start a new conversation
+/stop — stop the reply in progress
+/help — this list"""
+
+COMMAND_RE = re.compile(r"^/([A-Za-z_]+)(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
+CRON_ADD_RE = re.compile(r"""^add\s+(["'])(.+?)\1\s+(?:tz=(\S+)\s+)?(.+)$""", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command: the ``envelope``, its ``name`` (lowercase, no slash) and ``args`` text."""
+
+    envelope: Envelope
+    name: str
+    args: str
+
+    @property
+    def chat_key(self) -> str:
+        """The history key of the chat the command came from."""
+        return History.chat_key(self.envelope.channel, self.envelope.chat_id)
+
+
+def is_command(text: str | None) -> bool:
+    """Return True when ``text`` is a slash command."""
+    return bool(text) and COMMAND_RE.match(text.strip()) is not None
+
+
+def parse(envelope: Envelope) -> Command:
+    """Parse the envelope's text (call only when ``is_command``)."""
+    match = COMMAND_RE.match(envelope.text.strip())
+    return Command(envelope, match.group(1).lower(), (match.group(2) or "").strip())
+
+
+def dispatch(runtime, envelope: Envelope) -> str:
+    """Run the command in ``envelope``; return the reply text."""
+    command = parse(envelope)
+    handler = HANDLERS.get(command.name, cmd_unknown)
+    return handler(runtime, command)
+
+
+def cmd_help(runtime, command: Command) -> str:
+    """List the commands."""
+    return HELP
+
+
+def cmd_unknown(runtime, command: Command) -> str:
+    """Unknown command: say so and show the help."""
+    return f"I don't know /{command.name}.\n\n{HELP}"
+
+
+def cmd_start(runtime, command: Command) -> str:
+    """Greet a new user."""
+    return ("Hi! I'm Hermes, your personal AI agent, running on your own server. Talk to me normally; "
+            "I remember what matters, learn skills from longer tasks and can run scheduled jobs.\n\n" + HELP)
+
+
+def cmd_remember(runtime, command: Command) -> str:
+    """Store ``args`` as a memory (screened for instruction-like text, merged with duplicates)."""
+    from agent.memory import MemoryRejected
+
+    if not command.args:
+        return "Usage: /remember TEXT"
+    try:
+        memory_id, merged = runtime.memory().remember(command.args, source=f"user:{command.envelope.id}")
+    except MemoryRejected as exc:
+        return f"I didn't store that: {exc}"
+    return f"Updated memory #{memory_id}." if merged else f"Remembered (#{memory_id})."
+
+
+def cmd_forget(runtime, command: Command) -> str:
+    """Forget memory ``#ID`` or the memories matching a query."""
+    if not command.args:
+        return "Usage: /forget QUERY or /forget ID"
+    store = runtime.memory()
+    if re.fullmatch(r"#?\d+", command.args):
+        memory_id = int(command.args.lstrip("#"))
+        return f"Forgot memory #{memory_id}." if store.forget(memory_id) else f"No memory #{memory_id}."
+    gone = store.forget_matching(command.args)
+    if not gone:
+        return f"No memory matches \"{command.args}\"."
+    return "Forgot:\n" + "\n".join(f"#{m.id} {m.text}" for m in gone)
+
+
+def cmd_memory(runtime, command: Command) -> str:
+    """List recent memories, or the top 5 for a query."""
+    store = runtime.memory()
+    items = store.search(command.args, k=5) if command.args else store.list_recent(10)
+    if not items:
+        return "No matching memories." if command.args else "I don't remember anything yet."
+    title = f"Memories matching \"{command.args}\":" if command.args else "Recent memories:"
+    return title + "\n" + "\n".join(f"#{m.id} {m.text}" for m in items)
+
+
+def cmd_cron(runtime, command: Command) -> str:
+    """``/cron add|list|pause|resume|remove``."""
+    verb = command.args.split(maxsplit=1)[0].lower() if command.args else "list"
+    store = runtime.cron
+    if verb == "list":
+        jobs = store.list()
+        return "\n".join(j.describe() for j in jobs) if jobs else "No cron jobs. Add one with /cron add."
+    if verb == "add":
+        match = CRON_ADD_RE.match(command.args)
+        if not match:
+            return 'Usage: /cron add "<min hour day month weekday>" [tz=Area/City] PROMPT'
+        _, expr, tz, prompt = match.groups()
+        try:
+            job = store.add(command.envelope.channel, command.envelope.chat_id, expr.strip(),
+                            tz or runtime.config.default_tz, prompt)
+        except ScheduleError as exc:
+            return f"I couldn't schedule that: {exc}"
+        return f"Scheduled {job.describe()}"
+    actions = {"pause": store.pause, "resume": store.resume, "remove": store.remove}
+    if verb not in actions:
+        return "Usage: /cron add|list|pause ID|resume ID|remove ID"
+    _, _, rest = command.args.partition(" ")
+    if not rest.strip().lstrip("#").isdigit():
+        return f"Usage: /cron {verb} ID (see /cron list)"
+    job_id = int(rest.strip().lstrip("#"))
+    done = actions[verb](job_id)
+    if not done:
+        return f"No cron job #{job_id}."
+    if verb == "resume":
+        return f"Resumed {done.describe()}"
+    return f"Paused #{job_id}." if verb == "pause" else f"Removed #{job_id}."
+
+
+def cmd_skills(runtime, command: Command) -> str:
+    """``/skills [list|show NAME|delete NAME]``."""
+    verb, _, name = command.args.partition(" ")
+    verb, name = (verb or "list").lower(), name.strip()
+    library = runtime.skills
+    if verb == "list":
+        skills = library.list()
+        if not skills:
+            return "I haven't learned any skills yet; they come from tasks that take several steps."
+        return "Skills:\n" + "\n".join(f"{s.name} (v{s.version}): {s.description}" for s in skills)
+    if verb in ("show", "delete") and name:
+        skill = library.get(name)
+        if skill is None:
+            return f"No skill named {name}."
+        if verb == "show":
+            return skill.document
+        library.delete(name)
+        return f"Deleted skill {name}."
+    return "Usage: /skills [list|show NAME|delete NAME]"
+
+
+def cmd_model(runtime, command: Command) -> str:
+    """Show the model chain, or set/clear the tenant's choice (``backend``, ``backend:model``, ``model``)."""
+    router = runtime.router
+    choice = command.args
+    if choice.lower() in ("default", "reset", "auto"):
+        runtime.history.set_pref("model", None)
+        return "Model choice cleared; using the default chain."
+    if choice:
+        names = {b.name for b in router.backends}
+        backend = choice.partition(":")[0]
+        if ":" in choice and backend not in names:
+            return f"No backend {backend}; available: {', '.join(sorted(names))}."
+        runtime.history.set_pref("model", choice)
+        first, model = router.ordered()[0]
+        return f"Now using {first.name} ({model or first.model})."
+    current = runtime.history.pref("model") or "default"
+    chain = ", ".join(f"{b.name} ({b.model}{', paid' if router.is_paid(b) else ', free'})" for b in router.backends)
+    return f"Model choice: {current}\nChain ({router.policy}): {chain}\nSet with /model NAME, clear with /model default."
+
+
+def cmd_usage(runtime, command: Command) -> str:
+    """Tokens and cost today (UTC) and this month, and the budget left."""
+    today = runtime.usage.totals(runtime.tenant)
+    month = runtime.usage.totals(runtime.tenant, month=True)
+    left = runtime.router.budget_left_cents()
+    lines = [_usage_line("Today", today), _usage_line("This month", month)]
+    if left is not None:
+        lines.append(f"Daily budget: ${runtime.config.daily_budget_cents / 100:.2f}, "
+                     f"${max(0.0, left) / 100:.2f} left today.")
+    return "\n".join(lines)
+
+
+def _usage_line(label: str, totals: dict) -> str:
+    return (f"{label}: {totals['calls']} calls, {totals['input_tokens']} tokens in, "
+            f"{totals['output_tokens']} out, ${totals['cost_cents'] / 100:.4f}")
+
+
+def cmd_status(runtime, command: Command) -> str:
+    """Tenant, model chain with circuit states, counts of memories, skills and cron jobs."""
+    router = runtime.router
+    chain = ", ".join(f"{b.name}:{b.model} [{router.breakers[id(b)].current_state}]" for b in router.backends)
+    try:
+        memories = str(runtime.memory().count())
+    except Exception as exc:  # noqa: BLE001 - status must answer even when memory is broken
+        memories = f"unavailable ({type(exc).__name__})"
+    jobs = runtime.cron.list()
+    active = sum(1 for j in jobs if not j.paused)
+    return (f"Agent for tenant {runtime.tenant}: up.\nModels: {chain}\nMemories: {memories}\n"
+            f"Skills: {len(runtime.skills.list())}\nCron jobs: {len(jobs)} ({active} active)")
+
+
+def cmd_reset(runtime, command: Command) -> str:
+    """Start a new conversation in this chat (memories and skills stay)."""
+    runtime.history.clear(command.chat_key)
+    return "New conversation started. I still remember what you asked me to remember."
+
+
+def cmd_stop(runtime, command: Command) -> str:
+    """Ask the running reply in this chat to stop."""
+    running = runtime.inbox.running_in(command.chat_key)
+    runtime.inbox.request_stop(command.chat_key)
+    return "Stopping the current reply." if running else "Nothing is running right now."
+
+
+HANDLERS = {
+    "help": cmd_help, "start": cmd_start, "remember": cmd_remember, "forget": cmd_forget,
+    "memory": cmd_memory, "cron": cmd_cron, "skills": cmd_skills, "model": cmd_model,
+    "usage": cmd_usage, "status": cmd_status, "reset": cmd_reset, "stop": cmd_stop,
+}

@@ -1,0 +1,129 @@
+"""Huey tasks on the VM (SqliteHuey at ``<data_dir>/huey.db``): turns, cron ticks, recovery.
+
+* ``handle_message(payload)``: one envelope → one turn.  Retried by Huey with exponential
+  backoff (``task_retry_delay`` seconds, doubling); the last of ``task_attempts`` failures
+  dead-letters the envelope: the user gets an apology (an ``error`` event, which the control
+  plane also records as an operator attention item), the envelope is copied to
+  ``hermes:messages:{tenant}:dead`` and the inbox ledger marks it ``dead``.
+* ``cron_tick()``: a periodic task every minute; due cron slots become envelopes submitted
+  like any message (``agent.cron.CronStore.claim_due``).
+* ``recover()``: at worker start-up, re-enqueue ledger envelopes that are unfinished and not in
+  Huey's queue (a worker SIGKILLed mid-turn took them off the queue), then claim missed cron
+  slots within the grace window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from huey import SqliteHuey, crontab
+
+from agent.history import History
+from agent.turn import TurnRunner
+from wire.errors import MalformedMessage
+from wire.protocol import Envelope, Event, messages_stream
+
+log = logging.getLogger(__name__)
+
+APOLOGY_TEXT = ("Sorry — something went wrong on my side and I couldn't answer that message, even "
+                "after several tries. The team has been notified; please send it again in a little while.")
+
+
+class AgentTasks:
+    """The Huey instance and tasks of one tenant's agent.
+
+    Args:
+        runtime: the ``agent.runtime.AgentRuntime``.
+        immediate: run tasks inline on enqueue (Huey immediate mode, for tests).
+        runner: the ``TurnRunner`` (default: a new one over ``runtime``).
+    """
+
+    def __init__(self, runtime, *, immediate: bool = False, runner: TurnRunner | None = None):
+        self.runtime = runtime
+        config = runtime.config
+        self.runner = runner or TurnRunner(runtime)
+        self.huey = SqliteHuey(name=f"hermes-agent-{config.tenant}",
+                               filename=str(config.data_path / "huey.db"), results=False,
+                               immediate=immediate, utc=True)
+        self.handle_message = self.huey.task(
+            retries=max(0, config.task_attempts - 1), retry_delay=config.task_retry_delay,
+            retry_backoff=2, context=True, name="handle_message")(self._handle_message)
+        self.cron_tick = self.huey.periodic_task(crontab(minute="*"), name="cron_tick")(self._cron_tick)
+
+    def submit(self, envelope: Envelope) -> str:
+        """Durably queue ``envelope`` unless already handled; return its ledger state.
+
+        The envelope is in the ledger and in Huey's SQLite queue when this returns, so the
+        caller may acknowledge the bus entry.
+        """
+        key = History.chat_key(envelope.channel, envelope.chat_id)
+        state = self.runtime.inbox.admit(envelope.id, key, envelope.to_json())
+        if state in ("queued", "running") and envelope.id not in self.queued_ids():
+            self.handle_message(envelope.to_json())
+        return state
+
+    def queued_ids(self) -> set[str]:
+        """Return the envelope ids waiting in Huey's queue or schedule (retries)."""
+        ids = set()
+        for task in list(self.huey.pending()) + list(self.huey.scheduled()):
+            if task.name.endswith("handle_message") and task.args:
+                try:
+                    ids.add(json.loads(task.args[0])["id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return ids
+
+    def recover(self) -> int:
+        """Re-enqueue unfinished envelopes missing from the queue and run missed cron slots.
+
+        Call once at worker start-up, before the consumer runs.  Returns how many envelopes
+        were re-enqueued.
+        """
+        queued = self.queued_ids()
+        count = 0
+        for envelope_id, payload in self.runtime.inbox.unfinished():
+            if envelope_id not in queued:
+                log.warning("re-enqueueing envelope %s left unfinished by a previous run", envelope_id)
+                self.handle_message(payload)
+                count += 1
+        self._cron_tick()
+        return count
+
+    def _handle_message(self, payload: str, task=None) -> None:
+        try:
+            envelope = Envelope.from_json(payload)
+        except MalformedMessage as exc:
+            log.error("dropping malformed queued envelope: %s", exc)
+            return
+        inbox = self.runtime.inbox
+        if inbox.state(envelope.id) == "dead":
+            return
+        attempt = inbox.start(envelope.id)
+        try:
+            self.runner.handle(envelope)
+        except Exception as exc:
+            last = task is None or not task.retries
+            log.exception("turn for envelope %s failed (attempt %d%s)", envelope.id, attempt,
+                          ", giving up" if last else ", will retry")
+            if last:
+                self._dead_letter(envelope, exc, attempt)
+                return
+            inbox.finish(envelope.id, "queued", repr(exc))
+            raise
+        inbox.finish(envelope.id, "done")
+
+    def _dead_letter(self, envelope: Envelope, exc: Exception, attempts: int) -> None:
+        runtime = self.runtime
+        runtime.inbox.finish(envelope.id, "dead", repr(exc))
+        record = {"envelope": json.loads(envelope.to_json()), "reason": repr(exc), "attempts": attempts}
+        runtime.bus.append(f"{messages_stream(envelope.tenant)}:dead", json.dumps(record),
+                           idempotency_key=envelope.id)
+        log.error("dead-lettered envelope %s after %d attempts: %r", envelope.id, attempts, exc)
+        runtime.publish(Event(message_id=envelope.id, seq=0, kind="error", text=APOLOGY_TEXT,
+                              tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id))
+
+    def _cron_tick(self) -> None:
+        for run in self.runtime.cron.claim_due(self.runtime.config.cron_grace):
+            log.info("cron job %s fires for %s", run.job.id, run.scheduled_at)
+            self.submit(run.envelope)

@@ -1,0 +1,72 @@
+"""Control-plane fixtures: an app on a temp data dir, against SQLite or a real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+import pytest
+
+from control import create_app
+from control.db import database
+from control.settings import Settings
+
+from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url() -> str:
+    """Create a throwaway schema-free database on the local server; skip if it is down."""
+    name = f"hermes_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg2.connect(POSTGRES_ADMIN.replace("postgresql://", "postgres://"), connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_postgres(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = psycopg2.connect(POSTGRES_ADMIN.replace("postgresql://", "postgres://"))
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_backend(request):
+    """Run the test on SQLite and on PostgreSQL (peewee's habit: a real backend per run)."""
+    return request.param
+
+
+@pytest.fixture
+def settings(tmp_path, db_backend):
+    url = _postgres_url() if db_backend == "postgres" else ""
+    yield Settings(data_dir=str(tmp_path / "data"), database_url=url,
+                   stripe_webhook_secret=STRIPE_SECRET, telegram_webhook_secret=TELEGRAM_SECRET,
+                   telegram_bot_token="123456:TEST", stripe_price_plans={"price_heavy_eur": "heavy"})
+    if url:
+        database.close()
+        _drop_postgres(url)
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    app.extensions["hermes"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runtime(app):
+    return app.extensions["hermes"]
+
+

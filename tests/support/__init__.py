@@ -1,0 +1,1 @@
+"""Helpers shared by test packages (importable because pytest puts tests/ on sys.path)."""

@@ -1,0 +1,37 @@
+"""Posting signed webhooks to the control plane in tests."""
+
+from __future__ import annotations
+
+import json
+
+from control.db import database
+from control.models import ALL_MODELS
+from standins.stripe_events import sign
+
+STRIPE_SECRET = "whsec_test_secret"
+TELEGRAM_SECRET = "telegram-secret-token"
+
+
+def post_stripe(client, event: dict, secret: str = STRIPE_SECRET, header: str | None = None):
+    """POST ``event`` to the Stripe webhook, signed with ``secret`` unless ``header`` is given."""
+    body = json.dumps(event).encode()
+    sig = header if header is not None else sign(body, secret)
+    headers = {"Content-Type": "application/json"}
+    if sig:
+        headers["Stripe-Signature"] = sig
+    return client.post("/webhooks/stripe", data=body, headers=headers)
+
+
+def post_telegram(client, update, secret: str | None = TELEGRAM_SECRET, raw: bytes | None = None):
+    """POST an Update (or ``raw`` bytes) to the Telegram webhook with the secret header."""
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+    body = raw if raw is not None else json.dumps(update).encode()
+    return client.post("/webhooks/telegram", data=body, headers=headers)
+
+
+def row_counts() -> dict[str, int]:
+    """Return ``{table: rows}`` for every model (to prove nothing was stored)."""
+    with database.connection_context():
+        return {m.__name__: m.select().count() for m in ALL_MODELS}
