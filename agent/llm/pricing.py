@@ -1,7 +1,7 @@
 """Per-model token prices, in US cents per million tokens, and cost of one call.
 
 Source: https://www.anthropic.com/pricing (Claude Haiku 4.5: $1 / MTok input, $5 / MTok output;
-Sonnet 4.5: $3 / $15).  Local models cost nothing.  Unknown models are priced at zero and
+Sonnet 4.5: $3 / $15; Opus 4.5: $5 / $25).  Local models cost nothing.  Unknown models are priced at zero and
 reported as such.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 PRICES_CENTS_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-haiku-4-5": (100.0, 500.0),
     "claude-sonnet-4-5": (300.0, 1500.0),
+    "claude-opus-4-5": (500.0, 2500.0),
 }
 
 

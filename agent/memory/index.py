@@ -1,8 +1,10 @@
 """SQLite schema and index maintenance of the memory store (apsw + FTS5 + sqlite-vec).
 
 Each memory has three index entries: its own text in FTS5, a vector of its own text, and a
-vector of its *window* (the memory with its neighbouring memories of the same episode, the
-way contextual retrieval embeds a chunk with its surroundings). Vectors are computed lazily:
+vector of its *window* (its predecessor in the same episode followed by itself, the way
+contextual retrieval embeds a chunk with what leads up to it). Memories added within
+``episode_gap_seconds`` of the previous one share an episode (``prev_id`` links the chain,
+``episode_id`` names it); retrieval uses these links. Vectors are computed lazily:
 ``add`` only marks rows, ``flush`` embeds everything pending in batches, so a burst of adds
 costs one batched model call and the result equals embedding on every add.
 """
@@ -23,14 +25,18 @@ CREATE TABLE IF NOT EXISTS memories(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     text TEXT NOT NULL,
     source TEXT,
+    speaker TEXT,
     created_at REAL NOT NULL,
     last_accessed_at REAL NOT NULL,
     access_count INTEGER NOT NULL DEFAULT 0,
+    prev_id INTEGER,
+    episode_id INTEGER,
     needs_vector INTEGER NOT NULL DEFAULT 1,
-    needs_context INTEGER NOT NULL DEFAULT 1
+    needs_window INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS memories_pending ON memories(needs_vector, needs_context);
-CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, context, tokenize='porter unicode61');
+CREATE INDEX IF NOT EXISTS memories_prev ON memories(prev_id);
+CREATE INDEX IF NOT EXISTS memories_pending ON memories(needs_vector, needs_window);
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize='porter unicode61');
 """
 
 VECTOR_TABLES = ("memory_vectors", "memory_window_vectors")
@@ -77,31 +83,30 @@ def has_vector_tables(connection: apsw.Connection) -> bool:
     return connection.execute("SELECT 1 FROM memory_meta WHERE key = 'embedder'").fetchone() is not None
 
 
-def neighbours(connection: apsw.Connection, memory_id: int, created_at: float,
-               config: RetrievalConfig) -> tuple[list[str], list[str]]:
-    """Texts of up to ``config.window`` memories before and after ``memory_id`` in its episode.
+def insert(connection: apsw.Connection, text: str, source: str | None, speaker: str | None,
+           created_at: float, now: float, config: RetrievalConfig) -> int:
+    """Insert one memory, linking it to the latest memory when that is of the same episode."""
+    latest = connection.execute(
+        "SELECT id, created_at, episode_id FROM memories ORDER BY id DESC LIMIT 1").fetchone()
+    prev_id = episode_id = None
+    if latest is not None and abs(created_at - latest[1]) <= config.episode_gap_seconds:
+        prev_id, episode_id = latest[0], latest[2]
+    connection.execute(
+        "INSERT INTO memories(text, source, speaker, created_at, last_accessed_at, prev_id, episode_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", (text, source, speaker, created_at, now, prev_id, episode_id))
+    memory_id = connection.last_insert_rowid()
+    if episode_id is None:
+        connection.execute("UPDATE memories SET episode_id = id WHERE id = ?", (memory_id,))
+    connection.execute("INSERT INTO memory_fts(rowid, text) VALUES (?, ?)", (memory_id, text))
+    return memory_id
 
-    Returns (before, after), each in chronological (id) order.
-    """
-    low, high = created_at - config.episode_gap_seconds, created_at + config.episode_gap_seconds
-    before = connection.execute(
-        "SELECT text FROM memories WHERE id < ? AND created_at BETWEEN ? AND ? ORDER BY id DESC LIMIT ?",
-        (memory_id, low, high, config.window)).fetchall()
-    after = connection.execute(
-        "SELECT text FROM memories WHERE id > ? AND created_at BETWEEN ? AND ? ORDER BY id LIMIT ?",
-        (memory_id, low, high, config.window)).fetchall()
-    return [row[0] for row in reversed(before)], [row[0] for row in after]
 
-
-def mark_neighbours_stale(connection: apsw.Connection, memory_id: int, created_at: float,
-                          config: RetrievalConfig) -> None:
-    """Flag the memories whose window includes ``memory_id`` so the next flush re-embeds them."""
-    low, high = created_at - config.episode_gap_seconds, created_at + config.episode_gap_seconds
-    for order, comparison in (("DESC", "<"), ("ASC", ">")):
-        connection.execute(
-            f"UPDATE memories SET needs_context = 1 WHERE id IN (SELECT id FROM memories WHERE id {comparison} ? "
-            f"AND created_at BETWEEN ? AND ? ORDER BY id {order} LIMIT ?)",
-            (memory_id, low, high, config.window))
+def replace_text(connection: apsw.Connection, memory_id: int, text: str, speaker: str | None) -> None:
+    """Change a memory's text; its vectors and its successor's window are recomputed on flush."""
+    connection.execute("UPDATE memories SET text = ?, speaker = ?, needs_vector = 1, needs_window = 1 WHERE id = ?",
+                       (text, speaker, memory_id))
+    connection.execute("UPDATE memories SET needs_window = 1 WHERE prev_id = ?", (memory_id,))
+    connection.execute("UPDATE memory_fts SET text = ? WHERE rowid = ?", (text, memory_id))
 
 
 def _upsert_vectors(connection: apsw.Connection, table: str, ids: list[int], vectors: np.ndarray) -> None:
@@ -111,37 +116,31 @@ def _upsert_vectors(connection: apsw.Connection, table: str, ids: list[int], vec
                            (memory_id, vector.astype(np.float32).tobytes()))
 
 
-def flush(connection: apsw.Connection, embedder: Embedder, config: RetrievalConfig) -> int:
+def flush(connection: apsw.Connection, embedder: Embedder) -> int:
     """Embed every pending memory and window; returns how many memories were (re)indexed."""
     pending = connection.execute(
-        "SELECT id, text, created_at, needs_vector, needs_context FROM memories "
-        "WHERE needs_vector = 1 OR needs_context = 1 ORDER BY id").fetchall()
+        "SELECT m.id, m.text, m.needs_vector, m.needs_window, p.text FROM memories m "
+        "LEFT JOIN memories p ON p.id = m.prev_id WHERE m.needs_vector = 1 OR m.needs_window = 1 "
+        "ORDER BY m.id").fetchall()
     if not pending:
         return 0
     ensure_vector_tables(connection, embedder)
-    own_ids, own_texts, window_ids, window_texts, contexts = [], [], [], [], []
-    for memory_id, text, created_at, needs_vector, needs_context in pending:
-        if needs_vector:
-            own_ids.append(memory_id)
-            own_texts.append(text)
-        if needs_context:
-            before, after = neighbours(connection, memory_id, created_at, config)
-            window_ids.append(memory_id)
-            window_texts.append("\n".join(before + [text] + after))
-            contexts.append("\n".join(before + after))
-    vectors = embedder.embed(own_texts + window_texts)
+    own = [(row[0], row[1]) for row in pending if row[2]]
+    windows = [(row[0], row[1] if row[4] is None else f"{row[4]}\n{row[1]}") for row in pending if row[3]]
+    vectors = embedder.embed([text for _, text in own] + [text for _, text in windows])
     with connection:
-        _upsert_vectors(connection, VECTOR_TABLES[0], own_ids, vectors[:len(own_ids)])
-        _upsert_vectors(connection, VECTOR_TABLES[1], window_ids, vectors[len(own_ids):])
-        for memory_id, context in zip(window_ids, contexts):
-            connection.execute("UPDATE memory_fts SET context = ? WHERE rowid = ?", (context, memory_id))
-        connection.executemany("UPDATE memories SET needs_vector = 0, needs_context = 0 WHERE id = ?",
+        _upsert_vectors(connection, VECTOR_TABLES[0], [i for i, _ in own], vectors[:len(own)])
+        _upsert_vectors(connection, VECTOR_TABLES[1], [i for i, _ in windows], vectors[len(own):])
+        connection.executemany("UPDATE memories SET needs_vector = 0, needs_window = 0 WHERE id = ?",
                                [(row[0],) for row in pending])
     return len(pending)
 
 
 def delete(connection: apsw.Connection, memory_id: int) -> None:
-    """Remove ``memory_id`` from every index (the caller holds a transaction)."""
+    """Remove ``memory_id`` from every index and relink its successor (caller holds a transaction)."""
+    connection.execute(
+        "UPDATE memories SET prev_id = (SELECT prev_id FROM memories WHERE id = ?), needs_window = 1 "
+        "WHERE prev_id = ?", (memory_id, memory_id))
     connection.execute("DELETE FROM memory_fts WHERE rowid = ?", (memory_id,))
     if has_vector_tables(connection):
         for table in VECTOR_TABLES:

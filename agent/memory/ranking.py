@@ -1,4 +1,4 @@
-"""Pure ranking pieces of hybrid memory retrieval: keyword query, rank fusion, recency decay."""
+"""Pure ranking pieces of hybrid memory retrieval: configuration, keyword query, score fusion, decay."""
 
 from __future__ import annotations
 
@@ -23,27 +23,30 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Knobs of hybrid retrieval. Defaults are the values reported in bench/memory_locomo.py.
+    """Knobs of hybrid retrieval; defaults are the values reported by bench/memory_locomo.py.
 
-    candidates: how many hits each retriever contributes before fusion.
-    rrf_k: the constant of reciprocal rank fusion (Cormack et al., SIGIR 2009, use 60).
-    weight_*: per-retriever weights in the fusion (own-text vector, window vector, keywords).
-    context_column_weight: BM25 weight of neighbouring turns relative to the memory's own text.
-    window: neighbouring memories on each side folded into a memory's context.
-    episode_gap_seconds: neighbours further apart in created_at than this are not context.
-    decay_after_days / decay_half_life_days / decay_floor: memories not accessed for longer than
-    decay_after_days (90, per the product requirement) lose weight with this half-life, down to
-    the floor.
+    candidates: hits taken from each retriever (vector KNN on own text, on the window, BM25).
+    weight_window_vector: weight of the similarity to a memory's window (its episode
+        predecessor + itself) added to the similarity to its own text.
+    weight_keyword: weight of the normalised BM25 score against the normalised vector score.
+    keyword_neighbour_weight: share of the predecessor's and successor's BM25 score a memory
+        inherits (a reply answers the turn before it; a question is answered by the next one).
+    episode_weight: share of the best score in the memory's episode added to its own.
+    speaker_weight: bonus when the query names the memory's speaker ("Name: text" memories).
+    episode_gap_seconds: consecutive memories closer than this in created_at form one episode
+        (30 minutes, the usual web-analytics session timeout).
+    decay_after_days / decay_half_life_days / decay_floor: memories not accessed for longer
+        than decay_after_days (90, the product requirement) lose weight with this half-life,
+        down to the floor.
     """
 
-    candidates: int = 50
-    rrf_k: int = 60
-    weight_vector: float = 1.0
-    weight_context_vector: float = 1.0
+    candidates: int = 100
+    weight_window_vector: float = 1.0
     weight_keyword: float = 1.0
-    context_column_weight: float = 0.3
-    window: int = 1
-    episode_gap_seconds: float = 6 * 3600.0
+    keyword_neighbour_weight: float = 0.3
+    episode_weight: float = 0.6
+    speaker_weight: float = 0.6
+    episode_gap_seconds: float = 30 * 60.0
     decay_after_days: float = 90.0
     decay_half_life_days: float = 90.0
     decay_floor: float = 0.25
@@ -60,18 +63,6 @@ def keyword_query(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
 
 
-def reciprocal_rank_fusion(rankings: list[tuple[float, list[int]]], k: int) -> dict[int, float]:
-    """Fuse ranked id lists: score(id) = sum(weight / (k + rank)), rank starting at 1.
-
-    ``rankings`` holds (weight, ids best first). Returns {id: fused score}.
-    """
-    scores: dict[int, float] = {}
-    for weight, ids in rankings:
-        for rank, memory_id in enumerate(ids, start=1):
-            scores[memory_id] = scores.get(memory_id, 0.0) + weight / (k + rank)
-    return scores
-
-
 def recency_weight(last_accessed_at: float, now: float, config: RetrievalConfig) -> float:
     """Multiplier in [decay_floor, 1] for a memory last accessed at ``last_accessed_at`` (Unix s).
 
@@ -81,3 +72,28 @@ def recency_weight(last_accessed_at: float, now: float, config: RetrievalConfig)
     if idle_days <= 0:
         return 1.0
     return max(config.decay_floor, math.pow(0.5, idle_days / config.decay_half_life_days))
+
+
+def min_max(scores: dict[int, float], floor: float | None = None) -> dict[int, float]:
+    """Scale scores to [0, 1]: the best becomes 1, ``floor`` (default: the lowest) becomes 0."""
+    if not scores:
+        return {}
+    low = min(scores.values()) if floor is None else floor
+    span = max(scores.values()) - low
+    if span <= 0:
+        return {key: 0.0 for key in scores}
+    return {key: max(0.0, (value - low) / span) for key, value in scores.items()}
+
+
+SPEAKER = re.compile(r"^([A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,3}):\s")
+
+
+def speaker_of(text: str) -> str | None:
+    """The speaker of a "Name: text" memory (up to four capitalised words before a colon), or None."""
+    match = SPEAKER.match(text)
+    return match.group(1) if match else None
+
+
+def mentions(query: str, name: str) -> bool:
+    """True when ``name`` occurs in ``query`` as whole words (case-insensitive)."""
+    return re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", query, re.IGNORECASE) is not None

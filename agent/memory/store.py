@@ -1,8 +1,8 @@
 """MemoryStore: long-term memory of one tenant's agent in a SQLite file.
 
-Hybrid retrieval: nearest neighbours of the query vector over each memory's own text and its
-episode window (sqlite-vec), plus BM25 keyword hits (FTS5), fused by weighted reciprocal rank
-fusion and multiplied by a recency weight (memories not accessed for 90 days weigh less).
+Hybrid retrieval (agent/memory/retrieval.py): sqlite-vec nearest neighbours over each memory's
+own text and its episode window, plus FTS5 BM25, fused by scaled scores with episode context,
+and multiplied by a recency weight (memories not accessed for 90 days weigh less).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from agent.memory import index
+from agent.memory import index, retrieval
 from agent.memory.embedders import Embedder, default_embedder
 from agent.memory.errors import MemoryRejected
 from agent.memory.guard import injection_reason
-from agent.memory.ranking import RetrievalConfig, keyword_query, reciprocal_rank_fusion, recency_weight
+from agent.memory.ranking import RetrievalConfig, speaker_of
 from agent.memory.timeparse import to_utc
 
 # Cosine similarity (all-MiniLM-L6-v2) at or above which a new memory restates an existing one
@@ -88,14 +86,7 @@ class MemoryStore:
         ids = []
         with self._lock, self._db:
             for text, source, created in rows:
-                self._db.execute(
-                    "INSERT INTO memories(text, source, created_at, last_accessed_at) VALUES (?, ?, ?, ?)",
-                    (text, source, created, now))
-                memory_id = self._db.last_insert_rowid()
-                self._db.execute("INSERT INTO memory_fts(rowid, text, context) VALUES (?, ?, '')",
-                                 (memory_id, text))
-                index.mark_neighbours_stale(self._db, memory_id, created, self.config)
-                ids.append(memory_id)
+                ids.append(index.insert(self._db, text, source, speaker_of(text), created, now, self.config))
         return ids
 
     def remember(self, text: str, *, source: str | None = None, created_at=None) -> tuple[int, bool]:
@@ -116,12 +107,9 @@ class MemoryStore:
                 return self.add(text, source=source, created_at=created_at), False
             memory_id = duplicate[0]
             with self._db:
-                self._db.execute(
-                    "UPDATE memories SET text = ?, source = COALESCE(?, source), last_accessed_at = ?, "
-                    "needs_vector = 1, needs_context = 1 WHERE id = ?", (text, source, self._clock(), memory_id))
-                self._db.execute("UPDATE memory_fts SET text = ? WHERE rowid = ?", (text, memory_id))
-                created = self._db.execute("SELECT created_at FROM memories WHERE id = ?", (memory_id,)).fetchone()[0]
-                index.mark_neighbours_stale(self._db, memory_id, created, self.config)
+                index.replace_text(self._db, memory_id, text, speaker_of(text))
+                self._db.execute("UPDATE memories SET source = COALESCE(?, source), last_accessed_at = ? WHERE id = ?",
+                                 (source, self._clock(), memory_id))
             return memory_id, True
 
     def _nearest(self, text: str) -> tuple[int, float] | None:
@@ -137,7 +125,7 @@ class MemoryStore:
     def flush(self) -> int:
         """Embed pending memories now (search does this itself); returns how many were indexed."""
         with self._lock:
-            return index.flush(self._db, self.embedder, self.config)
+            return index.flush(self._db, self.embedder)
 
     def search(self, query: str, k: int = 5) -> list[MemoryItem]:
         """The ``k`` memories most relevant to ``query``, best first, marked as accessed now."""
@@ -148,39 +136,20 @@ class MemoryStore:
             if not index.has_vector_tables(self._db):
                 return []
             vector = self.embedder.embed([query])[0]
-            fused = reciprocal_rank_fusion(self._rankings(query, vector), self.config.rrf_k)
-            if not fused:
-                return []
-            items = self._load(list(fused))
             now = self._clock()
-            for item in items:
-                item.score = fused[item.id] * recency_weight(item.last_accessed_at.timestamp(), now, self.config)
-            items.sort(key=lambda item: (-item.score, item.id))
-            top = items[:k]
+            scores = retrieval.score_candidates(self._db, query, vector, self.config, now)
+            best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+            if not best:
+                return []
+            loaded = {item.id: item for item in self._load(best)}
+            top = [loaded[i] for i in best]
+            for item in top:
+                item.score = scores[item.id]
             with self._db:
                 self._db.executemany(
                     "UPDATE memories SET last_accessed_at = ?, access_count = access_count + 1 WHERE id = ?",
                     [(now, item.id) for item in top])
             return top
-
-    def _rankings(self, query: str, vector: np.ndarray) -> list[tuple[float, list[int]]]:
-        config, blob = self.config, vector.astype(np.float32).tobytes()
-        rankings = []
-        for weight, table in ((config.weight_vector, "memory_vectors"),
-                              (config.weight_context_vector, "memory_window_vectors")):
-            if weight > 0:
-                rows = self._db.execute(
-                    f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-                    (blob, config.candidates)).fetchall()
-                rankings.append((weight, [row[0] for row in rows]))
-        match = keyword_query(query)
-        if match and config.weight_keyword > 0:
-            rows = self._db.execute(
-                "SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
-                "ORDER BY bm25(memory_fts, 1.0, ?) LIMIT ?",
-                (match, config.context_column_weight, config.candidates)).fetchall()
-            rankings.append((config.weight_keyword, [row[0] for row in rows]))
-        return rankings
 
     def _load(self, ids: list[int]) -> list[MemoryItem]:
         marks = ",".join("?" * len(ids))
@@ -214,11 +183,9 @@ class MemoryStore:
     def forget(self, memory_id: int) -> bool:
         """Delete memory ``memory_id``; True if it existed. Ids are never reused."""
         with self._lock:
-            row = self._db.execute("SELECT created_at FROM memories WHERE id = ?", (int(memory_id),)).fetchone()
-            if row is None:
+            if self._db.execute("SELECT 1 FROM memories WHERE id = ?", (int(memory_id),)).fetchone() is None:
                 return False
             with self._db:
-                index.mark_neighbours_stale(self._db, int(memory_id), row[0], self.config)
                 index.delete(self._db, int(memory_id))
             return True
 

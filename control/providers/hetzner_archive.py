@@ -2,8 +2,8 @@
 
 Every strategy is a callable ``(tenant, address, store, key, metadata) -> ArchiveResult``:
 
-* ``SshTarArchiver`` (production): runs ``tar -czf - -C /var/lib/hermes .`` on the VM over
-  OpenSSH and streams its stdout straight into the object store (S3 multipart upload through
+* ``SshTarArchiver`` (production): stops the agent's units (so its SQLite files are at rest),
+  then runs ``tar -czf - -C /var/lib/hermes .`` on the VM over OpenSSH and streams its stdout straight into the object store (S3 multipart upload through
   boto3's managed transfer), so the archive never lands on the control host's disk.
 * ``LocalDirectoryArchiver`` (embedded default and tests): archives ``<root>/<tenant>``.
 
@@ -13,6 +13,7 @@ A strategy raises ``ProvisioningError`` on any failure; the provisioner then des
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -21,9 +22,7 @@ from typing import Protocol
 
 from control.errors import ProvisioningError
 from control.providers.archive import ArchiveResult, ObjectStore, archive_directory, archive_stream
-
-#: The agent's data directory on every tenant VM (written by the base image, ``agent_image/``).
-AGENT_DATA_DIR = "/var/lib/hermes"
+from infra.tenant_config import AGENT_DATA_DIR, AGENT_UNITS
 
 
 class DataArchiver(Protocol):
@@ -67,6 +66,8 @@ class SshTarArchiver:
         ssh_binary: the OpenSSH client to run.
         connect_timeout: SSH ``ConnectTimeout``, seconds.
         extra_options: more ``-o`` options, e.g. ``{"ProxyJump": "ops@bastion"}``.
+        stop_units: systemd units stopped before the tar (the agent's listener and Huey
+            consumer from the base image); the machine is being deleted anyway.
     """
 
     key_path: str | None = None
@@ -75,6 +76,7 @@ class SshTarArchiver:
     ssh_binary: str = "ssh"
     connect_timeout: int = 15
     extra_options: dict[str, str] = field(default_factory=dict)
+    stop_units: tuple[str, ...] = AGENT_UNITS
 
     def command(self, address: str) -> list[str]:
         """Return the argv that prints the gzipped tar of ``data_dir`` on stdout."""
@@ -91,8 +93,10 @@ class SshTarArchiver:
             argv += ["-o", f"{name}={value}"]
         if self.key_path:
             argv += ["-i", str(self.key_path)]
-        argv += [f"{self.user}@{address}", f"tar -czf - -C {self.data_dir} ."]
-        return argv
+        remote = f"tar -czf - -C {shlex.quote(self.data_dir)} ."
+        if self.stop_units:
+            remote = f"systemctl stop {' '.join(map(shlex.quote, self.stop_units))} && {remote}"
+        return [*argv, f"{self.user}@{address}", remote]
 
     def __call__(self, tenant, address, store, key, metadata) -> ArchiveResult:
         if not address:

@@ -27,11 +27,12 @@ def test_failover_when_the_primary_answers_529_overloaded(tmp_path, standin, sec
     standin.script([error_reply(529)] * 3)
     second.script(["answer from the fallback"])
     router = _router(tmp_path, AnthropicBackend("k", base_url=standin.base_url),
-                     AnthropicBackend("k", base_url=second.base_url, model="claude-sonnet-4-5"), retries=3)
+                     AnthropicBackend("k", base_url=second.base_url, model="claude-haiku-4-5-20251001"),
+                     retries=3)
     with router.collect() as calls:
         assert complete_text(router, "hello") == "answer from the fallback"
     assert len(standin.requests) == 3  # retried with backoff before failing over
-    assert [c.model for c in calls] == ["claude-sonnet-4-5"]
+    assert [c.model for c in calls] == ["claude-haiku-4-5-20251001"] and len(second.requests) == 1
     assert calls[0].cost_cents > 0
 
 
@@ -79,9 +80,8 @@ def test_budget_exhaustion_mid_conversation_refuses_paid_calls_with_a_clear_mess
 def test_budget_spent_falls_back_to_the_free_local_model(make_runtime, standin, helpers):
     from agent.llm.local_backend import LocalBackend
 
-    runtime = make_runtime(daily_budget_cents=0.5, max_tokens=24)
-    runtime.router.backends.append(LocalBackend())
-    runtime.router.breakers[id(runtime.router.backends[-1])] = runtime.router.breakers[id(runtime.router.backends[0])]
+    backends = [AnthropicBackend("k", base_url=standin.base_url), LocalBackend()]
+    runtime = make_runtime(backends=backends, daily_budget_cents=0.5, max_tokens=24)
     runtime.usage.record(CallRecord("t1", "anthropic", "claude-haiku-4-5", 5000, 0, 0.5, 10))
     env = helpers.envelope("Say hello.")
     reply = TurnRunner(runtime).handle(env)

@@ -70,6 +70,12 @@ def make_config(tmp_path, **overrides) -> HetznerConfig:
 
 
 @pytest.fixture
+def config_factory(tmp_path):
+    """Build a test ``HetznerConfig``; keyword overrides replace fields."""
+    return lambda **overrides: make_config(tmp_path, **overrides)
+
+
+@pytest.fixture
 def make_provisioner(tmp_path, workspace, hcloud_client, sleeps, agent_data):
     """Build a ``HetznerProvisioner`` on the stand-ins; keyword overrides go to the config."""
     from control.providers.hetzner import HetznerProvisioner

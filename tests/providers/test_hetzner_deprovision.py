@@ -89,7 +89,8 @@ def fake_ssh(tmp_path):
 def test_ssh_archiver_streams_the_remote_tar_into_the_store(fake_ssh, tmp_path, agent_data,
                                                             s3_store):
     data = write_agent_data(agent_data, "alice")
-    archiver = SshTarArchiver(ssh_binary=fake_ssh, data_dir=str(data), key_path="/keys/id")
+    archiver = SshTarArchiver(ssh_binary=fake_ssh, data_dir=str(data), key_path="/keys/id",
+                              stop_units=())
 
     result = archiver("alice", "10.0.1.5", s3_store, "archives/test/alice/x.tar.gz",
                       {"tenant": "alice"})
@@ -97,12 +98,15 @@ def test_ssh_archiver_streams_the_remote_tar_into_the_store(fake_ssh, tmp_path, 
     with tarfile.open(fileobj=io.BytesIO(s3_store.get_bytes(result.key))) as tar:
         assert "./memory/notes.md" in tar.getnames()
     assert s3_store.metadata(result.key)["source"] == f"ssh:10.0.1.5:{data}"
-    argv = archiver.command("10.0.1.5")
+    argv = SshTarArchiver(key_path="/keys/id").command("10.0.1.5")
     assert argv[-2] == "root@10.0.1.5" and "BatchMode=yes" in argv and "/keys/id" in argv
+    assert argv[-1] == ("systemctl stop hermes-agent.service hermes-huey.service && "
+                        "tar -czf - -C /var/lib/hermes .")
 
 
 def test_ssh_archiver_failure_leaves_no_partial_archive(fake_ssh, tmp_path, s3_store):
-    archiver = SshTarArchiver(ssh_binary=fake_ssh, data_dir=str(tmp_path / "missing"))
+    archiver = SshTarArchiver(ssh_binary=fake_ssh, data_dir=str(tmp_path / "missing"),
+                              stop_units=())
     with pytest.raises(ProvisioningError, match="over SSH failed"):
         archiver("alice", "10.0.1.5", s3_store, "archives/test/alice/y.tar.gz", {})
     assert s3_store.list_keys("archives/") == []

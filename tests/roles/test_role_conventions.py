@@ -86,36 +86,41 @@ def test_playbooks_pass_syntax_check(run_playbook, make_inventory):
 
 
 CHECK_VARS = {
-    "redis": lambda root: {
+    "redis": lambda root, url: {
         "redis_manage_packages": False, "redis_manage_service": False,
         "redis_conf_path": f"{root}/redis.conf", "redis_acl_file": f"{root}/users.acl",
         "redis_data_dir": f"{root}/data", "redis_acl_admin_password": "pw"},
-    "monitoring": lambda root: {
+    "monitoring": lambda root, url: {
         "monitoring_manage_packages": False, "monitoring_manage_service": False,
         "monitoring_verify_promtool": False,
         "monitoring_prometheus_config_dir": f"{root}/p", "monitoring_prometheus_rules_dir": f"{root}/r",
         "monitoring_alertmanager_config_dir": f"{root}/a",
         "monitoring_grafana_provisioning_dir": f"{root}/g",
         "monitoring_grafana_dashboards_dir": f"{root}/d"},
-    "control": lambda root: {
+    "control": lambda root, url: {
         "control_manage_packages": False, "control_manage_service": False,
         "control_config_dir": f"{root}/etc", "control_data_dir": f"{root}/data",
         "control_unit_dir": f"{root}/units",
         "control_nginx_site_path": f"{root}/avail/site.conf",
         "control_nginx_enabled_path": f"{root}/enabled/site.conf"},
-    "node_exporter": lambda root: {
+    "node_exporter": lambda root, url: {
         "node_exporter_manage_service": False, "node_exporter_create_user": False,
         "node_exporter_verify": False,
-        "node_exporter_download_url": "http://127.0.0.1:9/node_exporter.tar.gz",
+        "node_exporter_download_url": url,
         "node_exporter_bin_dir": f"{root}/bin", "node_exporter_cache_dir": f"{root}/cache",
         "node_exporter_unit_dir": f"{root}/units"},
 }
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_check_mode_runs_and_writes_nothing(role, tmp_path, apply_role, make_inventory):
+def test_check_mode_runs_and_writes_nothing(
+    role, tmp_path, apply_role, make_inventory, release_server
+):
     root = tmp_path / "target"
-    result = apply_role(role, CHECK_VARS[role](root), check=True,
+    downloads, base_url = release_server
+    (downloads / "check-mode.tar.gz").write_bytes(b"")
+    variables = CHECK_VARS[role](root, f"{base_url}/check-mode.tar.gz")
+    result = apply_role(role, variables, check=True,
                         inventory=make_inventory(SHARED_GROUPS))
     assert result.status == "successful", result.stdout
     assert result.changed() > 0, "check mode should report the changes a converge would make"
