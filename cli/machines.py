@@ -35,7 +35,8 @@ def reconcile(remove: bool):
     if sweep is None:
         raise click.ClickException(f"the {rt.settings.provisioner} provisioner has no cloud to sweep")
     known = {str(m.tenant_id) for m in Machine.select().where(Machine.state != "deprovisioned")}
+    # Exit status 1 while orphans or failures remain, so runbooks and cron can alert on it.
     report = sweep(known, remove=remove)
-    click.echo(str(report))
-    if getattr(report, "orphans", None) and not remove:
+    click.echo(report.render())
+    if not report.clean:
         raise SystemExit(1)

@@ -44,6 +44,19 @@ class Settings:
         visibility_timeout: [HERMES_VISIBILITY_TIMEOUT] = 30 seconds before a bus entry is redelivered.
         env: [HERMES_ENV] = ``local``; the label ``env`` on every machine.
         huey_immediate: run Huey tasks inline (tests only).
+
+    Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner_config.py``):
+        hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
+        [HETZNER_LOCATION], hetzner_snapshot_id [HETZNER_SNAPSHOT_ID], hetzner_network_id
+        [HETZNER_NETWORK_ID], hetzner_firewall_label [HETZNER_FIREWALL_LABEL],
+        hetzner_server_types [HETZNER_SERVER_TYPES, ``light=cx23,heavy=cx33``],
+        hetzner_ssh_key_names [HETZNER_SSH_KEY_NAMES, comma-separated], hetzner_ssh_key_path
+        [HETZNER_SSH_KEY_PATH], pulumi_backend_url [PULUMI_BACKEND_URL],
+        pulumi_config_passphrase [PULUMI_CONFIG_PASSPHRASE], pulumi_home [PULUMI_HOME],
+        archive_s3_endpoint [ARCHIVE_S3_ENDPOINT], archive_bucket [ARCHIVE_BUCKET],
+        archive_access_key [ARCHIVE_ACCESS_KEY], archive_secret_key [ARCHIVE_SECRET_KEY],
+        archive_region [ARCHIVE_REGION], drift_delay [HERMES_DRIFT_DELAY] seconds between
+        stack previews in ``hermes drift``.
     """
 
     data_dir: str = field(default_factory=_default_data_dir)
@@ -65,6 +78,24 @@ class Settings:
     visibility_timeout: float = 30.0
     env: str = "local"
     huey_immediate: bool = False
+    hcloud_token: str = ""
+    hcloud_endpoint: str = ""
+    hetzner_location: str = ""
+    hetzner_snapshot_id: str = ""
+    hetzner_network_id: str = ""
+    hetzner_firewall_label: str = ""
+    hetzner_server_types: dict[str, str] = field(default_factory=dict)
+    hetzner_ssh_key_names: tuple[str, ...] = ()
+    hetzner_ssh_key_path: str = ""
+    pulumi_backend_url: str = ""
+    pulumi_config_passphrase: str = ""
+    pulumi_home: str = ""
+    archive_s3_endpoint: str = ""
+    archive_bucket: str = ""
+    archive_access_key: str = ""
+    archive_secret_key: str = ""
+    archive_region: str = ""
+    drift_delay: float = 5.0
 
     def __post_init__(self):
         data = str(Path(self.data_dir).expanduser().resolve())
@@ -105,6 +136,7 @@ class Settings:
             ttl = int(env.get("HERMES_LINK_TOKEN_TTL", "86400"))
             edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
             visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
+            drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
         except ValueError as exc:
             raise ConfigError(f"invalid numeric setting: {exc}") from exc
         return cls(
@@ -125,8 +157,24 @@ class Settings:
             agent_env={k: env[k] for k in AGENT_ENV_KEYS if env.get(k)},
             visibility_timeout=visibility,
             env=env.get("HERMES_ENV", "local"),
+            drift_delay=drift_delay,
+            hetzner_server_types=_parse_pairs(env.get("HETZNER_SERVER_TYPES", ""), "HETZNER_SERVER_TYPES"),
+            hetzner_ssh_key_names=tuple(filter(None, (k.strip() for k in
+                                                      env.get("HETZNER_SSH_KEY_NAMES", "").split(",")))),
+            **{attr: env.get(var, "") for attr, var in HETZNER_ENV.items()},
         )
 
+
+HETZNER_ENV = {
+    "hcloud_token": "HCLOUD_TOKEN", "hcloud_endpoint": "HCLOUD_ENDPOINT",
+    "hetzner_location": "HETZNER_LOCATION", "hetzner_snapshot_id": "HETZNER_SNAPSHOT_ID",
+    "hetzner_network_id": "HETZNER_NETWORK_ID", "hetzner_firewall_label": "HETZNER_FIREWALL_LABEL",
+    "hetzner_ssh_key_path": "HETZNER_SSH_KEY_PATH", "pulumi_backend_url": "PULUMI_BACKEND_URL",
+    "pulumi_config_passphrase": "PULUMI_CONFIG_PASSPHRASE", "pulumi_home": "PULUMI_HOME",
+    "archive_s3_endpoint": "ARCHIVE_S3_ENDPOINT", "archive_bucket": "ARCHIVE_BUCKET",
+    "archive_access_key": "ARCHIVE_ACCESS_KEY", "archive_secret_key": "ARCHIVE_SECRET_KEY",
+    "archive_region": "ARCHIVE_REGION",
+}
 
 AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_MODEL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
 
@@ -144,11 +192,19 @@ def _bus_url(env) -> str:
     return env.get("HERMES_BUS_URL", "")
 
 
-def _parse_price_plans(raw: str) -> dict[str, str]:
-    plans = {}
+def _parse_pairs(raw: str, name: str) -> dict[str, str]:
+    pairs = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
-        price, sep, plan = pair.partition("=")
-        if not sep or plan not in ("light", "heavy"):
-            raise ConfigError(f"STRIPE_PRICE_PLANS entry {pair!r} must be price_id=light|heavy")
-        plans[price.strip()] = plan
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{name} entry {pair!r} must look like key=value")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _parse_price_plans(raw: str) -> dict[str, str]:
+    plans = _parse_pairs(raw, "STRIPE_PRICE_PLANS")
+    bad = {price: plan for price, plan in plans.items() if plan not in ("light", "heavy")}
+    if bad:
+        raise ConfigError(f"STRIPE_PRICE_PLANS plans must be light or heavy, not {bad}")
     return plans
