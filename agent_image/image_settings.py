@@ -60,7 +60,7 @@ class ImageSettings:
     node_exporter_listen_address: str = ":9100"
 
     @classmethod
-    def from_host_data(cls, data: Any) -> "ImageSettings":
+    def from_host_data(cls, data: Any) -> ImageSettings:
         """Build settings from pyinfra ``host.data`` (anything with ``.get(key, default)``).
 
         Raises ImageSettingsError when ``hermes_wheel`` is missing or not a ``.whl`` file

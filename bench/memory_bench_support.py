@@ -16,18 +16,18 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class CachingEmbedder(Embedder):
-    """Wraps an embedder and remembers vectors by text hash in an .npz file.
+    """Wraps an embedder and remembers vectors by text hash (in memory, or in an .npz file).
 
     Only for retrieval ablations: results are identical to the wrapped embedder, but cached
     texts cost nothing, so ingest and latency numbers measured through it are not real.
     """
 
-    def __init__(self, inner: Embedder, path: Path):
+    def __init__(self, inner: Embedder, path: Path | None = None):
         self._inner = inner
-        self._path = Path(path)
+        self._path = None if path is None else Path(path)
         self.name = inner.name
         self._cache: dict[str, np.ndarray] = {}
-        if self._path.exists():
+        if self._path is not None and self._path.exists():
             with np.load(self._path) as data:
                 self._cache = {key: data[key] for key in data.files}
 
@@ -51,5 +51,6 @@ class CachingEmbedder(Embedder):
         return np.stack([self._cache[key] for key in keys]).astype(np.float32)
 
     def save(self) -> None:
-        """Write the cache back to its file."""
-        np.savez(self._path, **self._cache)
+        """Write the cache back to its file (no-op for an in-memory cache)."""
+        if self._path is not None:
+            np.savez(self._path, **self._cache)

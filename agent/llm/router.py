@@ -105,8 +105,9 @@ class Router(LLMBackend):
 
     @property
     def context_window(self) -> int:  # type: ignore[override]
-        """The smallest window of the chain, so any failover target fits the context."""
-        return min(b.context_window for b in self.backends)
+        """The window of the backend tried first; a smaller failover target (the local model)
+        trims the context to its own window."""
+        return self.ordered()[0][0].context_window
 
     def is_paid(self, backend: LLMBackend, model: str | None = None) -> bool:
         """Return True when calls to ``backend`` (with ``model``) cost money."""

@@ -5,7 +5,12 @@ Public API: ``MemoryStore(path)`` with ``add``, ``search``, ``forget``, ``rememb
 ``LocalEmbedder`` and ``OpenAICompatibleEmbedder``; ``MemoryRejected``.
 """
 
-from agent.memory.embedders import Embedder, LocalEmbedder, OpenAICompatibleEmbedder, default_embedder
+from agent.memory.embedders import (
+    Embedder,
+    LocalEmbedder,
+    OpenAICompatibleEmbedder,
+    default_embedder,
+)
 from agent.memory.errors import EmbedderMismatch, MemoryRejected, MemoryStoreError
 from agent.memory.extraction import extract_memories, parse_memories
 from agent.memory.guard import injection_reason, looks_like_instruction

@@ -6,7 +6,7 @@ import ast
 import json
 import logging
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from agent.memory.guard import looks_like_instruction
 

@@ -16,12 +16,13 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (reason, re.compile(pattern, re.IGNORECASE))
     for reason, pattern in (
         ("overrides earlier instructions",
-         r"\b(ignore|disregard|forget|override|bypass)\s+((all|any|of|the|your|these|those|previous|prior|above|"
-         r"earlier|preceding|given|system|safety|original)\s+){1,4}(instructions?|prompts?|rules|directions|"
-         r"guidelines|messages|constraints)\b"),
+         (r"\b(ignore|disregard|forget|override|bypass)\s+((all|any|of|the|your|these|those|previous|prior|"
+          r"above|earlier|preceding|given|system|safety|original)\s+){1,4}(instructions?|prompts?|rules|"
+          r"directions|guidelines|messages|constraints)\b")),
         ("mentions the system prompt", r"\bsystem[\s_-]*(prompt|message|instructions?)\b"),
         ("addresses the assistant with an order",
-         r"\b(you|assistant|the ai|the model|the bot)\s+(must|shall|should|will|are to|have to|need to)\s+(now|always|from now on|henceforth)\b"),
+         (r"\b(you|assistant|the ai|the model|the bot)\s+(must|shall|should|will|are to|have to|need to)\s+"
+          r"(now|always|from now on|henceforth)\b")),
         ("addresses the assistant with an order", r"\b(you|assistant)\s+must\s+now\b"),
         ("redefines the assistant",
          r"\b(from now on|henceforth|starting now)\b[,\s]*(you|the assistant|the ai)\b\s+(are|will|must|should|shall)\b"),

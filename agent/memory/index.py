@@ -50,7 +50,10 @@ def connect(path: str) -> apsw.Connection:
     connection.enable_load_extension(False)
     connection.set_busy_timeout(5000)
     if str(path) != ":memory:":
+        # WAL with synchronous=NORMAL: durable across application crashes, and a search's
+        # access-time update commits without an fsync (SQLite docs, "Write-Ahead Logging").
         connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
     with connection:
         connection.execute(SCHEMA)
     return connection
@@ -116,14 +119,14 @@ def _upsert_vectors(connection: apsw.Connection, table: str, ids: list[int], vec
                            (memory_id, vector.astype(np.float32).tobytes()))
 
 
-def flush(connection: apsw.Connection, embedder: Embedder) -> int:
-    """Embed every pending memory and window; returns how many memories were (re)indexed."""
+def flush(connection: apsw.Connection, embedder: Embedder) -> list[int]:
+    """Embed every pending memory and window; returns the ids (re)indexed."""
     pending = connection.execute(
         "SELECT m.id, m.text, m.needs_vector, m.needs_window, p.text FROM memories m "
         "LEFT JOIN memories p ON p.id = m.prev_id WHERE m.needs_vector = 1 OR m.needs_window = 1 "
         "ORDER BY m.id").fetchall()
     if not pending:
-        return 0
+        return []
     ensure_vector_tables(connection, embedder)
     own = [(row[0], row[1]) for row in pending if row[2]]
     windows = [(row[0], row[1] if row[4] is None else f"{row[4]}\n{row[1]}") for row in pending if row[3]]
@@ -133,7 +136,7 @@ def flush(connection: apsw.Connection, embedder: Embedder) -> int:
         _upsert_vectors(connection, VECTOR_TABLES[1], [i for i, _ in windows], vectors[len(own):])
         connection.executemany("UPDATE memories SET needs_vector = 0, needs_window = 0 WHERE id = ?",
                                [(row[0],) for row in pending])
-    return len(pending)
+    return [row[0] for row in pending]
 
 
 def delete(connection: apsw.Connection, memory_id: int) -> None:

@@ -11,11 +11,7 @@ SECONDS_PER_DAY = 86_400.0
 # Function words that carry no topic (a subset of Lucene's EnglishAnalyzer stop set plus
 # question words); dropped from keyword queries so OR-matching does not reward them.
 STOPWORDS = frozenset(
-    """a an and are as at be but by for if in into is it no not of on or such that the their then
-    there these they this to was will with what when where which who whom whose why how do does did
-    done has have had i me my we our you your he him his she her its them were been being am can
-    could would should shall may might must from about than so too very just also any some all
-    ever much many more most other into over after before up down out off again further once""".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with", "what", "when", "where", "which", "who", "whom", "whose", "why", "how", "do", "does", "did", "done", "has", "have", "had", "i", "me", "my", "we", "our", "you", "your", "he", "him", "his", "she", "her", "its", "them", "were", "been", "being", "am", "can", "could", "would", "should", "shall", "may", "might", "must", "from", "about", "than", "so", "too", "very", "just", "also", "any", "some", "all", "ever", "much", "many", "more", "most", "other", "into", "over", "after", "before", "up", "down", "out", "off", "again", "further", "once"]
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -26,9 +22,13 @@ class RetrievalConfig:
     """Knobs of hybrid retrieval; defaults are the values reported by bench/memory_locomo.py.
 
     candidates: hits taken from each retriever (vector KNN on own text, on the window, BM25).
+    weight_vector: weight of the (scaled) vector score; 0 gives keyword-only retrieval.
     weight_window_vector: weight of the similarity to a memory's window (its episode
         predecessor + itself) added to the similarity to its own text.
     weight_keyword: weight of the normalised BM25 score against the normalised vector score.
+    keyword_scale_floor: BM25 scores are divided by the best one, but by no less than this, so
+        a query whose terms occur in most memories (FTS5 then gives idf ~1e-6, e.g. "user" in
+        "The user ...") does not get full keyword weight.
     keyword_neighbour_weight: share of the predecessor's and successor's BM25 score a memory
         inherits (a reply answers the turn before it; a question is answered by the next one).
     episode_weight: share of the best score in the memory's episode added to its own.
@@ -41,8 +41,10 @@ class RetrievalConfig:
     """
 
     candidates: int = 100
+    weight_vector: float = 1.0
     weight_window_vector: float = 1.0
     weight_keyword: float = 1.0
+    keyword_scale_floor: float = 1.0
     keyword_neighbour_weight: float = 0.3
     episode_weight: float = 0.6
     speaker_weight: float = 0.6
@@ -74,12 +76,13 @@ def recency_weight(last_accessed_at: float, now: float, config: RetrievalConfig)
     return max(config.decay_floor, math.pow(0.5, idle_days / config.decay_half_life_days))
 
 
-def min_max(scores: dict[int, float], floor: float | None = None) -> dict[int, float]:
-    """Scale scores to [0, 1]: the best becomes 1, ``floor`` (default: the lowest) becomes 0."""
+def min_max(scores: dict[int, float], floor: float | None = None, min_span: float = 0.0) -> dict[int, float]:
+    """Scale scores to [0, 1]: the best becomes 1 (unless the spread is below ``min_span``, which
+    then counts as 1), ``floor`` (default: the lowest) becomes 0."""
     if not scores:
         return {}
     low = min(scores.values()) if floor is None else floor
-    span = max(scores.values()) - low
+    span = max(max(scores.values()) - low, min_span)
     if span <= 0:
         return {key: 0.0 for key in scores}
     return {key: max(0.0, (value - low) / span) for key, value in scores.items()}

@@ -1,9 +1,9 @@
 """Hybrid retrieval over the memory index: candidate generation and score fusion.
 
 1. Candidates: the nearest neighbours of the query vector among own-text vectors and window
-   vectors (sqlite-vec KNN), the best BM25 matches (FTS5), and the episode neighbours of those
-   keyword matches.
-2. Vector score: cosine to the own text plus ``weight_window_vector`` x cosine to the window,
+   vectors (exact, over the in-memory mirror of the sqlite-vec tables), the best BM25 matches
+   (FTS5), and the episode neighbours of those keyword matches.
+2. Vector score (weight ``weight_vector``): cosine to the own text plus ``weight_window_vector`` x cosine to the window,
    min-max scaled over the candidates.
 3. Keyword score: BM25, plus ``keyword_neighbour_weight`` x the BM25 of the predecessor and the
    successor (in a dialogue the answer sits next to the turn that names the topic), scaled to [0, 1].
@@ -19,16 +19,17 @@ import apsw
 import numpy as np
 
 from agent.memory.ranking import RetrievalConfig, keyword_query, mentions, min_max, recency_weight
+from agent.memory.vectors import VectorMirror
 
 
 def _in(ids) -> str:
     return ",".join(str(int(i)) for i in ids)
 
 
-def _knn(db: apsw.Connection, table: str, blob: bytes, limit: int) -> list[int]:
-    rows = db.execute(f"SELECT rowid FROM {table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-                      (blob, limit))
-    return [row[0] for row in rows]
+def _top(similarities: np.ndarray, ids: np.ndarray, limit: int) -> set[int]:
+    if len(ids) <= limit:
+        return {int(i) for i in ids}
+    return {int(i) for i in ids[np.argpartition(-similarities, limit)[:limit]]}
 
 
 def _keyword_hits(db: apsw.Connection, query: str, limit: int) -> dict[int, float]:
@@ -40,22 +41,18 @@ def _keyword_hits(db: apsw.Connection, query: str, limit: int) -> dict[int, floa
     return {row[0]: row[1] for row in rows}
 
 
-def _cosines(db: apsw.Connection, table: str, blob: bytes, ids: set[int]) -> dict[int, float]:
-    rows = db.execute(f"SELECT rowid, vec_distance_cosine(embedding, ?) FROM {table} "
-                      f"WHERE rowid IN ({_in(ids)})", (blob,))
-    return {row[0]: 1.0 - row[1] for row in rows}
+def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vector: np.ndarray,
+                     config: RetrievalConfig, now: float) -> dict[int, float]:
+    """Fused, decayed scores {memory id: score} of the candidates for ``query`` (its unit ``vector``).
 
-
-def score_candidates(db: apsw.Connection, query: str, vector: np.ndarray, config: RetrievalConfig,
-                     now: float) -> dict[int, float]:
-    """Fused, decayed scores {memory id: score} of the candidates for ``query`` (its ``vector``).
-
-    ``now`` is Unix seconds for the recency weight. Requires the vector tables to exist.
+    ``vectors`` mirrors the flushed vec0 tables; ``now`` is Unix seconds for the recency weight.
     """
-    blob = vector.astype(np.float32).tobytes()
+    own_similarity, window_similarity = vectors.similarities(vector)
     keyword = _keyword_hits(db, query, config.candidates)
-    candidates = set(_knn(db, "memory_vectors", blob, config.candidates))
-    candidates |= set(_knn(db, "memory_window_vectors", blob, config.candidates)) | set(keyword)
+    candidates = set(keyword)
+    if config.weight_vector > 0:
+        candidates |= _top(own_similarity, vectors.ids, config.candidates)
+        candidates |= _top(window_similarity, vectors.ids, config.candidates)
     if keyword and config.keyword_neighbour_weight > 0:
         hits = _in(keyword)
         rows = db.execute(f"SELECT prev_id FROM memories WHERE id IN ({hits}) AND prev_id IS NOT NULL "
@@ -67,14 +64,17 @@ def score_candidates(db: apsw.Connection, query: str, vector: np.ndarray, config
         f"SELECT id, prev_id, episode_id, speaker, last_accessed_at FROM memories WHERE id IN ({_in(candidates)})")}
     successor = {row[1]: row[0] for row in db.execute(
         f"SELECT id, prev_id FROM memories WHERE prev_id IN ({_in(meta)})")}
-    own = _cosines(db, "memory_vectors", blob, set(meta))
-    window = _cosines(db, "memory_window_vectors", blob, set(meta))
-    dense = min_max({i: own.get(i, 0.0) + config.weight_window_vector * window.get(i, 0.0) for i in meta})
+    dense = {}
+    for i in meta:
+        row = vectors.position(i)
+        if row is not None:
+            dense[i] = float(own_similarity[row] + config.weight_window_vector * window_similarity[row])
+    dense = min_max(dense)
     share = config.keyword_neighbour_weight
     lexical = min_max({i: keyword.get(i, 0.0) + share * (keyword.get(meta[i][0], 0.0)
                                                           + keyword.get(successor.get(i), 0.0))
-                       for i in meta}, floor=0.0)
-    fused = {i: dense[i] + config.weight_keyword * lexical[i] for i in meta}
+                       for i in meta}, floor=0.0, min_span=config.keyword_scale_floor)
+    fused = {i: config.weight_vector * dense.get(i, 0.0) + config.weight_keyword * lexical[i] for i in meta}
     best_in_episode: dict[int, float] = {}
     for i, score in fused.items():
         episode = meta[i][1]

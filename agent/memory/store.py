@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 from agent.memory import index, retrieval
 from agent.memory.embedders import Embedder, default_embedder
@@ -19,6 +20,7 @@ from agent.memory.errors import MemoryRejected
 from agent.memory.guard import injection_reason
 from agent.memory.ranking import RetrievalConfig, speaker_of
 from agent.memory.timeparse import to_utc
+from agent.memory.vectors import VectorMirror
 
 # Cosine similarity (all-MiniLM-L6-v2) at or above which a new memory restates an existing one
 # and replaces it instead of adding a second copy; paraphrases of one fact score ~0.85-0.95,
@@ -39,7 +41,7 @@ class MemoryItem:
 
 
 def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class MemoryStore:
@@ -57,6 +59,8 @@ class MemoryStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._db = index.connect(self.path)
+        self._vectors: VectorMirror | None = None
+        self._data_version = None
 
     @property
     def embedder(self) -> Embedder:
@@ -116,6 +120,7 @@ class MemoryStore:
         self.flush()
         if not index.has_vector_tables(self._db):
             return None
+        index.ensure_vector_tables(self._db, self.embedder)
         vector = self.embedder.embed([text])[0]
         row = self._db.execute(
             "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = 1",
@@ -125,7 +130,20 @@ class MemoryStore:
     def flush(self) -> int:
         """Embed pending memories now (search does this itself); returns how many were indexed."""
         with self._lock:
-            return index.flush(self._db, self.embedder)
+            flushed = index.flush(self._db, self.embedder)
+            if self._vectors is not None:
+                self._vectors.refresh(self._db, flushed)
+            return len(flushed)
+
+    def _mirror(self) -> VectorMirror:
+        # PRAGMA data_version changes when another connection (another process of this tenant's
+        # agent) commits; the in-memory vectors are then re-read so they never go stale.
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._vectors is None or version != self._data_version:
+            index.ensure_vector_tables(self._db, self.embedder)
+            self._vectors = VectorMirror.load(self._db, self.embedder.dim)
+            self._data_version = version
+        return self._vectors
 
     def search(self, query: str, k: int = 5) -> list[MemoryItem]:
         """The ``k`` memories most relevant to ``query``, best first, marked as accessed now."""
@@ -137,12 +155,12 @@ class MemoryStore:
                 return []
             vector = self.embedder.embed([query])[0]
             now = self._clock()
-            scores = retrieval.score_candidates(self._db, query, vector, self.config, now)
+            scores = retrieval.score_candidates(self._db, self._mirror(), query, vector, self.config, now)
             best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
             if not best:
                 return []
             loaded = {item.id: item for item in self._load(best)}
-            top = [loaded[i] for i in best]
+            top = [loaded[i] for i in best if i in loaded]
             for item in top:
                 item.score = scores[item.id]
             with self._db:
@@ -187,6 +205,8 @@ class MemoryStore:
                 return False
             with self._db:
                 index.delete(self._db, int(memory_id))
+            if self._vectors is not None:
+                self._vectors.remove(int(memory_id))
             return True
 
     def forget_matching(self, query: str, *, limit: int = 3, min_similarity: float = 0.5) -> list[MemoryItem]:
@@ -218,7 +238,7 @@ class MemoryStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "MemoryStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # LoCoMo writes session dates like "1:56 pm on 8 May, 2023" (snap-research/LoCoMo data/locomo10.json);
 # the rest are common human and log formats tried after ISO 8601.
@@ -21,29 +21,30 @@ _FORMATS = (
 )
 
 
-def to_utc(value: datetime | str | int | float | None, *, default: datetime | None = None) -> datetime:
+def to_utc(value: datetime | str | float | None, *, default: datetime | None = None) -> datetime:
     """Turn ``value`` into an aware UTC datetime.
 
     Accepts a datetime (naive means UTC), a Unix time in seconds, ISO 8601 text, or text in
     one of ``_FORMATS`` (strptime matches names case-insensitively; extra spaces are ignored). ``None`` gives ``default``,
-    or the current time when no default is given. Raises ValueError for text no format fits.
+    or the current time when no default is given. Raises ValueError for text no format fits,
+    TypeError for other types.
     """
     if value is None:
-        return default or datetime.now(timezone.utc)
+        return default or datetime.now(UTC)
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), timezone.utc)
+        return datetime.fromtimestamp(float(value), UTC)
     if not isinstance(value, str):
-        raise ValueError(f"unsupported timestamp type: {type(value).__name__}")
+        raise TypeError(f"unsupported timestamp type: {type(value).__name__}")
     text = " ".join(value.strip().split())
     try:
-        return to_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        return to_utc(datetime.fromisoformat(text))
     except ValueError:
         pass
     for fmt in _FORMATS:
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     raise ValueError(f"unrecognised timestamp: {value!r}")

@@ -23,7 +23,7 @@ class VectorMirror:
         self._position: dict[int, int] = {}
 
     @classmethod
-    def load(cls, db: apsw.Connection, dim: int) -> "VectorMirror":
+    def load(cls, db: apsw.Connection, dim: int) -> VectorMirror:
         """Read both vec0 tables; memories lacking either vector are left out (they are pending)."""
         mirror = cls(dim)
         own = dict(db.execute("SELECT rowid, embedding FROM memory_vectors"))
@@ -32,6 +32,18 @@ class VectorMirror:
         if ids:
             mirror.upsert(ids, _matrix([own[i] for i in ids], dim), _matrix([window[i] for i in ids], dim))
         return mirror
+
+    def refresh(self, db: apsw.Connection, ids: list[int]) -> None:
+        """Re-read the vectors of ``ids`` from the vec0 tables (after a flush wrote them)."""
+        if not ids:
+            return
+        marks = ",".join(str(int(i)) for i in ids)
+        own = dict(db.execute(f"SELECT rowid, embedding FROM memory_vectors WHERE rowid IN ({marks})"))
+        window = dict(db.execute(f"SELECT rowid, embedding FROM memory_window_vectors WHERE rowid IN ({marks})"))
+        ready = [i for i in ids if i in own and i in window]
+        if ready:
+            dim = self.own.shape[1]
+            self.upsert(ready, _matrix([own[i] for i in ready], dim), _matrix([window[i] for i in ready], dim))
 
     def __len__(self) -> int:
         return len(self.ids)

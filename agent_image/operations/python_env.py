@@ -43,15 +43,21 @@ def create_user_and_dirs(settings: ImageSettings) -> None:
     )
 
 
-def pip_install_command(settings: ImageSettings, wheel_path: str) -> str:
-    """The shell command that installs ``wheel_path`` with its extras into the venv."""
+def pip_install_commands(settings: ImageSettings, wheel_path: str) -> list[str]:
+    """Shell commands that install ``wheel_path`` with its extras into the venv.
+
+    First a normal install (pulls the extras' dependencies), then a forced ``--no-deps``
+    reinstall of the project alone, so a rebuilt wheel with an unchanged version number
+    still replaces the installed code without reinstalling every dependency.
+    """
+    pip = [f"{settings.venv}/bin/pip", "install", "--no-input", "--disable-pip-version-check",
+           "--no-cache-dir", *shlex.split(settings.hermes_pip_install_args)]
     requirement = wheel_path
     if settings.hermes_wheel_extras:
         requirement = f"{wheel_path}[{settings.hermes_wheel_extras}]"
-    parts = [f"{settings.venv}/bin/pip", "install", "--no-input", "--disable-pip-version-check"]
-    parts += shlex.split(settings.hermes_pip_install_args)
-    parts += ["--force-reinstall", "--no-cache-dir", requirement]
-    return " ".join(shlex.quote(part) for part in parts)
+    install = [*pip, requirement]
+    refresh = [*pip, "--force-reinstall", "--no-deps", wheel_path]
+    return [" ".join(shlex.quote(part) for part in argv) for argv in (install, refresh)]
 
 
 @deploy("Install the agent into its virtualenv")
@@ -77,6 +83,6 @@ def install_agent(settings: ImageSettings) -> None:
     )
     server.shell(
         name="pip install the wheel",
-        commands=[pip_install_command(settings, wheel_path)],
+        commands=pip_install_commands(settings, wheel_path),
         _if=any_changed(venv, upload),
     )

@@ -3,6 +3,12 @@
 States (issue #2): ``requested`` → ``provisioning`` → ``ready`` | ``failed``, each with its
 timestamp.  ``request_machine`` is idempotent, so a replayed Stripe event never makes a
 second machine; the slow work runs in a Huey task that calls ``run_provisioning``.
+
+Bus access (issue #4, tenant isolation): with a Redis bus, each tenant's agent gets its own
+Redis ACL user limited to that tenant's streams (``control.services.bus_acl``).  Provisioning
+grants (or rotates) it and hands the agent only that user's URL as ``HERMES_BUS_URL``; the
+control plane keeps the admin URL.  Deprovisioning deletes the user.  With the SQLite bus the
+agent gets the bus URL unchanged.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from control.db import database
 from control.errors import NotFound, ProvisioningError
 from control.models import Machine, Tenant, utcnow
 from control.providers.base import MachineSpec, Provisioner
-from control.services import linking
+from control.services import bus_acl, linking
 from control.services.attention import raise_attention
+from wire.errors import WireError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
         tenant_id: the tenant's id.
         provisioner: where machines come from.
         agent_env: environment for the agent (bus URL, LLM settings); the tenant id and a fresh
-            agent token are added here.
+            agent token are added here, and a Redis bus URL (the admin's) is replaced by the
+            tenant's own ACL user's URL (``tenant_bus_url``).
         link_ttl: link token lifetime in seconds.
 
     Returns:
@@ -72,6 +80,11 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
     machine.save()
     env = {**agent_env, "HERMES_TENANT": str(tenant_id),
            "HERMES_AGENT_TOKEN": secrets.token_urlsafe(32)}
+    if env.get("HERMES_BUS_URL"):
+        try:
+            env["HERMES_BUS_URL"] = tenant_bus_url(env["HERMES_BUS_URL"], str(tenant_id))
+        except WireError as exc:
+            return _mark_failed(machine, f"could not grant the agent bus access: {exc}")
     try:
         status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env))
     except ProvisioningError as exc:
@@ -105,13 +118,21 @@ def release_machine(tenant: Tenant, enqueue: Callable[[int], object]) -> None:
         enqueue(tenant.id)
 
 
-def run_deprovisioning(tenant_id: int, provisioner: Provisioner) -> Machine:
-    """Archive and delete the tenant's machine; state becomes ``deprovisioned``.
+def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None) -> Machine:
+    """Archive and delete the tenant's machine, then revoke its bus access; state ``deprovisioned``.
+
+    Args:
+        tenant_id: the tenant's id.
+        provisioner: where machines come from.
+        bus_url: the control plane's bus URL; for a Redis bus the tenant's ACL user is deleted
+            (``revoke_bus_access``).  None or a SQLite URL: nothing to revoke.
 
     Raises:
         NotFound: the tenant has no machine.
         ProvisioningError: archive or deletion failed (the machine is marked failed and an
             attention item raised; the Huey task retries).
+        WireError: Redis could not delete the ACL user (attention item raised; the task retries,
+            and deprovisioning again is harmless).
     """
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
     if machine is None:
@@ -121,6 +142,12 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner) -> Machine:
     except ProvisioningError as exc:
         raise_attention("deprovisioning_failed", str(tenant_id), str(exc))
         raise
+    if bus_url:
+        try:
+            revoke_bus_access(bus_url, str(tenant_id))
+        except WireError as exc:
+            raise_attention("bus_revoke_failed", str(tenant_id), str(exc))
+            raise
     machine.state, machine.address, machine.updated_at = "deprovisioned", None, utcnow()
     machine.save()
     return machine
@@ -140,6 +167,58 @@ def run_resize(tenant_id: int, plan: str, provisioner: Provisioner) -> Machine:
     machine.plan, machine.updated_at = plan, utcnow()
     machine.save()
     return machine
+
+
+def is_redis_url(url: str) -> bool:
+    """True for a Redis bus URL (``redis://`` or ``rediss://``)."""
+    return url.startswith(("redis://", "rediss://"))
+
+
+def tenant_bus_url(bus_url: str, tenant: str) -> str:
+    """Return the bus URL for ``tenant``'s agent, granting it bus access first.
+
+    Args:
+        bus_url: the control plane's bus URL (for Redis: the admin user's).
+        tenant: the tenant id.
+
+    Returns:
+        ``bus_url`` itself for the SQLite bus; for Redis the URL of the tenant's ACL user
+        ``hermes-tenant-{tenant}`` with a new random password (any earlier one stops working,
+        ``bus_acl.grant``), on the admin's host, port and database.
+
+    Raises:
+        BusAuthError: the admin user may not manage ACL users.
+        BusUnavailable: Redis cannot be reached.
+    """
+    if not is_redis_url(bus_url):
+        return bus_url
+    from wire.redis_bus import connect
+
+    admin = connect(bus_url)
+    try:
+        return bus_acl.grant(admin, tenant)
+    finally:
+        admin.close()
+
+
+def revoke_bus_access(bus_url: str, tenant: str) -> bool:
+    """Delete ``tenant``'s Redis ACL user (its open connections are closed); idempotent.
+
+    Returns:
+        True when a user was deleted; False when there was none or the bus is not Redis.
+
+    Raises:
+        BusAuthError, BusUnavailable: as for ``tenant_bus_url``.
+    """
+    if not is_redis_url(bus_url):
+        return False
+    from wire.redis_bus import connect
+
+    admin = connect(bus_url)
+    try:
+        return bus_acl.revoke(admin, tenant)
+    finally:
+        admin.close()
 
 
 def ready_tenant_ids() -> list[int]:

@@ -34,9 +34,11 @@ def embedder():
 
 def agent_config(tmp_path, base_url: str, **overrides) -> AgentConfig:
     """Config of tenant ``t1`` on ``tmp_path`` with the Anthropic backend at ``base_url``."""
-    values = dict(tenant=TENANT, data_dir=str(tmp_path / "data"), bus_url=f"sqlite:///{tmp_path / 'bus.db'}",
-                  llm="anthropic", anthropic_api_key="test-key", anthropic_base_url=base_url,
-                  memory_extraction=False, delta_interval=0.0, llm_backoff=0.0, task_retry_delay=0.0)
+    values = {"tenant": TENANT, "data_dir": str(tmp_path / "data"),
+              "bus_url": f"sqlite:///{tmp_path / 'bus.db'}", "llm": "anthropic",
+              "anthropic_api_key": "test-key", "anthropic_base_url": base_url,
+              "memory_extraction": False, "delta_interval": 0.0, "llm_backoff": 0.0,
+              "task_retry_delay": 0.0}
     values.update(overrides)
     return AgentConfig(**values)
 

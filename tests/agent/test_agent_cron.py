@@ -3,7 +3,7 @@ restart recovery within / beyond the grace window, and runs reaching the origina
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,7 +25,7 @@ class FrozenClock:
 
 
 def _utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def _simulate(tmp_path, expr: str, tz: str, start: datetime, hours: int) -> list[str]:

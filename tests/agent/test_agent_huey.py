@@ -56,7 +56,7 @@ def listening(make_runtime, consumer_of):
 
 
 def test_envelope_is_answered_through_huey_and_acked(listening, standin, helpers):
-    runtime, tasks = listening()
+    runtime, _ = listening()
     standin.script(["Hello from the worker."])
     env = helpers.envelope("hi there")
     runtime.bus.append(messages_stream("t1"), env.to_json(), idempotency_key=env.id)
@@ -68,7 +68,7 @@ def test_envelope_is_answered_through_huey_and_acked(listening, standin, helpers
 
 
 def test_redelivered_envelope_is_answered_once(listening, standin, helpers):
-    runtime, tasks = listening()
+    runtime, _ = listening()
     standin.script(["Only once."])
     env = helpers.envelope("hello")
     runtime.bus.append(messages_stream("t1"), env.to_json())
@@ -101,7 +101,7 @@ def test_failing_turn_is_retried_then_dead_lettered_with_an_apology(listening, s
 
 
 def test_malformed_and_foreign_entries_are_dead_lettered_not_fatal(listening, standin, helpers):
-    runtime, tasks = listening()
+    runtime, _ = listening()
     runtime.bus.append(messages_stream("t1"), "{not json")
     foreign = helpers.envelope("hi")
     runtime.bus.append(messages_stream("t1"), foreign.to_json().replace('"tenant": "t1"', '"tenant": "t2"'))

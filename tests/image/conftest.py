@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def _quiet_handler(directory: str):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=directory, **kwargs)
 
-        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        def log_message(self, format, *args):
             return
 
     return Handler
@@ -142,10 +143,12 @@ def _seed_root(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def image_root(tmp_path_factory):
+def image_root():
     """A chroot that looks like a fresh server: host /usr (read-only), the rest private."""
     _require_root_and_chroot()
-    root = tmp_path_factory.mktemp("image-root")
+    # Outside pytest's basetemp: pytest prunes old basetemps from other sessions, and must
+    # never walk into a root that still has the host's /usr mounted.
+    root = Path(tempfile.mkdtemp(prefix="hermes-image-root-"))
     _seed_root(root)
     mounts = []
     try:
@@ -180,7 +183,7 @@ def _run_deploy(root: Path, data: dict[str, object]) -> DeployRun:
     for key, value in data.items():
         args += ["--data", f"{key}={value}"]
     proc = subprocess.run(
-        args, cwd=REPO, capture_output=True, text=True, timeout=240,
+        args, cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
         env={**os.environ, "PATH": f"{PYINFRA.parent}:{os.environ.get('PATH', '')}"},
     )
     return DeployRun(proc.returncode, proc.stdout + proc.stderr)

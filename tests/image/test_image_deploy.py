@@ -118,10 +118,12 @@ def test_project_wheel_installed_in_the_agent_venv(deployed_root, project_wheel)
         capture_output=True, text=True, check=True,
     )
     assert "Version: 0.1.0" in show.stdout
+    script = (
+        "import importlib.metadata as m; "
+        "print([e.value for e in m.entry_points(group='console_scripts', name='hermes')])"
+    )
     entry_point = subprocess.run(
-        ["chroot", str(root), "/opt/hermes/venv/bin/python", "-c",
-         "import importlib.metadata as m; "
-         "print([e.value for e in m.entry_points(group='console_scripts', name='hermes')])"],
+        ["chroot", str(root), "/opt/hermes/venv/bin/python", "-c", script],
         capture_output=True, text=True, check=True,
     )
     assert "cli.main:main" in entry_point.stdout
@@ -170,7 +172,7 @@ def test_units_pass_systemd_analyze_verify(deployed_root):
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={root}", "--man=no",
          *(f"/{UNIT_DIR}/{unit}" for unit in units)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stderr
     # systemd skips lines it cannot parse with a warning and still exits 0.

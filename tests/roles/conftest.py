@@ -143,7 +143,7 @@ def release_server(tmp_path_factory):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(directory), **kwargs)
 
-        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        def log_message(self, format, *args):
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -72,7 +72,7 @@ def test_prometheus_scrapes_the_inventory_and_loads_the_alert_rules(monitoring_r
     if shutil.which("promtool"):
         check = subprocess.run(["promtool", "check", "config",
                                 str(tmp_path / "prometheus/prometheus.yml")],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "SUCCESS: 7 rules found" in check.stdout
 

@@ -3,6 +3,7 @@ TLS), and the role's own verify step checks it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def cli(root: Path, port: int, *args: str, user: str | None = "hermes-control") 
     if user:
         command += ["--user", user, "--pass", ADMIN_PASSWORD]
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=10
+        [*command, *args], capture_output=True, text=True, timeout=10, check=False
     ).stdout.strip()
 
 
@@ -75,7 +76,7 @@ def redis_server(tmp_path):
 
 
 @pytest.mark.skipif(
-    subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0,
+    shutil.which("redis-server") is None,
     reason="redis-server not installed",
 )
 def test_rendered_config_runs_a_tls_redis_with_lru_eviction_and_acls(
