@@ -13,11 +13,11 @@ import threading
 
 from agent import commands
 from wire.errors import MalformedMessage, WireError
-from wire.protocol import Envelope, messages_stream
+from wire.protocol import AGENT_GROUP, Envelope, messages_stream
 
 log = logging.getLogger(__name__)
 
-INBOX_GROUP = "agent"
+INBOX_GROUP = AGENT_GROUP
 
 
 class InboxListener:

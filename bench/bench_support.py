@@ -92,6 +92,12 @@ class ThrowawayPostgres:
         conn.close()
         self.url = admin_url.rsplit("/", 1)[0] + f"/{self.name}"
 
+    @property
+    def pooled_url(self) -> str:
+        """The same database through playhouse's connection pool (``postgresql+pool://``)."""
+        return self.url.replace("postgresql://", "postgresql+pool://", 1) + \
+            "?max_connections=32&stale_timeout=300"
+
     def close(self) -> None:
         import psycopg2
 

@@ -25,8 +25,11 @@ def run_drift(provisioner, work_dir: str, delay: float | None, sweep: bool) -> t
               help="Seconds between two stack previews (default: the configured drift delay).")
 @click.option("--sweep/--no-sweep", default=True, show_default=True,
               help="Run the orphan sweep after the previews.")
+@click.option("--textfile", type=click.Path(dir_okay=False), default=None,
+              help="Also write hermes_drift_detected (0/1) to this node_exporter textfile "
+                   "(the DriftDetected alert in dashboards/alerts reads it).")
 @click.pass_context
-def drift(ctx, work_dir: str, delay: float | None, sweep: bool):
+def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | None):
     """Report infrastructure drift and orphaned servers; exit 1 when anything is found."""
     from control.errors import HermesError
 
@@ -41,4 +44,22 @@ def drift(ctx, work_dir: str, delay: float | None, sweep: bool):
     except HermesError as err:
         raise click.ClickException(err.message) from err
     click.echo(text)
+    if textfile:
+        write_drift_textfile(textfile, drifted=code != 0)
     ctx.exit(code)
+
+
+def write_drift_textfile(path: str, drifted: bool) -> None:
+    """Atomically write the ``hermes_drift_detected`` gauge in Prometheus text format.
+
+    node_exporter's textfile collector reads ``*.prom`` files; writing a temp file and renaming
+    it avoids a half-written scrape (node_exporter docs, "Textfile Collector").
+    """
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as out:
+        out.write("# HELP hermes_drift_detected 1 when the last hermes drift run found drift.\n"
+                  "# TYPE hermes_drift_detected gauge\n"
+                  f"hermes_drift_detected {1 if drifted else 0}\n")
+    os.replace(tmp, path)

@@ -14,6 +14,7 @@ import click
 # name -> "module:attribute" of a click command or group.
 COMMANDS = {
     "serve": "cli.serve:serve",
+    "worker": "cli.serve:worker",
     "demo": "cli.demo:demo",
     "tenants": "cli.tenants:tenants",
     "machines": "cli.machines:machines",

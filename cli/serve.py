@@ -21,3 +21,19 @@ def serve(host: str) -> None:
     except HermesError as exc:
         raise click.ClickException(str(exc)) from exc
     server.serve_forever()
+
+
+@click.command()
+@click.option("--workers", default=4, show_default=True, help="Huey worker threads.")
+def worker(workers: int) -> None:
+    """Run the task consumer and the delivery worker without HTTP (production, next to gunicorn)."""
+    from control.errors import HermesError
+    from control.server import Server
+    from control.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        server = Server(Settings.from_env())
+    except HermesError as exc:
+        raise click.ClickException(str(exc)) from exc
+    server.work_forever(workers)

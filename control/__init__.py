@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1 * 1024 * 1024  # bytes; webhooks are small.
     app.extensions["hermes"] = runtime
     register_error_handlers(app)
-    metrics.init_app(app)
+    metrics.init_app(app, runtime)
 
     @app.before_request
     def _connect_db():

@@ -50,7 +50,12 @@ class Runtime:
         return BotApiClient(self.settings.telegram_bot_token, self.settings.telegram_api_base)
 
     def agent_env(self) -> dict[str, str]:
-        """Environment handed to every agent: bus URL, redelivery timeout and LLM settings."""
+        """Environment handed to every agent: bus URL, redelivery timeout and LLM settings.
+
+        ``HERMES_BUS_URL`` here is the control plane's own bus URL; for a Redis bus
+        ``provisioning.run_provisioning`` replaces it with the tenant's ACL user's URL, so no
+        agent ever receives the admin credentials.
+        """
         return {**self.settings.agent_env, "HERMES_BUS_URL": self.settings.bus_url,
                 "HERMES_VISIBILITY_TIMEOUT": str(self.settings.visibility_timeout),
                 "HERMES_CONTROL_URL": self.settings.public_url}

@@ -37,15 +37,19 @@ class Server:
         self._consumer = None
         self._http = None
 
-    def start_workers(self) -> None:
-        """Adopt existing local agents, start the Huey consumer and the delivery worker."""
+    def start_workers(self, huey_workers: int = 2) -> None:
+        """Adopt existing local agents, start the Huey consumer and the delivery worker.
+
+        Args:
+            huey_workers: Huey worker threads (provisioning waits on machines, so more than one).
+        """
         rt = self.runtime
         adopt = getattr(rt.provisioner, "adopt", None)
         if adopt is not None:
             adopted = adopt()
             if adopted:
                 log.info("restarted agents for tenants %s", ", ".join(adopted))
-        self._consumer = rt.huey.create_consumer(workers=2, worker_type="thread", periodic=False,
+        self._consumer = rt.huey.create_consumer(workers=huey_workers, worker_type="thread", periodic=False,
                                                  max_delay=0.5, check_worker_health=False)
         self._consumer.start()
         rt.workers["huey"] = self._consumer.scheduler
@@ -76,6 +80,21 @@ class Server:
         log.info("Hermes Max control plane on http://%s:%s", self.host, self.settings.port)
         try:
             self._http.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+
+    def work_forever(self, huey_workers: int = 4) -> None:
+        """Run only the workers (no HTTP) until SIGINT/SIGTERM: ``hermes worker``, used in
+        production where gunicorn serves ``control:create_app()``."""
+        self.start_workers(huey_workers)
+        signal.signal(signal.SIGTERM, self._interrupt)
+        signal.signal(signal.SIGINT, self._interrupt)
+        log.info("Hermes Max workers running")
+        try:
+            while not self.stopping.wait(1.0):
+                pass
         except KeyboardInterrupt:
             pass
         finally:

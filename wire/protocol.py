@@ -20,6 +20,11 @@ WIRE_VERSION = 1
 CHANNELS = frozenset({"telegram", "discord", "slack", "whatsapp", "web", "cron"})
 EVENT_KINDS = frozenset({"delta", "final", "error", "status"})
 
+# Consumer groups: agents read their inbox as AGENT_GROUP, the control plane reads every
+# events stream as DELIVERY_GROUP.
+AGENT_GROUP = "agent"
+DELIVERY_GROUP = "delivery"
+
 
 def messages_stream(tenant: str) -> str:
     """Return the inbound stream name for ``tenant`` (``hermes:messages:{tenant}``, DESIGN.md)."""

@@ -46,11 +46,10 @@ from control.models import Delivery, Message, Tenant, Usage, utcnow
 from control.services.attention import raise_attention
 from wire.bus import Bus
 from wire.errors import MalformedMessage
-from wire.protocol import Event, events_stream
+from wire.protocol import DELIVERY_GROUP, Event, events_stream
 
 log = logging.getLogger(__name__)
 
-DELIVERY_GROUP = "delivery"
 # Telegram's maximum message length in characters (https://core.telegram.org/bots/api#sendmessage).
 TELEGRAM_MAX_TEXT = 4096
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.

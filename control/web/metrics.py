@@ -1,7 +1,11 @@
 """Prometheus metrics for the control plane at ``GET /metrics``.
 
 Names match the alert rules and dashboards in ``dashboards/``:
-``hermes_http_requests_total{route,status}`` and ``hermes_http_request_duration_seconds``.
+``hermes_http_requests_total{route,status}`` and ``hermes_http_request_duration_seconds`` are
+counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_total``,
+``hermes_llm_cost_cents_total`` and ``hermes_bus_pending{stream}`` are read from the database
+and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
+values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 """
 
 from __future__ import annotations
@@ -10,11 +14,49 @@ import time
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from peewee import fn
+
+from control.models import AttentionItem, Machine, Usage
+from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
 
-def init_app(app: Flask) -> None:
+class FleetCollector:
+    """Prometheus collector reading fleet state at scrape time.
+
+    Args:
+        runtime: the ``control.runtime.Runtime`` (database and bus).
+    """
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def collect(self):
+        """Yield machine, failure, cost and bus-backlog metrics."""
+        with self.runtime.db.connection_context():
+            machines = GaugeMetricFamily("hermes_machines", "Machines by state", labels=["state"])
+            for state, count in (Machine.select(Machine.state, fn.COUNT(Machine.id))
+                                 .group_by(Machine.state).tuples()):
+                machines.add_metric([state], count)
+            yield machines
+            failures = AttentionItem.select().where(AttentionItem.kind == "provisioning_failed").count()
+            yield CounterMetricFamily("hermes_provisioning_failures", "Failed provisioning attempts",
+                                      value=failures)
+            cost = Usage.select(fn.COALESCE(fn.SUM(Usage.cost_cents), 0)).scalar()
+            yield CounterMetricFamily("hermes_llm_cost_cents", "LLM cost in cents", value=float(cost))
+            tenants = [m.tenant_id for m in Machine.select(Machine.tenant).where(Machine.state == "ready")]
+        pending = GaugeMetricFamily("hermes_bus_pending", "Unacknowledged bus entries", labels=["stream"])
+        for tenant in tenants:
+            for stream, group in ((messages_stream(str(tenant)), AGENT_GROUP),
+                                  (events_stream(str(tenant)), DELIVERY_GROUP)):
+                pending.add_metric([stream], self.runtime.bus.pending_count(stream, group))
+        yield pending
+
+
+def init_app(app: Flask, runtime) -> None:
     """Count and time every request on ``app`` and serve ``/metrics`` from its own registry."""
     registry = CollectorRegistry()
+    registry.register(FleetCollector(runtime))
     requests_total = Counter("hermes_http_requests_total", "HTTP requests", ["route", "status"],
                              registry=registry)
     duration = Histogram("hermes_http_request_duration_seconds", "HTTP request duration in seconds",

@@ -37,7 +37,7 @@ def test_gunicorn_serves_the_app_factory_behind_tls_nginx(tmp_path, apply_role):
     assert web["EnvironmentFile"] == f"-{tmp_path}/etc/hermes/control.env"
     assert web["Restart"] == "always"
     worker = read_unit(tmp_path / "units/hermes-control-huey.service")
-    assert "huey_consumer control.tasks.huey" in worker["ExecStart"]
+    assert worker["ExecStart"].endswith("/bin/hermes worker --workers 4")
 
     site = (tmp_path / "nginx/sites-available/hermes-control.conf").read_text()
     assert "listen 443 ssl http2;" in site
