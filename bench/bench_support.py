@@ -206,10 +206,14 @@ class Stack:
                                         env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30,
                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
-        wait_until(self._healthy, 60, "hermes serve /healthz", interval=0.1)
         self._db = None
         self._update_id = 10_000
         self.webhook_errors: dict[int, int] = {}
+        try:
+            wait_until(self._healthy, 60, "hermes serve /healthz", interval=0.1)
+        except BaseException:
+            self.close()
+            raise
 
     def _healthy(self) -> bool:
         if self.process.poll() is not None:

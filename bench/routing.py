@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -156,38 +156,41 @@ def open_loop(stack: Stack, pool: ChatPool, rate: float, seconds: float, drain: 
 
 def end_to_end(args) -> dict:
     """Run the webhook-only phase, the closed-loop levels and the open-loop e2e phase."""
-    redis = PrivateRedis()
-    postgres = ThrowawayPostgres() if args.database == "postgres" else None
-    # playhouse's pooled driver: one Postgres connection per request thread, kept open.
-    database_url = postgres.pooled_url if postgres else None
-    stack = Stack(bus="redis", redis_url=redis.admin_url, log_path=args.serve_log,
-                  database_url=database_url)
-    try:
-        run_id = uuid.uuid4().hex[:6]
-        sink = stack.tenant_without_agent("sink@example.com")
-        sink_chats = list(range(FIRST_CHAT - args.chats, FIRST_CHAT))
-        stack.link_chats(sink, sink_chats)
-        open_loop(stack, ChatPool(sink_chats), args.rate, 1.0, 0, f"v{run_id}", replies=False)  # warm-up
-        webhook = open_loop(stack, ChatPool(sink_chats), args.rate, args.rate_seconds, 0,
-                            f"h{run_id}", replies=False)
-        tenants = [stack.signup(n) for n in range(1, args.tenants + 1)]
-        chats = list(range(FIRST_CHAT, FIRST_CHAT + args.chats))
-        for index, tenant_id in enumerate(tenants):
-            stack.link_chats(tenant_id, chats[index::len(tenants)])
-        pool = ChatPool(chats)
-        closed_loop(stack, pool, 4, 20, f"w{run_id}")  # warm-up: agents, connections, caches
-        levels = [closed_loop(stack, pool, c, max(args.per_level, 4 * c), f"c{c}x{run_id}")
-                  for c in args.concurrency]
-        paced = open_loop(stack, pool, args.rate, args.rate_seconds, args.drain, f"r{run_id}")
-        time.sleep(1.0)  # a late duplicate gets the chance to show before counting
-        return {"webhook": webhook, "levels": levels, "paced": paced, "tenants": len(tenants),
-                "chats": len(chats), "duplicates": stack.duplicates(),
-                "webhook_errors": {str(k): v for k, v in stack.webhook_errors.items()}}
-    finally:
-        stack.close()
-        redis.close()
+    with ExitStack() as cleanup:
+        redis = PrivateRedis()
+        cleanup.callback(redis.close)
+        postgres = ThrowawayPostgres() if args.database == "postgres" else None
         if postgres is not None:
-            postgres.close()
+            cleanup.callback(postgres.close)
+        # playhouse's pooled driver: one Postgres connection per request thread, kept open.
+        stack = Stack(bus="redis", redis_url=redis.admin_url, log_path=args.serve_log,
+                      database_url=postgres.pooled_url if postgres else None)
+        cleanup.callback(stack.close)
+        return _phases(stack, args)
+
+
+def _phases(stack: Stack, args) -> dict:
+    """The measured phases on a started stack (see the module docstring)."""
+    run_id = uuid.uuid4().hex[:6]
+    sink = stack.tenant_without_agent("sink@example.com")
+    sink_chats = list(range(FIRST_CHAT - args.chats, FIRST_CHAT))
+    stack.link_chats(sink, sink_chats)
+    open_loop(stack, ChatPool(sink_chats), args.rate, 1.0, 0, f"v{run_id}", replies=False)  # warm-up
+    webhook = open_loop(stack, ChatPool(sink_chats), args.rate, args.rate_seconds, 0,
+                        f"h{run_id}", replies=False)
+    tenants = [stack.signup(n) for n in range(1, args.tenants + 1)]
+    chats = list(range(FIRST_CHAT, FIRST_CHAT + args.chats))
+    for index, tenant_id in enumerate(tenants):
+        stack.link_chats(tenant_id, chats[index::len(tenants)])
+    pool = ChatPool(chats)
+    closed_loop(stack, pool, 4, 20, f"w{run_id}")  # warm-up: agents, connections, caches
+    levels = [closed_loop(stack, pool, c, max(args.per_level, 4 * c), f"c{c}x{run_id}")
+              for c in args.concurrency]
+    paced = open_loop(stack, pool, args.rate, args.rate_seconds, args.drain, f"r{run_id}")
+    time.sleep(1.0)  # a late duplicate gets the chance to show before counting
+    return {"webhook": webhook, "levels": levels, "paced": paced, "tenants": len(tenants),
+            "chats": len(chats), "duplicates": stack.duplicates(),
+            "webhook_errors": {str(k): v for k, v in stack.webhook_errors.items()}}
 
 
 def main() -> None:

@@ -37,7 +37,12 @@ FIRST_CHAT = 900_000
 def run(n: int, warmup: int, bus: str) -> dict:
     """Measure ``n`` sequential messages; return the result record."""
     redis = PrivateRedis() if bus == "redis" else None
-    stack = Stack(bus=bus, redis_url=redis.admin_url if redis else None)
+    try:
+        stack = Stack(bus=bus, redis_url=redis.admin_url if redis else None)
+    except BaseException:
+        if redis is not None:
+            redis.close()
+        raise
     try:
         tenant_id = stack.signup(1)
         chats = list(range(FIRST_CHAT, FIRST_CHAT + n + warmup))

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS memories(
     needs_window INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS memories_prev ON memories(prev_id);
-CREATE INDEX IF NOT EXISTS memories_pending ON memories(needs_vector, needs_window);
+CREATE INDEX IF NOT EXISTS memories_unindexed ON memories(id) WHERE needs_vector = 1 OR needs_window = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize='porter unicode61');
 """
 

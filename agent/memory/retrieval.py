@@ -41,6 +41,21 @@ def _keyword_hits(db: apsw.Connection, query: str, limit: int) -> dict[int, floa
     return {row[0]: row[1] for row in rows}
 
 
+def _candidates(db: apsw.Connection, vectors: VectorMirror, similarities: tuple[np.ndarray, np.ndarray],
+                keyword: dict[int, float], config: RetrievalConfig) -> set[int]:
+    """Ids worth scoring: vector and keyword hits, plus the episode neighbours of keyword hits."""
+    candidates = set(keyword)
+    if config.weight_vector > 0:
+        for similarity in similarities:
+            candidates |= _top(similarity, vectors.ids, config.candidates)
+    if keyword and config.keyword_neighbour_weight > 0:
+        hits = _in(keyword)
+        rows = db.execute(f"SELECT prev_id FROM memories WHERE id IN ({hits}) AND prev_id IS NOT NULL "
+                          f"UNION SELECT id FROM memories WHERE prev_id IN ({hits})")
+        candidates |= {row[0] for row in rows}
+    return candidates
+
+
 def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vector: np.ndarray,
                      config: RetrievalConfig, now: float) -> dict[int, float]:
     """Fused, decayed scores {memory id: score} of the candidates for ``query`` (its unit ``vector``).
@@ -49,19 +64,12 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     """
     own_similarity, window_similarity = vectors.similarities(vector)
     keyword = _keyword_hits(db, query, config.candidates)
-    candidates = set(keyword)
-    if config.weight_vector > 0:
-        candidates |= _top(own_similarity, vectors.ids, config.candidates)
-        candidates |= _top(window_similarity, vectors.ids, config.candidates)
-    if keyword and config.keyword_neighbour_weight > 0:
-        hits = _in(keyword)
-        rows = db.execute(f"SELECT prev_id FROM memories WHERE id IN ({hits}) AND prev_id IS NOT NULL "
-                          f"UNION SELECT id FROM memories WHERE prev_id IN ({hits})")
-        candidates |= {row[0] for row in rows}
+    candidates = _candidates(db, vectors, (own_similarity, window_similarity), keyword, config)
     if not candidates:
         return {}
     meta = {row[0]: row[1:] for row in db.execute(
-        f"SELECT id, prev_id, episode_id, speaker, last_accessed_at FROM memories WHERE id IN ({_in(candidates)})")}
+        "SELECT id, prev_id, episode_id, speaker, last_accessed_at FROM memories "
+        f"WHERE id IN ({_in(candidates)})")}
     successor = {row[1]: row[0] for row in db.execute(
         f"SELECT id, prev_id FROM memories WHERE prev_id IN ({_in(meta)})")}
     dense = {}

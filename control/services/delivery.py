@@ -21,12 +21,16 @@ a user's message; "message to edit not found" is a free (or deleted) id, and
 ``PROBE_MISSES`` of those in a row end the search, after which the text is sent.
 
 Limits (honest ones):
-* A bot message the ledger does not know (a control-plane answer such as ``/help``, sent by
-  ``control.tasks.send_text``) lying between ``pending_after`` and our lost message would be
-  *edited* by the probe to our text (Telegram applies an edit whose text differs).  The worker
-  then adopts that message as the reply, so the user still sees the reply once, but the
-  earlier control-plane text is replaced; it raises an attention item ``delivery_probe_edited``.
-  A bot message with the very same text is taken for ours (what the user sees is the same).
+* Telegram applies an edit whose text differs, so the probe is harmless only on our own
+  message, the user's messages and free ids.  A bot message recorded nowhere (the ledger,
+  or the conversation log ``Message`` with its platform id) that lies between
+  ``pending_after`` and the lost message is overwritten with the reply text and adopted as
+  the reply; the lost message, further up, then shows the same text too (the user sees the
+  reply twice and loses that bot message).  Today only the control plane's own answers
+  (``/help``, linking, sent by ``control.tasks.send_text``) are recorded nowhere, and they
+  land in that window only when the user sends a command while the worker is down.  An
+  attention item ``delivery_probe_edited`` records every such adoption.
+* A bot message with the very same text is taken for ours (what the user sees is the same).
 * More than ``PROBE_MISSES - 1`` deleted messages in a row right above ``pending_after``, or
   more than ``PROBE_LIMIT`` messages in the chat since, end the search early: the reply is
   then sent again (a duplicate is possible, never a loss).
@@ -280,7 +284,8 @@ class DeliveryWorker:
             log.warning("reply %s: no known message id to search from; sending again",
                         ledger.envelope_id)
             return None
-        known, candidate, misses = _known_ids(ledger.chat_id), int(ledger.pending_after), 0
+        known = _known_ids(ledger.chat_id) | _logged_ids(ledger.chat_id)
+        candidate, misses = int(ledger.pending_after), 0
         for _ in range(PROBE_LIMIT):
             candidate += 1
             if candidate in known:
@@ -385,6 +390,13 @@ def _known_ids(chat_id: str, newest: int | None = None) -> set[int]:
             if value is not None and str(value).isdigit():
                 ids.add(int(value))
     return ids
+
+
+def _logged_ids(chat_id: str) -> set[int]:
+    """Return the platform ids the conversation log holds for ``chat_id`` (both directions)."""
+    rows = Message.select(Message.platform_message_id).where(
+        Message.chat_id == chat_id, Message.platform_message_id.is_null(False))
+    return {int(row.platform_message_id) for row in rows if row.platform_message_id.isdigit()}
 
 
 def _highest_known_id(chat_id: str, reply_to: str | None) -> str | None:

@@ -19,7 +19,7 @@ import pytest
 
 from control.channels.telegram import BotApiClient
 from control.db import database
-from control.models import Delivery, Machine, Message, Tenant, utcnow
+from control.models import AttentionItem, Delivery, Machine, Message, Tenant, utcnow
 from control.services.delivery import DeliveryWorker
 from standins.telegram_bot_api import TelegramBotApiStandin
 from wire.protocol import Event, events_stream
@@ -97,12 +97,16 @@ def workers(settings, bus_path, telegram, tenant):
         process.wait(10)
 
 
-def _user_asks(telegram, bus, tenant, envelope_id: str, question: str) -> None:
-    """The user's message exists in the chat and in the conversation log, as routing stores it."""
+def _user_asks(telegram, bus, tenant, envelope_id: str, question: str) -> int:
+    """The user's message exists in the chat and in the conversation log, as routing stores it.
+
+    Returns its message id.
+    """
     message_id = telegram.user_message(CHAT, question)
     with database.connection_context():
         Message.create(tenant=tenant, envelope_id=envelope_id, direction="in", channel="telegram",
                        chat_id=CHAT, text=question, platform_message_id=str(message_id))
+    return message_id
 
 
 def _publish(bus, tenant, envelope_id: str, seq: int, kind: str, text: str) -> None:
@@ -204,3 +208,47 @@ def test_refused_send_clears_the_intent_and_a_later_send_needs_no_search(telegra
             worker.step(block=0.05)
     assert _bot_texts(telegram) == ["Yes."]
     assert telegram.calls_for("editMessageText") == []  # a 429 means nothing was sent: no probe
+
+
+def _crashed_send(telegram, tenant, envelope_id: str, text: str, after: int) -> None:
+    """The state a worker killed right after Telegram accepted ``text`` leaves behind."""
+    telegram_client = BotApiClient(telegram.token, telegram.base_url)
+    telegram_client.send_message(CHAT, text)
+    telegram_client.close()
+    with database.connection_context():
+        Delivery.create(envelope_id=envelope_id, tenant=tenant, channel="telegram", chat_id=CHAT,
+                        reply_to=str(after), pending_text=text, pending_after=str(after))
+
+
+def _deliver(bus, telegram, tenant, envelope_id: str) -> None:
+    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
+                            lambda: [tenant.id], edit_interval=0.05)
+    deadline = time.monotonic() + 15
+    with database.connection_context():
+        while time.monotonic() < deadline and _ledger(envelope_id).state != "delivered":
+            worker.step(block=0.05)
+
+
+def test_search_skips_bot_messages_the_conversation_log_knows(telegram, bus, tenant):
+    asked = _user_asks(telegram, bus, tenant, "e5", "/help then a question")
+    notice = BotApiClient(telegram.token, telegram.base_url).send_message(CHAT, "Here is some help.")
+    with database.connection_context():
+        Message.create(tenant=tenant, envelope_id="control-help", direction="out", channel="telegram",
+                       chat_id=CHAT, text="Here is some help.", platform_message_id=notice)
+    _crashed_send(telegram, tenant, "e5", "The answer.", after=asked)
+    _publish(bus, tenant, "e5", 1, "final", "The answer.")
+    _deliver(bus, telegram, tenant, "e5")
+    assert _bot_texts(telegram) == ["Here is some help.", "The answer."]
+
+
+def test_unrecorded_bot_message_in_the_search_window_is_reported_to_the_operator(telegram, bus, tenant):
+    """The documented limit: a bot message recorded nowhere is overwritten by the probe."""
+    asked = _user_asks(telegram, bus, tenant, "e6", "a question")
+    BotApiClient(telegram.token, telegram.base_url).send_message(CHAT, "Unrecorded notice.")
+    _crashed_send(telegram, tenant, "e6", "The answer.", after=asked)
+    _publish(bus, tenant, "e6", 1, "final", "The answer.")
+    _deliver(bus, telegram, tenant, "e6")
+    with database.connection_context():
+        [item] = AttentionItem.select().where(AttentionItem.kind == "delivery_probe_edited")
+    assert item.subject == "e6"
+    assert "Unrecorded notice." not in _bot_texts(telegram)
