@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-
 # Up to this many texts are embedded with a plain forward pass (queries, single memories).
 _DIRECT_BATCH = 8
 

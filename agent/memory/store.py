@@ -74,7 +74,7 @@ class MemoryStore:
 
         ``source`` is a free label (a message id, "user", "extraction"); ``created_at`` when the
         remembered thing happened: datetime, Unix seconds, ISO text or text like
-        "1:56 pm on 8 May, 2023" (default now). No screening or merging: see ``remember``.
+        "4:05 pm on 12 March, 2024" (LoCoMo's form; default now). No screening or merging: see ``remember``.
         Raises ValueError for empty text or an unreadable timestamp.
         """
         return self.add_many([(text, source, created_at)])[0]

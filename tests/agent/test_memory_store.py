@@ -141,14 +141,14 @@ def test_memories_and_ids_survive_reopening(tmp_path, embedder):
 
 
 def test_created_at_accepts_locomo_dates_iso_text_and_datetimes(store):
-    locomo = store.add("Caroline: I went to a support group.", created_at="1:56 pm on 8 May, 2023")
-    iso = store.add("Caroline: I started painting.", created_at="2023-05-08T13:56:00+02:00")
-    aware = store.add("Caroline: I adopted a cat.", created_at=datetime(2024, 1, 2, 3, 4))
-    assert store.get(locomo).created_at == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
-    assert store.get(iso).created_at == datetime(2023, 5, 8, 11, 56, tzinfo=UTC)
+    locomo = store.add("Priya: I joined a pottery class.", created_at="4:05 pm on 12 March, 2024")
+    iso = store.add("Priya: I bought a kiln.", created_at="2024-03-12T16:05:00+02:00")
+    aware = store.add("Priya: I sold my first vase.", created_at=datetime(2024, 1, 2, 3, 4))
+    assert store.get(locomo).created_at == datetime(2024, 3, 12, 16, 5, tzinfo=UTC)
+    assert store.get(iso).created_at == datetime(2024, 3, 12, 14, 5, tzinfo=UTC)
     assert store.get(aware).created_at == datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
     with pytest.raises(ValueError):
-        store.add("Caroline: hello", created_at="the day after tomorrow-ish")
+        store.add("Priya: hello", created_at="the day after tomorrow-ish")
 
 
 def test_reply_is_found_through_the_turn_it_answers(store):
@@ -260,5 +260,15 @@ def test_two_connections_to_one_file_see_each_others_changes(tmp_path, embedder)
         assert worker.search("Where does Anna live?", k=1)[0].id == ids[0]
         assert commands.forget(ids[0]) is True
         new = commands.add("The user's sister Anna moved to Porto.")
-        assert [hit.id for hit in worker.search("Where does Anna live?", k=6)][0] == new
-        assert ids[0] not in {hit.id for hit in worker.search("Where does Anna live?", k=6)}
+        hits = worker.search("Where does Anna live?", k=6)
+        assert hits[0].id == new
+        assert ids[0] not in {hit.id for hit in hits}
+
+
+def test_store_needs_only_a_path_and_shares_the_bundled_model(tmp_path, embedder):
+    from agent.memory import default_embedder
+
+    with MemoryStore(tmp_path / "memory.db") as store:
+        memory_id = store.add(FACTS[3], source="chat")
+        assert store.search("Tell me about the user's dog", k=1)[0].id == memory_id
+        assert store.embedder is default_embedder() is embedder
