@@ -37,7 +37,8 @@ COMMANDS = ("run", "listen", "worker")
 def build(config: AgentConfig, command: str):
     """Wire runtime, tasks and (for ``run``/``listen``) the listener; return ``(tasks, listener)``.
 
-    Loads the local model eagerly when it is in the chain, so readiness means ready to answer.
+    Loads the local model (when it is in the chain) and the embedding model eagerly, so
+    readiness means ready to answer without a multi-second first turn.
     """
     from agent.listener import InboxListener
     from agent.runtime import AgentRuntime
@@ -50,6 +51,7 @@ def build(config: AgentConfig, command: str):
             warm = getattr(backend, "_llama", None)
             if warm is not None:
                 warm()
+        runtime.embedder().embed(["warm-up"])
     tasks = AgentTasks(runtime)
     listener = InboxListener(runtime, tasks) if command in ("run", "listen") else None
     return tasks, listener
