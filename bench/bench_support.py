@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from standins import stripe_events as se  # noqa: E402
-from standins.anthropic_api import AnthropicStandin, last_user_text, text_reply  # noqa: E402
-from standins.telegram_bot_api import TelegramBotApiStandin  # noqa: E402
-from standins.telegram_updates import text_update  # noqa: E402
+from standins import stripe_events as se
+from standins.anthropic_api import AnthropicStandin, last_user_text, text_reply
+from standins.telegram_bot_api import TelegramBotApiStandin
+from standins.telegram_updates import text_update
 
 STRIPE_SECRET = "whsec_bench"
 TELEGRAM_SECRET = "bench-telegram-secret"
@@ -201,7 +201,7 @@ class Stack:
         self.env["DATABASE_URL"] = self.database_url
         if bus == "redis":
             self.env["REDIS_URL"] = redis_url
-        self.log = open(log_path or Path(self._tmp.name) / "serve.log", "wb")
+        self.log = open(log_path or Path(self._tmp.name) / "serve.log", "wb")  # noqa: SIM115 (closed by close())
         self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], cwd=ROOT,
                                         env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30,

@@ -52,9 +52,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_support import PrivateRedis, Stack, ThrowawayPostgres, percentile, wait_until  # noqa: E402
-from bus_throughput import run as bus_run  # noqa: E402
-from bus_throughput import throwaway_redis  # noqa: E402
+from bench_support import PrivateRedis, Stack, ThrowawayPostgres, percentile, wait_until
+from bus_throughput import run as bus_run
+from bus_throughput import throwaway_redis
 
 FIRST_CHAT = 800_000
 REPLY_TIMEOUT = 30.0  # seconds a closed-loop sender waits for one reply
@@ -92,7 +92,7 @@ def closed_loop(stack: Stack, pool: ChatPool, concurrency: int, count: int, tag:
             try:
                 if status != 200:
                     raise TimeoutError
-                shown = wait_until(lambda: stack.reply_at(text), REPLY_TIMEOUT, text, interval=0.002)
+                shown = wait_until(lambda t=text: stack.reply_at(t), REPLY_TIMEOUT, text, interval=0.002)
                 with lock:
                     latencies.append((shown - sent_at) * 1000)
             except TimeoutError:

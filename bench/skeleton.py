@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_support import PrivateRedis, Stack, percentile, wait_until  # noqa: E402
+from bench_support import PrivateRedis, Stack, percentile, wait_until
 
 REPLY_TIMEOUT = 30.0  # seconds per message before it counts as lost
 FIRST_CHAT = 900_000

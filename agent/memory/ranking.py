@@ -37,6 +37,9 @@ class RetrievalConfig:
         inherits (a reply answers the turn before it; a question is answered by the next one).
     episode_weight: share of the best score in the memory's episode added to its own.
     speaker_weight: bonus when the query names the memory's speaker ("Name: text" memories).
+    length_weight / question_weight / answer_weight / time_weight: shape priors added to the
+        score (agent/memory/priors.py): x ln(characters); a memory that is a question; a
+        memory that answers one; a memory naming a time when the query asks "when".
     episode_gap_seconds: consecutive memories closer than this in created_at form one episode
         (30 minutes, the usual web-analytics session timeout).
     decay_after_days / decay_half_life_days / decay_floor: memories not accessed for longer
@@ -52,6 +55,10 @@ class RetrievalConfig:
     keyword_neighbour_weight: float = 0.3
     episode_weight: float = 0.6
     speaker_weight: float = 0.6
+    length_weight: float = 0.2
+    question_weight: float = -0.4
+    answer_weight: float = 0.1
+    time_weight: float = 0.4
     episode_gap_seconds: float = 30 * 60.0
     decay_after_days: float = 90.0
     decay_half_life_days: float = 90.0

@@ -9,7 +9,8 @@
    successor (in a dialogue the answer sits next to the turn that names the topic), scaled to [0, 1].
 4. Fused = vector + ``weight_keyword`` x keyword; then + ``episode_weight`` x the best fused
    score in the memory's episode (hierarchical retrieval: a relevant conversation lifts its
-   turns), + ``speaker_weight`` when the query names the memory's speaker.
+   turns), + ``speaker_weight`` when the query names the memory's speaker, + the memory's
+   shape prior (agent/memory/priors.py: length, question or answer, time for "when" queries).
 5. Multiplied by the recency weight (see ranking.recency_weight).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import apsw
 import numpy as np
 
+from agent.memory.priors import asks_when, prior
 from agent.memory.ranking import RetrievalConfig, keyword_query, mentions, min_max, recency_weight
 from agent.memory.vectors import VectorMirror
 
@@ -68,8 +70,8 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     if not candidates:
         return {}
     meta = {row[0]: row[1:] for row in db.execute(
-        "SELECT id, prev_id, episode_id, speaker, last_accessed_at FROM memories "
-        f"WHERE id IN ({_in(candidates)})")}
+        "SELECT m.id, m.prev_id, m.episode_id, m.speaker, m.last_accessed_at, m.text, p.text "
+        f"FROM memories m LEFT JOIN memories p ON p.id = m.prev_id WHERE m.id IN ({_in(candidates)})")}
     successor = {row[1]: row[0] for row in db.execute(
         f"SELECT id, prev_id FROM memories WHERE prev_id IN ({_in(meta)})")}
     dense = {}
@@ -88,9 +90,11 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
         episode = meta[i][1]
         best_in_episode[episode] = max(best_in_episode.get(episode, 0.0), score)
     named = {speaker for speaker in {m[2] for m in meta.values() if m[2]} if mentions(query, speaker)}
+    when_query = asks_when(query)
     return {
-        i: (fused[i] + config.episode_weight * best_in_episode[meta[i][1]]
-            + (config.speaker_weight if meta[i][2] in named else 0.0))
+        i: max(0.0, fused[i] + config.episode_weight * best_in_episode[meta[i][1]]
+               + (config.speaker_weight if meta[i][2] in named else 0.0)
+               + prior(meta[i][4], meta[i][5], when_query, config))
         * recency_weight(meta[i][3], now, config)
         for i in meta
     }

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from control.channels.telegram import BotApiClient, BotApiError
 from control.models import Delivery, Message, Tenant, Usage, utcnow

@@ -69,7 +69,7 @@ class PrivateRedis:
     def admin_url(self) -> str:
         return f"redis://default:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.directory), "--aclfile", str(self.directory / "users.acl"),
@@ -108,7 +108,7 @@ class Serve:
             "ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": anthropic.base_url,
             "HERMES_LLM": "anthropic", "HERMES_VISIBILITY_TIMEOUT": "3", "HERMES_EDIT_INTERVAL": "0.2",
         }
-        self.log = open(tmp / "serve.log", "wb")
+        self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=self.env,
                                         cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
@@ -123,7 +123,7 @@ class Serve:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
 
     def stripe(self, event: dict) -> httpx.Response:
         body = json.dumps(event).encode()
@@ -194,7 +194,7 @@ def agent_env(serve: Serve, tenant_id: int) -> dict:
 
 
 def test_agent_on_redis_gets_only_its_tenant_user_and_answers(stack):
-    serve, server, telegram, _ = stack
+    serve, _, telegram, _ = stack
     tenant_id, chat_id = signup_and_link(serve, telegram, 1)
     assert serve.telegram(text_update(1001, chat_id, "hello over redis")).json()["outcome"] == "published"
     wait_until(lambda: replies(telegram, chat_id, "echo:") == ["echo: hello over redis"], 60,
@@ -214,7 +214,7 @@ def test_agent_on_redis_gets_only_its_tenant_user_and_answers(stack):
 
 
 def test_agent_killed_mid_turn_on_redis_answers_exactly_once(stack):
-    serve, server, telegram, responder = stack
+    serve, _, telegram, responder = stack
     tenant_id, chat_id = signup_and_link(serve, telegram, 2)
     ready = serve.data_dir / "agents" / str(tenant_id) / "agent.ready"
     pid = json.loads(ready.read_text())["pid"]
