@@ -65,6 +65,8 @@ class AgentConfig:
         task_attempts: [HERMES_TASK_ATTEMPTS] = 4 Huey attempts per envelope before dead-letter.
         task_retry_delay: [HERMES_TASK_RETRY_DELAY] = 2 seconds before the first retry (doubles).
         workers: [HERMES_WORKERS] = 2 Huey worker threads.
+        parent_pid: [HERMES_PARENT_PID] = 0; when set (by the local provisioner), the agent exits
+            when that process dies, so no agent outlives a killed ``hermes serve``.
     """
 
     tenant: str
@@ -101,6 +103,7 @@ class AgentConfig:
     task_attempts: int = 4
     task_retry_delay: float = 2.0
     workers: int = 2
+    parent_pid: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -181,6 +184,7 @@ class AgentConfig:
                 task_attempts=int(env.get("HERMES_TASK_ATTEMPTS", "4")),
                 task_retry_delay=float(env.get("HERMES_TASK_RETRY_DELAY", "2")),
                 workers=int(env.get("HERMES_WORKERS", "2")),
+                parent_pid=int(env.get("HERMES_PARENT_PID", "0")),
             )
         except ValueError as exc:
             raise AgentConfigError(f"invalid numeric setting: {exc}") from exc

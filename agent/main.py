@@ -15,6 +15,7 @@ finishes running tasks (up to ``SHUTDOWN_TIMEOUT`` seconds) and no thread is lef
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -100,6 +101,22 @@ def serve(config: AgentConfig, command: str) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): signal delivered when the parent process dies (Linux).
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to send SIGTERM when ``parent_pid`` (our parent) dies; exit if it already has.
+
+    Done here rather than in a ``preexec_fn`` because running Python between fork and exec in
+    the multi-threaded control plane can deadlock (subprocess docs, ``preexec_fn``).
+    """
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m agent.main run|listen|worker``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="agent", description="Hermes Max tenant agent")
@@ -109,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s")
     try:
         config = AgentConfig.from_env()
+        die_with_parent(config.parent_pid)
         config.data_path.mkdir(parents=True, exist_ok=True)
         return serve(config, args.command)
     except (AgentConfigError, WireError) as exc:

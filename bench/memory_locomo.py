@@ -6,11 +6,15 @@ searched; recall@k = |evidence ∩ retrieved sources| / |evidence|, averaged ove
 Evidence ids are taken with the pattern D<session>:<turn>, keeping only ids that exist.
 
     python bench/memory_locomo.py --data /work/shared/realdata/locomo/dev.json [--k 5]
+    python bench/memory_locomo.py --data ... --embed-cache /tmp/v.npz --grid length_weight=0,0.2 --grid ...
 
 Prints one JSON line: recall_at_k, k, questions, search_p50_ms, search_p99_ms, items, plus
 per-category recall and ingest timing. ``--set NAME=VALUE`` overrides a RetrievalConfig field
 (for ablations); ``--embed-cache FILE`` reuses vectors between runs (ablations only: it makes
-ingest timing meaningless). ``--scale N`` instead measures search latency over N synthetic
+ingest timing meaningless). ``--grid NAME=V1,V2,...`` (repeatable) runs every combination and
+reports leave-one-conversation-out recall: for each conversation, the combination best on the
+others (question-weighted) is scored on it; held-out recall is averaged over conversations
+("loo_recall_mean") and over questions ("loo_recall_pooled"). ``--scale N`` instead measures search latency over N synthetic
 memories (see bench/memory_scale.py).
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -57,12 +62,13 @@ def questions(sample: dict, known_ids: set[str]) -> list[tuple[str, int, set[str
 def run(data: Path, k: int, config: RetrievalConfig, embedder) -> dict:
     """Run the benchmark; returns the result dictionary printed as JSON."""
     samples = json.loads(data.read_text())
-    recalls, latencies, by_category = [], [], defaultdict(list)
+    recalls, latencies, by_category, by_conversation = [], [], defaultdict(list), []
     items = ingest_seconds = 0.0
     with tempfile.TemporaryDirectory() as workdir:
         for number, sample in enumerate(samples):
             store = MemoryStore(Path(workdir) / f"conversation{number}.db", embedder=embedder, config=config)
             known = set()
+            by_conversation.append([])
             started = time.perf_counter()
             for date, turns in sessions(sample["conversation"]):
                 for turn in turns:
@@ -78,6 +84,7 @@ def run(data: Path, k: int, config: RetrievalConfig, embedder) -> dict:
                 recall = len(evidence & {hit.source for hit in hits}) / len(evidence)
                 recalls.append(recall)
                 by_category[category].append(recall)
+                by_conversation[-1].append(recall)
             store.close()
     return {
         "recall_at_k": round(sum(recalls) / len(recalls), 4),
@@ -87,6 +94,8 @@ def run(data: Path, k: int, config: RetrievalConfig, embedder) -> dict:
         "search_p99_ms": round(percentile(latencies, 99), 2),
         "items": int(items),
         "recall_by_category": {str(c): round(sum(v) / len(v), 4) for c, v in sorted(by_category.items())},
+        "recall_by_conversation": [round(sum(v) / max(len(v), 1), 6) for v in by_conversation],
+        "questions_by_conversation": [len(v) for v in by_conversation],
         "ingest_seconds": round(ingest_seconds, 2),
         "ingest_ms_per_item": round(ingest_seconds * 1000 / max(items, 1), 2),
     }
@@ -104,12 +113,36 @@ def parse_overrides(pairs: list[str]) -> RetrievalConfig:
     return dataclasses.replace(defaults, **changes)
 
 
+def leave_one_out(results: list[dict]) -> dict:
+    """Leave-one-conversation-out recall over ``results`` (one run() result per configuration)."""
+    counts = results[0]["questions_by_conversation"]
+    sums = [[r * n for r, n in zip(result["recall_by_conversation"], counts)] for result in results]
+    held_out, held_out_sum, chosen = [], 0.0, []
+    for out in range(len(counts)):
+        others = sum(n for i, n in enumerate(counts) if i != out)
+        best = max(range(len(results)), key=lambda g: (sum(sums[g]) - sums[g][out]) / others)
+        chosen.append(best)
+        held_out.append(sums[best][out] / counts[out])
+        held_out_sum += sums[best][out]
+    return {"loo_recall_mean": round(sum(held_out) / len(held_out), 4),
+            "loo_recall_pooled": round(held_out_sum / sum(counts), 4), "loo_chosen": chosen}
+
+
+def grid_configs(pairs: list[str]) -> list[list[str]]:
+    """Every combination of ``NAME=V1,V2`` choices, as lists of ``NAME=V`` overrides."""
+    axes = [[f"{name}={value}" for value in values.split(",")]
+            for name, _, values in (pair.partition("=") for pair in pairs)]
+    return [list(combination) for combination in itertools.product(*axes)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="LoCoMo-format JSON file")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--embed-cache", type=Path, help="ablations only: .npz cache of vectors")
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                        help="leave-one-conversation-out selection over these values")
     parser.add_argument("--scale", type=int, help="measure search latency over N synthetic memories instead")
     args = parser.parse_args(argv)
     config = parse_overrides(args.set)
@@ -123,7 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     embedder = default_embedder()
     if args.embed_cache:
         embedder = CachingEmbedder(embedder, args.embed_cache)
-    result = run(args.data, args.k, config, embedder)
+    if args.grid:
+        combinations = grid_configs(args.grid)
+        results = [run(args.data, args.k, parse_overrides(args.set + overrides), embedder)
+                   for overrides in combinations]
+        result = leave_one_out(results)
+        result["loo_chosen"] = [combinations[g] for g in result["loo_chosen"]]
+        result["all_dev_best"] = max(zip(results, combinations), key=lambda rc: rc[0]["recall_at_k"])[1]
+    else:
+        result = run(args.data, args.k, config, embedder)
     if args.embed_cache:
         embedder.save()
     print(json.dumps(result))

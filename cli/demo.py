@@ -87,47 +87,57 @@ class _Demo:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for each step.")
 def demo(keep: bool, timeout: float) -> None:
     """Run a paid signup → provisioned agent → Telegram conversation, locally."""
-    from standins import stripe_events
     from standins.telegram_bot_api import TelegramBotApiStandin
-    from standins.telegram_updates import text_update
 
     data_dir = Path(tempfile.mkdtemp(prefix="hermes-demo-"))
     llm = "Claude (ANTHROPIC_API_KEY)" if os.environ.get("ANTHROPIC_API_KEY") else "local SmolLM2-135M"
-    with TelegramBotApiStandin() as standin:
+    with TelegramBotApiStandin() as standin, open(data_dir / "serve.log", "wb") as log:
         d = _Demo(data_dir, _free_port(), standin)
-        log = open(data_dir / "serve.log", "wb")
         server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=d.env(),
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             d.say("hermes", f"serve started (pid {server.pid}, data {data_dir}, LLM: {llm})")
-            _wait(lambda: _healthy(d.http, server), 60, "hermes serve to answer /healthz")
-            d.say("hermes", "control plane is up")
-            _signup(d, stripe_events, timeout)
-            token = _wait_ready(d, timeout)
-            d.post_telegram(text_update(1, DEMO_CHAT_ID, f"/start {token}"))
-            d.say("user", f"/start {token}")
-            linked = _wait(lambda: _bot_says(standin, "Linked"), timeout, "the link confirmation")
-            d.say("bot", linked)
-            d.post_telegram(text_update(2, DEMO_CHAT_ID, QUESTION))
-            asked = time.monotonic()
-            d.say("user", QUESTION)
-            reply = _wait(lambda: _delivered_reply(d.data_dir), timeout, "the agent's reply")
-            d.say("agent", reply)
-            d.say("hermes", f"reply delivered {time.monotonic() - asked:.2f}s after the question "
-                            f"({len(standin.calls_for('editMessageText'))} edits, "
-                            f"{len(standin.calls_for('sendMessage'))} messages sent)")
+            _converse(d, standin, server, timeout)
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
+            _stop(server)
     d.say("hermes", f"stopped cleanly (exit {server.returncode}); log: {data_dir / 'serve.log'}")
     if not keep and server.returncode == 0:
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _converse(d: _Demo, standin, server: subprocess.Popen, timeout: float) -> None:
+    from standins import stripe_events
+    from standins.telegram_updates import text_update
+
+    _wait(lambda: _healthy(d.http, server), 60, "hermes serve to answer /healthz")
+    d.say("hermes", "control plane is up")
+    _signup(d, stripe_events, timeout)
+    token = _wait_ready(d, timeout)
+    d.post_telegram(text_update(1, DEMO_CHAT_ID, f"/start {token}"))
+    d.say("user", f"/start {token}")
+    linked = _wait(lambda: _bot_says(standin, "Linked"), timeout, "the link confirmation")
+    d.say("bot", linked)
+    before = len(standin.calls)
+    d.post_telegram(text_update(2, DEMO_CHAT_ID, QUESTION))
+    asked = time.monotonic()
+    d.say("user", QUESTION)
+    reply = _wait(lambda: _delivered_reply(d.data_dir), timeout, "the agent's reply")
+    d.say("agent", reply)
+    calls = [c.method for c in standin.calls[before:]]
+    d.say("hermes", f"reply delivered {time.monotonic() - asked:.2f}s after the question "
+                    f"(typing shown, {calls.count('sendMessage')} message sent, "
+                    f"{calls.count('editMessageText')} edits as it streamed)")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def _healthy(http: httpx.Client, server: subprocess.Popen) -> bool:
@@ -156,7 +166,7 @@ def _wait_ready(d: _Demo, timeout: float) -> str:
 
     def token():
         out = subprocess.run([sys.executable, "-m", "cli.main", "tenants", "link-token", DEMO_EMAIL],
-                             env=env, capture_output=True, text=True)
+                             env=env, capture_output=True, text=True, check=False)
         return out.stdout if out.returncode == 0 else None
 
     printed = _wait(token, timeout, "the tenant's machine to become ready")

@@ -6,13 +6,13 @@ naive UTC datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from peewee import (
     BooleanField,
-    FloatField,
     CharField,
     DateTimeField,
+    FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -24,7 +24,7 @@ from control.db import database
 
 def utcnow() -> datetime:
     """Return the current UTC time as a naive datetime (how every model stores time)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class BaseModel(Model):
@@ -112,9 +112,11 @@ class ChatIdentity(BaseModel):
 
 
 class Message(BaseModel):
-    """The conversation log: one row per inbound envelope (``in``) and per final reply (``out``)."""
+    """The conversation log: one row per inbound envelope (``in``), per final reply (``out``)
+    and per control-plane answer (``out``, ``envelope_id`` ``control-…``, no tenant when the
+    chat is not linked), each with its platform message id."""
 
-    tenant = ForeignKeyField(Tenant, backref="messages")
+    tenant = ForeignKeyField(Tenant, backref="messages", null=True)
     envelope_id = CharField()
     direction = CharField()
     channel = CharField()

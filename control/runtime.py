@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from pathlib import Path
 
 from control.channels.telegram import BotApiClient
 from control.db import init_database
@@ -26,6 +27,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, provisioner=None):
         self.settings = settings
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         self.db = init_database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, visibility_timeout=settings.visibility_timeout)
         self.huey = create_huey(settings)

@@ -14,7 +14,6 @@ from pathlib import Path
 from control.errors import ConfigError
 
 
-
 def _default_data_dir() -> str:
     return str(Path.home() / ".hermes")
 
@@ -119,12 +118,12 @@ class Settings:
         """Directory holding one data directory per local agent."""
         return str(Path(self.data_dir) / "agents")
 
-    def with_overrides(self, **changes) -> "Settings":
+    def with_overrides(self, **changes) -> Settings:
         """Return a copy with ``changes`` applied (used by tests and ``hermes demo``)."""
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``).
 
         Raises:

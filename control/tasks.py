@@ -11,7 +11,7 @@ import logging
 from huey import MemoryHuey, SqliteHuey
 
 from control.channels.telegram import BotApiError
-from control.services import provisioning
+from control.services import provisioning, routing
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class ControlTasks:
     def _deprovision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
         with rt.db.connection_context():
-            return provisioning.run_deprovisioning(tenant_id, rt.provisioner).state
+            return provisioning.run_deprovisioning(tenant_id, rt.provisioner,
+                                                 bus_url=rt.settings.bus_url).state
 
     def _resize_machine(self, tenant_id: int, plan: str) -> str:
         rt = self.runtime
@@ -61,10 +62,13 @@ class ControlTasks:
             return provisioning.run_resize(tenant_id, plan, rt.provisioner).plan
 
     def _send_text(self, chat_id: str, text: str) -> None:
+        rt = self.runtime
         try:
-            self.runtime.bot.send_message(chat_id, text)
+            message_id = rt.bot.send_message(chat_id, text)
         except BotApiError as exc:
             if exc.error_code in (400, 403):
                 log.error("message to chat %s refused: %s", chat_id, exc)
                 return
             raise
+        with rt.db.connection_context():
+            routing.record_control_reply("telegram", chat_id, text, message_id)

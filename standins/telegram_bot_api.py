@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 
 @dataclass
@@ -78,12 +79,12 @@ class TelegramBotApiStandin:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "TelegramBotApiStandin":
+    def start(self) -> TelegramBotApiStandin:
         """Start serving on a free port; returns self."""
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server naming)
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, body = standin._dispatch(self.path, raw)
@@ -249,7 +250,7 @@ class TelegramBotApiStandin:
         return 200, {"ok": True, "result": {"id": int(self.token.split(":")[0]), "is_bot": True,
                                             "first_name": "Hermes", "username": self.username}}
 
-    _HANDLERS = {
+    _HANDLERS: ClassVar[dict] = {
         "sendMessage": _send_message,
         "editMessageText": _edit_message_text,
         "sendChatAction": _true,

@@ -72,7 +72,7 @@ class Envelope:
         return json.dumps({"v": WIRE_VERSION, "type": "envelope", **asdict(self)})
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "Envelope":
+    def from_json(cls, raw: str | bytes) -> Envelope:
         """Parse versioned JSON text into an Envelope.
 
         Raises:
@@ -114,7 +114,7 @@ class Event:
         return json.dumps({"v": WIRE_VERSION, "type": "event", **asdict(self)})
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "Event":
+    def from_json(cls, raw: str | bytes) -> Event:
         """Parse versioned JSON text into an Event.
 
         Raises:

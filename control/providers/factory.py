@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from control.errors import ConfigError
-
 
 def provisioner_from_settings(settings):
     """Return the provisioner for ``settings.provisioner`` (``local`` or ``hetzner``).

@@ -4,12 +4,12 @@ Every agent gets its own data directory ``<agents_dir>/<tenant>/`` holding ``mac
 (its spec, mode 0600 because it holds the agent token), ``agent.log`` and the agent's own
 files.  A supervisor thread restarts an agent that dies, with exponential backoff.  Agents
 are started in their own session (so a terminal's Ctrl-C reaches only ``hermes serve``, which
-then stops them in order) and with a parent-death signal, so none outlives the control plane.
+then stops them in order) and told our pid (``HERMES_PARENT_PID``), so each sets a
+parent-death signal and none outlives the control plane.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -29,14 +29,8 @@ from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisione
 log = logging.getLogger(__name__)
 
 READY_FILE = "agent.ready"
-PR_SET_PDEATHSIG = 1  # prctl(2) option: signal to receive when the parent thread dies.
 PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                     "HF_HOME", "TMPDIR")
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -118,12 +112,13 @@ class LocalProvisioner(Provisioner):
         (data / READY_FILE).unlink(missing_ok=True)
         env = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
         env.update(agent.spec.env)
-        env.update(HERMES_DATA_DIR=str(data), HERMES_TENANT=agent.spec.tenant, PYTHONUNBUFFERED="1")
+        env.update(HERMES_DATA_DIR=str(data), HERMES_TENANT=agent.spec.tenant, PYTHONUNBUFFERED="1",
+                   HERMES_PARENT_PID=str(os.getpid()))
         with open(data / "agent.log", "ab") as logfile:
             agent.process = subprocess.Popen(
                 [self.python, "-m", "agent.main", "run"], env=env, cwd=str(data),
                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True,
             )
         log.info("started agent for tenant %s (pid %s)", agent.spec.tenant, agent.process.pid)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from control.db import database
+from control.db import write_transaction
 from control.errors import BadRequest
 from control.models import Subscription, Tenant, WebhookEvent, utcnow
 from control.providers.base import PLANS
@@ -51,9 +51,9 @@ def handle_event(event: dict, price_plans: dict[str, str],
     if not isinstance(event_id, str) or not isinstance(event_type, str) or not isinstance(obj, dict):
         raise BadRequest("Stripe event needs id, type and data.object")
     handler = HANDLERS.get(event_type)
-    with database.atomic():
-        _, created = WebhookEvent.get_or_create(provider="stripe", event_id=event_id,
-                                                defaults={"event_type": event_type})
+    with write_transaction():
+        created = (WebhookEvent.insert(provider="stripe", event_id=event_id, event_type=event_type)
+                   .on_conflict_ignore().as_rowcount().execute())
         if not created:
             return "duplicate"
         if handler is None:
@@ -148,7 +148,7 @@ def _period_end(sub_obj: dict) -> datetime | None:
         end = items[0].get("current_period_end")
     if not isinstance(end, int):
         return None
-    return datetime.fromtimestamp(end, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(end, UTC).replace(tzinfo=None)
 
 
 def _tenant_for(customer_id: str | None, email: str | None) -> Tenant:

@@ -7,35 +7,8 @@ a 429 answer's ``retry_after`` pauses that chat.  The ``final`` event is acknowl
 only after Telegram confirmed the final text and the ledger says ``delivered``, so a restart
 never resends a delivered reply and always finishes an undelivered one.
 
-No duplicate after a crash between Telegram accepting ``sendMessage`` and the ledger write.
-The Bot API has no idempotency key for ``sendMessage``, so the worker writes a send intent
-first (``Delivery.pending_text``, plus ``pending_after``: the highest message id of the chat
-it knows, at least the id of the user's message being answered) and clears it once the new
-message id is recorded.  Finding an intent left behind (the worker died, or the request timed
-out with Telegram's answer unknown), it looks for the message before sending again: message
-ids in a chat are sequential and shared by the user's and the bot's messages, so a message
-sent then has an id above ``pending_after``.  Each candidate id not already in the ledger is
-probed with ``editMessageText`` carrying the intended text: "message is not modified" means
-the bot's message there shows exactly that text (ours, adopted); "message can't be edited" is
-a user's message; "message to edit not found" is a free (or deleted) id, and
-``PROBE_MISSES`` of those in a row end the search, after which the text is sent.
-
-Limits (honest ones):
-* Telegram applies an edit whose text differs, so the probe is harmless only on our own
-  message, the user's messages and free ids.  A bot message recorded nowhere (the ledger,
-  or the conversation log ``Message`` with its platform id) that lies between
-  ``pending_after`` and the lost message is overwritten with the reply text and adopted as
-  the reply; the lost message, further up, then shows the same text too (the user sees the
-  reply twice and loses that bot message).  Today only the control plane's own answers
-  (``/help``, linking, sent by ``control.tasks.send_text``) are recorded nowhere, and they
-  land in that window only when the user sends a command while the worker is down.  An
-  attention item ``delivery_probe_edited`` records every such adoption.
-* A bot message with the very same text is taken for ours (what the user sees is the same).
-* More than ``PROBE_MISSES - 1`` deleted messages in a row right above ``pending_after``, or
-  more than ``PROBE_LIMIT`` messages in the chat since, end the search early: the reply is
-  then sent again (a duplicate is possible, never a loss).
-* Telegram answers "message to edit not found" also for messages too old to be edited; a
-  crash recovered days later sends a new message.
+A crash between Telegram accepting ``sendMessage`` and the ledger write never shows the user
+a second reply: see ``control.services.delivery_recovery``.
 """
 
 from __future__ import annotations
@@ -46,8 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from control.channels.telegram import BotApiClient, BotApiError
-from control.models import Delivery, Message, Tenant, Usage, utcnow
+from control.models import Delivery, Message, Tenant, utcnow
 from control.services.attention import raise_attention
+from control.services.delivery_recovery import (
+    SentMessageFinder,
+    chunk_ids,
+    highest_known_id,
+    open_ledger,
+)
+from control.services.usage import record_usage
 from wire.bus import Bus
 from wire.errors import MalformedMessage
 from wire.protocol import DELIVERY_GROUP, Event, events_stream
@@ -58,9 +38,6 @@ log = logging.getLogger(__name__)
 TELEGRAM_MAX_TEXT = 4096
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.
 TRANSIENT_BACKOFF = 2.0  # seconds before retrying a chat after a transport or 5xx error.
-PROBE_MISSES = 3  # consecutive "message to edit not found" answers ending a recovery search.
-PROBE_LIMIT = 50  # candidate message ids examined at most by one recovery search.
-KNOWN_ID_ROWS = 20  # newest ledger rows of a chat read to find its highest known message id.
 
 
 @dataclass
@@ -113,6 +90,7 @@ class DeliveryWorker:
                  clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0):
         self.bus = bus
         self.client = client
+        self.finder = SentMessageFinder(client)
         self.tenant_ids = tenant_ids
         self.edit_interval = edit_interval
         self.consumer = consumer
@@ -237,7 +215,7 @@ class DeliveryWorker:
 
     def _send_continuations(self, ledger: Delivery, chunks: list[str]) -> None:
         """Send the chunks of a long reply after its first message, each exactly once."""
-        sent = _chunk_ids(ledger)
+        sent = chunk_ids(ledger)
         for chunk in chunks[len(sent):]:
             ledger, message_id, shown = self._post(ledger, None, chunk)
             sent.append(message_id)
@@ -263,12 +241,12 @@ class DeliveryWorker:
                 not be reached (the intent stays, so the next attempt searches first).
         """
         if ledger is None:
-            ledger = _open_ledger(event, text)
-        elif ledger.pending_text is not None and (found := self._find_sent(ledger)) is not None:
+            ledger = open_ledger(event, text)
+        elif ledger.pending_text is not None and (found := self.finder.find(ledger)) is not None:
             return ledger, found, ledger.pending_text
         else:
             ledger.pending_text = text
-            ledger.pending_after = _highest_known_id(ledger.chat_id, ledger.reply_to)
+            ledger.pending_after = highest_known_id(ledger.chat_id, ledger.reply_to)
             ledger.save()
         try:
             return ledger, self.client.send_message(ledger.chat_id, text), text
@@ -277,50 +255,6 @@ class DeliveryWorker:
                 ledger.pending_text = None
                 ledger.save()
             raise
-
-    def _find_sent(self, ledger: Delivery) -> str | None:
-        """Return the id of the message an interrupted send created, or None (module docstring)."""
-        if ledger.pending_after is None:
-            log.warning("reply %s: no known message id to search from; sending again",
-                        ledger.envelope_id)
-            return None
-        known = _known_ids(ledger.chat_id) | _logged_ids(ledger.chat_id)
-        candidate, misses = int(ledger.pending_after), 0
-        for _ in range(PROBE_LIMIT):
-            candidate += 1
-            if candidate in known:
-                misses = 0
-                continue
-            outcome = self._probe(ledger.chat_id, candidate, ledger.pending_text)
-            if outcome in ("match", "edited"):
-                log.info("reply %s: found the message sent before the restart: %s (%s)",
-                         ledger.envelope_id, candidate, outcome)
-                if outcome == "edited":
-                    raise_attention("delivery_probe_edited", ledger.envelope_id,
-                                    f"chat {ledger.chat_id}: message {candidate} was not in the "
-                                    "ledger and now shows the reply")
-                return str(candidate)
-            misses = misses + 1 if outcome == "missing" else 0
-            if misses >= PROBE_MISSES:
-                break
-        return None
-
-    def _probe(self, chat_id: str, message_id: int, text: str) -> str:
-        """Edit ``message_id`` to ``text``: ``match`` | ``edited`` | ``missing`` | ``other``.
-
-        Raises:
-            BotApiError: anything but a 400 answer (429, 5xx, transport): retried later.
-        """
-        try:
-            self.client.call("editMessageText", chat_id=chat_id, message_id=message_id, text=text)
-        except BotApiError as exc:
-            if exc.error_code != 400:
-                raise
-            description = str(exc)
-            if "not modified" in description:
-                return "match"
-            return "missing" if "not found" in description else "other"
-        return "edited"
 
     def _on_error(self, reply: PendingReply, clock: ChatClock, exc: BotApiError) -> None:
         event = reply.event
@@ -360,66 +294,3 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery step failed")
                 stopping.wait(1.0)
-
-
-def _open_ledger(event: Event, pending_text: str) -> Delivery:
-    """Create the ledger row of a reply with its first send intent (one write)."""
-    inbound = Message.get_or_none(Message.envelope_id == event.message_id, Message.direction == "in")
-    reply_to = inbound.platform_message_id if inbound else None
-    return Delivery.create(envelope_id=event.message_id, tenant=int(event.tenant),
-                           channel=event.channel, chat_id=event.chat_id, reply_to=reply_to,
-                           pending_text=pending_text,
-                           pending_after=_highest_known_id(event.chat_id, reply_to))
-
-
-def _chunk_ids(ledger: Delivery) -> list[str]:
-    return [i for i in ledger.chunk_message_ids.split(",") if i]
-
-
-def _known_ids(chat_id: str, newest: int | None = None) -> set[int]:
-    """Return the platform ids of the messages of ``chat_id`` the ledger knows.
-
-    ``newest`` limits the search to that many most recent ledger rows (ids grow with time in
-    a chat, so the newest rows hold the highest ids).
-    """
-    ids: set[int] = set()
-    rows = (Delivery.select(Delivery.platform_message_id, Delivery.chunk_message_ids, Delivery.reply_to)
-            .where(Delivery.chat_id == chat_id).order_by(Delivery.id.desc()).limit(newest))
-    for row in rows:
-        for value in (row.platform_message_id, row.reply_to, *_chunk_ids(row)):
-            if value is not None and str(value).isdigit():
-                ids.add(int(value))
-    return ids
-
-
-def _logged_ids(chat_id: str) -> set[int]:
-    """Return the platform ids the conversation log holds for ``chat_id`` (both directions)."""
-    rows = Message.select(Message.platform_message_id).where(
-        Message.chat_id == chat_id, Message.platform_message_id.is_null(False))
-    return {int(row.platform_message_id) for row in rows if row.platform_message_id.isdigit()}
-
-
-def _highest_known_id(chat_id: str, reply_to: str | None) -> str | None:
-    """The highest message id of ``chat_id`` known now: any new message's id is above it."""
-    known = _known_ids(chat_id, newest=KNOWN_ID_ROWS)
-    if reply_to is not None and reply_to.isdigit():
-        known.add(int(reply_to))
-    return str(max(known)) if known else None
-
-
-def record_usage(tenant: Tenant, event: Event) -> None:
-    """Store one ``Usage`` row per LLM call reported in the event's ``usage``.
-
-    ``usage`` is ``{"model", "input_tokens", "output_tokens", "cost_cents", "latency_ms"}``,
-    optionally with ``"calls": [same shape, ...]`` (one entry per LLM call of the turn).
-    """
-    usage = event.usage or {}
-    calls = usage.get("calls") or ([usage] if usage.get("model") else [])
-    if Usage.select().where(Usage.envelope_id == event.message_id).exists():
-        return
-    for call in calls:
-        Usage.create(tenant=tenant, envelope_id=event.message_id, model=str(call.get("model", "")),
-                     input_tokens=int(call.get("input_tokens") or 0),
-                     output_tokens=int(call.get("output_tokens") or 0),
-                     cost_cents=float(call.get("cost_cents") or 0.0),
-                     latency_ms=int(call.get("latency_ms") or 0))

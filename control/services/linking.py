@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from control.db import database
+from control.db import write_transaction
 from control.errors import LinkError
 from control.models import ChatIdentity, LinkToken, Tenant, utcnow
 
@@ -43,7 +43,7 @@ def redeem(token: str, channel: str, chat_id: str, user_id: str) -> ChatIdentity
     Raises:
         LinkError: the token is unknown, expired, or was used by another chat.
     """
-    with database.atomic():
+    with write_transaction():
         link = LinkToken.get_or_none(LinkToken.token == token)
         if link is None:
             raise LinkError("That link code is not valid.")

@@ -17,7 +17,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from control.db import database
+from control.db import write_transaction
 from control.errors import NotFound, ProvisioningError
 from control.models import Machine, Tenant, utcnow
 from control.providers.base import MachineSpec, Provisioner
@@ -40,7 +40,7 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object])
         The tenant's machine row (new, or the existing one untouched unless it had failed or
         been deprovisioned, in which case it is requested again).
     """
-    with database.atomic():
+    with write_transaction():
         machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": plan})
         again = not created and machine.state in ("failed", "deprovisioned")
         if again:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from control.channels.telegram import InboundUpdate
-from control.db import database
+from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
 from control.services import linking
@@ -68,9 +68,10 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         wire.errors.BusUnavailable: the envelope could not be published; nothing was recorded
             (the webhook answers 503 so Telegram retries).
     """
-    with database.atomic():
-        _, created = WebhookEvent.get_or_create(provider="telegram", event_id=str(update.update_id),
-                                                defaults={"event_type": update.kind})
+    with write_transaction():
+        created = (WebhookEvent.insert(provider="telegram", event_id=str(update.update_id),
+                                       event_type=update.kind)
+                   .on_conflict_ignore().as_rowcount().execute())
         if not created:
             return RoutingResult("duplicate")
         if not update.is_private_message or update.chat_id is None:
@@ -103,6 +104,18 @@ def _start(update: InboundUpdate, token: str, tenant: Tenant | None,
         return RoutingResult("answered")
     reply(update.chat_id, LINKED_OK)
     return RoutingResult("answered")
+
+
+def record_control_reply(channel: str, chat_id: str, text: str, platform_message_id: str) -> Message:
+    """Log an answer the control plane sent itself (help, linking) with its platform id.
+
+    The delivery worker's crash recovery skips every message id the log knows
+    (``control.services.delivery_recovery``), so these answers are never mistaken for a lost reply.
+    """
+    return Message.create(tenant=linking.tenant_for_chat(channel, chat_id),
+                          envelope_id=f"control-{uuid.uuid4().hex}", direction="out",
+                          channel=channel, chat_id=chat_id, text=text,
+                          platform_message_id=platform_message_id)
 
 
 def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
+from peewee import PeeweeException
 
 from control.web import runtime
 from wire.errors import BusUnavailable
@@ -24,7 +25,7 @@ def readyz():
     try:
         rt.db.execute_sql("SELECT 1").fetchone()
         checks["database"] = "ok"
-    except Exception as exc:  # any driver error means not ready
+    except (PeeweeException, OSError) as exc:
         checks["database"] = f"error: {exc.__class__.__name__}"
     try:
         rt.bus.ping()

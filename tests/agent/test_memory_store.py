@@ -272,3 +272,11 @@ def test_store_needs_only_a_path_and_shares_the_bundled_model(tmp_path, embedder
         memory_id = store.add(FACTS[3], source="chat")
         assert store.search("Tell me about the user's dog", k=1)[0].id == memory_id
         assert store.embedder is default_embedder() is embedder
+
+
+
+def test_when_question_finds_the_turn_that_dates_the_event(store):
+    turns = [("Ben", "The charity race for the animal shelter was such fun."), ("Anna", "Wow, well done!"),
+             ("Ben", "Thanks! My sister and I ran the charity race last month, right after Easter.")]
+    ids = [store.add(f"{speaker}: {text}", created_at="2:00 pm on 3 March, 2024") for speaker, text in turns]
+    assert store.search("When did Ben run the charity race?", k=1)[0].id == ids[2]

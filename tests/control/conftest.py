@@ -6,12 +6,12 @@ import uuid
 
 import psycopg2
 import pytest
+from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
 
 from control import create_app
 from control.db import database
 from control.settings import Settings
 
-from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

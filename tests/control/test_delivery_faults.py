@@ -21,6 +21,7 @@ from control.channels.telegram import BotApiClient
 from control.db import database
 from control.models import AttentionItem, Delivery, Machine, Message, Tenant, utcnow
 from control.services.delivery import DeliveryWorker
+from control.services.routing import record_control_reply
 from standins.telegram_bot_api import TelegramBotApiStandin
 from wire.protocol import Event, events_stream
 from wire.sqlite_bus import SqliteBus
@@ -233,8 +234,7 @@ def test_search_skips_bot_messages_the_conversation_log_knows(telegram, bus, ten
     asked = _user_asks(telegram, bus, tenant, "e5", "/help then a question")
     notice = BotApiClient(telegram.token, telegram.base_url).send_message(CHAT, "Here is some help.")
     with database.connection_context():
-        Message.create(tenant=tenant, envelope_id="control-help", direction="out", channel="telegram",
-                       chat_id=CHAT, text="Here is some help.", platform_message_id=notice)
+        record_control_reply("telegram", CHAT, "Here is some help.", notice)
     _crashed_send(telegram, tenant, "e5", "The answer.", after=asked)
     _publish(bus, tenant, "e5", 1, "final", "The answer.")
     _deliver(bus, telegram, tenant, "e5")
