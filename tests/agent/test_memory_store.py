@@ -274,7 +274,6 @@ def test_store_needs_only_a_path_and_shares_the_bundled_model(tmp_path, embedder
         assert store.embedder is default_embedder() is embedder
 
 
-
 def test_when_question_finds_the_turn_that_dates_the_event(store):
     turns = [("Ben", "The charity race for the animal shelter was such fun."), ("Anna", "Wow, well done!"),
              ("Ben", "Thanks! My sister and I ran the charity race last month, right after Easter.")]

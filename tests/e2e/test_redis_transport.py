@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 import redis
+from support.serve import ServeProcess, free_port, wait_until
 
 from control.db import init_database
 from control.models import Machine, Tenant, utcnow
@@ -33,27 +31,8 @@ from standins.telegram_updates import text_update
 from wire.errors import BusAuthError
 from wire.protocol import events_stream, messages_stream
 
-STRIPE_SECRET = "whsec_redis_e2e"
-TELEGRAM_SECRET = "redis-e2e-telegram-secret"
 ADMIN_PASSWORD = "redis-e2e-admin"
 SLOW_PROMPT = "think slowly over redis"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateRedis:
@@ -93,54 +72,6 @@ class PrivateRedis:
             self.process.wait(10)
 
 
-class Serve:
-    """A running `hermes serve` subprocess on the Redis bus."""
-
-    def __init__(self, tmp: Path, redis_url: str, telegram, anthropic):
-        self.port = free_port()
-        self.data_dir = tmp / "data"
-        self.env = {
-            **os.environ, "PYTHONPATH": str(ROOT),
-            "HERMES_DATA_DIR": str(self.data_dir), "HERMES_PORT": str(self.port),
-            "HERMES_BUS": "redis", "REDIS_URL": redis_url,
-            "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
-            "TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_API_BASE": telegram.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": anthropic.base_url,
-            "HERMES_LLM": "anthropic", "HERMES_VISIBILITY_TIMEOUT": "3", "HERMES_EDIT_INTERVAL": "0.2",
-        }
-        self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 (closed by stop())
-        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=self.env,
-                                        cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        wait_until(self._healthy, 60, "hermes serve /healthz")
-
-    def _healthy(self) -> bool:
-        assert self.process.poll() is None, "hermes serve exited"
-        try:
-            return self.http.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, check=False)
-
-    def stripe(self, event: dict) -> httpx.Response:
-        body = json.dumps(event).encode()
-        return self.http.post("/webhooks/stripe", content=body,
-                              headers={"Stripe-Signature": se.sign(body, STRIPE_SECRET)})
-
-    def telegram(self, update: dict) -> httpx.Response:
-        return self.http.post("/webhooks/telegram", json=update,
-                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-        self.log.close()
-
-
 class SlowOnce:
     """Echoes, except that the first request for SLOW_PROMPT hangs (the agent is mid-turn)."""
 
@@ -160,7 +91,8 @@ def stack(tmp_path_factory):
     server = PrivateRedis(tmp_path_factory.mktemp("redis")).start()
     responder = SlowOnce()
     with TelegramBotApiStandin() as telegram, AnthropicStandin(responder=responder) as anthropic:
-        serve = Serve(tmp_path_factory.mktemp("serve"), server.admin_url, telegram, anthropic)
+        serve = ServeProcess(tmp_path_factory.mktemp("serve"), telegram, anthropic,
+                             {"HERMES_BUS": "redis", "REDIS_URL": server.admin_url, "HERMES_LLM": "anthropic"})
         try:
             yield serve, server, telegram, responder
         finally:
@@ -189,7 +121,7 @@ def replies(telegram, chat_id: int, prefix: str) -> list[str]:
     return [m.text for m in telegram.chat_messages(chat_id) if m.text.startswith(prefix)]
 
 
-def agent_env(serve: Serve, tenant_id: int) -> dict:
+def agent_env(serve: ServeProcess, tenant_id: int) -> dict:
     return json.loads((serve.data_dir / "agents" / str(tenant_id) / "machine.json").read_text())["env"]
 
 

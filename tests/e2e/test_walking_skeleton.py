@@ -7,36 +7,19 @@ Stripe's scheme from Stripe's published objects.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from support.serve import ServeProcess, wait_until
 
 from standins import stripe_events as se
 from standins.anthropic_api import AnthropicStandin, echo_responder, last_user_text, text_reply
 from standins.telegram_bot_api import TelegramBotApiStandin
 from standins.telegram_updates import text_update
 
-STRIPE_SECRET = "whsec_e2e"
-TELEGRAM_SECRET = "e2e-telegram-secret"
 SLOW_PROMPT = "please think slowly about this"
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class SlowOnceResponder:
@@ -54,65 +37,11 @@ class SlowOnceResponder:
         return echo_responder(request)
 
 
-class Serve:
-    """A running `hermes serve` subprocess and helpers to drive it."""
-
-    def __init__(self, tmp: Path, telegram: TelegramBotApiStandin, anthropic: AnthropicStandin):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.data_dir = tmp / "data"
-        self.env = {
-            **os.environ,
-            "HERMES_DATA_DIR": str(self.data_dir), "HERMES_PORT": str(self.port),
-            "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
-            "TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_API_BASE": telegram.base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": anthropic.base_url,
-            "HERMES_VISIBILITY_TIMEOUT": "3", "HERMES_EDIT_INTERVAL": "0.2",
-        }
-        self.log = open(tmp / "serve.log", "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=self.env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
-        wait_until(self._healthy, 60, "hermes serve /healthz")
-
-    def _healthy(self):
-        assert self.process.poll() is None, "hermes serve exited"
-        try:
-            return self.http.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stripe(self, event: dict) -> httpx.Response:
-        body = json.dumps(event).encode()
-        return self.http.post("/webhooks/stripe", content=body,
-                              headers={"Stripe-Signature": se.sign(body, STRIPE_SECRET)})
-
-    def telegram(self, update: dict) -> httpx.Response:
-        return self.http.post("/webhooks/telegram", json=update,
-                              headers={"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET})
-
-    def link_token(self, email: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cli.main", "tenants", "link-token", email],
-                              env=self.env, capture_output=True, text=True)
-
-    def agent_pid(self, tenant_dir: Path) -> int | None:
-        ready = tenant_dir / "agent.ready"
-        return json.loads(ready.read_text())["pid"] if ready.exists() else None
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-        self.log.close()
-        return self.process.returncode
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     responder = SlowOnceResponder()
     with TelegramBotApiStandin() as telegram, AnthropicStandin(responder=responder) as anthropic:
-        serve = Serve(tmp_path_factory.mktemp("e2e"), telegram, anthropic)
+        serve = ServeProcess(tmp_path_factory.mktemp("e2e"), telegram, anthropic)
         yield serve, telegram, anthropic, responder
         serve.stop()
 
@@ -124,10 +53,10 @@ def signup_and_link(serve, telegram, email, customer, chat_id, order, update_bas
                                      event_id=f"evt_c_{customer}")
     first, second = (sub, checkout) if order == "subscription_first" else (checkout, sub)
     assert serve.stripe(first).status_code == 200
-    assert serve.link_token(email).returncode != 0  # not ready: only half the signup arrived
+    assert serve.cli("tenants", "link-token", email).returncode != 0  # not ready: only half the signup arrived
     assert serve.stripe(second).status_code == 200
     assert serve.stripe(second).json()["outcome"] == "duplicate"
-    printed = wait_until(lambda: (r := serve.link_token(email)).returncode == 0 and r.stdout,
+    printed = wait_until(lambda: (r := serve.cli("tenants", "link-token", email)).returncode == 0 and r.stdout,
                          180, f"{email}'s machine to become ready")
     token = printed.split("token:")[1].split()[0]
     assert f"https://t.me/HermesMaxBot?start={token}" in printed
@@ -158,11 +87,10 @@ def test_paid_signup_gets_an_agent_that_answers_on_telegram(stack, order):
 
 
 def test_agent_killed_mid_turn_is_restarted_and_answers_exactly_once(stack):
-    serve, telegram, anthropic, responder = stack
+    serve, telegram, _, responder = stack
     chat_id = 620001
     signup_and_link(serve, telegram, "crash@example.com", "cus_crash", chat_id, "subscription_first", 5000)
-    tenant_dir = next(p.parent for p in (serve.data_dir / "agents").glob("*/machine.json")
-                      if "cus_crash" not in p.read_text() and _is_tenant(p, serve, "crash@example.com"))
+    tenant_dir = serve.agent_dir("crash@example.com")
     pid = serve.agent_pid(tenant_dir)
     serve.telegram(text_update(5001, chat_id, SLOW_PROMPT))
     wait_until(lambda: responder.slow_requests == 1, 60, "the agent to be mid-turn")
@@ -172,12 +100,6 @@ def test_agent_killed_mid_turn_is_restarted_and_answers_exactly_once(stack):
                60, "the answer after the restart")
     answers = [m for m in telegram.chat_messages(chat_id) if "considered answer" in m.text or m.text == "too late"]
     assert [m.text for m in answers] == ["Here is my considered answer."]
-
-
-def _is_tenant(machine_file: Path, serve: Serve, email: str) -> bool:
-    shown = subprocess.run([sys.executable, "-m", "cli.main", "tenants", "show", email],
-                           env=serve.env, capture_output=True, text=True)
-    return shown.returncode == 0 and json.loads(shown.stdout)["id"] == int(machine_file.parent.name)
 
 
 def test_sigterm_stops_everything_and_leaves_no_agent_behind(stack):
