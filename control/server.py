@@ -49,7 +49,7 @@ class Server:
             adopted = adopt()
             if adopted:
                 log.info("restarted agents for tenants %s", ", ".join(adopted))
-        self._consumer = rt.huey.create_consumer(workers=huey_workers, worker_type="thread", periodic=False,
+        self._consumer = rt.huey.create_consumer(workers=huey_workers, worker_type="thread", periodic=True,
                                                  max_delay=0.5, check_worker_health=False)
         self._consumer.start()
         rt.workers["huey"] = self._consumer.scheduler

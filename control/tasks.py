@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from huey import MemoryHuey, SqliteHuey
+from huey import MemoryHuey, SqliteHuey, crontab
 
 from control.channels.telegram import BotApiError
 from control.services import provisioning, routing
@@ -41,6 +41,9 @@ class ControlTasks:
             self._deprovision_machine)
         self.resize_machine = huey.task(retries=3, retry_delay=30, name="resize_machine")(
             self._resize_machine)
+        # Stripe downgrades take effect at the period end; check four times an hour.
+        self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
+            self._apply_due_downgrades)
         self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
 
     def _provision_machine(self, tenant_id: int) -> str:
@@ -60,6 +63,11 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return provisioning.run_resize(tenant_id, plan, rt.provisioner).plan
+
+    def _apply_due_downgrades(self) -> list[int]:
+        rt = self.runtime
+        with rt.db.connection_context():
+            return provisioning.apply_due_downgrades(rt.provisioner)
 
     def _send_text(self, chat_id: str, text: str) -> None:
         rt = self.runtime

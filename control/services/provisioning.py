@@ -17,9 +17,11 @@ import logging
 import secrets
 from collections.abc import Callable
 
+from peewee import fn
+
 from control.db import write_transaction
 from control.errors import NotFound, ProvisioningError
-from control.models import Machine, Tenant, utcnow
+from control.models import Machine, Subscription, Tenant, utcnow
 from control.providers.base import MachineSpec, Provisioner
 from control.services import bus_acl, linking
 from control.services.attention import raise_attention
@@ -28,13 +30,16 @@ from wire.errors import WireError
 log = logging.getLogger(__name__)
 
 
-def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object]) -> Machine:
+def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
+                    enqueue_resize: Callable[[int, str], object] | None = None) -> Machine:
     """Record that ``tenant`` needs a machine on ``plan`` and enqueue provisioning once.
 
     Args:
         tenant: the paying tenant.
         plan: ``light`` or ``heavy``.
         enqueue: called with the tenant id to schedule ``run_provisioning`` (a Huey task).
+        enqueue_resize: called with ``(tenant id, plan)`` when the tenant already has a machine
+            on another plan (a Stripe plan change), to schedule ``run_resize``.
 
     Returns:
         The tenant's machine row (new, or the existing one untouched unless it had failed or
@@ -49,6 +54,8 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object])
             machine.save()
     if created or again:
         enqueue(tenant.id)
+    elif machine.state == "ready" and machine.plan != plan and enqueue_resize is not None:
+        enqueue_resize(tenant.id, plan)
     return machine
 
 
@@ -154,7 +161,11 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
 
 
 def run_resize(tenant_id: int, plan: str, provisioner: Provisioner) -> Machine:
-    """Resize the tenant's machine to ``plan`` and record it.
+    """Resize the tenant's machine to ``plan`` and record what the provider did.
+
+    The provider decides when (``HetznerProvisioner``: upgrades now, downgrades at the billing
+    period end, applied later by ``apply_due_downgrades``); ``Machine.plan`` is the size the
+    machine has now and ``detail`` says when a change is pending.
 
     Raises:
         NotFound: the tenant has no machine.
@@ -163,10 +174,38 @@ def run_resize(tenant_id: int, plan: str, provisioner: Provisioner) -> Machine:
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
     if machine is None:
         raise NotFound(f"tenant {tenant_id} has no machine")
-    provisioner.resize(str(tenant_id), plan)
-    machine.plan, machine.updated_at = plan, utcnow()
+    status = provisioner.resize(str(tenant_id), plan)
+    machine.plan = status.plan or plan
+    machine.detail, machine.updated_at = status.detail, utcnow()
     machine.save()
     return machine
+
+
+def apply_due_downgrades(provisioner: Provisioner) -> list[int]:
+    """Apply scheduled downgrades whose tenant's billing period has ended.
+
+    Only providers that defer downgrades (``scheduled_resizes``/``apply_scheduled_resize``)
+    have any.  The period end is the latest ``current_period_end`` Stripe sent for the
+    tenant's subscriptions.
+
+    Returns:
+        Ids of the tenants resized.
+    """
+    scheduled = getattr(provisioner, "scheduled_resizes", None)
+    if scheduled is None:
+        return []
+    done = []
+    for record in scheduled():
+        period_end = (Subscription.select(fn.MAX(Subscription.current_period_end))
+                      .where(Subscription.tenant == int(record.tenant)).scalar())
+        if period_end is None or period_end > utcnow():
+            continue
+        status = provisioner.apply_scheduled_resize(record.tenant)
+        if status is not None:
+            Machine.update(plan=status.plan or record.to_plan, detail=status.detail,
+                           updated_at=utcnow()).where(Machine.tenant == int(record.tenant)).execute()
+            done.append(int(record.tenant))
+    return done
 
 
 def is_redis_url(url: str) -> bool:

@@ -51,7 +51,8 @@ def stripe_webhook():
         raise BadRequest("a Stripe event must be a JSON object")
     outcome = billing.handle_event(
         event, rt.settings.stripe_price_plans,
-        partial(provisioning.request_machine, enqueue=rt.tasks.provision_machine),
+        partial(provisioning.request_machine, enqueue=rt.tasks.provision_machine,
+                enqueue_resize=rt.tasks.resize_machine),
         partial(provisioning.release_machine, enqueue=rt.tasks.deprovision_machine))
     return jsonify(received=True, outcome=outcome)
 

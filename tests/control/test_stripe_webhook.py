@@ -148,3 +148,17 @@ def test_unhandled_event_types_are_acknowledged_once(client):
     assert post_stripe(client, event).json["outcome"] == "duplicate"
     with database.connection_context():
         assert WebhookEvent.select().count() == 1
+
+
+def test_plan_change_on_a_ready_machine_queues_a_resize(client, runtime):
+    for event in _signup():
+        post_stripe(client, event)
+    with database.connection_context():
+        Machine.update(state="ready").execute()
+    upgraded = se.subscription_created(customer="cus_A", subscription="sub_A", plan="heavy",
+                                       event_id="evt_upgrade", event_type="customer.subscription.updated")
+    assert post_stripe(client, upgraded).status_code == 200
+    resizes = [task.args for task in runtime.huey.pending() if task.name == "resize_machine"]
+    with database.connection_context():
+        assert resizes == [(Tenant.get().id, "heavy")]
+        assert Tenant.get().plan == "heavy"
