@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# LoCoMo (CC BY-NC 4.0) is never copied into this repository: point LOCOMO at a local copy.
+LOCOMO ?= ../shared/realdata/locomo/dev.json
 
 .PHONY: demo test bench lint clean
 
@@ -34,7 +36,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/bus_throughput.py
 	$(BIN)/python bench/routing.py
-	$(BIN)/python bench/memory_locomo.py --data ../shared/realdata/locomo/dev.json
+	$(BIN)/python bench/memory_locomo.py --data $(LOCOMO)
 	$(BIN)/python bench/memory_scale.py
 	$(BIN)/python bench/context_assembly.py
 
