@@ -13,5 +13,9 @@ class BusUnavailable(WireError):
     """The bus backend (SQLite file or Redis server) could not be reached."""
 
 
+class BusBackpressure(BusUnavailable):
+    """A consumer group is too far behind; ``append`` refused the entry (retry later)."""
+
+
 class BusAuthError(WireError):
     """The bus rejected our credentials (e.g. a wrong Redis ACL password)."""

@@ -49,7 +49,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from wire.bus import Bus, Delivery
-from wire.errors import BusAuthError, BusUnavailable, WireError
+from wire.errors import BusAuthError, BusBackpressure, BusUnavailable, WireError
 
 log = structlog.get_logger(__name__)
 
@@ -85,10 +85,6 @@ if idem_key then redis.call('SET', idem_key, id, 'EX', ttl) end
 return {'appended', id}
 """
 _APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
-
-
-class BusBackpressure(BusUnavailable):
-    """A consumer group is too far behind; ``append`` refused the entry (retry later)."""
 
 
 def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT,

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from wire.errors import BusUnavailable
-from wire.redis_bus import BusBackpressure, RedisBus
+from wire.errors import BusBackpressure, BusUnavailable
+from wire.redis_bus import RedisBus
 
 STREAM = "hermes:messages:t1"
 
