@@ -55,8 +55,17 @@ def cli():
     """Hermes Max: a personal AI agent on a VM of its own for every paying user."""
 
 
+def configure_logging() -> None:
+    """Send structlog's records to stderr, like the stdlib loggers, so command output on
+    stdout (a bus URL, a link token) stays clean for scripts."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+
+
 def main() -> None:
     """Console-script entry point."""
+    configure_logging()
     sys.exit(cli(standalone_mode=True))
 
 
