@@ -188,7 +188,8 @@ def _delivered_reply(data_dir: Path) -> str | None:
 
     db = sqlite3.connect(data_dir / "control.db")
     try:
-        row = db.execute("SELECT text FROM message WHERE direction = 'out' ORDER BY id DESC LIMIT 1").fetchone()
+        row = db.execute("SELECT text FROM message WHERE direction = 'out' "
+                         "AND envelope_id NOT LIKE 'control-%' ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.OperationalError:
         row = None
     finally:

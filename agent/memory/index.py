@@ -17,6 +17,7 @@ import sqlite_vec
 
 from agent.memory.embedders import Embedder
 from agent.memory.errors import EmbedderMismatch
+from agent.memory.priors import shape
 from agent.memory.ranking import RetrievalConfig
 
 SCHEMA = """
@@ -32,7 +33,10 @@ CREATE TABLE IF NOT EXISTS memories(
     prev_id INTEGER,
     episode_id INTEGER,
     needs_vector INTEGER NOT NULL DEFAULT 1,
-    needs_window INTEGER NOT NULL DEFAULT 1
+    needs_window INTEGER NOT NULL DEFAULT 1,
+    body_chars INTEGER,
+    is_question INTEGER,
+    mentions_time INTEGER
 );
 CREATE INDEX IF NOT EXISTS memories_prev ON memories(prev_id);
 CREATE INDEX IF NOT EXISTS memories_unindexed ON memories(id) WHERE needs_vector = 1 OR needs_window = 1;
@@ -40,6 +44,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize='porter 
 """
 
 VECTOR_TABLES = ("memory_vectors", "memory_window_vectors")
+SHAPE_COLUMNS = ("body_chars", "is_question", "mentions_time")
 
 
 def connect(path: str) -> apsw.Connection:
@@ -56,7 +61,20 @@ def connect(path: str) -> apsw.Connection:
         connection.execute("PRAGMA synchronous=NORMAL")
     with connection:
         connection.execute(SCHEMA)
+        _add_shape_columns(connection)
     return connection
+
+
+def _add_shape_columns(connection: apsw.Connection) -> None:
+    # Databases written before the shape priors existed lack these columns: add and fill them.
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(memories)")}
+    if "mentions_time" in columns:
+        return
+    for column in SHAPE_COLUMNS:
+        connection.execute(f"ALTER TABLE memories ADD COLUMN {column} INTEGER")
+    rows = connection.execute("SELECT id, text FROM memories").fetchall()
+    connection.executemany("UPDATE memories SET body_chars = ?, is_question = ?, mentions_time = ? WHERE id = ?",
+                           [(*shape(text), memory_id) for memory_id, text in rows])
 
 
 def ensure_vector_tables(connection: apsw.Connection, embedder: Embedder) -> None:
@@ -95,8 +113,9 @@ def insert(connection: apsw.Connection, text: str, source: str | None, speaker: 
     if latest is not None and abs(created_at - latest[1]) <= config.episode_gap_seconds:
         prev_id, episode_id = latest[0], latest[2]
     connection.execute(
-        "INSERT INTO memories(text, source, speaker, created_at, last_accessed_at, prev_id, episode_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", (text, source, speaker, created_at, now, prev_id, episode_id))
+        "INSERT INTO memories(text, source, speaker, created_at, last_accessed_at, prev_id, episode_id, "
+        "body_chars, is_question, mentions_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (text, source, speaker, created_at, now, prev_id, episode_id, *shape(text)))
     memory_id = connection.last_insert_rowid()
     if episode_id is None:
         connection.execute("UPDATE memories SET episode_id = id WHERE id = ?", (memory_id,))
@@ -106,8 +125,9 @@ def insert(connection: apsw.Connection, text: str, source: str | None, speaker: 
 
 def replace_text(connection: apsw.Connection, memory_id: int, text: str, speaker: str | None) -> None:
     """Change a memory's text; its vectors and its successor's window are recomputed on flush."""
-    connection.execute("UPDATE memories SET text = ?, speaker = ?, needs_vector = 1, needs_window = 1 WHERE id = ?",
-                       (text, speaker, memory_id))
+    connection.execute("UPDATE memories SET text = ?, speaker = ?, needs_vector = 1, needs_window = 1, "
+                       "body_chars = ?, is_question = ?, mentions_time = ? WHERE id = ?",
+                       (text, speaker, *shape(text), memory_id))
     connection.execute("UPDATE memories SET needs_window = 1 WHERE prev_id = ?", (memory_id,))
     connection.execute("UPDATE memory_fts SET text = ? WHERE rowid = ?", (text, memory_id))
 

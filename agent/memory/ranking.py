@@ -25,7 +25,7 @@ class RetrievalConfig:
     conversations); leave-one-conversation-out selection gives recall@5 0.680 against 0.693
     in-sample, so they are not fitted to individual conversations. The four prior weights
     (length, question, answer, time) were then fitted the same way: recall@5 0.725 in-sample,
-    LEAVE_ONE_OUT held out (``bench/memory_locomo.py --grid``).
+    0.725 held out (every fold picks these values; ``bench/memory_locomo.py --grid``).
 
     candidates: hits taken from each retriever (vector KNN on own text, on the window, BM25).
     weight_vector: weight of the (scaled) vector score; 0 gives keyword-only retrieval.

@@ -70,7 +70,8 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     if not candidates:
         return {}
     meta = {row[0]: row[1:] for row in db.execute(
-        "SELECT m.id, m.prev_id, m.episode_id, m.speaker, m.last_accessed_at, m.text, p.text "
+        "SELECT m.id, m.prev_id, m.episode_id, m.speaker, m.last_accessed_at, m.body_chars, m.is_question, "
+        "p.is_question, m.mentions_time "
         f"FROM memories m LEFT JOIN memories p ON p.id = m.prev_id WHERE m.id IN ({_in(candidates)})")}
     successor = {row[1]: row[0] for row in db.execute(
         f"SELECT id, prev_id FROM memories WHERE prev_id IN ({_in(meta)})")}
@@ -94,7 +95,7 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     return {
         i: max(0.0, fused[i] + config.episode_weight * best_in_episode[meta[i][1]]
                + (config.speaker_weight if meta[i][2] in named else 0.0)
-               + prior(meta[i][4], meta[i][5], when_query, config))
+               + prior(meta[i][4], meta[i][5], meta[i][6], meta[i][7], when_query, config))
         * recency_weight(meta[i][3], now, config)
         for i in meta
     }

@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import apsw
 import numpy as np
 import pytest
 
@@ -279,3 +280,17 @@ def test_when_question_finds_the_turn_that_dates_the_event(store):
              ("Ben", "Thanks! My sister and I ran the charity race last month, right after Easter.")]
     ids = [store.add(f"{speaker}: {text}", created_at="2:00 pm on 3 March, 2024") for speaker, text in turns]
     assert store.search("When did Ben run the charity race?", k=1)[0].id == ids[2]
+
+
+def test_database_from_before_the_shape_columns_is_upgraded_on_open(tmp_path, embedder):
+    path = tmp_path / "memory.db"
+    turns = [("Ben", "The charity race for the animal shelter was such fun."), ("Anna", "Wow, well done!"),
+             ("Ben", "Thanks! My sister and I ran the charity race last month, right after Easter.")]
+    with MemoryStore(path, embedder=embedder) as store:
+        ids = [store.add(f"{speaker}: {text}", created_at="2:00 pm on 3 March, 2024") for speaker, text in turns]
+    connection = apsw.Connection(str(path))
+    for column in ("body_chars", "is_question", "mentions_time"):
+        connection.execute(f"ALTER TABLE memories DROP COLUMN {column}")
+    connection.close()
+    with MemoryStore(path, embedder=embedder) as store:
+        assert store.search("When did Ben run the charity race?", k=1)[0].id == ids[2]
