@@ -7,6 +7,8 @@ contextual retrieval embeds a chunk with what leads up to it). Memories added wi
 ``episode_id`` names it); retrieval uses these links. Vectors are computed lazily:
 ``add`` only marks rows, ``flush`` embeds everything pending in batches, so a burst of adds
 costs one batched model call and the result equals embedding on every add.
+Each row also keeps its shape (characters, is it a question, does it name a time:
+agent/memory/priors.py), computed once on write for the retrieval priors.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ def test_demo_prints_a_transcript_ending_in_the_agents_reply():
     done = subprocess.run([sys.executable, "-m", "cli.main", "demo"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    lines = [line.split(None, 2)[1:] for line in done.stdout.splitlines() if line.startswith("[")]
+    lines = [m.groups() for line in done.stdout.splitlines()
+             if (m := re.match(r"^\[\s*[\d.]+s\]\s+(\S+)\s+(.*)$", line))]
     speakers = [who for who, _ in lines]
     assert speakers.index("stripe") < speakers.index("bot") < speakers.index("agent")
     reply = dict(lines)["agent"]
