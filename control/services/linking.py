@@ -71,6 +71,5 @@ def redeem(token: str, channel: str, chat_id: str, user_id: str) -> ChatIdentity
 
 def tenant_for_chat(channel: str, chat_id: str) -> Tenant | None:
     """Return the tenant linked to ``(channel, chat_id)``, or None."""
-    identity = ChatIdentity.get_or_none((ChatIdentity.channel == channel)
-                                        & (ChatIdentity.chat_id == chat_id))
-    return identity.tenant if identity else None
+    return (Tenant.select().join(ChatIdentity)
+            .where((ChatIdentity.channel == channel) & (ChatIdentity.chat_id == chat_id)).first())

@@ -129,9 +129,8 @@ def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
         attachments=list(update.attachments),
         platform_message_id=update.message_id,
     )
-    Message.get_or_create(envelope_id=envelope.id, direction="in",
-                          defaults={"tenant": tenant, "channel": "telegram",
-                                    "chat_id": update.chat_id, "text": update.text,
-                                    "platform_message_id": update.message_id})
+    Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel="telegram",
+                   chat_id=update.chat_id, text=update.text,
+                   platform_message_id=update.message_id).on_conflict_ignore().execute()
     bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
     return envelope
