@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from wire.bus import Bus, Delivery
@@ -78,35 +79,33 @@ class SqliteBus(Bus):
             self._local.conn = conn
         return conn
 
-    def append(self, stream: str, payload: str, idempotency_key: str | None = None) -> str:
-        """See ``Bus.append``; the entry is durable when this returns."""
+    @contextmanager
+    def _immediate(self, what: str):
+        """Run the block in a ``BEGIN IMMEDIATE`` transaction (the write lock taken up front, so
+        two consumers never claim the same entry); map SQLite errors to ``BusUnavailable``."""
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                entry_id = self._append_once(conn, stream, payload, idempotency_key)
+                yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise BusUnavailable(f"append to {stream} failed: {exc}") from exc
+            raise BusUnavailable(f"{what} failed: {exc}") from exc
+
+    def append(self, stream: str, payload: str, idempotency_key: str | None = None) -> str:
+        """See ``Bus.append``; the entry is durable when this returns."""
+        with self._immediate(f"append to {stream}") as conn:
+            entry_id = self._append_once(conn, stream, payload, idempotency_key)
         return str(entry_id)
 
     def append_many(self, stream, payloads, idempotency_keys=None):
         """See ``Bus.append_many``; the whole batch is one transaction (all or nothing)."""
         keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = [self._append_once(conn, stream, p, k) for p, k in zip(payloads, keys)]
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BusUnavailable(f"append to {stream} failed: {exc}") from exc
+        with self._immediate(f"append to {stream}") as conn:
+            ids = [self._append_once(conn, stream, p, k) for p, k in zip(payloads, keys)]
         return [str(entry_id) for entry_id in ids]
 
     @staticmethod
@@ -139,25 +138,16 @@ class SqliteBus(Bus):
             time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
 
     def _claim(self, streams: list[str], group: str, consumer: str, count: int) -> list[Delivery]:
-        conn = self._conn()
         now = time.time()
         out: list[Delivery] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stream in streams:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO bus_groups (stream, grp, last_id) VALUES (?, ?, 0)",
-                        (stream, group),
-                    )
-                    out += self._claim_expired(conn, stream, group, consumer, count - len(out), now)
-                    out += self._claim_new(conn, stream, group, consumer, count - len(out), now)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise BusUnavailable(f"read from {streams} failed: {exc}") from exc
+        with self._immediate(f"read from {streams}") as conn:
+            for stream in streams:
+                conn.execute(
+                    "INSERT OR IGNORE INTO bus_groups (stream, grp, last_id) VALUES (?, ?, 0)",
+                    (stream, group),
+                )
+                out += self._claim_expired(conn, stream, group, consumer, count - len(out), now)
+                out += self._claim_new(conn, stream, group, consumer, count - len(out), now)
         return out
 
     def _claim_expired(self, conn, stream, group, consumer, limit, now) -> list[Delivery]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from peewee import fn
 
@@ -231,13 +232,8 @@ def tenant_bus_url(bus_url: str, tenant: str) -> str:
     """
     if not is_redis_url(bus_url):
         return bus_url
-    from wire.redis_bus import connect
-
-    admin = connect(bus_url)
-    try:
+    with _redis_admin(bus_url) as admin:
         return bus_acl.grant(admin, tenant)
-    finally:
-        admin.close()
 
 
 def revoke_bus_access(bus_url: str, tenant: str) -> bool:
@@ -251,11 +247,18 @@ def revoke_bus_access(bus_url: str, tenant: str) -> bool:
     """
     if not is_redis_url(bus_url):
         return False
+    with _redis_admin(bus_url) as admin:
+        return bus_acl.revoke(admin, tenant)
+
+
+@contextmanager
+def _redis_admin(bus_url: str):
+    """An admin Redis connection for ACL changes, closed afterwards."""
     from wire.redis_bus import connect
 
     admin = connect(bus_url)
     try:
-        return bus_acl.revoke(admin, tenant)
+        yield admin
     finally:
         admin.close()
 

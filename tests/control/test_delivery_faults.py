@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.serve import wait_until
 
 from control.channels.telegram import BotApiClient
 from control.db import database
@@ -121,16 +122,6 @@ def _ledger(envelope_id: str) -> Delivery | None:
         return Delivery.get_or_none(Delivery.envelope_id == envelope_id)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _kill_after_accepted(telegram, process) -> None:
     """SIGKILL ``process`` once Telegram applied its sendMessage but before it saw the answer."""
     accepted, release = telegram.hold_next("sendMessage")
@@ -154,7 +145,7 @@ def test_worker_killed_after_telegram_accepted_the_reply_leaves_one_message(
     ledger = _ledger("e1")
     assert ledger.platform_message_id is None and ledger.pending_text  # the crash window
     workers("control-2")
-    _wait(lambda: (row := _ledger("e1")) and row.state == "delivered", 30, "the reply delivered")
+    wait_until(lambda: (row := _ledger("e1")) and row.state == "delivered", 30, "the reply delivered")
     assert _bot_texts(telegram) == ["Paris is the capital of France."]
     [message] = telegram.chat_messages(CHAT)
     ledger = _ledger("e1")
@@ -168,14 +159,14 @@ def test_worker_killed_while_streaming_finishes_the_same_message_with_the_final_
     _user_asks(telegram, bus, tenant, "e0", "hi")
     _publish(bus, tenant, "e0", 1, "final", "Hello!")
     first = workers("control-1")
-    _wait(lambda: (row := _ledger("e0")) and row.state == "delivered", 30, "the first reply")
+    wait_until(lambda: (row := _ledger("e0")) and row.state == "delivered", 30, "the first reply")
     _user_asks(telegram, bus, tenant, "e2", "tell me a story")
     _publish(bus, tenant, "e2", 1, "delta", "Once upon")
     _kill_after_accepted(telegram, first)
     _publish(bus, tenant, "e2", 2, "delta", "Once upon a time")
     _publish(bus, tenant, "e2", 3, "final", "Once upon a time, the end.")
     workers("control-2")
-    _wait(lambda: (row := _ledger("e2")) and row.state == "delivered", 30, "the story delivered")
+    wait_until(lambda: (row := _ledger("e2")) and row.state == "delivered", 30, "the story delivered")
     assert _bot_texts(telegram) == ["Hello!", "Once upon a time, the end."]
     assert len(telegram.calls_for("sendMessage")) == 2
 
