@@ -41,30 +41,31 @@ def bus():
     """Manage tenants' access to the Redis bus (one ACL user per tenant)."""
 
 
+advertised_host_option = click.option(
+    "--advertised-host", default=None,
+    help="Host the agent dials, if not the admin URL's host (e.g. a private IP).")
+
+
 @bus.command()
 @click.argument("tenant")
 @admin_url_option
-@click.option("--advertised-host", default=None,
-              help="Host the agent dials, if not the admin URL's host (e.g. a private IP).")
+@advertised_host_option
 def grant(tenant: str, redis_url: str, advertised_host: str | None):
     """Create or rotate TENANT's ACL user and print its connection URL (contains the password)."""
     from control.services import bus_acl
 
-    url = _run(lambda: bus_acl.grant(_admin(redis_url), tenant, advertised_host=advertised_host))
-    click.echo(url)
+    click.echo(_run(lambda: bus_acl.grant(_admin(redis_url), tenant, advertised_host=advertised_host)))
 
 
 @bus.command()
 @click.argument("tenant")
 @admin_url_option
-@click.option("--advertised-host", default=None,
-              help="Host the agent dials, if not the admin URL's host (e.g. a private IP).")
+@advertised_host_option
 def rotate(tenant: str, redis_url: str, advertised_host: str | None):
     """Give TENANT a new password (the old one stops working at once) and print the new URL."""
     from control.services import bus_acl
 
-    url = _run(lambda: bus_acl.rotate(_admin(redis_url), tenant, advertised_host=advertised_host))
-    click.echo(url)
+    click.echo(_run(lambda: bus_acl.rotate(_admin(redis_url), tenant, advertised_host=advertised_host)))
 
 
 @bus.command()

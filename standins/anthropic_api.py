@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from standins.scripted_server import ScriptedServer
+
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -106,78 +108,23 @@ def _estimate_tokens(value: Any) -> int:
     return max(1, len(json.dumps(value)) // 4)
 
 
-class AnthropicStandin:
-    """Threaded HTTP server answering ``POST /v1/messages``.
+class AnthropicStandin(ScriptedServer):
+    """Threaded HTTP server answering ``POST /v1/messages`` (see ``ScriptedServer``).
 
     Args:
         responder: ``request_json -> Reply`` used when the script is empty.
         host: bind address (loopback).
-
-    Attributes:
-        requests: every request received, ``{"path", "headers", "json"}``, in order.
-        base_url: ``http://host:port`` once started (pass it as the SDK's ``base_url``).
     """
 
+    thread_name = "anthropic-standin"
+    make_reply = staticmethod(text_reply)
+
     def __init__(self, responder: Callable[[dict], Reply] = echo_responder, host: str = "127.0.0.1"):
-        self.responder = responder
-        self.host = host
-        self.requests: list[dict] = []
-        self.base_url = ""
-        self._script: list[Reply] = []
-        self._lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(responder, host)
         self._ids = itertools.count(1)
-
-    def start(self) -> str:
-        """Start serving in a daemon thread; return ``base_url``."""
-        standin = self
-
-        class Handler(_MessagesHandler):
-            owner = standin
-
-        self._server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="anthropic-standin",
-                                        daemon=True)
-        self._thread.start()
-        self.base_url = f"http://{self.host}:{self._server.server_address[1]}"
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and join the server thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def script(self, replies: list[Reply | str]) -> None:
-        """Queue ``replies`` (a ``str`` is a text reply) to answer the next requests in order."""
-        with self._lock:
-            self._script.extend(text_reply(r) if isinstance(r, str) else r for r in replies)
-
-    @property
-    def remaining(self) -> int:
-        """How many scripted replies are still unused."""
-        with self._lock:
-            return len(self._script)
-
-    def _next_reply(self, body: dict) -> Reply:
-        with self._lock:
-            if self._script:
-                return self._script.pop(0)
-        return self.responder(body)
 
     def _tool_id(self) -> str:
         return f"toolu_{next(self._ids):04d}{uuid.uuid4().hex[:20]}"
-
-    def __enter__(self) -> AnthropicStandin:  # noqa: PYI034
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 class _MessagesHandler(http.server.BaseHTTPRequestHandler):
@@ -294,3 +241,6 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("retry-after", "0")
         self.end_headers()
         self.wfile.write(data)
+
+
+AnthropicStandin.handler_class = _MessagesHandler

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import time
 import uuid
 
 from standins.anthropic_api import Reply, last_user_text, text_reply
+from standins.scripted_server import ScriptedServer
 
 
 def _last_user_text(body: dict) -> str:
@@ -32,63 +32,21 @@ def echo_responder(body: dict) -> Reply:
     return text_reply(f"echo: {_last_user_text(body)}")
 
 
-class OpenAIStandin:
-    """Threaded HTTP server answering ``POST /v1/chat/completions``.
+class OpenAIStandin(ScriptedServer):
+    """Threaded HTTP server answering ``POST /v1/chat/completions`` (see ``ScriptedServer``);
+    ``base_url`` ends in ``/v1`` as the ``openai`` SDK expects.
 
     Args:
         responder: ``request_json -> Reply`` used when the script is empty.
         host: bind address (loopback).
     """
 
+    thread_name = "openai-standin"
+    base_path = "/v1"
+    make_reply = staticmethod(text_reply)
+
     def __init__(self, responder=echo_responder, host: str = "127.0.0.1"):
-        self.responder = responder
-        self.host = host
-        self.requests: list[dict] = []
-        self.base_url = ""
-        self._script: list[Reply] = []
-        self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
-
-    def start(self) -> str:
-        """Start serving; return ``base_url`` (``http://host:port/v1``, the SDK's ``base_url``)."""
-        standin = self
-
-        class Handler(_CompletionsHandler):
-            owner = standin
-
-        self._server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="openai-standin", daemon=True)
-        self._thread.start()
-        self.base_url = f"http://{self.host}:{self._server.server_address[1]}/v1"
-        return self.base_url
-
-    def stop(self) -> None:
-        """Stop serving and join the server thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def script(self, replies) -> None:
-        """Queue ``replies`` (``Reply`` or ``str``) for the next requests, in order."""
-        with self._lock:
-            self._script.extend(text_reply(r) if isinstance(r, str) else r for r in replies)
-
-    def _next_reply(self, body: dict) -> Reply:
-        with self._lock:
-            if self._script:
-                return self._script.pop(0)
-        return self.responder(body)
-
-    def __enter__(self) -> OpenAIStandin:  # noqa: PYI034
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(responder, host)
 
 
 class _CompletionsHandler(http.server.BaseHTTPRequestHandler):
@@ -169,3 +127,6 @@ class _CompletionsHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+OpenAIStandin.handler_class = _CompletionsHandler
