@@ -70,3 +70,14 @@ def runtime(app):
     return app.extensions["hermes"]
 
 
+
+
+@pytest.fixture
+def tenant(runtime):
+    """A paying tenant whose machine is ready."""
+    from control.models import Machine, Tenant, utcnow
+
+    with database.connection_context():
+        tenant = Tenant.create(email="ada@example.com", plan="light", status="active")
+        Machine.create(tenant=tenant, plan="light", state="ready", ready_at=utcnow())
+        return tenant

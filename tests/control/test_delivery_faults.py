@@ -20,7 +20,7 @@ from support.serve import wait_until
 
 from control.channels.telegram import BotApiClient
 from control.db import database
-from control.models import AttentionItem, Delivery, Machine, Message, Tenant, utcnow
+from control.models import AttentionItem, Delivery, Message
 from control.services.delivery import DeliveryWorker
 from control.services.routing import record_control_reply
 from standins.telegram_bot_api import TelegramBotApiStandin
@@ -69,14 +69,6 @@ def bus(bus_path):
     bus = SqliteBus(bus_path, visibility_timeout=0.5, poll_interval=0.01)
     yield bus
     bus.close()
-
-
-@pytest.fixture
-def tenant(runtime):
-    with database.connection_context():
-        tenant = Tenant.create(email="faults@example.com", plan="light", status="active")
-        Machine.create(tenant=tenant, plan="light", state="ready", ready_at=utcnow())
-        return tenant
 
 
 @pytest.fixture

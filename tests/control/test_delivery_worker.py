@@ -9,7 +9,7 @@ import pytest
 
 from control.channels.telegram import BotApiClient
 from control.db import database
-from control.models import Delivery, Machine, Message, Tenant, Usage, utcnow
+from control.models import Delivery, Message, Usage
 from control.services.delivery import DELIVERY_GROUP, DeliveryWorker, split_text
 from standins.telegram_bot_api import TelegramBotApiStandin
 from wire.protocol import Event, events_stream
@@ -21,14 +21,6 @@ CHAT = "5551"
 @pytest.fixture
 def db_backend():
     return "sqlite"
-
-
-@pytest.fixture
-def tenant(runtime):
-    with database.connection_context():
-        tenant = Tenant.create(email="d@example.com", plan="light", status="active")
-        Machine.create(tenant=tenant, plan="light", state="ready", ready_at=utcnow())
-        return tenant
 
 
 @pytest.fixture

@@ -8,20 +8,12 @@ import pytest
 from support.webhooks import post_telegram, row_counts
 
 from control.db import database
-from control.models import ChatIdentity, LinkToken, Machine, Message, Tenant, utcnow
+from control.models import ChatIdentity, LinkToken, Message, utcnow
 from control.services import linking
 from standins.telegram_updates import published_update, text_update
 from wire.protocol import Envelope, messages_stream
 
 CHAT = 777001
-
-
-@pytest.fixture
-def tenant(runtime):
-    with database.connection_context():
-        tenant = Tenant.create(email="ada@example.com", plan="light", status="active")
-        Machine.create(tenant=tenant, plan="light", state="ready", ready_at=utcnow())
-        return tenant
 
 
 @pytest.fixture
