@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS memories(
     mentions_time INTEGER
 );
 CREATE INDEX IF NOT EXISTS memories_prev ON memories(prev_id);
+CREATE INDEX IF NOT EXISTS memories_created ON memories(created_at);
 CREATE INDEX IF NOT EXISTS memories_unindexed ON memories(id) WHERE needs_vector = 1 OR needs_window = 1;
 CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tokenize='porter unicode61');
 """

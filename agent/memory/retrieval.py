@@ -2,7 +2,8 @@
 
 1. Candidates: the nearest neighbours of the query vector among own-text vectors and window
    vectors (exact, over the in-memory mirror of the sqlite-vec tables), the best BM25 matches
-   (FTS5), and the episode neighbours of those keyword matches.
+   (FTS5), the episode neighbours of those keyword matches, and the memories from a period the
+   query names.
 2. Vector score (weight ``weight_vector``): cosine to the own text plus ``weight_window_vector`` x cosine to the window,
    min-max scaled over the candidates.
 3. Keyword score: BM25, plus ``keyword_neighbour_weight`` x the BM25 of the predecessor and the
@@ -10,7 +11,8 @@
 4. Fused = vector + ``weight_keyword`` x keyword; then + ``episode_weight`` x the best fused
    score in the memory's episode (hierarchical retrieval: a relevant conversation lifts its
    turns), + ``speaker_weight`` when the query names the memory's speaker, + the memory's
-   shape prior (agent/memory/priors.py: length, question or answer, time for "when" queries).
+   shape prior (agent/memory/priors.py: length, question or answer, time for "when" queries),
+   + ``date_weight`` when the query names a period the memory was created in (agent/memory/daterefs.py).
 5. Multiplied by the recency weight (see ranking.recency_weight).
 """
 
@@ -19,8 +21,9 @@ from __future__ import annotations
 import apsw
 import numpy as np
 
+from agent.memory.daterefs import named_periods
 from agent.memory.priors import asks_when, prior
-from agent.memory.ranking import RetrievalConfig, keyword_query, mentions, min_max, recency_weight
+from agent.memory.ranking import SECONDS_PER_DAY, RetrievalConfig, keyword_query, mentions, min_max, recency_weight
 from agent.memory.vectors import VectorMirror
 
 
@@ -43,10 +46,27 @@ def _keyword_hits(db: apsw.Connection, query: str, limit: int) -> dict[int, floa
     return {row[0]: row[1] for row in rows}
 
 
+def _dated(db: apsw.Connection, query: str, config: RetrievalConfig, now: float) -> set[int]:
+    """Ids of memories created in a period the query names, or up to ``date_report_lag_days``
+    after it (an event is often told a little later: "last week I ..."); at most ``dated_limit``."""
+    if config.date_weight <= 0:
+        return set()
+    periods = named_periods(query, now)
+    if not periods:
+        return set()
+    lag = config.date_report_lag_days * SECONDS_PER_DAY
+    where = " OR ".join("(created_at >= ? AND created_at < ?)" for _ in periods)
+    bounds = [bound for start, end in periods for bound in (start, end + lag)]
+    rows = db.execute(f"SELECT id FROM memories WHERE {where} ORDER BY created_at LIMIT ?",
+                      (*bounds, config.dated_limit))
+    return {row[0] for row in rows}
+
+
 def _candidates(db: apsw.Connection, vectors: VectorMirror, similarities: tuple[np.ndarray, np.ndarray],
-                keyword: dict[int, float], config: RetrievalConfig) -> set[int]:
-    """Ids worth scoring: vector and keyword hits, plus the episode neighbours of keyword hits."""
-    candidates = set(keyword)
+                keyword: dict[int, float], dated: set[int], config: RetrievalConfig) -> set[int]:
+    """Ids worth scoring: vector and keyword hits, the episode neighbours of keyword hits, and
+    the memories from a period the query names."""
+    candidates = set(keyword) | dated
     if config.weight_vector > 0:
         for similarity in similarities:
             candidates |= _top(similarity, vectors.ids, config.candidates)
@@ -66,7 +86,8 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     """
     own_similarity, window_similarity = vectors.similarities(vector)
     keyword = _keyword_hits(db, query, config.candidates)
-    candidates = _candidates(db, vectors, (own_similarity, window_similarity), keyword, config)
+    dated = _dated(db, query, config, now)
+    candidates = _candidates(db, vectors, (own_similarity, window_similarity), keyword, dated, config)
     if not candidates:
         return {}
     meta = {row[0]: row[1:] for row in db.execute(
@@ -95,6 +116,7 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     return {
         i: max(0.0, fused[i] + config.episode_weight * best_in_episode[meta[i][1]]
                + (config.speaker_weight if meta[i][2] in named else 0.0)
+               + (config.date_weight if i in dated else 0.0)
                + prior(meta[i][4], meta[i][5], meta[i][6], meta[i][7], when_query, config))
         * recency_weight(meta[i][3], now, config)
         for i in meta

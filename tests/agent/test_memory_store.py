@@ -294,3 +294,23 @@ def test_database_from_before_the_shape_columns_is_upgraded_on_open(tmp_path, em
     connection.close()
     with MemoryStore(path, embedder=embedder) as store:
         assert store.search("When did Ben run the charity race?", k=1)[0].id == ids[2]
+
+
+def test_question_naming_a_date_finds_what_was_said_that_day(store):
+    sessions = [("10:00 am on 2 May, 2023", "Ben: My pottery class starts next week, I can't wait."),
+                ("9:30 am on 7 July, 2023", "Ben: My cooking class starts next week, I can't wait."),
+                ("8:15 pm on 20 August, 2023", "Ben: My sailing class starts next week, I can't wait.")]
+    for fact in FACTS:
+        store.add(fact, created_at="9:00 am on 1 March, 2023")
+    ids = [store.add(text, created_at=when) for when, text in sessions]
+    asked = {when: store.search(f"Which class was Ben about to start {when}?", k=1)[0].id
+             for when in ("on 2 May, 2023", "on July 7, 2023", "in August 2023")}
+    assert list(asked.values()) == ids
+
+
+def test_query_path_and_batch_path_give_the_same_vectors(embedder):
+    texts = ["Where does the user's sister live?", "The user is allergic to peanuts.", "Ben: I won my first tournament!"]
+    short = embedder.embed(texts)
+    batched = embedder.embed(texts * 3)[:3]
+    assert embedder._session is not None, "ONNX Runtime export failed; queries fall back to slower PyTorch"
+    assert np.allclose((short * batched).sum(axis=1), 1.0, atol=1e-5)
