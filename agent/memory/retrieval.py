@@ -23,7 +23,14 @@ import numpy as np
 
 from agent.memory.daterefs import named_periods
 from agent.memory.priors import asks_when, prior
-from agent.memory.ranking import SECONDS_PER_DAY, RetrievalConfig, keyword_query, mentions, min_max, recency_weight
+from agent.memory.ranking import (
+    SECONDS_PER_DAY,
+    RetrievalConfig,
+    keyword_query,
+    mentions,
+    min_max,
+    recency_weight,
+)
 from agent.memory.vectors import VectorMirror
 
 
