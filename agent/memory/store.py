@@ -2,7 +2,8 @@
 
 Hybrid retrieval (agent/memory/retrieval.py): sqlite-vec nearest neighbours over each memory's
 own text and its episode window, plus FTS5 BM25, fused by scaled scores with episode context,
-and multiplied by a recency weight (memories not accessed for 90 days weigh less).
+lifted when created in a period the query names ("on 7 July, 2023", "last week"), and
+multiplied by a recency weight (memories not accessed for 90 days weigh less).
 """
 
 from __future__ import annotations
