@@ -127,10 +127,6 @@ def _onnx_session(transformer: Any) -> Any:
 
     import torch
 
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids")
              if name in transformer.tokenizer.model_input_names]
 
@@ -145,6 +141,8 @@ def _onnx_session(transformer: Any) -> Any:
     sample = transformer.tokenizer(["warm up"], return_tensors="pt")
     buffer = io.BytesIO()
     try:
+        import onnxruntime
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(_Encoder(transformer.auto_model).eval(), tuple(sample[n] for n in names), buffer,
