@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
 BACKENDS = ("anthropic", "openai_compat", "local")
@@ -61,7 +62,8 @@ class AgentConfig:
         skill_threshold: [HERMES_SKILL_THRESHOLD] = 0.85 cosine similarity to reuse a skill.
         skill_min_steps: [HERMES_SKILL_MIN_STEPS] = 3; a task with more tool steps is learned.
         cron_grace: [HERMES_CRON_GRACE] = 3600 seconds; a run missed by more is skipped.
-        default_tz: [HERMES_TZ] = ``UTC``; cron zone when ``tz=`` is not given.
+        default_tz: [HERMES_TZ] = ``UTC``; the user's IANA time zone: cron zone when ``tz=`` is not
+            given, and the calendar of dates named in memory searches ("yesterday", "on 3 June").
         task_attempts: [HERMES_TASK_ATTEMPTS] = 4 Huey attempts per envelope before dead-letter.
         task_retry_delay: [HERMES_TASK_RETRY_DELAY] = 2 seconds before the first retry (doubles).
         workers: [HERMES_WORKERS] = 2 Huey worker threads.
@@ -123,6 +125,11 @@ class AgentConfig:
         if self.llm_policy not in ("cost_first", "quality_first"):
             raise AgentConfigError(f"HERMES_LLM_POLICY must be cost_first or quality_first, "
                                    f"not {self.llm_policy!r}")
+        try:
+            ZoneInfo(self.default_tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise AgentConfigError(f"HERMES_TZ must be an IANA time zone such as Europe/Berlin, "
+                                   f"not {self.default_tz!r}") from exc
 
     @property
     def prices(self) -> dict[str, tuple[float, float]]:

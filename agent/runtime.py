@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 from agent.config import AgentConfig
 from agent.context import ContextBuilder
@@ -98,7 +99,8 @@ class AgentRuntime:
             if self._memory is None:
                 from agent.memory import MemoryStore
 
-                self._memory = MemoryStore(self.config.data_path / "memory.db", embedder=self.embedder())
+                self._memory = MemoryStore(self.config.data_path / "memory.db", embedder=self.embedder(),
+                                           zone=ZoneInfo(self.config.default_tz))
             return self._memory
 
     def tool_services(self) -> dict:

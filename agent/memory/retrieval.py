@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
+
 import apsw
 import numpy as np
 
@@ -53,12 +55,12 @@ def _keyword_hits(db: apsw.Connection, query: str, limit: int) -> dict[int, floa
     return {row[0]: row[1] for row in rows}
 
 
-def _dated(db: apsw.Connection, query: str, config: RetrievalConfig, now: float) -> set[int]:
+def _dated(db: apsw.Connection, query: str, config: RetrievalConfig, now: float, zone: tzinfo) -> set[int]:
     """Ids of memories created in a period the query names, or up to ``date_report_lag_days``
     after it (an event is often told a little later: "last week I ..."); at most ``dated_limit``."""
     if config.date_weight <= 0:
         return set()
-    periods = named_periods(query, now)
+    periods = named_periods(query, now, zone)
     if not periods:
         return set()
     lag = config.date_report_lag_days * SECONDS_PER_DAY
@@ -86,14 +88,15 @@ def _candidates(db: apsw.Connection, vectors: VectorMirror, similarities: tuple[
 
 
 def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vector: np.ndarray,
-                     config: RetrievalConfig, now: float) -> dict[int, float]:
+                     config: RetrievalConfig, now: float, zone: tzinfo = UTC) -> dict[int, float]:
     """Fused, decayed scores {memory id: score} of the candidates for ``query`` (its unit ``vector``).
 
-    ``vectors`` mirrors the flushed vec0 tables; ``now`` is Unix seconds for the recency weight.
+    ``vectors`` mirrors the flushed vec0 tables; ``now`` is Unix seconds for the recency weight
+    and for relative dates ("yesterday"); ``zone`` is the user's time zone for named dates.
     """
     own_similarity, window_similarity = vectors.similarities(vector)
     keyword = _keyword_hits(db, query, config.candidates)
-    dated = _dated(db, query, config, now)
+    dated = _dated(db, query, config, now, zone)
     candidates = _candidates(db, vectors, (own_similarity, window_similarity), keyword, dated, config)
     if not candidates:
         return {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Self
 
@@ -49,13 +49,16 @@ class MemoryStore:
     """Memories in the SQLite file at ``path`` (":memory:" for a throwaway store).
 
     ``embedder`` defaults to the process-wide bundled all-MiniLM-L6-v2, loaded on first need;
-    ``config`` tunes retrieval; ``clock`` returns Unix seconds (tests freeze it). Thread-safe.
+    ``config`` tunes retrieval; ``clock`` returns Unix seconds (tests freeze it); ``zone`` (a
+    tzinfo, UTC by default) is the user's time zone, whose calendar days a query such as "what
+    did I say yesterday?" means. Thread-safe.
     """
 
     def __init__(self, path: str | Path, *, embedder: Embedder | None = None,
-                 config: RetrievalConfig | None = None, clock=time.time):
+                 config: RetrievalConfig | None = None, clock=time.time, zone: tzinfo = UTC):
         self.path = str(path)
         self.config = config or RetrievalConfig()
+        self.zone = zone
         self._embedder = embedder
         self._clock = clock
         self._lock = threading.RLock()
@@ -156,7 +159,7 @@ class MemoryStore:
                 return []
             vector = self.embedder.embed([query])[0]
             now = self._clock()
-            scores = retrieval.score_candidates(self._db, self._mirror(), query, vector, self.config, now)
+            scores = retrieval.score_candidates(self._db, self._mirror(), query, vector, self.config, now, self.zone)
             best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
             if not best:
                 return []

@@ -29,7 +29,7 @@ from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisione
 log = logging.getLogger(__name__)
 
 READY_FILE = "agent.ready"
-PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HERMES_TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                     "HF_HOME", "TMPDIR")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -49,3 +50,13 @@ def test_an_absolute_date_wins_over_relative_words():
 ])
 def test_text_without_a_real_date_names_no_period(query):
     assert named_periods(query, NOW) == []
+
+
+def test_calendar_days_are_the_users_own():
+    new_york = ZoneInfo("America/New_York")
+    late_evening = datetime(2026, 3, 17, 22, 0, tzinfo=new_york).timestamp()  # 02:00 UTC on 18 March
+    assert named_periods("What did I say yesterday?", late_evening, new_york) == [
+        span(datetime(2026, 3, 16, tzinfo=new_york), datetime(2026, 3, 17, tzinfo=new_york))]
+    # The day the clocks went forward (8 March 2026 in New York) is 23 hours long.
+    start, end = named_periods("What happened on 8 March, 2026?", late_evening, new_york)[0]
+    assert end - start == 23 * 3600

@@ -7,6 +7,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
 
 import apsw
 import numpy as np
@@ -314,3 +315,16 @@ def test_query_path_and_batch_path_give_the_same_vectors(embedder):
     batched = embedder.embed(texts * 3)[:3]
     assert embedder._session is not None, "ONNX Runtime export failed; queries fall back to slower PyTorch"
     assert np.allclose((short * batched).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_named_day_is_the_day_in_the_users_time_zone(embedder):
+    # 03:30 UTC on 17 March is still 16 March in New York; 02:00 UTC on 25 March is 24 March there.
+    early = ("Ben: My cooking class starts next week, I can't wait.", datetime(2026, 3, 17, 3, 30, tzinfo=UTC))
+    late = ("Ben: My sailing class starts next week, I can't wait.", datetime(2026, 3, 25, 2, 0, tzinfo=UTC))
+    for zone, expected in ((UTC, early[0]), (ZoneInfo("America/New_York"), late[0])):
+        with MemoryStore(":memory:", embedder=embedder, clock=FrozenClock(), zone=zone) as store:
+            for fact in FACTS:
+                store.add(fact, created_at="9:00 am on 1 March, 2026")
+            for text, when in (early, late):
+                store.add(text, created_at=when)
+            assert store.search("Which class was Ben about to start on 17 March, 2026?", k=1)[0].text == expected

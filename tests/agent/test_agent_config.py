@@ -1,0 +1,19 @@
+"""Agent configuration refuses settings it cannot run with, at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import AgentConfig, AgentConfigError
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "../etc/passwd", ""])
+def test_unknown_time_zone_is_refused_with_the_setting_named(zone):
+    with pytest.raises(AgentConfigError, match="HERMES_TZ"):
+        AgentConfig.from_env({"HERMES_TENANT": "t1", "HERMES_DATA_DIR": "/tmp/hermes-t1", "HERMES_TZ": zone})
+
+
+def test_iana_time_zone_is_accepted():
+    config = AgentConfig.from_env({"HERMES_TENANT": "t1", "HERMES_DATA_DIR": "/tmp/hermes-t1",
+                                   "HERMES_TZ": "Europe/Berlin"})
+    assert config.default_tz == "Europe/Berlin"
