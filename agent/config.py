@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"  # Claude Haiku 5.5, the current Haiku (2026-10-07)
 BACKENDS = ("anthropic", "openai_compat", "local")
 
 
@@ -28,8 +28,11 @@ class AgentConfig:
         tenant: [HERMES_TENANT] required; the tenant id.
         data_dir: [HERMES_DATA_DIR] = ``/var/lib/hermes``; history, memory, skills, queue.
         bus_url: [HERMES_BUS_URL] = ``sqlite:///<data_dir>/bus.db``.
+        bus_ca_file: [HERMES_BUS_CA_FILE] = ``""``; PEM CA that signed the Redis server certificate,
+            used to verify a ``rediss://`` bus URL (``""`` = system CAs).
         llm: [HERMES_LLM] = ``anthropic`` when ANTHROPIC_API_KEY is set, else ``local``.
-        model: [HERMES_MODEL] = ``claude-haiku-4-5`` for anthropic, the bundled GGUF for local.
+        model: [HERMES_MODEL] = ``claude-haiku-5-5`` (Claude Haiku 5.5) for anthropic, the bundled
+            GGUF for local.
         anthropic_api_key: [ANTHROPIC_API_KEY] = ``""``.
         anthropic_base_url: [ANTHROPIC_BASE_URL] = ``""`` (the SDK's default endpoint).
         history_turns: [HERMES_HISTORY_TURNS] = 200 previous messages considered for context (older
@@ -67,6 +70,8 @@ class AgentConfig:
         task_attempts: [HERMES_TASK_ATTEMPTS] = 4 Huey attempts per envelope before dead-letter.
         task_retry_delay: [HERMES_TASK_RETRY_DELAY] = 2 seconds before the first retry (doubles).
         workers: [HERMES_WORKERS] = 2 Huey worker threads.
+        heartbeat_interval: [HERMES_HEARTBEAT_INTERVAL] = 30 seconds between lifecycle heartbeats
+            on the events stream (the control plane marks the machine unhealthy after missed ones).
         parent_pid: [HERMES_PARENT_PID] = 0; when set (by the local provisioner), the agent exits
             when that process dies, so no agent outlives a killed ``hermes serve``.
     """
@@ -74,6 +79,7 @@ class AgentConfig:
     tenant: str
     data_dir: str = "/var/lib/hermes"
     bus_url: str = ""
+    bus_ca_file: str = ""
     llm: str = "local"
     model: str = ""
     anthropic_api_key: str = ""
@@ -105,6 +111,7 @@ class AgentConfig:
     task_attempts: int = 4
     task_retry_delay: float = 2.0
     workers: int = 2
+    heartbeat_interval: float = 30.0
     parent_pid: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +167,7 @@ class AgentConfig:
                 tenant=tenant,
                 data_dir=env.get("HERMES_DATA_DIR", "/var/lib/hermes"),
                 bus_url=env.get("HERMES_BUS_URL", ""),
+                bus_ca_file=env.get("HERMES_BUS_CA_FILE", ""),
                 llm=llm,
                 model=env.get("HERMES_MODEL", ""),
                 anthropic_api_key=key,
@@ -191,10 +199,24 @@ class AgentConfig:
                 task_attempts=int(env.get("HERMES_TASK_ATTEMPTS", "4")),
                 task_retry_delay=float(env.get("HERMES_TASK_RETRY_DELAY", "2")),
                 workers=int(env.get("HERMES_WORKERS", "2")),
+                heartbeat_interval=float(env.get("HERMES_HEARTBEAT_INTERVAL", "30")),
                 parent_pid=int(env.get("HERMES_PARENT_PID", "0")),
             )
         except ValueError as exc:
             raise AgentConfigError(f"invalid numeric setting: {exc}") from exc
+
+    @classmethod
+    def reporting_from_env(cls, environ: dict[str, str] | None = None) -> AgentConfig | None:
+        """Return just enough configuration to report a start-up failure on the bus.
+
+        Used when ``from_env`` raised: tenant, data directory and bus settings are read the
+        same way, every other setting keeps its default.  None when HERMES_TENANT is unset.
+        """
+        env = os.environ if environ is None else environ
+        if not env.get("HERMES_TENANT"):
+            return None
+        return cls(tenant=env["HERMES_TENANT"], data_dir=env.get("HERMES_DATA_DIR", "/var/lib/hermes"),
+                   bus_url=env.get("HERMES_BUS_URL", ""), bus_ca_file=env.get("HERMES_BUS_CA_FILE", ""))
 
     @property
     def data_path(self) -> Path:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent import schema
 from agent.cron_schedule import ScheduleError, next_run, validate
 from wire.protocol import Envelope
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 RUN_NAMESPACE = uuid.UUID("6f1c3a52-52f1-4c1e-9d8e-6b3f0a9c2d11")
 
-SCHEMA = """
+# Schema steps in order (agent/schema.py: append, never edit a released step).
+STEPS = (
+    """
 CREATE TABLE IF NOT EXISTS cron_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
@@ -50,7 +53,8 @@ CREATE TABLE IF NOT EXISTS cron_runs (
     claimed_at REAL NOT NULL,
     PRIMARY KEY (job_id, scheduled_at)
 );
-"""
+""",
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class CronStore:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        schema.apply(self._db, "cron", STEPS)
         self._lock = threading.Lock()
         self.tenant = tenant
         self.clock = clock

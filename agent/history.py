@@ -12,7 +12,11 @@ import threading
 import time
 from pathlib import Path
 
-SCHEMA = """
+from agent import schema
+
+# Schema steps in order (agent/schema.py: append, never edit a released step).
+STEPS = (
+    """
 CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     chat_key TEXT NOT NULL,
@@ -36,7 +40,8 @@ CREATE TABLE IF NOT EXISTS processed (
     reply TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-"""
+""",
+)
 
 
 class History:
@@ -50,7 +55,7 @@ class History:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        schema.apply(self._db, "history", STEPS)
         self._lock = threading.Lock()
 
     @staticmethod

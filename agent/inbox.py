@@ -18,7 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-SCHEMA = """
+from agent import schema
+
+# Schema steps in order (agent/schema.py: append, never edit a released step).
+STEPS = (
+    """
 CREATE TABLE IF NOT EXISTS inbox (
     envelope_id TEXT PRIMARY KEY,
     chat_key TEXT NOT NULL,
@@ -33,7 +37,8 @@ CREATE TABLE IF NOT EXISTS stop_requests (
     chat_key TEXT PRIMARY KEY,
     requested_at REAL NOT NULL
 );
-"""
+""",
+)
 
 OPEN_STATES = ("queued", "running")
 
@@ -50,7 +55,7 @@ class InboxLedger:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        schema.apply(self._db, "inbox", STEPS)
         self._lock = threading.Lock()
 
     def admit(self, envelope_id: str, chat_key: str, payload: str) -> str:

@@ -6,10 +6,18 @@
 * ``worker``: the Huey consumer only (systemd ``hermes-huey.service``).
 
 A worker recovers at start-up (``AgentTasks.recover``): envelopes left unfinished by a killed
-process are re-enqueued and missed cron slots within the grace window run once.  Readiness is
-reported by writing ``<data_dir>/agent.ready`` once everything is up (the local provisioner
-waits for it).  SIGTERM/SIGINT stop cleanly: the listener ends its batch, the consumer
-finishes running tasks (up to ``SHUTDOWN_TIMEOUT`` seconds) and no thread is left behind.
+process are re-enqueued and missed cron slots within the grace window run once.
+
+Readiness (``agent.lifecycle``): once the LLM backend, bus and stores are up, ``run`` and
+``worker`` (the processes owning the LLM backend) publish a lifecycle ``ready`` event on the
+tenant's events stream, then a ``heartbeat`` every ``HERMES_HEARTBEAT_INTERVAL`` seconds; the
+control plane marks the machine ready on that event only.  ``<data_dir>/agent.ready`` is also
+written (pid and mode) for whoever watches the process locally.  An agent that cannot start
+(invalid configuration, an LLM backend that cannot load, an unreachable bus) logs ONE error
+line, publishes a lifecycle ``failed`` event with that reason when the bus is reachable, and
+exits with ``EXIT_CANNOT_START``.  SIGTERM/SIGINT stop cleanly: the listener ends its batch,
+the consumer finishes running tasks (up to ``SHUTDOWN_TIMEOUT`` seconds) and no thread is
+left behind.
 """
 
 from __future__ import annotations
@@ -25,14 +33,19 @@ import threading
 import time
 from pathlib import Path
 
+from agent import lifecycle
 from agent.config import AgentConfig, AgentConfigError
+from agent.llm.base import LLMError
 from wire.errors import WireError
 
 log = logging.getLogger("agent")
 
 READY_FILE = "agent.ready"
 SHUTDOWN_TIMEOUT = 30.0  # seconds a running turn may take to finish on SIGTERM
+SIGNAL_POLL = 0.1  # seconds between checks for a stop signal
 COMMANDS = ("run", "listen", "worker")
+REPORTING = ("run", "worker")  # the commands that own the LLM backend and report lifecycle
+EXIT_CANNOT_START = 2  # systemd and the local supervisor see a start-up failure
 
 
 def build(config: AgentConfig, command: str):
@@ -40,6 +53,10 @@ def build(config: AgentConfig, command: str):
 
     Loads the local model (when it is in the chain) and the embedding model eagerly, so
     readiness means ready to answer without a multi-second first turn.
+
+    Raises:
+        LLMError: an LLM backend could not be created or loaded (e.g. a missing model file).
+        WireError: the bus is unreachable or refuses our credentials.
     """
     from agent.listener import InboxListener
     from agent.runtime import AgentRuntime
@@ -50,8 +67,13 @@ def build(config: AgentConfig, command: str):
     if command != "listen":
         for backend in runtime.router.backends:
             warm = getattr(backend, "_llama", None)
-            if warm is not None:
+            if warm is None:
+                continue
+            try:
                 warm()
+            except Exception as exc:  # llama.cpp raises ValueError/RuntimeError for bad models
+                raise LLMError(f"LLM backend {backend.name} could not load "
+                               f"{getattr(backend, 'model_path', '')}: {exc}") from exc
         runtime.embedder().embed(["warm-up"])
     tasks = AgentTasks(runtime)
     listener = InboxListener(runtime, tasks) if command in ("run", "listen") else None
@@ -77,23 +99,43 @@ def serve(config: AgentConfig, command: str) -> int:
                                               max_delay=0.5, shutdown_timeout=SHUTDOWN_TIMEOUT)
         consumer.start()  # installs Huey's own signal handlers: ours go in after
 
-    def stop(*_args):
+    requested: dict[str, int] = {}
+
+    def on_signal(signum, _frame):
+        # Only a plain assignment here: a handler that takes a lock (Event.set) deadlocks when
+        # a second signal (PDEATHSIG plus systemd's SIGTERM, say) interrupts it inside the lock.
+        requested["signal"] = signum
+
+    def stop_on_request():
+        while "signal" not in requested and not stopping.is_set():
+            time.sleep(SIGNAL_POLL)
         stopping.set()
         if listener is not None:
             listener.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    _ready_path(config).write_text(json.dumps({"pid": os.getpid(), "at": time.time(), "llm": config.llm,
-                                               "mode": command}))
-    log.info("agent %s for tenant %s ready (llm chain %s)", command, config.tenant, ",".join(config.llm_chain))
+    threading.Thread(target=stop_on_request, name="signals", daemon=True).start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    heartbeat = None
     try:
+        if command in REPORTING:
+            lifecycle.publish(tasks.runtime.bus, config.tenant, "ready",
+                              f"llm chain {','.join(config.llm_chain)}")
+            heartbeat = lifecycle.Heartbeat(tasks.runtime.bus, config.tenant, config.heartbeat_interval)
+            heartbeat.start()
+        _ready_path(config).write_text(json.dumps({"pid": os.getpid(), "at": time.time(),
+                                                   "llm": config.llm, "mode": command}))
+        log.info("agent %s for tenant %s ready (llm chain %s)", command, config.tenant,
+                 ",".join(config.llm_chain))
         if listener is not None:
             listener.run()
         else:
             while not stopping.wait(1.0):
                 pass
     finally:
+        stopping.set()
+        if heartbeat is not None:
+            heartbeat.stop()
         if consumer is not None:
             consumer.stop(graceful=True)
         tasks.runtime.close()
@@ -124,14 +166,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: listener + Huey consumer; listen: inbox listener; worker: Huey consumer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s")
+    config = None
     try:
         config = AgentConfig.from_env()
         die_with_parent(config.parent_pid)
         config.data_path.mkdir(parents=True, exist_ok=True)
         return serve(config, args.command)
-    except (AgentConfigError, WireError) as exc:
-        print(f"agent: {exc}", file=sys.stderr)
-        return 2
+    except (AgentConfigError, LLMError, WireError) as exc:
+        reason = f"agent cannot start: {exc}"
+        log.error("%s", reason)
+        if args.command in REPORTING:
+            report_failure(config or AgentConfig.reporting_from_env(), reason)
+        return EXIT_CANNOT_START
+
+
+def report_failure(config: AgentConfig | None, reason: str) -> bool:
+    """Publish a lifecycle ``failed`` event with ``reason`` if the bus can be reached.
+
+    Best effort and silent: the caller has already logged the one line that explains the exit.
+
+    Returns:
+        True when the event was published.
+    """
+    from wire.factory import bus_from_url
+
+    if config is None:
+        return False
+    try:
+        bus = bus_from_url(config.bus_url, ca_file=config.bus_ca_file)
+    except WireError:
+        return False
+    try:
+        lifecycle.publish(bus, config.tenant, "failed", reason)
+        return True
+    except WireError:
+        return False
+    finally:
+        bus.close()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ class AgentRuntime:
         data = config.data_path
         data.mkdir(parents=True, exist_ok=True)
         self.clock = clock
-        self.bus = bus or bus_from_url(config.bus_url, visibility_timeout=config.visibility_timeout)
+        self.bus = bus or bus_from_url(config.bus_url, visibility_timeout=config.visibility_timeout,
+                                       ca_file=config.bus_ca_file)
         self.events_stream = events_stream(config.tenant)
         self.history = History(data / "history.db")
         self.usage = UsageLedger(data / "usage.db", clock=clock)

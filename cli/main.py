@@ -22,6 +22,9 @@ COMMANDS = {
     "bus": "cli.bus:bus",
     "image": "cli.image:image",
     "drift": "cli.drift:drift",
+    "rehearsal": "cli.rehearsal:rehearsal",
+    "db": "cli.db:db",
+    "telegram": "cli.telegram:telegram",
 }
 
 

@@ -33,7 +33,7 @@ def worker(workers: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        server = Server(Settings.from_env())
+        server = Server(Settings.from_env(), upgrade_schema=False)
     except HermesError as exc:
         raise click.ClickException(str(exc)) from exc
     server.work_forever(workers)

@@ -1,4 +1,4 @@
-"""``hermes tenants``: list tenants, show one, print a link token, resize, deprovision."""
+"""``hermes tenants``: list tenants, show one, print a link token, resize, reprovision, deprovision."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ def show(email: str):
         "stripe_customer_id": tenant.stripe_customer_id, "chats": chats,
         "machine": None if machine is None else {
             "state": machine.state, "plan": machine.plan, "address": machine.address,
-            "detail": machine.detail, "requested_at": str(machine.requested_at),
-            "ready_at": str(machine.ready_at) if machine.ready_at else None},
+            "detail": machine.detail, "attempts": machine.attempts,
+            "requested_at": str(machine.requested_at),
+            "ready_at": str(machine.ready_at) if machine.ready_at else None,
+            "last_heartbeat_at": str(machine.last_heartbeat_at) if machine.last_heartbeat_at else None},
     }, indent=2))
 
 
@@ -74,6 +76,28 @@ def resize(email: str, plan: str):
     tenant = find_tenant(email)
     rt.tasks.resize_machine(tenant.id, plan)
     click.echo(f"resize of tenant {tenant.id} to {plan} queued")
+
+
+@tenants.command()
+@click.argument("email")
+def reprovision(email: str):
+    """Queue a fresh provisioning of a failed, deprovisioned or unhealthy tenant; idempotent.
+
+    A ready tenant is left alone ("already ready"), and so is one being provisioned.
+    """
+    from control.errors import Conflict
+    from control.services import provisioning
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    try:
+        outcome = provisioning.reprovision(tenant, rt.tasks.provision_machine)
+    except Conflict as exc:
+        raise click.ClickException(str(exc)) from exc
+    messages = {"requested": f"provisioning of tenant {tenant.id} queued",
+                "already_ready": f"tenant {tenant.id} is already ready; nothing to do",
+                "in_progress": f"tenant {tenant.id} is already being provisioned; nothing to do"}
+    click.echo(messages[outcome])
 
 
 @tenants.command()

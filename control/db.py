@@ -20,8 +20,8 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 
 POSTGRES_POOL = {"max_connections": 32, "stale_timeout": 300}
 
 
-def init_database(url: str):
-    """Connect ``database`` to ``url`` and create missing tables.
+def connect_database(url: str):
+    """Connect ``database`` to ``url`` without touching the schema.
 
     Args:
         url: ``sqlite:////abs/path.db`` or ``postgresql://user:pass@host:port/db``.
@@ -29,8 +29,6 @@ def init_database(url: str):
     Returns:
         The concrete peewee ``Database``.
     """
-    from control.models import ALL_MODELS
-
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         db = connect(url, pragmas=SQLITE_PRAGMAS)
@@ -40,8 +38,34 @@ def init_database(url: str):
             url = f"postgresql+pool{sep}{rest}"
         db = connect(url, **(POSTGRES_POOL if url.startswith("postgresql+pool") else {}))
     database.initialize(db)
-    with db.connection_context():
-        db.create_tables(ALL_MODELS, safe=True)
+    return db
+
+
+def init_database(url: str, upgrade: bool = True):
+    """Connect ``database`` to ``url`` and make sure its schema is current.
+
+    Embedded processes (``hermes serve``, ``hermes demo``, tests) upgrade in place; production
+    processes (gunicorn's ``create_app()``, ``hermes worker``) pass ``upgrade=False`` and
+    refuse to start until ``hermes db upgrade`` has run, so several workers never race to
+    change the schema (``control/migrations``).
+
+    Args:
+        url: ``sqlite:////abs/path.db`` or ``postgresql://user:pass@host:port/db``.
+        upgrade: apply pending migrations (True) or only check that none are pending.
+
+    Returns:
+        The concrete peewee ``Database``.
+
+    Raises:
+        control.migrations.SchemaOutOfDate: ``upgrade`` is False and steps are pending.
+    """
+    from control import migrations
+
+    db = connect_database(url)
+    if upgrade:
+        migrations.upgrade(db)
+    else:
+        migrations.require_current(db)
     return db
 
 

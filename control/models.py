@@ -7,6 +7,7 @@ naive UTC datetimes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from peewee import (
     BooleanField,
@@ -57,15 +58,36 @@ class Subscription(BaseModel):
     updated_at = DateTimeField(default=utcnow)
 
 
-class Machine(BaseModel):
-    """A tenant's VM (or local agent process).
+class MachineState(StrEnum):
+    """The states of a ``Machine`` (stored as their string values).
 
-    ``state``: ``requested`` → ``provisioning`` → ``ready`` | ``failed``; later ``deprovisioned``.
+    ``requested`` → ``provisioning`` (the provisioner is creating it) → ``booting`` (the
+    provider says it runs; waiting for the agent's lifecycle ``ready`` event) → ``ready``
+    ⇄ ``unhealthy`` (heartbeats stopped; back to ready on the next one).  A transient failure
+    or a ready timeout goes back to ``requested`` for another attempt; the last one ends in
+    ``failed``.  Cancellation: ``deprovisioning`` → ``deprovisioned``.
+    """
+
+    REQUESTED = "requested"
+    PROVISIONING = "provisioning"
+    BOOTING = "booting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    DEPROVISIONING = "deprovisioning"
+    DEPROVISIONED = "deprovisioned"
+
+
+class Machine(BaseModel):
+    """A tenant's VM (or local agent process); ``state`` is a ``MachineState``.
+
+    ``boot_deadline_at``: when a booting machine's agent must have reported ready (naive UTC);
+    ``last_heartbeat_at``: the agent's last lifecycle event.
     """
 
     tenant = ForeignKeyField(Tenant, backref="machines", unique=True)
     plan = CharField()
-    state = CharField(default="requested")
+    state = CharField(default=MachineState.REQUESTED.value)
     address = CharField(null=True)
     detail = TextField(default="")
     attempts = IntegerField(default=0)
@@ -73,6 +95,8 @@ class Machine(BaseModel):
     provisioning_at = DateTimeField(null=True)
     ready_at = DateTimeField(null=True)
     failed_at = DateTimeField(null=True)
+    boot_deadline_at = DateTimeField(null=True)
+    last_heartbeat_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from control.channels.telegram import BotApiClient
 from control.db import init_database
+from control.services import agent_settings
 from control.settings import Settings
 from control.tasks import ControlTasks, create_huey
 from wire.factory import bus_from_url
@@ -23,13 +24,16 @@ class Runtime:
     Args:
         settings: the configuration.
         provisioner: a ``Provisioner``; default built from ``settings.provisioner`` on first use.
+        upgrade_schema: apply pending database migrations (embedded mode); when False (the
+            default, production) raise ``SchemaOutOfDate`` if any are pending.
     """
 
-    def __init__(self, settings: Settings, provisioner=None):
+    def __init__(self, settings: Settings, provisioner=None, upgrade_schema: bool = False):
         self.settings = settings
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        self.db = init_database(settings.database_url)
-        self.bus = bus_from_url(settings.bus_url, visibility_timeout=settings.visibility_timeout)
+        self.db = init_database(settings.database_url, upgrade=upgrade_schema)
+        self.bus = bus_from_url(settings.bus_url, visibility_timeout=settings.visibility_timeout,
+                                ca_file=settings.bus_ca_file)
         self.huey = create_huey(settings)
         self.tasks = ControlTasks(self)
         self._provisioner = provisioner
@@ -52,15 +56,15 @@ class Runtime:
         return BotApiClient(self.settings.telegram_bot_token, self.settings.telegram_api_base)
 
     def agent_env(self) -> dict[str, str]:
-        """Environment handed to every agent: bus URL, redelivery timeout and LLM settings.
+        """Environment handed to every agent, whatever its plan (``agent_settings.base_agent_env``):
+        bus URL, redelivery timeout, control URL, time zone, Redis CA path, LLM settings and the
+        per-plan budgets that ``agent_settings.agent_env_for`` resolves once the plan is known.
 
         ``HERMES_BUS_URL`` here is the control plane's own bus URL; for a Redis bus
         ``provisioning.run_provisioning`` replaces it with the tenant's ACL user's URL, so no
         agent ever receives the admin credentials.
         """
-        return {**self.settings.agent_env, "HERMES_BUS_URL": self.settings.bus_url,
-                "HERMES_VISIBILITY_TIMEOUT": str(self.settings.visibility_timeout),
-                "HERMES_CONTROL_URL": self.settings.public_url}
+        return agent_settings.base_agent_env(self.settings)
 
     def workers_alive(self) -> dict[str, bool]:
         """Return ``{worker name: alive}`` for the background workers started by ``hermes serve``."""

@@ -27,11 +27,13 @@ class Server:
     Args:
         settings: the configuration.
         host: interface for the HTTP server.
+        upgrade_schema: apply pending database migrations at start (embedded ``hermes serve``);
+            ``hermes worker`` passes False and requires ``hermes db upgrade`` to have run.
     """
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1"):
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", upgrade_schema: bool = True):
         self.settings = settings
-        self.runtime = Runtime(settings)
+        self.runtime = Runtime(settings, upgrade_schema=upgrade_schema)
         self.app = create_app(settings, self.runtime)
         self.host = host
         self.stopping = threading.Event()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError
+from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
 
 
 def _default_data_dir() -> str:
@@ -26,6 +28,8 @@ class Settings:
         data_dir: [HERMES_DATA_DIR] = ``~/.hermes``; database, bus, queue and agent data.
         database_url: [DATABASE_URL] = ``sqlite:///<data_dir>/control.db``; ``postgresql://`` for Postgres.
         bus_url: [HERMES_BUS_URL, or REDIS_URL when HERMES_BUS=redis] = ``sqlite:///<data_dir>/bus.db``.
+        bus_ca_file: [HERMES_BUS_CA_FILE] = ``""``; PEM CA that signed the Redis server certificate,
+            used to verify ``rediss://`` bus URLs (issued by ``roles/redis``; ``""`` = system CAs).
         port: [HERMES_PORT] = 8000.
         public_url: [HERMES_PUBLIC_URL] = ``http://127.0.0.1:<port>``; how agents reach us.
         stripe_webhook_secret: [STRIPE_WEBHOOK_SECRET] = ``""`` (every Stripe webhook is refused).
@@ -38,18 +42,38 @@ class Settings:
         link_token_ttl: [HERMES_LINK_TOKEN_TTL] = 86400 seconds (24 h, issue #2).
         edit_interval: [HERMES_EDIT_INTERVAL] = 1.0 second between edits of one chat's message.
         provisioner: [HERMES_PROVISIONER] = ``local`` | ``hetzner``.
-        agent_env: LLM settings handed to every agent: HERMES_LLM, HERMES_MODEL,
-            ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL (only those that are set).
+        agent_env: LLM settings handed to every agent, the variables in ``AGENT_ENV_KEYS``
+            (only those that are set; names as in ``agent/config.py``).
+        plan_budget_cents: [HERMES_PLAN_BUDGET_CENTS] = ``light=50,heavy=150``; each plan's
+            paid LLM budget per tenant per UTC day, US cents (justified against the plan prices
+            in ``control/services/agent_settings.py``).
+        default_tz: [HERMES_DEFAULT_TZ, else HERMES_TZ] = ``UTC``; IANA time zone given to
+            agents as HERMES_TZ (users have no time zone of their own yet).
         visibility_timeout: [HERMES_VISIBILITY_TIMEOUT] = 30 seconds before a bus entry is redelivered.
         env: [HERMES_ENV] = ``local``; the label ``env`` on every machine.
         huey_immediate: run Huey tasks inline (tests only).
+        ready_timeout: [HERMES_READY_TIMEOUT] = 600 seconds from the provider saying "running" to
+            the agent's lifecycle ``ready`` event.  A Hetzner server from a snapshot boots in
+            about a minute, then cloud-init writes the env file and the agent loads its models;
+            10 minutes leaves room for a slow location without hiding a broken agent for long.
+        heartbeat_interval: [HERMES_HEARTBEAT_INTERVAL] = 30 seconds between agent heartbeats
+            (handed to agents, so both sides agree).
+        missed_heartbeats: [HERMES_MISSED_HEARTBEATS] = 3 intervals without a lifecycle event
+            before a ready machine is ``unhealthy``.
+        provision_attempts: [HERMES_PROVISION_ATTEMPTS] = 3 provisioning attempts (first
+            included) on transient failures (Hetzner 429/5xx, ready timeout) before ``failed``.
+        provision_retry_delay: [HERMES_PROVISION_RETRY_DELAY] = 60 seconds before the second
+            attempt, doubled for each later one.
 
     Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner_config.py``):
         hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
         [HETZNER_LOCATION], hetzner_snapshot_id [HETZNER_SNAPSHOT_ID], hetzner_network_id
         [HETZNER_NETWORK_ID], hetzner_firewall_label [HETZNER_FIREWALL_LABEL],
         hetzner_server_types [HETZNER_SERVER_TYPES, ``light=cx23,heavy=cx33``],
-        hetzner_ssh_key_names [HETZNER_SSH_KEY_NAMES, comma-separated], hetzner_ssh_key_path
+        hetzner_ssh_key_names [HETZNER_SSH_KEY_NAMES, comma-separated],
+        hetzner_image_llm_backends [HETZNER_IMAGE_LLM_BACKENDS, comma-separated, default
+        ``anthropic,openai_compat``: the LLM backends the pinned snapshot installs,
+        agent_image ``hermes_llm_backends``], hetzner_ssh_key_path
         [HETZNER_SSH_KEY_PATH], pulumi_backend_url [PULUMI_BACKEND_URL],
         pulumi_config_passphrase [PULUMI_CONFIG_PASSPHRASE], pulumi_home [PULUMI_HOME],
         archive_s3_endpoint [ARCHIVE_S3_ENDPOINT], archive_bucket [ARCHIVE_BUCKET],
@@ -61,6 +85,7 @@ class Settings:
     data_dir: str = field(default_factory=_default_data_dir)
     database_url: str = ""
     bus_url: str = ""
+    bus_ca_file: str = ""
     port: int = 8000
     public_url: str = ""
     stripe_webhook_secret: str = ""
@@ -74,9 +99,17 @@ class Settings:
     edit_interval: float = 1.0
     provisioner: str = "local"
     agent_env: dict[str, str] = field(default_factory=dict)
+    plan_budget_cents: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_PLAN_BUDGET_CENTS))
+    default_tz: str = "UTC"
     visibility_timeout: float = 30.0
     env: str = "local"
     huey_immediate: bool = False
+    ready_timeout: float = 600.0
+    heartbeat_interval: float = 30.0
+    missed_heartbeats: int = 3
+    provision_attempts: int = 3
+    provision_retry_delay: float = 60.0
     hcloud_token: str = ""
     hcloud_endpoint: str = ""
     hetzner_location: str = ""
@@ -85,6 +118,7 @@ class Settings:
     hetzner_firewall_label: str = ""
     hetzner_server_types: dict[str, str] = field(default_factory=dict)
     hetzner_ssh_key_names: tuple[str, ...] = ()
+    hetzner_image_llm_backends: tuple[str, ...] = ()
     hetzner_ssh_key_path: str = ""
     pulumi_backend_url: str = ""
     pulumi_config_passphrase: str = ""
@@ -107,6 +141,7 @@ class Settings:
             object.__setattr__(self, "public_url", f"http://127.0.0.1:{self.port}")
         if self.provisioner not in ("local", "hetzner"):
             raise ConfigError(f"HERMES_PROVISIONER must be local or hetzner, not {self.provisioner!r}")
+        _check_agent_settings(self)
 
     @property
     def huey_path(self) -> str:
@@ -136,12 +171,18 @@ class Settings:
             edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
             visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
             drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
+            lifecycle = {"ready_timeout": float(env.get("HERMES_READY_TIMEOUT", "600")),
+                         "heartbeat_interval": float(env.get("HERMES_HEARTBEAT_INTERVAL", "30")),
+                         "missed_heartbeats": int(env.get("HERMES_MISSED_HEARTBEATS", "3")),
+                         "provision_attempts": int(env.get("HERMES_PROVISION_ATTEMPTS", "3")),
+                         "provision_retry_delay": float(env.get("HERMES_PROVISION_RETRY_DELAY", "60"))}
         except ValueError as exc:
             raise ConfigError(f"invalid numeric setting: {exc}") from exc
         return cls(
             data_dir=env.get("HERMES_DATA_DIR") or _default_data_dir(),
             database_url=env.get("DATABASE_URL", ""),
             bus_url=_bus_url(env),
+            bus_ca_file=env.get("HERMES_BUS_CA_FILE", ""),
             port=port,
             public_url=env.get("HERMES_PUBLIC_URL", ""),
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
@@ -154,12 +195,15 @@ class Settings:
             edit_interval=edit_interval,
             provisioner=env.get("HERMES_PROVISIONER", "local"),
             agent_env={k: env[k] for k in AGENT_ENV_KEYS if env.get(k)},
+            plan_budget_cents=_parse_budgets(env.get("HERMES_PLAN_BUDGET_CENTS", "")),
+            default_tz=env.get("HERMES_DEFAULT_TZ") or env.get("HERMES_TZ") or "UTC",
             visibility_timeout=visibility,
             env=env.get("HERMES_ENV", "local"),
             drift_delay=drift_delay,
+            **lifecycle,
             hetzner_server_types=_parse_pairs(env.get("HETZNER_SERVER_TYPES", ""), "HETZNER_SERVER_TYPES"),
-            hetzner_ssh_key_names=tuple(filter(None, (k.strip() for k in
-                                                      env.get("HETZNER_SSH_KEY_NAMES", "").split(",")))),
+            hetzner_ssh_key_names=_parse_list(env.get("HETZNER_SSH_KEY_NAMES", "")),
+            hetzner_image_llm_backends=_parse_list(env.get("HETZNER_IMAGE_LLM_BACKENDS", "")),
             **{attr: env.get(var, "") for attr, var in HETZNER_ENV.items()},
         )
 
@@ -175,7 +219,33 @@ HETZNER_ENV = {
     "archive_region": "ARCHIVE_REGION",
 }
 
-AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_MODEL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES_MODEL",
+                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+                  "HERMES_OPENAI_MODEL")
+
+
+def _parse_budgets(raw: str) -> dict[str, int]:
+    budgets = dict(DEFAULT_PLAN_BUDGET_CENTS)
+    for plan, cents in _parse_pairs(raw, "HERMES_PLAN_BUDGET_CENTS").items():
+        try:
+            budgets[plan] = int(cents)
+        except ValueError:
+            raise ConfigError(f"HERMES_PLAN_BUDGET_CENTS {plan}={cents!r} is not whole cents") \
+                from None
+    return budgets
+
+
+def _check_agent_settings(settings: Settings) -> None:
+    unknown = set(settings.plan_budget_cents) - {"light", "heavy"}
+    negative = {p: c for p, c in settings.plan_budget_cents.items() if c < 0}
+    if unknown or negative:
+        raise ConfigError(f"HERMES_PLAN_BUDGET_CENTS takes light/heavy and cents >= 0, "
+                          f"not {settings.plan_budget_cents}")
+    try:
+        ZoneInfo(settings.default_tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"HERMES_DEFAULT_TZ must be an IANA time zone such as Europe/Berlin, "
+                          f"not {settings.default_tz!r}") from exc
 
 
 def _bus_url(env) -> str:
@@ -189,6 +259,10 @@ def _bus_url(env) -> str:
             raise ConfigError("HERMES_BUS=redis needs REDIS_URL")
         return env["REDIS_URL"]
     return env.get("HERMES_BUS_URL", "")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(filter(None, (item.strip() for item in raw.split(","))))
 
 
 def _parse_pairs(raw: str, name: str) -> dict[str, str]:

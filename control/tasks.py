@@ -11,7 +11,7 @@ import logging
 from huey import MemoryHuey, SqliteHuey, crontab
 
 from control.channels.telegram import BotApiError
-from control.services import provisioning, routing
+from control.services import machine_health, provisioning, routing
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,16 @@ class ControlTasks:
     def __init__(self, runtime):
         self.runtime = runtime
         huey = runtime.huey
-        # Provisioning waits for the agent to become ready; retry a failed attempt twice.
-        self.provision_machine = huey.task(retries=2, retry_delay=10, name="provision_machine")(
-            self._provision_machine)
+        settings = runtime.settings
+        self.health_policy = machine_health.HealthPolicy.from_settings(settings)
+        # run_provisioning raises on a transient failure while attempts remain (it counts them in
+        # the database, so a restart does not reset them); Huey runs it again with backoff.
+        self.provision_machine = huey.task(
+            retries=max(0, settings.provision_attempts - 1), retry_delay=settings.provision_retry_delay,
+            retry_backoff=2.0, name="provision_machine")(self._provision_machine)
+        # Ready deadlines and heartbeats are checked every minute: the interval is 30 s by default.
+        self.check_machines = huey.periodic_task(crontab(minute="*"), name="check_machines")(
+            self._check_machines)
         # Telegram may rate-limit or be briefly unreachable; replies are worth retrying.
         self.deprovision_machine = huey.task(retries=3, retry_delay=30, name="deprovision_machine")(
             self._deprovision_machine)
@@ -48,16 +55,26 @@ class ControlTasks:
 
     def _provision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
+        env = {**rt.agent_env(), "HERMES_HEARTBEAT_INTERVAL": str(rt.settings.heartbeat_interval)}
         with rt.db.connection_context():
             machine = provisioning.run_provisioning(
-                tenant_id, rt.provisioner, rt.agent_env(), rt.settings.link_token_ttl)
-            return machine.state
+                tenant_id, rt.provisioner, env, rt.settings.link_token_ttl,
+                policy=self.health_policy, notify=self.send_text)
+            return str(machine.state)
+
+    def _check_machines(self) -> dict[str, list[int]]:
+        rt = self.runtime
+        with rt.db.connection_context():
+            return machine_health.check_machines(
+                self.health_policy, notify=self.send_text,
+                enqueue=lambda tenant_id, delay: self.provision_machine.schedule((tenant_id,), delay=delay))
 
     def _deprovision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
         with rt.db.connection_context():
-            return provisioning.run_deprovisioning(tenant_id, rt.provisioner,
-                                                 bus_url=rt.settings.bus_url).state
+            return str(provisioning.run_deprovisioning(tenant_id, rt.provisioner,
+                                                       bus_url=rt.settings.bus_url,
+                                                       bus_ca_file=rt.settings.bus_ca_file).state)
 
     def _resize_machine(self, tenant_id: int, plan: str) -> str:
         rt = self.runtime

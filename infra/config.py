@@ -62,7 +62,9 @@ class TenantConfig:
     """One tenant stack's settings (keys in ``infra.tenant_config.TENANT_CONFIG_KEYS``).
 
     ``network_id`` is the Hetzner network id as an int; ``firewall_labels`` are the labels that
-    satisfy the tenant firewall's selector; ``server_types`` maps plan -> Hetzner server type.
+    satisfy the tenant firewall's selector; ``server_types`` maps plan -> Hetzner server type;
+    ``agent_settings`` maps each set key of ``tc.AGENT_SETTINGS`` and ``tc.AGENT_FILES`` to its
+    value: a ``pulumi.Output`` (secret) for secret keys, a string otherwise.
     """
 
     env: str
@@ -72,9 +74,7 @@ class TenantConfig:
     firewall_labels: dict[str, str]
     server_types: dict[str, str]
     ssh_key_names: tuple[str, ...]
-    control_url: str
-    bus_url: pulumi.Output[str]
-    agent_token: pulumi.Output[str]
+    agent_settings: dict[str, str | pulumi.Output[str]]
 
 
 def _cidrs(key: str, values: list[str], *, allow_world: bool = False) -> tuple[str, ...]:
@@ -162,7 +162,8 @@ def load_tenant_config() -> TenantConfig:
     """Read and validate a tenant stack's config (namespace ``hermes``).
 
     Raises:
-        pulumi.ConfigMissingError: a required key is unset.
+        pulumi.ConfigMissingError: a required key is unset (including the agent's required
+            settings, e.g. ``hermes:busUrl``, ``hermes:dailyBudgetCents``).
         pulumi.RunError: ``hermes:networkId`` is not an integer or ``hermes:firewallLabel`` is
             not an equality label selector.
     """
@@ -185,7 +186,23 @@ def load_tenant_config() -> TenantConfig:
             plan: _tenant_value(cfg, key) for plan, key in tc.PLAN_SERVER_TYPE_KEYS.items()
         },
         ssh_key_names=tuple(name.strip() for name in ssh_keys.split(",") if name.strip()),
-        control_url=_tenant_value(cfg, tc.CONTROL_URL),
-        bus_url=cfg.require_secret(tc.TENANT_CONFIG_KEYS[tc.BUS_URL].name),
-        agent_token=cfg.require_secret(tc.TENANT_CONFIG_KEYS[tc.AGENT_TOKEN].name),
+        agent_settings=_agent_settings(cfg),
     )
+
+
+def _agent_settings(cfg: pulumi.Config) -> dict[str, str | pulumi.Output[str]]:
+    """Read every agent setting and file key; secrets only through ``require_secret`` /
+    ``get_secret`` so they never exist as plain strings in the program."""
+    values: dict[str, str | pulumi.Output[str]] = {}
+    keys = [spec.key for spec in tc.AGENT_SETTINGS] + [f.key for f in tc.AGENT_FILES]
+    for key in keys:
+        spec = tc.TENANT_CONFIG_KEYS[key]
+        if not spec.secret:
+            value = _tenant_value(cfg, key)
+        elif spec.optional:
+            value = cfg.get_secret(spec.name)
+        else:
+            value = cfg.require_secret(spec.name)
+        if value is not None:
+            values[key] = value
+    return values

@@ -58,8 +58,10 @@ def build(tenant_id: str, plan: str) -> None:
     """Declare ``tenant_id``'s server and export its ``server_id``, ``server_name``,
     ``private_ip``, ``server_type`` and ``plan``.
 
-    The cloud-init ``user_data`` carries the agent's env file; it is a Pulumi secret because
-    it embeds ``hermes:busUrl`` and ``hermes:agentToken`` (both read with ``require_secret``).
+    The cloud-init ``user_data`` carries the agent's env file (every ``tc.AGENT_SETTINGS``
+    key that is set) and files (``tc.AGENT_FILES``: the Redis CA). It is a Pulumi secret
+    because it embeds the secret keys (bus URL, agent token, LLM API keys, all read with
+    ``require_secret``/``get_secret``); no export carries any of them.
 
     Raises:
         ValueError: unknown plan or an invalid tenant id.
@@ -70,10 +72,8 @@ def build(tenant_id: str, plan: str) -> None:
     labels = tenant_labels(cfg, tenant_id, plan)
     name = tc.server_name(cfg.env, tenant_id)
     user_data = pulumi.Output.secret(
-        pulumi.Output.all(bus_url=cfg.bus_url, agent_token=cfg.agent_token).apply(
-            lambda secrets: tc.render_cloud_init(
-                {"tenant": tenant_id, "control_url": cfg.control_url, **secrets}
-            )
+        pulumi.Output.all(**cfg.agent_settings).apply(
+            lambda settings: tc.render_cloud_init(tenant_id, settings)
         )
     )
     server = hcloud.Server(

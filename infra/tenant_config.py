@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import yaml
@@ -37,6 +38,8 @@ class ConfigKey:
         secret: set with ``secret=True`` (``ConfigValue(value, secret=True)``); read with
             ``require_secret``.
         optional: the key may be absent and has no default.
+        env_var: the agent environment variable (``agent/config.py``) this key becomes in
+            ``/etc/hermes/agent.env``; ``None`` for keys only the tenant program reads.
     """
 
     key: str
@@ -44,6 +47,7 @@ class ConfigKey:
     default: str | None = None
     secret: bool = False
     optional: bool = False
+    env_var: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,6 +66,68 @@ SSH_KEY_NAMES = "hermes:sshKeyNames"
 CONTROL_URL = "hermes:controlUrl"
 BUS_URL = "hermes:busUrl"
 AGENT_TOKEN = "hermes:agentToken"
+BUS_CA_CERT = "hermes:busCaCert"
+DAILY_BUDGET_CENTS = "hermes:dailyBudgetCents"
+
+#: The agent's settings, one line each: config key, description, agent variable, secret flag,
+#: required or optional.  ``HetznerConfig.tenant_config`` fills them from ``MachineSpec.env``
+#: (by ``env_var``) and ``render_agent_env`` writes every one that is set; adding a setting to
+#: tenant VMs is one line here.  Variable names are the agent's contract (``agent/config.py``).
+AGENT_SETTINGS: tuple[ConfigKey, ...] = (
+    ConfigKey(CONTROL_URL, "Control-plane base URL the agent reports to.",
+              env_var="HERMES_CONTROL_URL"),
+    ConfigKey(BUS_URL, "Redis URL with this tenant's own ACL user and password "
+              "(rediss://<user>:<password>@<redis private ip>:6380/0).",
+              secret=True, env_var="HERMES_BUS_URL"),
+    ConfigKey(AGENT_TOKEN, "Bearer token the agent presents to the control plane.",
+              secret=True, env_var="HERMES_AGENT_TOKEN"),
+    ConfigKey("hermes:visibilityTimeout", "Seconds before an unacknowledged bus entry is "
+              "redelivered.", optional=True, env_var="HERMES_VISIBILITY_TIMEOUT"),
+    ConfigKey("hermes:llm", "Primary LLM backend (anthropic, openai_compat, local).",
+              optional=True, env_var="HERMES_LLM"),
+    ConfigKey("hermes:llmChain", "Comma-separated failover chain of LLM backends, primary first.",
+              optional=True, env_var="HERMES_LLM_CHAIN"),
+    ConfigKey("hermes:llmPolicy", "quality_first (chain order) or cost_first.",
+              optional=True, env_var="HERMES_LLM_POLICY"),
+    ConfigKey("hermes:model", "Model id of the primary backend (Anthropic: e.g. a Haiku id).",
+              optional=True, env_var="HERMES_MODEL"),
+    ConfigKey("hermes:anthropicApiKey", "Anthropic API key.", secret=True, optional=True,
+              env_var="ANTHROPIC_API_KEY"),
+    ConfigKey("hermes:anthropicBaseUrl", "Anthropic API base URL (empty: the SDK's).",
+              optional=True, env_var="ANTHROPIC_BASE_URL"),
+    ConfigKey("hermes:openaiBaseUrl", "OpenAI-compatible endpoint (OpenRouter, vLLM, ...).",
+              optional=True, env_var="OPENAI_BASE_URL"),
+    ConfigKey("hermes:openaiApiKey", "API key of the OpenAI-compatible endpoint.", secret=True,
+              optional=True, env_var="OPENAI_API_KEY"),
+    ConfigKey("hermes:openaiModel", "Model id for the openai_compat backend.", optional=True,
+              env_var="HERMES_OPENAI_MODEL"),
+    ConfigKey(DAILY_BUDGET_CENTS, "The plan's paid LLM budget per tenant per UTC day, US cents "
+              "(control/services/agent_settings.py).", env_var="HERMES_DAILY_BUDGET_CENTS"),
+    ConfigKey("hermes:tz", "The user's IANA time zone.", default="UTC", env_var="HERMES_TZ"),
+)
+
+
+@dataclass(frozen=True)
+class AgentFile:
+    """A file the agent needs, carried as the text of a config key and written by cloud-init.
+
+    Attributes:
+        key: config key holding the file's text (a ``TENANT_CONFIG_KEYS`` entry).
+        env_var: agent variable set to ``path`` when the file is written.
+        path: where cloud-init writes it on the VM.
+        permissions: octal mode; the agent runs as ``hermes``, so files it reads are 0644.
+    """
+
+    key: str
+    env_var: str
+    path: str
+    permissions: str = "0644"
+
+
+AGENT_FILES: tuple[AgentFile, ...] = (
+    AgentFile(BUS_CA_CERT, "HERMES_BUS_CA_FILE", "/etc/hermes/redis-ca.pem"),
+)
+"""Files cloud-init writes next to the env file (only those whose key is set)."""
 
 TENANT_CONFIG_KEYS: dict[str, ConfigKey] = {
     k.key: k
@@ -78,18 +144,14 @@ TENANT_CONFIG_KEYS: dict[str, ConfigKey] = {
         ConfigKey(SERVER_TYPE_LIGHT, "Hetzner server type of the light plan.", default="cx23"),
         ConfigKey(SERVER_TYPE_HEAVY, "Hetzner server type of the heavy plan.", default="cx33"),
         ConfigKey(SSH_KEY_NAMES, "Comma-separated Hetzner SSH key names.", optional=True),
-        ConfigKey(CONTROL_URL, "Control-plane base URL the agent reports to."),
-        ConfigKey(
-            BUS_URL,
-            "Redis URL with this tenant's own ACL user and password "
-            "(rediss://<user>:<password>@<redis private ip>:6380/0).",
-            secret=True,
-        ),
-        ConfigKey(
-            AGENT_TOKEN, "Bearer token the agent presents to the control plane.", secret=True
-        ),
+        ConfigKey(BUS_CA_CERT, "PEM text of the CA that signed Redis's TLS certificate (not "
+                  "secret); written to /etc/hermes/redis-ca.pem.", optional=True),
+        *AGENT_SETTINGS,
     )
 }
+
+AGENT_ENV_KEYS: dict[str, ConfigKey] = {k.env_var: k for k in AGENT_SETTINGS}
+"""Agent variable -> the config key that carries it."""
 
 PLAN_SERVER_TYPE_KEYS: dict[str, str] = {"light": SERVER_TYPE_LIGHT, "heavy": SERVER_TYPE_HEAVY}
 """Plan name -> the config key holding its server type (DESIGN.md, "Plans and sizes")."""
@@ -154,28 +216,95 @@ def _env_line(name: str, value: str) -> str:
     return f'{name}="{escaped}"'
 
 
-def render_agent_env(values: dict[str, str]) -> str:
+LLM_BACKENDS = ("anthropic", "openai_compat", "local")
+"""The agent's LLM backends (``agent.config.BACKENDS``)."""
+
+
+def llm_chain(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The LLM failover chain the agent will derive from ``env`` (``AgentConfig.from_env``).
+
+    ``HERMES_LLM_CHAIN`` (comma-separated) wins; else ``HERMES_LLM``; else ``anthropic`` when
+    ``ANTHROPIC_API_KEY`` is set, else ``local``.
+    """
+    chain = tuple(p.strip() for p in env.get("HERMES_LLM_CHAIN", "").split(",") if p.strip())
+    if chain:
+        return chain
+    return (env.get("HERMES_LLM") or ("anthropic" if env.get("ANTHROPIC_API_KEY") else "local"),)
+
+
+_BACKEND_NEEDS = {"anthropic": "ANTHROPIC_API_KEY", "openai_compat": "OPENAI_BASE_URL"}
+"""Backend -> the variable without which the agent refuses to start (``agent/config.py``)."""
+
+
+def check_llm_settings(env: Mapping[str, str],
+                       supported: tuple[str, ...] = LLM_BACKENDS) -> tuple[str, ...]:
+    """Check that an agent given ``env`` has a usable LLM chain, before a VM boots with it.
+
+    Args:
+        env: the agent's environment variables.
+        supported: backends the tenant image installs (``agent_image`` ``hermes_llm_backends``).
+
+    Returns:
+        The chain, primary first.
+
+    Raises:
+        ValueError: a backend is unknown or not in the image, or lacks its key/endpoint
+            (the agent would exit at start-up and systemd would restart it forever).
+    """
+    chain = llm_chain(env)
+    for backend in chain:
+        if backend not in LLM_BACKENDS:
+            raise ValueError(f"unknown LLM backend {backend!r} (expected one of {LLM_BACKENDS})")
+        if backend not in supported:
+            raise ValueError(f"LLM backend {backend!r} is not installed in the tenant image "
+                             f"(it has {', '.join(supported)})")
+        needed = _BACKEND_NEEDS.get(backend)
+        if needed and not env.get(needed):
+            raise ValueError(f"LLM backend {backend} needs {needed}")
+    return chain
+
+
+def agent_env(tenant: str, settings: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment on a tenant VM.
+
+    Args:
+        tenant: the tenant id (``HERMES_TENANT``).
+        settings: tenant stack config, config key -> value (secrets resolved), for the keys
+            of ``AGENT_SETTINGS`` and ``AGENT_FILES``; unset optional keys are left out.
+
+    Returns:
+        Variable -> value: ``HERMES_TENANT``, every set ``AGENT_SETTINGS`` entry,
+        ``HERMES_DATA_DIR`` and the path variable of every ``AGENT_FILES`` entry that is set.
+
+    Raises:
+        KeyError: a required setting is missing or empty.
+    """
+    env = {"HERMES_TENANT": tenant}
+    for spec in AGENT_SETTINGS:
+        value = settings.get(spec.key) or spec.default
+        if value:
+            env[spec.env_var] = value
+        elif not spec.optional:
+            raise KeyError(f"tenant setting {spec.key} ({spec.env_var}) is required")
+    env["HERMES_DATA_DIR"] = AGENT_DATA_DIR
+    env.update({f.env_var: f.path for f in AGENT_FILES if settings.get(f.key)})
+    return env
+
+
+def render_agent_env(tenant: str, settings: Mapping[str, str]) -> str:
     """Render ``/etc/hermes/agent.env`` (systemd ``EnvironmentFile=`` syntax).
 
     Args:
-        values: ``tenant``, ``bus_url``, ``control_url``, ``agent_token`` (all strings);
-            optional ``data_dir`` (default ``/var/lib/hermes``).
+        tenant, settings: as for ``agent_env``.
 
     Returns:
         The file's text, one double-quoted ``KEY="value"`` line per variable.
 
     Raises:
-        KeyError: a required value is missing.
+        KeyError: a required setting is missing.
         ValueError: a value contains a newline or NUL byte.
     """
-    env = {
-        "HERMES_TENANT": values["tenant"],
-        "HERMES_BUS_URL": values["bus_url"],
-        "HERMES_CONTROL_URL": values["control_url"],
-        "HERMES_AGENT_TOKEN": values["agent_token"],
-        "HERMES_DATA_DIR": values.get("data_dir") or AGENT_DATA_DIR,
-    }
-    return "".join(_env_line(k, v) + "\n" for k, v in env.items())
+    return "".join(_env_line(k, v) + "\n" for k, v in agent_env(tenant, settings).items())
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -190,27 +319,44 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _represent_str)
 
 
-def render_cloud_init(values: dict[str, str]) -> str:
+def render_cloud_init(tenant: str, settings: Mapping[str, str]) -> str:
     """Render the tenant server's cloud-init ``user_data`` (``#cloud-config`` YAML).
 
-    It writes ``/etc/hermes/agent.env`` (root-owned, mode 0600; systemd reads it as root before
-    the units drop privileges), then enables and restarts ``hermes-agent.service`` and
-    ``hermes-huey.service`` so units the base image started before the file existed pick it up.
+    It writes ``/etc/hermes/agent.env`` (root-owned, mode 0600: systemd reads it as root before
+    the units drop privileges, and the agent units load it with ``EnvironmentFile=``, so no
+    secret is ever on a command line) and each set ``AGENT_FILES`` entry (e.g. the Redis CA,
+    0644: the agent reads it as ``hermes``), then enables and restarts ``hermes-agent.service``
+    and ``hermes-huey.service`` so units the base image started before the files existed pick
+    them up.
 
     Args:
-        values: as for ``render_agent_env``.
+        tenant, settings: as for ``agent_env``.
 
     Returns:
         The cloud-config document (contains secrets: wrap it in a Pulumi secret).
+
+    Raises:
+        KeyError, ValueError: as for ``render_agent_env``.
     """
+    files = [
+        {
+            "path": f.path,
+            "owner": "root:root",
+            "permissions": f.permissions,
+            "content": settings[f.key].rstrip("\n") + "\n",
+        }
+        for f in AGENT_FILES
+        if settings.get(f.key)
+    ]
     document = {
         "write_files": [
             {
                 "path": AGENT_ENV_PATH,
                 "owner": "root:root",
                 "permissions": "0600",
-                "content": render_agent_env(values),
-            }
+                "content": render_agent_env(tenant, settings),
+            },
+            *files,
         ],
         "runcmd": [
             ["systemctl", "enable", *AGENT_UNITS],

@@ -173,7 +173,7 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         output_tokens = reply.output_tokens if reply.output_tokens is not None else _estimate_tokens(content)
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-            "model": reply.model or body.get("model", "claude-haiku-4-5"), "content": content,
+            "model": reply.model or body.get("model", "claude-haiku-5-5"), "content": content,
             "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         }

@@ -12,6 +12,11 @@ it is read (or when the resource it belongs to is read); ``inject(status, count)
 ``count`` requests fail (429 carries ``RateLimit-Limit/Remaining/Reset`` headers, as Hetzner's do).
 Server types include the current names (cx23, cx33, cx43, cx53, cpx22, ...) and the deprecated
 cx22/cx32/cx42 with ``deprecation`` objects; cx21/cx41 no longer exist at all.
+
+Given ``machines`` (an object with ``boot(server, user_data)``, ``power_off(id)``,
+``power_on(id)`` and ``delete(id)``, e.g. ``rehearsal.vm.ChrootMachines``), servers "boot":
+create runs the server's user data in a background thread, poweroff/poweron stop and start its
+units, delete stops them and removes the server's root.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import queue
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,8 +101,10 @@ class HcloudStandin:
         requests: ``(method, path)`` of every request received, in order.
     """
 
-    def __init__(self, token: str = "standin-token", server_types: list[dict] | None = None):
+    def __init__(self, token: str = "standin-token", server_types: list[dict] | None = None,
+                 machines=None):
         self.token = token
+        self.machines = machines
         self.server_types = server_types or [server_type_payload(*row) for row in _TYPES]
         self.servers: dict[int, dict] = {}
         self.images: dict[int, dict] = {1: self._image(1, "system", "ubuntu-22.04", {})}
@@ -106,6 +114,7 @@ class HcloudStandin:
         self._failures: list[int] = []
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
+        self._hooks: queue.Queue | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> HcloudStandin:
@@ -160,6 +169,38 @@ class HcloudStandin:
             self.servers[server["id"]] = server
             return server
 
+    def add_image(self, description: str, labels: dict[str, str] | None = None,
+                  kind: str = "snapshot") -> dict:
+        """Register an available image (e.g. the rehearsal's snapshot) and return it."""
+        with self._lock:
+            image = self._image(next(self._ids), kind, None, labels or {}, description)
+            self.images[image["id"]] = image
+            return image
+
+    def _machine_hook(self, name: str, *args) -> None:
+        """Queue ``machines.<name>(*args)``: a VM boots or halts on its own time, and the
+        hooks run one at a time in the order of the API calls (poweroff before poweron)."""
+        if self.machines is None:
+            return
+        with self._lock:
+            if self._hooks is None:
+                self._hooks = queue.Queue()
+                threading.Thread(target=self._run_hooks, daemon=True).start()
+            self._hooks.put((getattr(self.machines, name), args))
+
+    def _run_hooks(self) -> None:
+        while True:
+            hook, args = self._hooks.get()
+            try:
+                hook(*args)
+            finally:
+                self._hooks.task_done()
+
+    def wait_for_machines(self) -> None:
+        """Block until every queued machine hook has run."""
+        if self._hooks is not None:
+            self._hooks.join()
+
     # -- object shapes ----------------------------------------------------------------------
     def _type(self, ref) -> dict:
         for st in self.server_types:
@@ -210,7 +251,7 @@ class HcloudStandin:
                 obj = (self.servers if res["type"] == "server" else self.images).get(res["id"])
                 if obj is not None:
                     after = {"create_server": "running", "stop_server": "off",
-                             "create_image": "available"}.get(action["command"])
+                             "start_server": "running", "create_image": "available"}.get(action["command"])
                     obj["status"] = after or obj["status"]
         return action
 
@@ -305,17 +346,48 @@ class HcloudStandin:
                               image, body.get("networks") or ())
         self.servers[server["id"]] = server
         action = self._action("create_server", server["id"])
+        self._machine_hook("boot", json.loads(json.dumps(server)), body.get("user_data"))
         return 201, {"server": server, "action": action, "next_actions": [],
                      "root_password": None}
 
     def delete_server(self, sid, query, body):
         self._get_or_404(self.servers, sid, "server")
         del self.servers[sid]
+        self._machine_hook("delete", sid)
         return 200, {"action": self._action("delete_server", sid)}
+
+    def update_server(self, sid, query, body):
+        """``PUT /servers/{id}``: change ``name`` and/or ``labels``."""
+        server = self._get_or_404(self.servers, sid, "server")
+        if "labels" in body:
+            server["labels"] = dict(body["labels"] or {})
+        if body.get("name"):
+            server["name"] = body["name"]
+        return 200, {"server": server}
 
     def power_off(self, sid, query, body):
         self._get_or_404(self.servers, sid, "server")["status"] = "stopping"
+        self._machine_hook("power_off", sid)
         return 201, {"action": self._action("stop_server", sid)}
+
+    def power_on(self, sid, query, body):
+        self._get_or_404(self.servers, sid, "server")["status"] = "starting"
+        self._machine_hook("power_on", sid)
+        return 201, {"action": self._action("start_server", sid)}
+
+    def change_type(self, sid, query, body):
+        """``POST /servers/{id}/actions/change_type``: Hetzner requires the server to be off."""
+        server = self._get_or_404(self.servers, sid, "server")
+        if server["status"] != "off":
+            raise ApiError(409, "server_not_stopped", "server must be stopped to change type")
+        server_type = self._type(body.get("server_type"))
+        if server_type["deprecation"]:
+            raise ApiError(422, "invalid_input", f"server type {server_type['name']} is "
+                                                 "deprecated and unavailable")
+        server["server_type"] = server_type
+        if body.get("upgrade_disk"):
+            server["primary_disk_size"] = server_type["disk"]
+        return 201, {"action": self._action("change_server_type", sid)}
 
     def create_image(self, sid, query, body):
         server = self._get_or_404(self.servers, sid, "server")
@@ -351,7 +423,10 @@ class HcloudStandin:
         ("POST", r"/v1/servers"): create_server,
         ("GET", r"/v1/servers/(\d+)"): get_server,
         ("DELETE", r"/v1/servers/(\d+)"): delete_server,
+        ("PUT", r"/v1/servers/(\d+)"): update_server,
         ("POST", r"/v1/servers/(\d+)/actions/poweroff"): power_off,
+        ("POST", r"/v1/servers/(\d+)/actions/poweron"): power_on,
+        ("POST", r"/v1/servers/(\d+)/actions/change_type"): change_type,
         ("POST", r"/v1/servers/(\d+)/actions/create_image"): create_image,
         ("GET", r"/v1/server_types"): list_server_types,
         ("GET", r"/v1/server_types/(\d+)"): get_server_type,

@@ -9,16 +9,30 @@ Message ids: by default one counter for all chats.  With ``chat_sequences=True``
 has its own sequence shared by the user's and the bot's messages, as in Telegram's private
 chats; ``user_message`` then records what the user sent (the bot cannot edit it).  Fault
 tests use ``hold_next`` to freeze the answer to a call that Telegram already applied.
+
+``setWebhook``/``getWebhookInfo`` and ``setMyCommands``/``getMyCommands`` keep the webhook and
+the command menu (per scope and language) with the Bot API's validation, so ``hermes telegram
+setup`` runs against it for real.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
+from urllib.parse import urlsplit
+
+# Bot API limits (https://core.telegram.org/bots/api#setwebhook, #botcommand).
+_SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def _bad_request(reason: str) -> tuple[int, dict]:
+    return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {reason}"}
 
 
 @dataclass
@@ -72,6 +86,10 @@ class TelegramBotApiStandin:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
+        # setWebhook / setMyCommands state, as getWebhookInfo / getMyCommands report it.
+        self.webhook: dict = {"url": "", "allowed_updates": None, "secret_token": "",
+                              "max_connections": 40}
+        self.commands: dict[tuple[str, str], list[dict]] = {}
 
     @property
     def base_url(self) -> str:
@@ -250,10 +268,83 @@ class TelegramBotApiStandin:
         return 200, {"ok": True, "result": {"id": int(self.token.split(":")[0]), "is_bot": True,
                                             "first_name": "Hermes", "username": self.username}}
 
+    def _set_webhook(self, params: dict) -> tuple[int, dict]:
+        """``setWebhook``: an HTTPS URL on port 443, 80, 88 or 8443 (or ``""`` to remove it),
+        ``secret_token`` of 1-256 characters ``A-Za-z0-9_-`` (Bot API, "setWebhook")."""
+        url = params.get("url", "")
+        if not isinstance(url, str):
+            return _bad_request("url must be a string")
+        if url:
+            parsed = urlsplit(url)
+            if parsed.scheme != "https" or not parsed.hostname:
+                return _bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+            if (parsed.port or 443) not in (443, 80, 88, 8443):
+                return _bad_request("bad webhook: Webhook can be set up only on ports 80, 88, "
+                                    "443 or 8443")
+        secret = params.get("secret_token", "")
+        if secret and not _SECRET_TOKEN_RE.fullmatch(str(secret)):
+            return _bad_request("secret token contains unallowed characters")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, str):  # form-encoded callers send it JSON-serialized
+            allowed = json.loads(allowed)
+        description = "Webhook was set"
+        if not url:
+            description = ("Webhook was deleted" if self.webhook["url"]
+                           else "Webhook is already deleted")
+        elif (url, secret) == (self.webhook["url"], self.webhook["secret_token"]) and (
+                allowed is None or allowed == self.webhook["allowed_updates"]):
+            description = "Webhook is already set"
+        self.webhook = {"url": url, "secret_token": secret if url else "",
+                        "allowed_updates": (allowed if allowed is not None
+                                            else self.webhook["allowed_updates"]) if url else None,
+                        "max_connections": int(params.get("max_connections") or 40)}
+        return 200, {"ok": True, "result": True, "description": description}
+
+    def _get_webhook_info(self, params: dict) -> tuple[int, dict]:
+        """``getWebhookInfo``: a WebhookInfo; the secret token is never returned."""
+        info = {"url": self.webhook["url"], "has_custom_certificate": False,
+                "pending_update_count": 0}
+        if self.webhook["url"]:
+            info["max_connections"] = self.webhook["max_connections"]
+            if self.webhook["allowed_updates"] is not None:
+                info["allowed_updates"] = list(self.webhook["allowed_updates"])
+        return 200, {"ok": True, "result": info}
+
+    def _set_my_commands(self, params: dict) -> tuple[int, dict]:
+        """``setMyCommands``: at most 100 BotCommands, ``command`` 1-32 characters
+        ``a-z0-9_``, ``description`` 1-256 characters; kept per scope and language code."""
+        commands = params.get("commands")
+        if isinstance(commands, str):
+            commands = json.loads(commands)
+        if not isinstance(commands, list) or len(commands) > 100:
+            return _bad_request("commands must be an array of at most 100 BotCommand")
+        for command in commands:
+            if not _COMMAND_RE.fullmatch(str(command.get("command", ""))):
+                return _bad_request("BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                return _bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+        self.commands[self._commands_key(params)] = [
+            {"command": c["command"], "description": c["description"]} for c in commands]
+        return 200, {"ok": True, "result": True}
+
+    def _get_my_commands(self, params: dict) -> tuple[int, dict]:
+        """``getMyCommands``: the BotCommands of that scope and language code (``[]`` if none)."""
+        return 200, {"ok": True, "result": self.commands.get(self._commands_key(params), [])}
+
+    @staticmethod
+    def _commands_key(params: dict) -> tuple[str, str]:
+        scope = params.get("scope") or {"type": "default"}
+        if isinstance(scope, str):
+            scope = json.loads(scope)
+        return json.dumps(scope, sort_keys=True), params.get("language_code", "")
+
     _HANDLERS: ClassVar[dict] = {
         "sendMessage": _send_message,
         "editMessageText": _edit_message_text,
         "sendChatAction": _true,
-        "setWebhook": _true,
+        "setWebhook": _set_webhook,
+        "getWebhookInfo": _get_webhook_info,
+        "setMyCommands": _set_my_commands,
+        "getMyCommands": _get_my_commands,
         "getMe": _get_me,
     }

@@ -14,8 +14,17 @@ class BusUnavailable(WireError):
 
 
 class BusBackpressure(BusUnavailable):
-    """A consumer group is too far behind; ``append`` refused the entry (retry later)."""
+    """The bus refused an entry for now (retry later): a consumer group is too far behind, or
+    Redis reached ``maxmemory`` and refuses writes (``OOM command not allowed``)."""
 
 
 class BusAuthError(WireError):
     """The bus rejected our credentials (e.g. a wrong Redis ACL password)."""
+
+
+class BusTLSError(BusUnavailable):
+    """The Redis server's TLS certificate failed verification, or the bus CA file is unusable.
+
+    Not transient like other ``BusUnavailable`` errors: check ``HERMES_BUS_CA_FILE`` names the
+    CA that ``roles/redis`` issued and that the URL's host is in the certificate's SANs.
+    """

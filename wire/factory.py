@@ -8,16 +8,19 @@ from wire.bus import Bus
 from wire.errors import WireError
 
 
-def bus_from_url(url: str, *, visibility_timeout: float = 30.0) -> Bus:
+def bus_from_url(url: str, *, visibility_timeout: float = 30.0, ca_file: str = "") -> Bus:
     """Return a bus for ``url``.
 
     Args:
         url: ``sqlite:////abs/path/bus.db`` (embedded default) or ``redis://[user:pass@]host:port/db``
             (``rediss://`` for TLS).
         visibility_timeout: seconds before an unacknowledged entry is redelivered.
+        ca_file: PEM CA that verifies a ``rediss://`` server (``HERMES_BUS_CA_FILE``, issued by
+            ``roles/redis``); ``""``: the system's CAs.  Unused for other schemes.
 
     Raises:
         WireError: the URL scheme is not supported.
+        BusTLSError: the server's certificate failed verification against ``ca_file``.
     """
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
@@ -27,5 +30,5 @@ def bus_from_url(url: str, *, visibility_timeout: float = 30.0) -> Bus:
     if scheme in ("redis", "rediss"):
         from wire.redis_bus import RedisBus
 
-        return RedisBus.from_url(url, visibility_timeout=visibility_timeout)
+        return RedisBus.from_url(url, visibility_timeout=visibility_timeout, ca_file=ca_file)
     raise WireError(f"unsupported bus URL scheme {scheme!r} (expected sqlite, redis or rediss)")

@@ -2,7 +2,13 @@
 
 Shapes follow the contracts in DESIGN.md: an Envelope carries one user message to a tenant's
 agent; an Event carries one piece of the agent's answer back (``delta``, ``final``, ``error``
-or ``status``). Both travel as JSON objects with a ``v`` field so the format can evolve.
+or ``status``) or, with kind ``lifecycle``, the agent's own state (``ready``, ``heartbeat``,
+``failed``; DESIGN.md "Agent lifecycle"). Both travel as JSON objects with a ``v`` field so the
+format can evolve.
+
+Compatibility: within version 1 changes are additive only.  New fields have defaults, so an
+event written before they existed still parses; ``lifecycle`` events are new in version 1 and a
+control plane older than them dead-letters them (deploy the control plane before the agents).
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from wire.errors import MalformedMessage
 WIRE_VERSION = 1
 
 CHANNELS = frozenset({"telegram", "discord", "slack", "whatsapp", "web", "cron"})
-EVENT_KINDS = frozenset({"delta", "final", "error", "status"})
+EVENT_KINDS = frozenset({"delta", "final", "error", "status", "lifecycle"})
+LIFECYCLE = "lifecycle"
+# ``ready``: LLM backend, bus and stores are up; ``heartbeat``: still alive (every
+# HERMES_HEARTBEAT_INTERVAL seconds); ``failed``: could not start, ``text`` says why.
+LIFECYCLE_STATES = frozenset({"ready", "heartbeat", "failed"})
 
 # Consumer groups: agents read their inbox as AGENT_GROUP, the control plane reads every
 # events stream as DELIVERY_GROUP.
@@ -87,10 +97,10 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Event:
-    """One outbound piece of an agent's answer to the envelope ``message_id``.
+    """One outbound piece of an agent's answer to the envelope ``message_id``, or a lifecycle report.
 
     Attributes:
-        message_id: the id of the Envelope being answered.
+        message_id: the id of the Envelope being answered (a fresh id for lifecycle events).
         seq: position of this event within the answer, starting at 0.
         kind: ``delta`` (the reply text so far, cumulative), ``final`` (the whole reply),
             ``error`` (a user-facing error text) or ``status`` (e.g. ``typing``).
@@ -98,6 +108,8 @@ class Event:
         tenant, channel, chat_id: where the reply goes.
         usage: for ``final``/``error``: ``{"model", "input_tokens", "output_tokens",
             "cost_cents", "latency_ms"}`` of the LLM call, else ``None``.
+        lifecycle: for kind ``lifecycle``: one of ``LIFECYCLE_STATES``, else ``None``.
+        at: Unix time in seconds (float) when the agent wrote a lifecycle event, else ``None``.
     """
 
     message_id: str
@@ -108,10 +120,31 @@ class Event:
     channel: str
     chat_id: str
     usage: dict[str, Any] | None = None
+    lifecycle: str | None = None
+    at: float | None = None
 
     def to_json(self) -> str:
         """Return the versioned JSON text of this event."""
         return json.dumps({"v": WIRE_VERSION, "type": "event", **asdict(self)})
+
+    @classmethod
+    def lifecycle_event(cls, tenant: str, state: str, text: str = "",
+                        at: float | None = None) -> Event:
+        """Return a lifecycle event of ``tenant``'s agent (no chat: ``channel``/``chat_id`` empty).
+
+        Args:
+            tenant: the tenant id.
+            state: one of ``LIFECYCLE_STATES``.
+            text: a human-readable detail (the reason, for ``failed``).
+            at: Unix seconds; default now.
+
+        Raises:
+            MalformedMessage: ``state`` is not a lifecycle state.
+        """
+        if state not in LIFECYCLE_STATES:
+            raise MalformedMessage(f"unknown lifecycle state {state!r}")
+        return cls(message_id=new_id(), seq=0, kind=LIFECYCLE, text=text, tenant=tenant,
+                   channel="", chat_id="", lifecycle=state, at=time.time() if at is None else at)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Event:
@@ -123,6 +156,8 @@ class Event:
         data = _decode(raw, "event")
         if data.get("kind") not in EVENT_KINDS:
             raise MalformedMessage(f"unknown event kind {data.get('kind')!r}")
+        if data["kind"] == LIFECYCLE and data.get("lifecycle") not in LIFECYCLE_STATES:
+            raise MalformedMessage(f"unknown lifecycle state {data.get('lifecycle')!r}")
         return _build(cls, data)
 
 

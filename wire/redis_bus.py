@@ -7,6 +7,13 @@ Command semantics follow the Redis documentation (https://redis.io/docs/data-typ
   when the idempotency key ``{stream}:idem:{key}`` exists, refuses the entry while a consumer
   group has ``max_backlog`` entries or more unacknowledged (backpressure, see below), else
   ``XADD {stream} MAXLEN ~ retention * payload ...`` and ``SET {stream}:idem:{key} id EX ttl``.
+  When Redis is out of memory (``maxmemory`` with ``noeviction``, roles/redis) the ``XADD``
+  is refused with ``OOM``; ``append`` then runs ``TRIM_ACKED_SCRIPT`` (``XTRIM MINID`` below
+  the oldest entry some group still needs: its oldest pending entry, else the entry after its
+  last delivered one; never with no group) and tries once more only when that freed entries,
+  else raises ``BusBackpressure``.  ``XTRIM`` is not a ``denyoom`` command, so it runs while
+  Redis refuses writes; ``XADD`` and the idempotency ``SET`` stay one atomic step because a
+  script is refused only at its first write.
   Idempotency keys live under the stream's own key prefix so a tenant's ACL covers them.
 * ``read`` creates the group on first use (``XGROUP CREATE ... 0 MKSTREAM``, BUSYGROUP is
   fine), claims entries idle longer than the visibility timeout (``XAUTOCLAIM``; attempts
@@ -39,7 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import ssl
 import time
 from contextlib import contextmanager
 
@@ -49,7 +58,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from wire.bus import Bus, Delivery
-from wire.errors import BusAuthError, BusBackpressure, BusUnavailable, WireError
+from wire.errors import BusAuthError, BusBackpressure, BusTLSError, BusUnavailable, WireError
 
 log = structlog.get_logger(__name__)
 
@@ -80,24 +89,91 @@ if backlog > 0 then
   end
 end
 if backlog >= max_backlog then return {'full', tostring(backlog)} end
-local id = redis.call('XADD', stream, 'MAXLEN', '~', retention, '*', 'payload', payload)
+local id = redis.pcall('XADD', stream, 'MAXLEN', '~', retention, '*', 'payload', payload)
+if type(id) == 'table' and id.err then
+  if string.sub(id.err, 1, 4) == 'OOM ' then return {'oom', id.err} end
+  return id
+end
 if idem_key then redis.call('SET', idem_key, id, 'EX', ttl) end
 return {'appended', id}
 """
 _APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
 
+# Trim the entries every consumer group of KEYS[1] has acknowledged. Returns {removed, ''},
+# or {0, error} when the ACL user may not run XPENDING or XTRIM on the stream.
+TRIM_ACKED_SCRIPT = """
+local stream = KEYS[1]
+if redis.call('XLEN', stream) == 0 then return {0, ''} end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local groups = redis.call('XINFO', 'GROUPS', stream)
+if #groups == 0 then return {0, ''} end
+local floor = nil
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local needed
+  if info['pending'] > 0 then
+    local summary = redis.pcall('XPENDING', stream, info['name'])
+    if summary.err then return {0, summary.err} end
+    needed = summary[2]
+  else
+    local ms, seq = parse(info['last-delivered-id'])
+    needed = string.format('%d-%d', ms, seq + 1)
+  end
+  if floor == nil or before(needed, floor) then floor = needed end
+end
+local removed = redis.pcall('XTRIM', stream, 'MINID', floor)
+if type(removed) == 'table' then return {0, removed.err} end
+return {removed, ''}
+"""
 
-def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT,
+
+def tls_options(url: str, ca_file: str = "") -> dict:
+    """Return the redis-py TLS keyword arguments for ``url``: none for ``redis://``.
+
+    A ``rediss://`` server must present a certificate that chains to ``ca_file`` (PEM; the
+    private CA ``roles/redis`` issues) or, with no ``ca_file``, to the system's CAs, and that
+    names the host of the URL (``ssl_check_hostname``; the role puts the private address and
+    host name in its SANs).
+
+    Raises:
+        BusTLSError: ``ca_file`` is set but is not a readable file.
+    """
+    if not url.startswith("rediss://"):
+        if ca_file:
+            log.warning("bus.ca_file_unused", hint="the bus URL is not rediss://; no TLS")
+        return {}
+    options = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if ca_file:
+        if not os.access(ca_file, os.R_OK) or not os.path.isfile(ca_file):
+            raise BusTLSError(f"bus CA file {ca_file!r} (HERMES_BUS_CA_FILE) is not a readable "
+                              f"file")
+        options["ssl_ca_certs"] = ca_file
+    return options
+
+
+def connect(url: str, *, ca_file: str = "", socket_timeout: float = SOCKET_TIMEOUT,
             connect_timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
     """Return a redis-py client for ``url`` after a successful ``PING``.
 
     Args:
         url: ``redis://[user:password@]host:port/db`` or ``rediss://`` (TLS).
+        ca_file: PEM CA file that verifies a ``rediss://`` server (see ``tls_options``);
+            ``""``: the system's CAs.
         socket_timeout: seconds to wait for any reply.
         connect_timeout: seconds to wait for the TCP (and TLS) connection.
 
     Raises:
         BusAuthError: Redis rejected the user or password (message names user and server).
+        BusTLSError: the server's certificate failed verification, or ``ca_file`` is unusable.
         BusUnavailable: Redis cannot be reached.
     """
     client = redis.Redis.from_url(
@@ -108,6 +184,7 @@ def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT,
         # Only connection errors: re-sending after a timeout could append twice.
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 3,
                     supported_errors=(redis.ConnectionError,)),
+        **tls_options(url, ca_file),
     )
     with translate_errors(client, "connect"):
         client.ping()
@@ -132,11 +209,15 @@ def translate_errors(client: redis.Redis, action: str):
 
     Raises:
         BusAuthError: wrong password, revoked user, or an ACL denial (NOPERM).
+        BusBackpressure: Redis is out of memory (``OOM command not allowed``): retry later.
+        BusTLSError: the server's TLS certificate failed verification.
         BusUnavailable: connection refused/lost, timeout, or Redis refusing writes for now.
         WireError: any other error reply.
     """
     try:
         yield
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise _out_of_memory(client, action, f"OOM {exc}") from exc
     except redis.AuthenticationError as exc:
         raise BusAuthError(
             f"Redis rejected {_describe(client)} during {action}: wrong password, or the user "
@@ -145,11 +226,26 @@ def translate_errors(client: redis.Redis, action: str):
     except redis.exceptions.NoPermissionError as exc:
         raise BusAuthError(f"Redis ACL denies {_describe(client)} to {action}: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc.__context__, ssl.SSLCertVerificationError) or \
+                "certificate verify failed" in str(exc):
+            raise BusTLSError(f"Redis TLS certificate of {_describe(client)} failed "
+                              f"verification during {action} (is HERMES_BUS_CA_FILE the CA "
+                              f"that roles/redis issued?): {exc}") from exc
         raise BusUnavailable(f"Redis unavailable for {_describe(client)} during {action}: "
                              f"{exc}") from exc
     except redis.ResponseError as exc:
-        error = BusUnavailable if reply_code(exc) in _UNAVAILABLE_CODES else WireError
+        code = reply_code(exc)
+        if code == "OOM":
+            raise _out_of_memory(client, action, str(exc)) from exc
+        unavailable = code in _UNAVAILABLE_CODES or isinstance(exc, redis.exceptions.ReadOnlyError)
+        error = BusUnavailable if unavailable else WireError
         raise error(f"Redis refused {action} for {_describe(client)}: {exc}") from exc
+
+
+def _out_of_memory(client: redis.Redis, action: str, reply: str) -> BusBackpressure:
+    return BusBackpressure(
+        f"Redis is full and refused {action} for {_describe(client)} ({reply}); nothing was "
+        f"written, retry later (runbooks/redis-down.md, 'Redis is full')")
 
 
 class RedisBus(Bus):
@@ -183,14 +279,17 @@ class RedisBus(Bus):
 
     @classmethod
     def from_url(cls, url: str, visibility_timeout: float = 30.0, retention: int = 100_000,
-                 *, socket_timeout: float = SOCKET_TIMEOUT, **options) -> RedisBus:
-        """Connect to ``url`` (see ``connect``) and return a bus; ``options`` go to ``__init__``.
+                 *, ca_file: str = "", socket_timeout: float = SOCKET_TIMEOUT,
+                 **options) -> RedisBus:
+        """Connect to ``url`` (see ``connect``; ``ca_file`` verifies a ``rediss://`` server)
+        and return a bus; ``options`` go to ``__init__``.
 
         Raises:
             BusAuthError: wrong password or revoked user, with a message naming the user.
+            BusTLSError: the server's certificate failed verification against ``ca_file``.
             BusUnavailable: Redis cannot be reached.
         """
-        client = connect(url, socket_timeout=socket_timeout)
+        client = connect(url, ca_file=ca_file, socket_timeout=socket_timeout)
         return cls(client, visibility_timeout=visibility_timeout, retention=retention, **options)
 
     def _errors(self, action: str):
@@ -209,6 +308,16 @@ class RedisBus(Bus):
         except redis.exceptions.NoScriptError:
             return self._client.eval(APPEND_SCRIPT, *args)  # EVAL also caches the script
 
+    def _trim_acked(self, stream: str) -> int:
+        """Run ``TRIM_ACKED_SCRIPT``; return the entries removed (0 when the ACL denies it)."""
+        removed, error = self._client.eval(TRIM_ACKED_SCRIPT, 1, stream)
+        if error:
+            log.warning("bus.trim_denied", stream=stream, error=error,
+                        hint="the ACL user needs XPENDING and XTRIM on this stream")
+        else:
+            log.warning("bus.out_of_memory_trimmed_acked", stream=stream, removed=removed)
+        return int(removed)
+
     def _entry_id(self, stream: str, reply: list) -> str:
         status, value = reply
         if status == "full":
@@ -216,12 +325,18 @@ class RedisBus(Bus):
                 f"{stream}: a consumer group has {value} entries not yet acknowledged (limit "
                 f"{self.max_backlog}); entry refused, retry later"
             )
+        if status == "oom":
+            raise _out_of_memory(self._client, f"append to {stream}", value)
         return value
 
     def append(self, stream, payload, idempotency_key=None):
-        """See ``Bus.append``; also raises ``BusBackpressure``, ``BusAuthError`` (ACL denial)."""
+        """See ``Bus.append``; also raises ``BusBackpressure`` (backlog limit, or Redis out of
+        memory even after trimming acknowledged entries) and ``BusAuthError`` (ACL denial)."""
         with self._errors(f"append to {stream}"):
-            return self._entry_id(stream, self._run_append(stream, payload, idempotency_key))
+            reply = self._run_append(stream, payload, idempotency_key)
+            if reply[0] == "oom" and self._trim_acked(stream):
+                reply = self._run_append(stream, payload, idempotency_key)
+            return self._entry_id(stream, reply)
 
     def append_many(self, stream, payloads, idempotency_keys=None):
         """See ``Bus.append_many``: one pipelined round trip; each entry is checked separately."""
@@ -237,6 +352,8 @@ class RedisBus(Bus):
                     reply = self._run_append(stream, payload, key)  # the script did not run
                 elif isinstance(reply, Exception):
                     raise reply
+                if reply[0] == "oom":
+                    self._trim_acked(stream)  # so that the caller's retry can succeed
                 ids.append(self._entry_id(stream, reply))
             return ids
 

@@ -13,6 +13,12 @@ import anthropic
 from agent.config import DEFAULT_ANTHROPIC_MODEL
 from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDelta, ToolUse
 
+# Models whose thinking cannot be turned off (platform.claude.com, "Thinking": Opus 5.5 and
+# Fable 5.1 always think adaptively).  Every other model is sent ``thinking: disabled``:
+# Haiku 5.5 thinks by default, thinking tokens count against ``max_tokens``, and the tool loop
+# does not carry thinking blocks between steps, which the API requires once thinking is on.
+ALWAYS_THINKING = ("claude-opus-5-5", "claude-fable-5-1")
+
 # Status codes worth retrying, per Anthropic's error docs (429 rate limit, 529 overloaded, 5xx).
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
@@ -23,7 +29,7 @@ class AnthropicBackend(LLMBackend):
     Args:
         api_key: the Anthropic API key.
         base_url: API endpoint, or None for the SDK default.
-        model: model id; default Claude Haiku 4.5 (``claude-haiku-4-5``).
+        model: model id; default ``DEFAULT_ANTHROPIC_MODEL`` (Claude Haiku 5.5).
         timeout: seconds for the whole request.
     """
 
@@ -43,6 +49,8 @@ class AnthropicBackend(LLMBackend):
                   "system": request.system, "messages": request.messages}
         if request.tools:
             kwargs["tools"] = request.tools
+        if not kwargs["model"].startswith(ALWAYS_THINKING):
+            kwargs["thinking"] = {"type": "disabled"}
         tool_uses: list[ToolUse] = []
         try:
             with self.client.messages.stream(**kwargs) as stream:

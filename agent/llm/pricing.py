@@ -1,16 +1,29 @@
 """Per-model token prices, in US cents per million tokens, and cost of one call.
 
-Source: https://www.anthropic.com/pricing (Claude Haiku 4.5: $1 / MTok input, $5 / MTok output;
-Sonnet 4.5: $3 / $15; Opus 4.5: $5 / $25).  Local models cost nothing.  Unknown models are priced at zero and
-reported as such.
+Source: https://www.anthropic.com/pricing and each model's overview page on
+platform.claude.com (Claude Haiku 5.5: $0.10 / MTok input, $0.50 / MTok output for prompts up
+to 100,000 tokens, $0.50 / $2.50 above; Sonnet 5.5: $2 / $10; Opus 5.5: $4 / $20;
+Fable 5.1: $10 / $50; Haiku 4.5: $1 / $5; Sonnet 4.5: $3 / $15; Opus 4.5: $5 / $25).
+Older ids stay priced because tenants may still pin them with ``/model``.  Local models cost
+nothing.  Unknown models are priced at zero and reported as such.
 """
 
 from __future__ import annotations
 
 PRICES_CENTS_PER_MTOK: dict[str, tuple[float, float]] = {
+    "claude-haiku-5-5": (10.0, 50.0),
+    "claude-sonnet-5-5": (200.0, 1000.0),
+    "claude-opus-5-5": (400.0, 2000.0),
+    "claude-fable-5-1": (1000.0, 5000.0),
     "claude-haiku-4-5": (100.0, 500.0),
     "claude-sonnet-4-5": (300.0, 1500.0),
     "claude-opus-4-5": (500.0, 2500.0),
+}
+
+# Long-context rates: ``{model: (prompt tokens, (input, output) cents/MTok)}``; a call whose
+# prompt has more input tokens than the threshold is billed wholly at these rates (same source).
+LONG_CONTEXT_CENTS_PER_MTOK: dict[str, tuple[int, tuple[float, float]]] = {
+    "claude-haiku-5-5": (100_000, (50.0, 250.0)),
 }
 
 
@@ -22,12 +35,18 @@ def cost_cents(model: str, input_tokens: int, output_tokens: int,
         model: model id; a dated id such as ``claude-haiku-4-5-20251001`` matches its alias.
         input_tokens, output_tokens: token counts of the call.
         prices: ``{model: (input cents/MTok, output cents/MTok)}``; default the table above.
+            A model whose price there is the default one also gets its long-context rates
+            (``LONG_CONTEXT_CENTS_PER_MTOK``); an overridden price applies to every prompt size.
     """
     table = PRICES_CENTS_PER_MTOK if prices is None else prices
     match = next((name for name in table if model == name or model.startswith(name + "-")), None)
     if match is None:
         return 0.0
     price_in, price_out = table[match]
+    long_context = LONG_CONTEXT_CENTS_PER_MTOK.get(match)
+    if long_context and table[match] == PRICES_CENTS_PER_MTOK.get(match) \
+            and input_tokens > long_context[0]:
+        price_in, price_out = long_context[1]
     return (input_tokens * price_in + output_tokens * price_out) / 1_000_000
 
 

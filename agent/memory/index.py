@@ -17,12 +17,13 @@ import apsw
 import numpy as np
 import sqlite_vec
 
+from agent import schema
 from agent.memory.embedders import Embedder
 from agent.memory.errors import EmbedderMismatch
 from agent.memory.priors import shape
 from agent.memory.ranking import RetrievalConfig
 
-SCHEMA = """
+INITIAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS memories(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,10 +36,7 @@ CREATE TABLE IF NOT EXISTS memories(
     prev_id INTEGER,
     episode_id INTEGER,
     needs_vector INTEGER NOT NULL DEFAULT 1,
-    needs_window INTEGER NOT NULL DEFAULT 1,
-    body_chars INTEGER,
-    is_question INTEGER,
-    mentions_time INTEGER
+    needs_window INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS memories_prev ON memories(prev_id);
 CREATE INDEX IF NOT EXISTS memories_created ON memories(created_at);
@@ -62,22 +60,25 @@ def connect(path: str) -> apsw.Connection:
         # access-time update commits without an fsync (SQLite docs, "Write-Ahead Logging").
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
-    with connection:
-        connection.execute(SCHEMA)
-        _add_shape_columns(connection)
+    schema.apply(connection, "memory", STEPS)
     return connection
 
 
 def _add_shape_columns(connection: apsw.Connection) -> None:
-    # Databases written before the shape priors existed lack these columns: add and fill them.
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(memories)")}
-    if "mentions_time" in columns:
+    # Files written before the shape priors existed lack these columns: add and fill them.
+    # Files made before versioning (user_version 0) may already have them.
+    if "mentions_time" in schema.column_names(connection, "memories"):
         return
     for column in SHAPE_COLUMNS:
         connection.execute(f"ALTER TABLE memories ADD COLUMN {column} INTEGER")
     rows = connection.execute("SELECT id, text FROM memories").fetchall()
     connection.executemany("UPDATE memories SET body_chars = ?, is_question = ?, mentions_time = ? WHERE id = ?",
                            [(*shape(text), memory_id) for memory_id, text in rows])
+
+
+# Schema steps in order (agent/schema.py: append, never edit a released step).  The vec0
+# tables are not steps: their dimension comes from the embedder (``ensure_vector_tables``).
+STEPS = (INITIAL_SCHEMA, _add_shape_columns)
 
 
 def ensure_vector_tables(connection: apsw.Connection, embedder: Embedder) -> None:

@@ -46,15 +46,17 @@ def create_user_and_dirs(settings: ImageSettings) -> None:
 def pip_install_commands(settings: ImageSettings, wheel_path: str) -> list[str]:
     """Shell commands that install ``wheel_path`` with its extras into the venv.
 
-    First a normal install (pulls the extras' dependencies), then a forced ``--no-deps``
-    reinstall of the project alone, so a rebuilt wheel with an unchanged version number
-    still replaces the installed code without reinstalling every dependency.
+    First a normal install with ``settings.wheel_extras`` (the ``agent`` extra plus what the
+    declared LLM backends need, e.g. ``local-llm`` for ``local``; pulls their dependencies),
+    then a forced ``--no-deps`` reinstall of the project alone, so a rebuilt wheel with an
+    unchanged version number still replaces the installed code without reinstalling every
+    dependency.
     """
     pip = [f"{settings.venv}/bin/pip", "install", "--no-input", "--disable-pip-version-check",
            "--no-cache-dir", *shlex.split(settings.hermes_pip_install_args)]
     requirement = wheel_path
-    if settings.hermes_wheel_extras:
-        requirement = f"{wheel_path}[{settings.hermes_wheel_extras}]"
+    if settings.wheel_extras:
+        requirement = f"{wheel_path}[{','.join(settings.wheel_extras)}]"
     install = [*pip, requirement]
     refresh = [*pip, "--force-reinstall", "--no-deps", wheel_path]
     return [" ".join(shlex.quote(part) for part in argv) for argv in (install, refresh)]

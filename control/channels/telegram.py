@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 
 import httpx
@@ -26,11 +27,15 @@ MESSAGE_KINDS = ("message", "edited_message", "channel_post", "edited_channel_po
 def verify_secret(header_value: str | None, expected: str) -> None:
     """Compare ``X-Telegram-Bot-Api-Secret-Token`` with the configured secret in constant time.
 
+    Both sides are compared as bytes: ``hmac.compare_digest`` raises ``TypeError`` on non-ASCII
+    ``str``, and a header that cannot be encoded is simply a mismatch, since a real secret is
+    only ``A-Z a-z 0-9 _ -`` (https://core.telegram.org/bots/api#setwebhook).
+
     Raises:
         Unauthorized: no secret configured, header missing, or mismatch.
     """
     if not expected or header_value is None or not hmac.compare_digest(
-            header_value.encode(), expected.encode()):
+            header_value.encode("utf-8", "replace"), expected.encode("utf-8")):
         raise Unauthorized("bad or missing X-Telegram-Bot-Api-Secret-Token")
 
 
@@ -73,27 +78,32 @@ class InboundUpdate:
 def parse_update(data: object) -> InboundUpdate:
     """Parse a decoded Update.
 
+    Structure is read tolerantly (a field of the wrong shape counts as absent), but every
+    value that is stored or forwarded is checked: ids are integers, text and file ids are
+    strings without NUL (PostgreSQL text cannot hold it), the update kind is a field name.
+
     Raises:
-        BadRequest: not an object, or no integer ``update_id``.
+        BadRequest: not an object, no integer ``update_id``, or a stored value of the wrong type.
     """
-    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+    if not isinstance(data, dict) or not _is_int(data.get("update_id")):
         raise BadRequest("not a Telegram Update: an object with an integer update_id is required")
     update_id = data["update_id"]
     kind = next((k for k in data if k != "update_id"), "unknown")
+    if not _FIELD_NAME.fullmatch(kind):
+        raise BadRequest("the Update's field name is not a Bot API field name")
     if kind in MESSAGE_KINDS and isinstance(data[kind], dict):
         return _from_message(update_id, kind, data[kind])
     if kind == "callback_query" and isinstance(data[kind], dict):
-        sender = data[kind].get("from") or {}
-        message = data[kind].get("message") or {}
-        chat = message.get("chat") or {}
-        return InboundUpdate(update_id, kind, _str(chat.get("id")), chat.get("type"),
-                             _str(sender.get("id")))
+        sender = _obj(data[kind].get("from"))
+        chat = _obj(_obj(data[kind].get("message")).get("chat"))
+        return InboundUpdate(update_id, kind, _id(chat.get("id"), "chat.id"), _text(chat.get("type")),
+                             _id(sender.get("id"), "from.id"))
     return InboundUpdate(update_id, kind)
 
 
 def _from_message(update_id: int, kind: str, message: dict) -> InboundUpdate:
-    chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
-    sender = message.get("from") if isinstance(message.get("from"), dict) else {}
+    chat = _obj(message.get("chat"))
+    sender = _obj(message.get("from"))
     text = message.get("text") or message.get("caption") or ""
     attachments = []
     for media in ("photo", "voice", "audio", "document", "video", "sticker"):
@@ -101,14 +111,43 @@ def _from_message(update_id: int, kind: str, message: dict) -> InboundUpdate:
         if isinstance(item, list) and item:
             item = item[-1]
         if isinstance(item, dict) and item.get("file_id"):
-            attachments.append({"kind": media, "file_id": item["file_id"]})
-    return InboundUpdate(update_id, kind, _str(chat.get("id")), chat.get("type"),
-                         _str(sender.get("id")), _str(message.get("message_id")),
-                         text if isinstance(text, str) else "", tuple(attachments))
+            attachments.append({"kind": media, "file_id": _text(item["file_id"], "file_id")})
+    return InboundUpdate(update_id, kind, _id(chat.get("id"), "chat.id"), _text(chat.get("type")),
+                         _id(sender.get("id"), "from.id"), _id(message.get("message_id"), "message_id"),
+                         _text(text) or "", tuple(attachments))
 
 
-def _str(value) -> str | None:
-    return None if value is None else str(value)
+# Update field names are snake_case (https://core.telegram.org/bots/api#update); the kind is
+# stored in a 255-character column, so anything else is not an Update.
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Bot API ids "have at most 52 significant bits" (https://core.telegram.org/bots/api#chat);
+# a signed 64-bit bound keeps every id storable in an integer column.
+_ID_BOUND = 2**63
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -_ID_BOUND < value < _ID_BOUND
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _id(value, field: str) -> str | None:
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise BadRequest(f"{field} must be an integer")
+    return str(value)
+
+
+def _text(value, field: str | None = None) -> str | None:
+    """Return ``value`` if it is a NUL-free string; else None, or BadRequest when ``field`` is named."""
+    if isinstance(value, str) and "\x00" not in value:
+        return value
+    if field is not None or isinstance(value, str):
+        raise BadRequest(f"{field or 'a text field'} must be a string without NUL characters")
+    return None
 
 
 class BotApiError(HermesError):

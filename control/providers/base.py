@@ -21,9 +21,15 @@ class MachineSpec:
     Attributes:
         tenant: tenant id (string).
         plan: ``light`` or ``heavy``.
-        env: environment variables handed to the agent (bus URL with the tenant's own
-            credentials, control-plane URL, agent token, LLM settings).  Secret values live here
-            and must never be logged.
+        env: environment variables handed to the agent, named as in ``agent/config.py``:
+            ``HERMES_TENANT``, ``HERMES_BUS_URL`` (the tenant's own ACL user),
+            ``HERMES_AGENT_TOKEN``, ``HERMES_CONTROL_URL``, ``HERMES_DAILY_BUDGET_CENTS`` (the
+            plan's, ``control.services.agent_settings.agent_env_for``), ``HERMES_TZ``, the LLM
+            settings (``HERMES_LLM``/``HERMES_LLM_CHAIN``/``HERMES_MODEL``, ``ANTHROPIC_*``,
+            ``OPENAI_*``, ``HERMES_OPENAI_MODEL``) and ``HERMES_BUS_CA_FILE`` (a path on the
+            control host; ``HetznerProvisioner`` ships the file's text to the VM).  Remote
+            provisioners carry exactly the variables of ``infra.tenant_config.AGENT_SETTINGS``.
+            Secret values live here and must never be logged.
     """
 
     tenant: str

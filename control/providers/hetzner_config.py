@@ -1,12 +1,16 @@
 """``HetznerConfig``: everything ``HetznerProvisioner`` needs, built once from settings.
 
 The tenant stack config it produces follows ``infra.tenant_config.TENANT_CONFIG_KEYS`` (the
-contract of ``infra.tenant.build``).
+contract of ``infra.tenant.build``): the infrastructure keys from this config, the agent's
+settings from ``MachineSpec.env`` through ``tc.AGENT_SETTINGS`` (secret keys flagged secret),
+and the text of the files named by ``tc.AGENT_FILES`` (the Redis CA).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError, ProvisioningError
 from control.providers.hetzner_workspace import ConfigEntry
@@ -18,6 +22,8 @@ TENANT_PROJECT = "hermes-tenants"
 SHARED_PROJECT = "hermes-max"
 #: Plan sizes, smallest first; resizing towards a lower index is a downgrade.
 PLAN_ORDER = ("light", "heavy")
+#: LLM backends the base image installs by default (``agent_image`` ``hermes_llm_backends``).
+IMAGE_LLM_BACKENDS = ("anthropic", "openai_compat")
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class HetznerConfig:
             request per second: 3600 per hour).
         drift_delay: pause between two stack previews in ``hermes drift``, seconds; default 5
             (a refresh reads every resource of a stack from the API).
+        image_llm_backends: LLM backends the pinned snapshot's image installs (the image
+            build's ``hermes_llm_backends``, also its snapshot label ``llm-backends``); default
+            ``anthropic``, ``openai_compat``. A chain naming another backend is refused at
+            provision time: the agent could not import it and would crash-loop.
     """
 
     env: str
@@ -97,6 +107,7 @@ class HetznerConfig:
     retry_base_delay: float = 2.0
     retry_max_delay: float = 60.0
     drift_delay: float = 5.0
+    image_llm_backends: tuple[str, ...] = IMAGE_LLM_BACKENDS
 
     def __post_init__(self):
         required = ("env", "hcloud_token", "snapshot_id", "network_id", "firewall_label",
@@ -107,6 +118,10 @@ class HetznerConfig:
         unknown = set(self.server_types) ^ set(PLAN_ORDER)
         if unknown:
             raise ConfigError(f"server_types must name exactly the plans {PLAN_ORDER}")
+        unknown_backends = set(self.image_llm_backends) - set(tc.LLM_BACKENDS)
+        if unknown_backends or not self.image_llm_backends:
+            raise ConfigError(f"image_llm_backends must be some of {tc.LLM_BACKENDS}, "
+                              f"not {self.image_llm_backends}")
         try:
             tc.parse_label_selector(self.firewall_label)
             tc.check_label_value(self.env, "env")
@@ -135,26 +150,71 @@ class HetznerConfig:
         return {key: ConfigEntry(value) for key, value in values.items()}
 
     def tenant_config(self, tenant: str, agent_env: dict[str, str]) -> dict[str, ConfigEntry]:
-        """Return the full tenant stack config; the bus URL and agent token become secrets.
+        """Return the full tenant stack config for ``tenant``'s agent.
+
+        Every ``tc.AGENT_SETTINGS`` entry whose variable is set in ``agent_env`` becomes its
+        config key (``secret=True`` for API keys, bus URL and agent token: Pulumi encrypts
+        them in state and the tenant program reads them with ``require_secret``); every
+        ``tc.AGENT_FILES`` variable names a file on this host whose text becomes its key.
+        ``hermes:controlUrl`` comes from ``control_url``.
 
         Args:
-            agent_env: ``MachineSpec.env``; must hold ``HERMES_BUS_URL`` (with the tenant's own
-                ACL credentials) and ``HERMES_AGENT_TOKEN``.
+            agent_env: ``MachineSpec.env``: ``HERMES_BUS_URL`` (the tenant's own ACL user),
+                ``HERMES_AGENT_TOKEN``, ``HERMES_DAILY_BUDGET_CENTS`` and the LLM settings;
+                optional ``HERMES_TZ`` and ``HERMES_BUS_CA_FILE`` (path of the Redis CA PEM).
 
         Raises:
-            ProvisioningError: one of the two is missing or empty.
+            ProvisioningError: a required variable is missing; the LLM chain is unusable
+                (``anthropic`` without ``ANTHROPIC_API_KEY``, ``openai_compat`` without
+                ``OPENAI_BASE_URL``, a backend not in ``image_llm_backends``; code
+                ``llm_not_configured``); ``HERMES_TZ`` is not an IANA zone; the CA file is
+                unreadable or not PEM. Raised before any stack exists, so no VM boots into a
+                crash loop.
         """
-        missing = [k for k in ("HERMES_BUS_URL", "HERMES_AGENT_TOKEN") if not agent_env.get(k)]
+        required = [spec.env_var for spec in tc.AGENT_SETTINGS
+                    if not (spec.optional or spec.default) and spec.key != tc.CONTROL_URL]
+        missing = [name for name in required if not agent_env.get(name)]
         if missing:
             raise ProvisioningError(f"cannot provision {tenant}: machine spec lacks {missing}")
-        return {
-            **self.public_config(),
-            tc.BUS_URL: ConfigEntry(agent_env["HERMES_BUS_URL"], secret=True),
-            tc.AGENT_TOKEN: ConfigEntry(agent_env["HERMES_AGENT_TOKEN"], secret=True),
-        }
+        try:
+            tc.check_llm_settings(agent_env, self.image_llm_backends)
+        except ValueError as err:
+            raise ProvisioningError(f"cannot provision {tenant}: {err}",
+                                    code="llm_not_configured") from err
+        _check_time_zone(tenant, agent_env.get("HERMES_TZ", ""))
+        entries = {spec.key: ConfigEntry(agent_env[spec.env_var], secret=spec.secret)
+                   for spec in tc.AGENT_SETTINGS if agent_env.get(spec.env_var)}
+        for agent_file in tc.AGENT_FILES:
+            if agent_env.get(agent_file.env_var):
+                entries[agent_file.key] = ConfigEntry(
+                    _read_pem(tenant, agent_env[agent_file.env_var]),
+                    secret=tc.TENANT_CONFIG_KEYS[agent_file.key].secret)
+        return {**entries, **self.public_config()}
 
     def redacted(self) -> dict[str, object]:
         """Return the fields with every credential replaced by ``***`` (for logs and reports)."""
         secret = {"hcloud_token", "pulumi_passphrase", "s3_secret_key", "s3_access_key"}
         return {f.name: ("***" if f.name in secret and getattr(self, f.name) else
                          getattr(self, f.name)) for f in fields(self)}
+
+
+def _check_time_zone(tenant: str, zone: str) -> None:
+    """Refuse a ``HERMES_TZ`` the agent would refuse (it must name an IANA zone)."""
+    if not zone:
+        return
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ProvisioningError(f"cannot provision {tenant}: HERMES_TZ {zone!r} is not an IANA "
+                                "time zone") from err
+
+
+def _read_pem(tenant: str, path: str) -> str:
+    """Return the PEM text at ``path`` (a CA certificate the agent must trust)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProvisioningError(f"cannot provision {tenant}: cannot read {path}: {err}") from err
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ProvisioningError(f"cannot provision {tenant}: {path} holds no PEM certificate")
+    return text

@@ -25,6 +25,7 @@ SETTINGS_FIELDS = {
     "firewall_label": "hetzner_firewall_label",
     "server_types": "hetzner_server_types",
     "ssh_key_names": "hetzner_ssh_key_names",
+    "image_llm_backends": "hetzner_image_llm_backends",
     "ssh_key_path": "hetzner_ssh_key_path",
     "pulumi_backend_url": "pulumi_backend_url",
     "pulumi_passphrase": "pulumi_config_passphrase",
@@ -48,7 +49,7 @@ def hetzner_config_from_settings(settings) -> HetznerConfig:
     for field_name, attribute in SETTINGS_FIELDS.items():
         value = getattr(settings, attribute, None)
         if value not in (None, "", (), {}):
-            values[field_name] = tuple(value) if field_name == "ssh_key_names" else value
+            values[field_name] = tuple(value) if isinstance(value, list | tuple) else value
     data = Path(settings.data_dir)
     values.setdefault("archive_dir", str(data / "archives"))
     values.setdefault("lock_dir", str(data / "locks"))

@@ -6,6 +6,10 @@ files.  A supervisor thread restarts an agent that dies, with exponential backof
 are started in their own session (so a terminal's Ctrl-C reaches only ``hermes serve``, which
 then stops them in order) and told our pid (``HERMES_PARENT_PID``), so each sets a
 parent-death signal and none outlives the control plane.
+
+``provision`` returns as soon as the agent process runs, like a cloud API answering
+``running``: the machine is ready only when the agent's lifecycle ``ready`` event reaches the
+control plane (``control.services.machine_health``), exactly as on a VM.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisione
 
 log = logging.getLogger(__name__)
 
-READY_FILE = "agent.ready"
 PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HERMES_TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                     "HF_HOME", "TMPDIR")
 
@@ -48,17 +51,15 @@ class LocalProvisioner(Provisioner):
     Args:
         agents_dir: parent of the per-tenant data directories.
         env_label: value of the ``env`` label.
-        ready_timeout: seconds to wait for an agent to report ready (model loading included).
         stop_timeout: seconds between SIGTERM and SIGKILL when stopping an agent.
         python: interpreter that runs ``-m agent.main run``.
     """
 
-    def __init__(self, agents_dir: str | Path, env_label: str = "local", ready_timeout: float = 180.0,
+    def __init__(self, agents_dir: str | Path, env_label: str = "local",
                  stop_timeout: float = 10.0, python: str = sys.executable):
         self.agents_dir = Path(agents_dir)
         self.agents_dir.mkdir(parents=True, exist_ok=True)
         self.env_label = env_label
-        self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.python = python
         self._agents: dict[str, _Agent] = {}
@@ -72,7 +73,8 @@ class LocalProvisioner(Provisioner):
         return self.agents_dir / tenant
 
     def provision(self, spec: MachineSpec) -> MachineStatus:
-        """See ``Provisioner.provision``; an agent already running is left as it is."""
+        """See ``Provisioner.provision``: start the agent, return ``running`` without waiting for
+        it to be ready; an agent already running is left as it is."""
         if spec.plan not in PLANS:
             raise ProvisioningError(f"unknown plan {spec.plan!r}")
         with self._lock:
@@ -86,7 +88,6 @@ class LocalProvisioner(Provisioner):
             machine_file.chmod(0o600)
             agent = self._agents[spec.tenant] = _Agent(spec)
             self._start(agent)
-        self._wait_ready(agent)
         return self.status(spec.tenant)
 
     def adopt(self) -> list[str]:
@@ -109,7 +110,6 @@ class LocalProvisioner(Provisioner):
 
     def _start(self, agent: _Agent) -> None:
         data = self.data_dir(agent.spec.tenant)
-        (data / READY_FILE).unlink(missing_ok=True)
         env = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
         env.update(agent.spec.env)
         env.update(HERMES_DATA_DIR=str(data), HERMES_TENANT=agent.spec.tenant, PYTHONUNBUFFERED="1",
@@ -121,20 +121,6 @@ class LocalProvisioner(Provisioner):
                 start_new_session=True,
             )
         log.info("started agent for tenant %s (pid %s)", agent.spec.tenant, agent.process.pid)
-
-    def _wait_ready(self, agent: _Agent) -> None:
-        ready = self.data_dir(agent.spec.tenant) / READY_FILE
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            process = agent.process
-            if ready.exists():
-                return
-            if process is not None and process.poll() is not None and agent.restarts == 0:
-                raise ProvisioningError(f"agent exited with code {process.returncode}: "
-                                        f"{self._log_tail(agent.spec.tenant)}")
-            time.sleep(0.1)
-        raise ProvisioningError(f"agent not ready after {self.ready_timeout:.0f}s: "
-                                f"{self._log_tail(agent.spec.tenant)}")
 
     def _log_tail(self, tenant: str, lines: int = 5) -> str:
         path = self.data_dir(tenant) / "agent.log"
@@ -219,11 +205,12 @@ class LocalProvisioner(Provisioner):
             return MachineStatus(tenant=tenant, state=state, labels=labels)
         labels["plan"] = agent.spec.plan
         alive = agent.process.poll() is None
-        ready = (self.data_dir(tenant) / READY_FILE).exists()
-        state = "running" if alive and ready else ("provisioning" if alive else "failed")
+        state = "running" if alive else "failed"
         return MachineStatus(tenant=tenant, state=state, plan=agent.spec.plan,
                              address=f"pid:{agent.process.pid}",
-                             detail=f"restarts={agent.restarts}", labels=labels)
+                             detail=f"restarts={agent.restarts}" + ("" if alive else
+                                                                    f"; log: {self._log_tail(tenant)}"),
+                             labels=labels)
 
     def list(self) -> list[MachineStatus]:
         """See ``Provisioner.list``."""

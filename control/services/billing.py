@@ -13,8 +13,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import stripe
+
 from control.db import write_transaction
-from control.errors import BadRequest
+from control.errors import BadRequest, SignatureError
 from control.models import Subscription, Tenant, WebhookEvent, utcnow
 from control.providers.base import PLANS
 from control.services.attention import raise_attention
@@ -25,6 +27,107 @@ log = logging.getLogger(__name__)
 PAID_STATUSES = frozenset({"active", "trialing"})
 # Checkout Session payment_status values that mean the customer has paid.
 PAID_CHECKOUT = frozenset({"paid", "no_payment_required"})
+# Stripe object ids are at most 255 characters (https://docs.stripe.com/upgrades, "object IDs");
+# every string stored from an event must also fit the 255-character columns.
+MAX_TEXT = 255
+# Unix seconds up to 9999-12-31, the last instant ``datetime`` can hold.
+MAX_TIMESTAMP = 253402300799
+
+
+def verify_signature(payload: bytes, header: str, secret: str, tolerance: int) -> None:
+    """Verify a ``Stripe-Signature`` header over the raw body (https://docs.stripe.com/webhooks#verify-events).
+
+    Args:
+        payload: the request body exactly as received (bytes).
+        header: the ``Stripe-Signature`` header value ("" when absent).
+        secret: the endpoint's signing secret (``whsec_...``).
+        tolerance: seconds a signature's timestamp may lag behind now.
+
+    Raises:
+        SignatureError: the header is missing, malformed, non-ASCII, stale or does not match.
+        BadRequest: the body is not UTF-8, which no Stripe event is (RFC 8259 section 8.1).
+    """
+    # stripe's verifier compares the header's signatures as str with hmac.compare_digest,
+    # which raises TypeError on non-ASCII text, and decodes the body as UTF-8 itself; both
+    # inputs are screened here so they end as a rejection, never as an exception.
+    if not header.isascii():
+        raise SignatureError("Stripe signature verification failed: header is not ASCII")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("body is not UTF-8") from exc
+    try:
+        stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+    except stripe.SignatureVerificationError as exc:
+        raise SignatureError(f"Stripe signature verification failed: {exc.user_message or exc}") from exc
+
+
+# The fields each handler reads, with the JSON types the Stripe API reference gives them
+# (https://docs.stripe.com/api/checkout/sessions/object, .../subscriptions/object). Webhook
+# payloads are never expanded except where the reference says "expandable" and we accept it.
+_TEXT, _OBJECT, _LIST, _TIME = "text", "object", "list", "timestamp"
+_SHAPES = {
+    "checkout.session": {
+        ("mode",): _TEXT, ("customer",): _TEXT, ("customer_email",): _TEXT,
+        ("customer_details",): _OBJECT, ("customer_details", "email"): _TEXT,
+        ("subscription",): (_TEXT, _OBJECT), ("subscription", "id"): _TEXT,
+        ("metadata",): _OBJECT, ("metadata", "plan"): _TEXT, ("payment_status",): _TEXT,
+    },
+    "subscription": {
+        ("id",): _TEXT, ("customer",): (_TEXT, _OBJECT), ("customer", "id"): _TEXT,
+        ("status",): _TEXT, ("metadata",): _OBJECT, ("metadata", "plan"): _TEXT,
+        ("current_period_end",): _TIME, ("items",): _OBJECT, ("items", "data"): _LIST,
+    },
+    "subscription_item": {
+        ("current_period_end",): _TIME, ("price",): _OBJECT, ("plan",): _OBJECT,
+        ("price", "id"): _TEXT, ("price", "lookup_key"): _TEXT, ("price", "metadata"): _OBJECT,
+        ("price", "metadata", "plan"): _TEXT, ("plan", "id"): _TEXT, ("plan", "lookup_key"): _TEXT,
+        ("plan", "metadata"): _OBJECT, ("plan", "metadata", "plan"): _TEXT,
+    },
+}
+
+
+def check_object(event_type: str, obj: dict) -> None:
+    """Check the types of the fields a handled event's ``data.object`` is read for.
+
+    Every field may be absent or null; when present it must have its documented type, and
+    strings must be at most ``MAX_TEXT`` characters without NUL (PostgreSQL cannot store it).
+
+    Raises:
+        BadRequest: naming the first field of the wrong type.
+    """
+    kind = "checkout.session" if event_type.startswith("checkout.session.") else "subscription"
+    _check_shape(obj, _SHAPES[kind], kind)
+    if kind == "subscription":
+        items = (obj.get("items") or {}).get("data") or []
+        for item in items[:1]:
+            if not isinstance(item, dict):
+                raise BadRequest("subscription.items.data[0] must be an object")
+            _check_shape(item, _SHAPES["subscription_item"], "subscription.items.data[0]")
+
+
+def _check_shape(obj: dict, shape: dict, name: str) -> None:
+    for path, kinds in shape.items():
+        value = obj
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not any(_has_kind(value, kind) for kind in kinds):
+            raise BadRequest(f"{name}.{'.'.join(path)} must be {' or '.join(kinds)}")
+
+
+def _has_kind(value, kind: str) -> bool:
+    if kind == _TEXT:
+        return _is_short_text(value)
+    if kind == _TIME:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
+    return isinstance(value, dict if kind == _OBJECT else list)
+
+
+def _is_short_text(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT and "\x00" not in value
 
 
 def handle_event(event: dict, price_plans: dict[str, str],
@@ -44,13 +147,17 @@ def handle_event(event: dict, price_plans: dict[str, str],
         ``duplicate``, ``ignored`` or ``processed``.
 
     Raises:
-        BadRequest: the event lacks an id, a type or a data object.
+        BadRequest: the event lacks an id, a type or a data object, or a field the handler
+            reads has the wrong type (``check_object``).
     """
     event_id, event_type = event.get("id"), event.get("type")
-    obj = (event.get("data") or {}).get("object")
-    if not isinstance(event_id, str) or not isinstance(event_type, str) or not isinstance(obj, dict):
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not _is_short_text(event_id) or not _is_short_text(event_type) or not isinstance(obj, dict):
         raise BadRequest("Stripe event needs id, type and data.object")
     handler = HANDLERS.get(event_type)
+    if handler is not None:
+        check_object(event_type, obj)
     with write_transaction():
         created = (WebhookEvent.insert(provider="stripe", event_id=event_id, event_type=event_type)
                    .on_conflict_ignore().as_rowcount().execute())

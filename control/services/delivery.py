@@ -9,6 +9,9 @@ never resends a delivered reply and always finishes an undelivered one.
 
 A crash between Telegram accepting ``sendMessage`` and the ledger write never shows the user
 a second reply: see ``control.services.delivery_recovery``.
+
+Lifecycle events (the agent's ``ready``/``heartbeat``/``failed``) are not replies: they go to
+``control.services.machine_health`` and are acknowledged once recorded, never sent to a chat.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from control.channels.telegram import BotApiClient, BotApiError
 from control.models import Delivery, Message, Tenant, utcnow
+from control.services import machine_health
 from control.services.attention import raise_attention
 from control.services.delivery_recovery import (
     SentMessageFinder,
@@ -27,10 +31,11 @@ from control.services.delivery_recovery import (
     highest_known_id,
     open_ledger,
 )
+from control.services.routing import record_control_reply
 from control.services.usage import record_usage
 from wire.bus import Bus
 from wire.errors import MalformedMessage
-from wire.protocol import DELIVERY_GROUP, Event, events_stream
+from wire.protocol import DELIVERY_GROUP, LIFECYCLE, Event, events_stream
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +149,10 @@ class DeliveryWorker:
             log.error("dead-lettering malformed event %s: %s", delivery.entry_id, exc)
             self.bus.dead_letter(delivery, DELIVERY_GROUP, str(exc))
             return
+        if event.kind == LIFECYCLE:
+            machine_health.record_lifecycle(event, self._tell)
+            self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
+            return
         ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
         if ledger is not None and ledger.state == "delivered":
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
@@ -161,6 +170,19 @@ class DeliveryWorker:
             reply.event, reply.text, reply.final, reply.final_delivery = event, event.text, True, delivery
             return
         self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
+
+    def _tell(self, chat_id: str, text: str) -> None:
+        """Send a control-plane message (machine ready/failed) to a linked chat, once.
+
+        A refusal or an unreachable Telegram is logged, not retried: the lifecycle event is
+        recorded either way and the operator has the attention item.
+        """
+        try:
+            message_id = self.client.send_message(chat_id, text)
+        except BotApiError as exc:
+            log.error("could not tell chat %s %r: %s", chat_id, text, exc)
+            return
+        record_control_reply("telegram", chat_id, text, message_id)
 
     def _typing(self, event: Event) -> None:
         clock = self.chats.setdefault(event.chat_id, ChatClock())

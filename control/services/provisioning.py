@@ -1,8 +1,15 @@
 """Provisioning: one machine per tenant, driven through the ``Provisioner`` interface.
 
-States (issue #2): ``requested`` → ``provisioning`` → ``ready`` | ``failed``, each with its
-timestamp.  ``request_machine`` is idempotent, so a replayed Stripe event never makes a
-second machine; the slow work runs in a Huey task that calls ``run_provisioning``.
+States (``control.models.MachineState``): ``requested`` → ``provisioning`` → ``booting`` →
+``ready``, each with its timestamp.  ``request_machine`` is idempotent, so a replayed Stripe
+event never makes a second machine; the slow work runs in a Huey task that calls
+``run_provisioning``.  A machine is ready only when its agent's lifecycle ``ready`` event
+arrives (``control.services.machine_health``), never because the provider says ``running``.
+
+Failures: a transient one (``is_transient``: Hetzner 429/5xx, a bus that cannot be reached)
+puts the machine back to ``requested`` and raises, so the Huey task's retries (with backoff)
+run it again; the last attempt, or a permanent failure, ends in ``failed`` with an attention
+item and the user told (``machine_health.fail_machine``).  ``reprovision`` starts over.
 
 Bus access (issue #4, tenant isolation): with a Redis bus, each tenant's agent gets its own
 Redis ACL user limited to that tenant's streams (``control.services.bus_acl``).  Provisioning
@@ -17,18 +24,48 @@ import logging
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import timedelta
 
 from peewee import fn
 
 from control.db import write_transaction
-from control.errors import NotFound, ProvisioningError
-from control.models import Machine, Subscription, Tenant, utcnow
+from control.errors import Conflict, NotFound, ProvisioningError
+from control.models import Machine, MachineState, Subscription, Tenant, utcnow
 from control.providers.base import MachineSpec, Provisioner
-from control.services import bus_acl, linking
+from control.services import agent_settings, bus_acl, linking
 from control.services.attention import raise_attention
+from control.services.machine_health import HealthPolicy, Notify, fail_machine
 from wire.errors import WireError
 
 log = logging.getLogger(__name__)
+
+#: ``ProvisioningError.code`` of a failure worth retrying, for providers without a richer cause.
+TRANSIENT_CODE = "provisioning_transient"
+# hcloud ``APIException.code`` values that mean "try again later" (docs.hetzner.cloud, "Errors").
+_HCLOUD_TRANSIENT = frozenset({"rate_limit_exceeded", "server_error", "unavailable", "timeout",
+                               "locked", "conflict", "resource_unavailable"})
+_ACTIVE = (MachineState.READY, MachineState.UNHEALTHY)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether a provisioning failure is worth another attempt.
+
+    True when ``exc`` or an exception in its cause chain is: a ``ProvisioningError`` with code
+    ``TRANSIENT_CODE``; a Pulumi ``StackOperationError`` whose kind is retryable
+    (``hetzner_workspace.RETRYABLE_KINDS``: Hetzner 429, 5xx, a held lock); an hcloud
+    ``APIException`` with a transient code; or a ``WireError`` (the bus was unreachable).
+    """
+    for _ in range(10):
+        if exc is None:
+            return False
+        if getattr(exc, "code", None) == TRANSIENT_CODE or getattr(exc, "retryable", False) is True:
+            return True
+        if type(exc).__name__ == "APIException" and getattr(exc, "code", None) in _HCLOUD_TRANSIENT:
+            return True
+        if isinstance(exc, WireError):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
@@ -48,21 +85,58 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
     """
     with write_transaction():
         machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": plan})
-        again = not created and machine.state in ("failed", "deprovisioned")
+        again = not created and machine.state in (MachineState.FAILED, MachineState.DEPROVISIONED)
         if again:
-            machine.state, machine.plan, machine.requested_at = "requested", plan, utcnow()
-            machine.updated_at = utcnow()
+            machine.state, machine.plan, machine.requested_at = MachineState.REQUESTED, plan, utcnow()
+            machine.attempts, machine.updated_at = 0, utcnow()
             machine.save()
     if created or again:
         enqueue(tenant.id)
-    elif machine.state == "ready" and machine.plan != plan and enqueue_resize is not None:
+    elif machine.state in _ACTIVE and machine.plan != plan and enqueue_resize is not None:
         enqueue_resize(tenant.id, plan)
     return machine
 
 
+def reprovision(tenant: Tenant, enqueue: Callable[[int], object]) -> str:
+    """Give a failed, deprovisioned or unhealthy tenant a fresh provisioning request; idempotent.
+
+    Args:
+        tenant: the tenant.
+        enqueue: called with the tenant id to schedule ``run_provisioning``.
+
+    Returns:
+        ``requested`` (a new attempt was queued), ``already_ready`` or ``in_progress``
+        (requested, provisioning, booting or deprovisioning: nothing done).
+
+    Raises:
+        Conflict: the tenant is canceled or has no plan, so it must not get a machine.
+    """
+    if tenant.status == "canceled" or not tenant.plan:
+        raise Conflict(f"tenant {tenant.id} is {tenant.status} (plan {tenant.plan}): "
+                       "no machine to provision")
+    with write_transaction():
+        machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": tenant.plan})
+        if machine.state == MachineState.READY:
+            return "already_ready"
+        again = (Machine.update(state=MachineState.REQUESTED, requested_at=utcnow(), attempts=0,
+                                boot_deadline_at=None, detail="reprovision requested",
+                                updated_at=utcnow())
+                 .where((Machine.id == machine.id) & Machine.state.in_(
+                     [MachineState.FAILED, MachineState.DEPROVISIONED, MachineState.UNHEALTHY]))
+                 .execute())
+    if not (created or again):
+        return "in_progress"
+    enqueue(tenant.id)
+    return "requested"
+
+
 def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[str, str],
-                     link_ttl: int) -> Machine:
-    """Bring up the tenant's machine and, once ready, issue its first link token.
+                     link_ttl: int, policy: HealthPolicy | None = None,
+                     notify: Notify | None = None) -> Machine:
+    """Have the provider create the tenant's machine, then wait (``booting``) for its agent.
+
+    The first link token is issued once the provider accepted the machine; it is shown
+    (``hermes tenants link-token``) only once the agent reported ready.
 
     Args:
         tenant_id: the tenant's id.
@@ -71,62 +145,77 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
             agent token are added here, and a Redis bus URL (the admin's) is replaced by the
             tenant's own ACL user's URL (``tenant_bus_url``).
         link_ttl: link token lifetime in seconds.
+        policy: ready deadline and attempt budget (default ``HealthPolicy()``).
+        notify: ``notify(chat_id, text)`` tells a linked chat when the machine fails.
 
     Returns:
-        The machine row in its final state (``ready`` or ``failed``).
+        The machine row: ``booting`` (or already ``ready``) on success, ``failed`` after a
+        permanent failure or the last attempt; unchanged when it is not waiting to be
+        provisioned (ready, booting, failed, deprovisioning...).
 
     Raises:
         NotFound: the tenant has no machine request.
+        ProvisioningError: a transient failure with attempts left; the machine is back to
+            ``requested`` and the Huey task retries.
     """
+    policy = policy or HealthPolicy()
+    notify = notify or (lambda chat_id, text: None)
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
     if machine is None:
         raise NotFound(f"tenant {tenant_id} has no machine request")
-    if machine.state == "ready":
+    if machine.state not in (MachineState.REQUESTED, MachineState.PROVISIONING):
         return machine
-    machine.state, machine.provisioning_at, machine.attempts = "provisioning", utcnow(), machine.attempts + 1
-    machine.updated_at = utcnow()
+    now = utcnow()
+    machine.state, machine.provisioning_at = MachineState.PROVISIONING, now
+    machine.attempts, machine.updated_at = machine.attempts + 1, now
+    machine.boot_deadline_at = now + timedelta(seconds=policy.ready_timeout)
     machine.save()
-    env = {**agent_env, "HERMES_TENANT": str(tenant_id),
+    env = {**agent_settings.agent_env_for(agent_env, machine.plan), "HERMES_TENANT": str(tenant_id),
            "HERMES_AGENT_TOKEN": secrets.token_urlsafe(32)}
-    if env.get("HERMES_BUS_URL"):
-        try:
-            env["HERMES_BUS_URL"] = tenant_bus_url(env["HERMES_BUS_URL"], str(tenant_id))
-        except WireError as exc:
-            return _mark_failed(machine, f"could not grant the agent bus access: {exc}")
     try:
+        if env.get("HERMES_BUS_URL"):
+            try:
+                env["HERMES_BUS_URL"] = tenant_bus_url(env["HERMES_BUS_URL"], str(tenant_id),
+                                                       ca_file=env.get("HERMES_BUS_CA_FILE", ""))
+            except WireError as exc:
+                raise ProvisioningError(f"could not grant the agent bus access: {exc}") from exc
         status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env))
+        if status.state not in ("running", "provisioning"):
+            raise ProvisioningError(f"machine is {status.state}: {status.detail}", code=TRANSIENT_CODE)
     except ProvisioningError as exc:
-        return _mark_failed(machine, str(exc))
-    if status.state != "running":
-        return _mark_failed(machine, f"machine is {status.state}: {status.detail}")
-    machine.state, machine.ready_at, machine.address = "ready", utcnow(), status.address
-    machine.detail, machine.updated_at = status.detail, utcnow()
-    machine.save()
+        transient = is_transient(exc)
+        if not transient or machine.attempts >= policy.attempts:
+            suffix = f" (after {machine.attempts} attempts)" if transient else ""
+            return fail_machine(machine, f"{exc}{suffix}", notify)
+        machine.state, machine.boot_deadline_at = MachineState.REQUESTED, None
+        machine.detail = f"attempt {machine.attempts} failed: {exc}; retrying"
+        machine.updated_at = utcnow()
+        machine.save()
+        log.warning("provisioning tenant %s: %s", tenant_id, machine.detail)
+        raise
     linking.current_token(machine.tenant, link_ttl)
-    log.info("machine for tenant %s ready at %s", tenant_id, status.address)
-    return machine
-
-
-def _mark_failed(machine: Machine, detail: str) -> Machine:
-    machine.state, machine.failed_at, machine.detail = "failed", utcnow(), detail
-    machine.updated_at = utcnow()
-    machine.save()
-    raise_attention("provisioning_failed", str(machine.tenant_id), detail)
-    return machine
+    now = utcnow()
+    (Machine.update(state=MachineState.BOOTING, address=status.address, detail=status.detail,
+                    boot_deadline_at=now + timedelta(seconds=policy.ready_timeout), updated_at=now)
+     .where((Machine.id == machine.id) & (Machine.state == MachineState.PROVISIONING)).execute())
+    log.info("machine for tenant %s is %s at %s; waiting for its agent's ready event", tenant_id,
+             status.state, status.address)
+    return Machine.get_by_id(machine.id)
 
 
 def release_machine(tenant: Tenant, enqueue: Callable[[int], object]) -> None:
     """Schedule deprovisioning (with archive) of a canceled tenant's machine, once."""
     machine = Machine.get_or_none(Machine.tenant == tenant)
-    if machine is None or machine.state in ("deprovisioning", "deprovisioned"):
+    if machine is None or machine.state in (MachineState.DEPROVISIONING, MachineState.DEPROVISIONED):
         return
     if tenant.status == "canceled":
-        machine.state, machine.updated_at = "deprovisioning", utcnow()
+        machine.state, machine.updated_at = MachineState.DEPROVISIONING, utcnow()
         machine.save()
         enqueue(tenant.id)
 
 
-def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None) -> Machine:
+def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None,
+                       bus_ca_file: str = "") -> Machine:
     """Archive and delete the tenant's machine, then revoke its bus access; state ``deprovisioned``.
 
     Args:
@@ -134,6 +223,7 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
         provisioner: where machines come from.
         bus_url: the control plane's bus URL; for a Redis bus the tenant's ACL user is deleted
             (``revoke_bus_access``).  None or a SQLite URL: nothing to revoke.
+        bus_ca_file: PEM CA verifying a ``rediss://`` bus (``""``: the system's CAs).
 
     Raises:
         NotFound: the tenant has no machine.
@@ -152,11 +242,11 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
         raise
     if bus_url:
         try:
-            revoke_bus_access(bus_url, str(tenant_id))
+            revoke_bus_access(bus_url, str(tenant_id), ca_file=bus_ca_file)
         except WireError as exc:
             raise_attention("bus_revoke_failed", str(tenant_id), str(exc))
             raise
-    machine.state, machine.address, machine.updated_at = "deprovisioned", None, utcnow()
+    machine.state, machine.address, machine.updated_at = MachineState.DEPROVISIONED, None, utcnow()
     machine.save()
     return machine
 
@@ -214,12 +304,13 @@ def is_redis_url(url: str) -> bool:
     return url.startswith(("redis://", "rediss://"))
 
 
-def tenant_bus_url(bus_url: str, tenant: str) -> str:
+def tenant_bus_url(bus_url: str, tenant: str, ca_file: str = "") -> str:
     """Return the bus URL for ``tenant``'s agent, granting it bus access first.
 
     Args:
         bus_url: the control plane's bus URL (for Redis: the admin user's).
         tenant: the tenant id.
+        ca_file: PEM CA verifying a ``rediss://`` bus (``""``: the system's CAs).
 
     Returns:
         ``bus_url`` itself for the SQLite bus; for Redis the URL of the tenant's ACL user
@@ -232,11 +323,11 @@ def tenant_bus_url(bus_url: str, tenant: str) -> str:
     """
     if not is_redis_url(bus_url):
         return bus_url
-    with _redis_admin(bus_url) as admin:
+    with _redis_admin(bus_url, ca_file) as admin:
         return bus_acl.grant(admin, tenant)
 
 
-def revoke_bus_access(bus_url: str, tenant: str) -> bool:
+def revoke_bus_access(bus_url: str, tenant: str, ca_file: str = "") -> bool:
     """Delete ``tenant``'s Redis ACL user (its open connections are closed); idempotent.
 
     Returns:
@@ -247,16 +338,16 @@ def revoke_bus_access(bus_url: str, tenant: str) -> bool:
     """
     if not is_redis_url(bus_url):
         return False
-    with _redis_admin(bus_url) as admin:
+    with _redis_admin(bus_url, ca_file) as admin:
         return bus_acl.revoke(admin, tenant)
 
 
 @contextmanager
-def _redis_admin(bus_url: str):
+def _redis_admin(bus_url: str, ca_file: str = ""):
     """An admin Redis connection for ACL changes, closed afterwards."""
     from wire.redis_bus import connect
 
-    admin = connect(bus_url)
+    admin = connect(bus_url, ca_file=ca_file)
     try:
         yield admin
     finally:
@@ -264,5 +355,13 @@ def _redis_admin(bus_url: str):
 
 
 def ready_tenant_ids() -> list[int]:
-    """Return ids of tenants whose machine is ready."""
-    return [m.tenant_id for m in Machine.select(Machine.tenant).where(Machine.state == "ready")]
+    """Return ids of tenants whose agent may be publishing events: the delivery worker reads
+    their events streams.
+
+    Besides ``ready`` machines that includes those still being provisioned or booting (their
+    agent's lifecycle ``ready`` event must be read for them to become ready) and unhealthy
+    ones (their next heartbeat makes them ready again).
+    """
+    live = [MachineState.REQUESTED, MachineState.PROVISIONING, MachineState.BOOTING,
+            MachineState.READY, MachineState.UNHEALTHY]
+    return [m.tenant_id for m in Machine.select(Machine.tenant).where(Machine.state.in_(live))]

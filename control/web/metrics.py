@@ -3,7 +3,9 @@
 Names match the alert rules and dashboards in ``dashboards/``:
 ``hermes_http_requests_total{route,status}`` and ``hermes_http_request_duration_seconds`` are
 counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_total``,
-``hermes_llm_cost_cents_total`` and ``hermes_bus_pending{stream}`` are read from the database
+``hermes_agent_unhealthy_total`` (times a ready agent stopped beating; the current count is
+``hermes_machines{state="unhealthy"}``), ``hermes_llm_cost_cents_total`` and
+``hermes_bus_pending{stream}`` are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 """
@@ -23,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from control.models import AttentionItem, Machine, Usage
+from control.models import AttentionItem, Machine, MachineState, Usage
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
 
@@ -48,9 +50,13 @@ class FleetCollector:
             failures = AttentionItem.select().where(AttentionItem.kind == "provisioning_failed").count()
             yield CounterMetricFamily("hermes_provisioning_failures", "Failed provisioning attempts",
                                       value=failures)
+            unhealthy = AttentionItem.select().where(AttentionItem.kind == "agent_unhealthy").count()
+            yield CounterMetricFamily("hermes_agent_unhealthy", "Times a ready agent missed its heartbeats",
+                                      value=unhealthy)
             cost = Usage.select(fn.COALESCE(fn.SUM(Usage.cost_cents), 0)).scalar()
             yield CounterMetricFamily("hermes_llm_cost_cents", "LLM cost in cents", value=float(cost))
-            tenants = [m.tenant_id for m in Machine.select(Machine.tenant).where(Machine.state == "ready")]
+            tenants = [m.tenant_id for m in Machine.select(Machine.tenant).where(
+                Machine.state.in_([MachineState.READY, MachineState.UNHEALTHY]))]
         pending = GaugeMetricFamily("hermes_bus_pending", "Unacknowledged bus entries", labels=["stream"])
         for tenant in tenants:
             for stream, group in ((messages_stream(str(tenant)), AGENT_GROUP),

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from functools import partial
+from itertools import accumulate
 
-import stripe
 from flask import Blueprint, jsonify, request
 
 from control.channels import telegram
-from control.errors import BadRequest, ServiceUnavailable, SignatureError
+from control.errors import BadRequest, ServiceUnavailable
 from control.services import billing, provisioning, routing
 from control.web import runtime
 from wire.errors import BusUnavailable
@@ -24,9 +25,48 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
-def _json_body(raw: bytes) -> object:
+# Bodies above this answer 413 before they are read. Neither platform publishes a maximum,
+# but what a real payload holds is bounded: a Telegram message has at most 4096 characters of
+# text or 1024 of caption (https://core.telegram.org/bots/api#sendmessage), about 25 KB even
+# fully \u-escaped; Stripe metadata is at most 50 keys of 40 + 500 characters per object
+# (https://docs.stripe.com/metadata#data), and the published fixtures in ../shared/realdata are
+# at most 4 KB. 1 MiB is some 30x the largest of those, so no genuine delivery is refused (it
+# would be retried, then dropped), while a flood of junk costs at most 1 MiB a request.
+WEBHOOK_MAX_BYTES = 1024 * 1024
+# Deepest published payload is 11 levels (a Stripe invoice inside an event); bounding depth
+# before parsing keeps json.loads, and everything that walks the result, far from recursion limits.
+MAX_JSON_DEPTH = 64
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+@bp.before_request
+def _cap_body():
+    request.max_content_length = WEBHOOK_MAX_BYTES
+
+
+def nesting_depth(text: str) -> int:
+    """Return how deeply ``text``'s JSON arrays and objects nest (brackets inside strings do not count)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def json_body(raw: bytes) -> object:
+    """Decode a webhook body: UTF-8 JSON (RFC 8259 section 8.1) nested at most ``MAX_JSON_DEPTH``.
+
+    Raises:
+        BadRequest: not UTF-8, nested too deeply, or not JSON.
+    """
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("body is not UTF-8") from exc
+    if nesting_depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
 
@@ -40,13 +80,9 @@ def stripe_webhook():
         log.error("STRIPE_WEBHOOK_SECRET is not set; refusing Stripe webhooks so Stripe retries")
         raise ServiceUnavailable("Stripe webhooks are not configured")
     raw = request.get_data(cache=False)
-    header = request.headers.get("Stripe-Signature", "")
-    try:
-        stripe.WebhookSignature.verify_header(raw, header, secret,
-                                              rt.settings.stripe_tolerance)
-    except stripe.SignatureVerificationError as exc:
-        raise SignatureError(f"Stripe signature verification failed: {exc.user_message or exc}") from exc
-    event = _json_body(raw)
+    billing.verify_signature(raw, request.headers.get("Stripe-Signature", ""), secret,
+                             rt.settings.stripe_tolerance)
+    event = json_body(raw)
     if not isinstance(event, dict):
         raise BadRequest("a Stripe event must be a JSON object")
     outcome = billing.handle_event(
@@ -63,7 +99,7 @@ def telegram_webhook():
     rt = runtime()
     telegram.verify_secret(request.headers.get("X-Telegram-Bot-Api-Secret-Token"),
                            rt.settings.telegram_webhook_secret)
-    update = telegram.parse_update(_json_body(request.get_data(cache=False)))
+    update = telegram.parse_update(json_body(request.get_data(cache=False)))
     try:
         result = routing.route_telegram_update(update, rt.bus, rt.tasks.send_text,
                                                rt.settings.telegram_bot_username)

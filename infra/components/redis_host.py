@@ -1,7 +1,8 @@
 """The Redis host: the bus (Redis 7 Streams, one ACL user per tenant) on the private network.
 
 Seed facts the ``redis`` Ansible role configures on it: Redis 7 with AOF + RDB persistence, TLS
-on 6380, ``maxmemory 3gb`` with ``allkeys-lru``; hence the default ``cx33`` (8 GB RAM) leaves
+only (6380, plaintext port closed), ``maxmemory 3gb`` with ``noeviction`` (a full Redis refuses
+writes rather than dropping unacknowledged stream entries); hence the default ``cx33`` (8 GB RAM) leaves
 room for the fork during RDB snapshots and AOF rewrites (Redis docs, "Persistence").
 """
 
@@ -19,7 +20,7 @@ class RedisHostArgs(HostArgs):
     """Args of ``RedisHost``: ``HostArgs`` plus the TLS port clients use.
 
     Attributes:
-        tls_port: Redis TLS port (6380; plain 6379 stays private-only for local health checks).
+        tls_port: Redis TLS port (6380; the plaintext port is closed, ``port 0``).
     """
 
     tls_port: int = 6380

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.config import DEFAULT_ANTHROPIC_MODEL
 from agent.history import History
 from agent.turn import TurnRunner
 from agent.usage import CallRecord
@@ -93,8 +94,8 @@ def _skill():
 
 def test_model_command_sets_and_clears_the_tenant_choice(agent, standin):
     assert "Model choice: default" in agent("/model")
-    assert agent("/model claude-opus-4-5") == "Now using anthropic (claude-opus-4-5)."
-    assert agent.runtime.history.pref("model") == "claude-opus-4-5"
+    assert agent("/model claude-opus-5-5") == "Now using anthropic (claude-opus-5-5)."
+    assert agent.runtime.history.pref("model") == "claude-opus-5-5"
     assert agent("/model nowhere:x").startswith("No backend nowhere")
     assert agent("/model default").startswith("Model choice cleared")
     assert agent.runtime.history.pref("model") is None
@@ -102,11 +103,11 @@ def test_model_command_sets_and_clears_the_tenant_choice(agent, standin):
 
 
 def test_model_choice_is_used_for_the_next_turn(agent, standin):
-    agent("/model anthropic:claude-opus-4-5")
+    agent("/model anthropic:claude-opus-5-5")
     standin.script(["hi"])
-    agent.runtime.history.set_pref("model", "anthropic:claude-opus-4-5")
+    agent.runtime.history.set_pref("model", "anthropic:claude-opus-5-5")
     TurnRunner(agent.runtime).handle(_env())
-    assert standin.requests[0]["json"]["model"] == "claude-opus-4-5"
+    assert standin.requests[0]["json"]["model"] == "claude-opus-5-5"
 
 
 def _env():
@@ -129,7 +130,7 @@ def test_status_reports_models_memories_skills_and_jobs(agent):
     agent('/cron add "0 8 * * *" morning')
     reply = agent("/status")
     assert "Agent for tenant t1: up." in reply
-    assert "anthropic:claude-haiku-4-5 [closed]" in reply
+    assert f"anthropic:{DEFAULT_ANTHROPIC_MODEL} [closed]" in reply
     assert "Cron jobs: 1 (1 active)" in reply and "Memories: 0" in reply
 
 

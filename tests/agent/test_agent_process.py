@@ -86,3 +86,12 @@ def test_listen_and_worker_processes_split_the_work(tmp_path, agent_process, sta
     for proc in (listener, worker):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(40) == 0
+
+
+def test_a_burst_of_stop_signals_still_stops_the_agent(agent_process):
+    """PDEATHSIG and systemd's SIGTERM can land together; the agent must not deadlock."""
+    proc = agent_process()
+    for _ in range(50):
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+    assert proc.wait(40) == 0

@@ -68,8 +68,8 @@ def test_budget_exhaustion_mid_conversation_refuses_paid_calls_with_a_clear_mess
     standin.script([text_reply("first answer", input_tokens=1000, output_tokens=100)])
     first = TurnRunner(runtime).handle(helpers.envelope("hi"))
     assert first == "first answer"
-    # 1000 in + 100 out of Haiku = 0.15 cents; someone spent the rest of the day's budget.
-    runtime.usage.record(CallRecord("t1", "anthropic", "claude-haiku-4-5", 8000, 1000, 0.9, 10))
+    # 1000 in + 100 out of Haiku 5.5 = 0.015 cents; someone spent the rest of the day's budget.
+    runtime.usage.record(CallRecord("t1", "anthropic", "claude-haiku-5-5", 49000, 10000, 0.99, 10))
     env = helpers.envelope("and now?")
     reply = TurnRunner(runtime).handle(env)
     assert "daily AI budget ($0.01) is used up" in reply
@@ -82,7 +82,7 @@ def test_budget_spent_falls_back_to_the_free_local_model(make_runtime, standin, 
 
     backends = [AnthropicBackend("k", base_url=standin.base_url), LocalBackend()]
     runtime = make_runtime(backends=backends, daily_budget_cents=0.5, max_tokens=24)
-    runtime.usage.record(CallRecord("t1", "anthropic", "claude-haiku-4-5", 5000, 0, 0.5, 10))
+    runtime.usage.record(CallRecord("t1", "anthropic", "claude-haiku-5-5", 5000, 0, 0.5, 10))
     env = helpers.envelope("Say hello.")
     reply = TurnRunner(runtime).handle(env)
     assert reply.startswith("(Today's AI budget of $0.01 is used up, so the free local model")
@@ -101,6 +101,6 @@ def test_cost_first_puts_the_free_backend_first(tmp_path, standin, second):
 
 def test_no_free_backend_and_no_budget_raises_budget_exhausted(tmp_path, standin):
     router = _router(tmp_path, AnthropicBackend("k", base_url=standin.base_url), daily_budget_cents=0.01)
-    router.usage.record(CallRecord("t1", "anthropic", "claude-haiku-4-5", 0, 0, 0.02, 1))
+    router.usage.record(CallRecord("t1", "anthropic", "claude-haiku-5-5", 0, 0, 0.02, 1))
     with pytest.raises(BudgetExhausted):
         complete_text(router, "hi")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import threading
 from datetime import UTC, datetime
 
@@ -42,6 +43,8 @@ def test_current_time_uses_the_zone_and_the_clock():
 
 
 def test_fetch_url_returns_page_text_and_fails_cleanly_when_unreachable():
+    from agent.tools.builtin.fetch_url import SafeFetcher, address_refusal
+
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             body = b"<html><head><script>x()</script></head><body><h1>Hello</h1> world</body></html>"
@@ -54,16 +57,23 @@ def test_fetch_url_returns_page_text_and_fails_cleanly_when_unreachable():
         def log_message(self, *args):
             pass
 
+    # The test page lives on loopback, which the production fetcher refuses (see
+    # test_fetch_url_safety.py); this fetcher admits 127.0.0.1 and nothing else internal.
+    loopback = ipaddress.ip_address("127.0.0.1")
+    fetcher = SafeFetcher(policy=lambda ip: None if ip == loopback else address_refusal(ip))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
-        assert call("fetch_url", {"url": f"http://127.0.0.1:{server.server_address[1]}/"}) == "HTTP 200\nHello world"
+        assert call("fetch_url", {"url": url}, fetcher=fetcher) == "HTTP 200\nHello world"
+        with pytest.raises(ToolError, match="refused: 127.0.0.1 is a loopback address"):
+            call("fetch_url", {"url": url})
     finally:
         server.shutdown()
         server.server_close()
     with pytest.raises(ToolError, match="could not fetch"):
-        call("fetch_url", {"url": f"http://127.0.0.1:{server.server_address[1]}/"})
+        call("fetch_url", {"url": url}, fetcher=fetcher)
     with pytest.raises(ToolError, match="http"):
         call("fetch_url", {"url": "file:///etc/passwd"})
 

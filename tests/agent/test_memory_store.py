@@ -292,6 +292,7 @@ def test_database_from_before_the_shape_columns_is_upgraded_on_open(tmp_path, em
     connection = apsw.Connection(str(path))
     for column in ("body_chars", "is_question", "mentions_time"):
         connection.execute(f"ALTER TABLE memories DROP COLUMN {column}")
+    connection.execute("PRAGMA user_version = 0")  # such files predate versioned schemas
     connection.close()
     with MemoryStore(path, embedder=embedder) as store:
         assert store.search("When did Ben run the charity race?", k=1)[0].id == ids[2]

@@ -10,6 +10,7 @@ from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
 
 from control import create_app
 from control.db import database
+from control.runtime import Runtime
 from control.settings import Settings
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -55,7 +56,7 @@ def settings(tmp_path, db_backend):
 
 @pytest.fixture
 def app(settings):
-    app = create_app(settings)
+    app = create_app(settings, Runtime(settings, upgrade_schema=True))
     yield app
     app.extensions["hermes"].close()
 

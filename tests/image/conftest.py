@@ -119,17 +119,13 @@ def _mount(*args: str) -> None:
 
 
 def _seed_root(root: Path) -> None:
-    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
-                         ("lib64", "usr/lib64")):
-        (root / link).symlink_to(target)
-    for directory in ("usr", "usr_local", "opt", "var/lib/dbus", "var/log", "var/cache",
-                      "var/lib/cloud/instances/i-123", "dev", "proc", "run", "root"):
+    """A fresh server's root (``rehearsal.image.seed_root``) plus the stale state of a server
+    that has booted once, which the deploy's cleanup step must remove."""
+    from rehearsal.image import seed_root
+
+    seed_root(root)
+    for directory in ("var/lib/dbus", "var/lib/cloud/instances/i-123"):
         (root / directory).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").mkdir(mode=0o1777)
-    os.chmod(root / "tmp", 0o1777)
-    shutil.copytree("/etc", root / "etc", symlinks=True)
-    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
-    (root / "etc/apt/apt.conf.d").mkdir(parents=True, exist_ok=True)
     for path in ("etc/apt/apt.conf.d/20auto-upgrades", "etc/apt/apt.conf.d/50unattended-upgrades"):
         (root / path).unlink(missing_ok=True)
     (root / "etc/machine-id").write_text(STALE_MACHINE_ID)
@@ -137,9 +133,6 @@ def _seed_root(root: Path) -> None:
     (root / "var/lib/cloud/instances/i-123/user-data.txt").write_text("#cloud-config\n")
     (root / "var/log/cloud-init.log").write_text("cloud-init ran here\n")
     (root / "var/log/cloud-init-output.log").write_text("cloud-init output\n")
-    for device, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
-        os.mknod(root / "dev" / device, 0o666 | 0o020000, os.makedev(1, minor))
-        os.chmod(root / "dev" / device, 0o666)
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +150,7 @@ def image_root():
         _mount("-o", "remount,bind,ro", str(root / "usr"))
         _mount("--bind", str(root / "usr_local"), str(root / "usr/local"))
         mounts.append(root / "usr/local")
-        (root / "usr_local/bin").mkdir()
+        (root / "usr_local/bin").mkdir(exist_ok=True)
         _mount("-t", "proc", "proc", str(root / "proc"))
         mounts.append(root / "proc")
         yield root

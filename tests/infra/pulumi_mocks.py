@@ -232,6 +232,10 @@ def run_shared_stack(stack: str, **overrides: str) -> ProgramRun:
 
 BUS_URL = "rediss://tenant-t42:bus-password-7f3a9c@10.0.1.20:6380/0"
 AGENT_TOKEN = "agent-token-5b1e0d7c"
+ANTHROPIC_API_KEY = "sk-ant-api03-test-4e8d2a61"
+OPENAI_API_KEY = "sk-or-v1-test-0a9b7c3d"
+# PEM-shaped text: the tenant program only carries it; no TLS handshake happens under mocks.
+BUS_CA_CERT = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 
 def tenant_stack_config(shared: ProgramRun, **overrides: str) -> tuple[dict[str, str], set[str]]:
@@ -254,9 +258,18 @@ def tenant_stack_config(shared: ProgramRun, **overrides: str) -> tuple[dict[str,
         tc.CONTROL_URL: "https://control.staging.hermes.example",
         tc.BUS_URL: BUS_URL,
         tc.AGENT_TOKEN: AGENT_TOKEN,
+        tc.BUS_CA_CERT: BUS_CA_CERT,
+        "hermes:llmChain": "anthropic,openai_compat",
+        "hermes:model": "claude-haiku-4-5",
+        "hermes:anthropicApiKey": ANTHROPIC_API_KEY,
+        "hermes:openaiBaseUrl": "https://openrouter.ai/api/v1",
+        "hermes:openaiApiKey": OPENAI_API_KEY,
+        "hermes:openaiModel": "meta-llama/llama-3.1-8b-instruct",
+        tc.DAILY_BUDGET_CENTS: "50",
+        "hermes:tz": "Europe/Berlin",
     }
     config.update({f"{tc.NAMESPACE}:{k}": v for k, v in overrides.items()})
-    return config, {tc.BUS_URL, tc.AGENT_TOKEN}
+    return config, {k for k in config if tc.TENANT_CONFIG_KEYS[k].secret}
 
 
 def run_tenant(shared: ProgramRun, tenant_id: str, plan: str, **overrides: str) -> ProgramRun:

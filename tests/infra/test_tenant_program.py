@@ -92,13 +92,22 @@ def test_user_data_is_a_secret_holding_bus_url_and_token_that_never_shows_in_pla
     env = agent_env(server.inputs["userData"])
     assert env == {
         "HERMES_TENANT": "t42",
-        "HERMES_BUS_URL": pm.BUS_URL,
         "HERMES_CONTROL_URL": "https://control.staging.hermes.example",
+        "HERMES_BUS_URL": pm.BUS_URL,
         "HERMES_AGENT_TOKEN": pm.AGENT_TOKEN,
+        "HERMES_LLM_CHAIN": "anthropic,openai_compat",
+        "HERMES_MODEL": "claude-haiku-4-5",
+        "ANTHROPIC_API_KEY": pm.ANTHROPIC_API_KEY,
+        "OPENAI_BASE_URL": "https://openrouter.ai/api/v1",
+        "OPENAI_API_KEY": pm.OPENAI_API_KEY,
+        "HERMES_OPENAI_MODEL": "meta-llama/llama-3.1-8b-instruct",
+        "HERMES_DAILY_BUDGET_CENTS": "50",
+        "HERMES_TZ": "Europe/Berlin",
         "HERMES_DATA_DIR": "/var/lib/hermes",
+        "HERMES_BUS_CA_FILE": "/etc/hermes/redis-ca.pem",
     }
     plain = json.dumps([r.plain_view for r in light.resources]) + json.dumps(light.outputs)
-    for raw in (pm.AGENT_TOKEN, "bus-password-7f3a9c"):
+    for raw in (pm.AGENT_TOKEN, "bus-password-7f3a9c", pm.ANTHROPIC_API_KEY, pm.OPENAI_API_KEY):
         assert raw not in plain
 
 
@@ -164,13 +173,16 @@ def test_contract_module_imports_without_pulumi():
         [sys.executable, "-c", code], cwd=pm.REPO, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "11"
+    assert done.stdout.strip() == str(len(tc.TENANT_CONFIG_KEYS))
 
 
 def test_contract_lists_every_key_with_secrets_marked():
     keys = tc.TENANT_CONFIG_KEYS
     assert all(k.startswith("hermes:") and spec.description for k, spec in keys.items())
-    assert {k for k, spec in keys.items() if spec.secret} == {"hermes:busUrl", "hermes:agentToken"}
+    assert {k for k, spec in keys.items() if spec.secret} == {
+        "hermes:busUrl", "hermes:agentToken", "hermes:anthropicApiKey", "hermes:openaiApiKey"}
+    assert {spec.env_var for spec in keys.values() if spec.secret} == {
+        "HERMES_BUS_URL", "HERMES_AGENT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"}
     assert keys["hermes:location"].default == "nbg1"
     assert (keys["hermes:serverTypeLight"].default, keys["hermes:serverTypeHeavy"].default) == (
         "cx23",
@@ -179,10 +191,11 @@ def test_contract_lists_every_key_with_secrets_marked():
 
 
 def test_agent_env_escapes_quotes_and_refuses_newlines():
-    values = {"tenant": "t1", "bus_url": 'a"b\\c', "control_url": "u", "agent_token": "k"}
-    assert 'HERMES_BUS_URL="a\\"b\\\\c"' in tc.render_agent_env(values)
+    values = {tc.BUS_URL: 'a"b\\c', tc.CONTROL_URL: "u", tc.AGENT_TOKEN: "k",
+              tc.DAILY_BUDGET_CENTS: "50"}
+    assert 'HERMES_BUS_URL="a\\"b\\\\c"' in tc.render_agent_env("t1", values)
     with pytest.raises(ValueError, match="HERMES_AGENT_TOKEN"):
-        tc.render_agent_env({**values, "agent_token": "k\nHERMES_TENANT=evil"})
+        tc.render_agent_env("t1", {**values, tc.AGENT_TOKEN: "k\nHERMES_TENANT=evil"})
 
 
 def test_server_name_is_a_hostname_even_for_odd_tenant_ids():

@@ -91,8 +91,11 @@ def make_provisioner(tmp_path, workspace, hcloud_client, sleeps, agent_data):
 
 @pytest.fixture
 def spec_env():
+    """``MachineSpec.env`` as provisioning builds it (``agent_settings.agent_env_for``)."""
     return {"HERMES_BUS_URL": "rediss://tenant-a:s3cret@10.0.0.3:6380/0",
-            "HERMES_AGENT_TOKEN": "agent-token-abc"}
+            "HERMES_AGENT_TOKEN": "agent-token-abc", "HERMES_LLM": "anthropic",
+            "ANTHROPIC_API_KEY": "sk-ant-test-key-31d9", "HERMES_DAILY_BUDGET_CENTS": "50",
+            "HERMES_TZ": "UTC"}
 
 
 @pytest.fixture(scope="session")

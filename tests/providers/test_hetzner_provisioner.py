@@ -208,3 +208,82 @@ def test_a_held_stack_lock_blocks_a_second_worker(make_provisioner, spec_env):
         release.set()
         thread.join()
     assert prov.provision(MachineSpec("alice", "light", spec_env)).state == "running"
+
+
+@pytest.mark.parametrize(("llm_env", "needed"), [
+    ({"HERMES_LLM": "anthropic", "ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY"),
+    ({"HERMES_LLM_CHAIN": "openai_compat", "HERMES_OPENAI_MODEL": "m"}, "OPENAI_BASE_URL"),
+    ({"HERMES_LLM_CHAIN": "anthropic,openai_compat"}, "OPENAI_BASE_URL"),
+    ({"HERMES_LLM": "", "ANTHROPIC_API_KEY": ""}, "not installed in the tenant image"),
+])
+def test_unusable_llm_backend_is_refused_before_any_stack_exists(make_provisioner, workspace,
+                                                                 hcloud_api, spec_env, llm_env,
+                                                                 needed):
+    with pytest.raises(ProvisioningError, match=needed) as raised:
+        make_provisioner().provision(MachineSpec("alice", "light", {**spec_env, **llm_env}))
+    assert raised.value.code == "llm_not_configured"
+    assert workspace.stacks == {} and tenant_servers(hcloud_api, "alice") == []
+
+
+def test_local_backend_is_accepted_when_the_image_declares_it(make_provisioner, workspace,
+                                                              spec_env):
+    env = {**spec_env, "HERMES_LLM": "local", "ANTHROPIC_API_KEY": ""}
+    prov = make_provisioner(image_llm_backends=("anthropic", "openai_compat", "local"))
+    assert prov.provision(MachineSpec("alice", "light", env)).state == "running"
+    config = workspace.stacks[(TENANT_PROJECT, "test-tenant-alice")].config
+    assert config["hermes:llm"].value == "local"
+
+
+def test_missing_plan_budget_is_refused(make_provisioner, workspace, spec_env):
+    env = {k: v for k, v in spec_env.items() if k != "HERMES_DAILY_BUDGET_CENTS"}
+    with pytest.raises(ProvisioningError, match="HERMES_DAILY_BUDGET_CENTS"):
+        make_provisioner().provision(MachineSpec("alice", "light", env))
+    assert workspace.stacks == {}
+
+
+def test_time_zone_that_is_not_iana_is_refused(make_provisioner, workspace, spec_env):
+    with pytest.raises(ProvisioningError, match="HERMES_TZ"):
+        make_provisioner().provision(MachineSpec("alice", "light",
+                                                 {**spec_env, "HERMES_TZ": "Mars/Olympus"}))
+    assert workspace.stacks == {}
+
+
+def test_llm_keys_are_secret_config_and_the_ca_travels_as_plain_text(make_provisioner, workspace,
+                                                                     spec_env, tmp_path):
+    ca = tmp_path / "redis-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n")
+    env = {**spec_env, "HERMES_LLM_CHAIN": "anthropic,openai_compat",
+           "OPENAI_BASE_URL": "https://openrouter.ai/api/v1", "OPENAI_API_KEY": "sk-or-secret",
+           "HERMES_OPENAI_MODEL": "meta-llama/llama-3.1-8b-instruct",
+           "HERMES_TZ": "Europe/Berlin", "HERMES_BUS_CA_FILE": str(ca)}
+    make_provisioner().provision(MachineSpec("alice", "light", env))
+    config = workspace.stacks[(TENANT_PROJECT, "test-tenant-alice")].config
+
+    secret = {key for key, entry in config.items() if entry.secret}
+    assert secret == {tc.BUS_URL, tc.AGENT_TOKEN, "hermes:anthropicApiKey", "hermes:openaiApiKey"}
+    assert config["hermes:openaiApiKey"].value == "sk-or-secret"
+    assert config[tc.BUS_CA_CERT].value == ca.read_text()
+    assert config[tc.DAILY_BUDGET_CENTS].value == "50"
+    assert config["hermes:tz"].value == "Europe/Berlin"
+    assert config[tc.CONTROL_URL].value == "https://control.example.test"
+    assert set(config) <= set(tc.TENANT_CONFIG_KEYS)
+
+
+def test_unreadable_ca_file_is_refused(make_provisioner, workspace, spec_env, tmp_path):
+    env = {**spec_env, "HERMES_BUS_CA_FILE": str(tmp_path / "missing.pem")}
+    with pytest.raises(ProvisioningError, match="missing.pem"):
+        make_provisioner().provision(MachineSpec("alice", "light", env))
+    assert workspace.stacks == {}
+
+
+def test_no_log_line_or_redacted_config_shows_a_secret(make_provisioner, spec_env, capsys):
+    prov = make_provisioner()
+    env = {**spec_env, "OPENAI_API_KEY": "sk-or-secret-77", "HERMES_LLM_CHAIN": "anthropic"}
+    prov.provision(MachineSpec("alice", "light", env))
+    prov.resize("alice", "heavy")
+    printed = capsys.readouterr()
+    shown = printed.out + printed.err + repr(prov.config.redacted())
+    assert "tenant_provisioned" in shown
+    for secret in ("sk-ant-test-key-31d9", "sk-or-secret-77", "agent-token-abc", "s3cret",
+                   "correct horse", "standin-token"):
+        assert secret not in shown

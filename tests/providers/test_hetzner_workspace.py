@@ -72,3 +72,17 @@ def test_config_from_settings_maps_fields_and_defaults_dirs(tmp_path):
         "https://hermes.example", "123", ("ops",))
     assert config.lock_dir == str(tmp_path / "locks") and config.location == "nbg1"
     assert config.redacted()["hcloud_token"] == "***"
+
+
+def test_image_llm_backends_come_from_the_environment(tmp_path):
+    from control.settings import Settings
+
+    settings = Settings.from_env({
+        "HERMES_DATA_DIR": str(tmp_path), "HERMES_ENV": "prod", "HCLOUD_TOKEN": "tok",
+        "HETZNER_SNAPSHOT_ID": "1", "HETZNER_NETWORK_ID": "2",
+        "HETZNER_FIREWALL_LABEL": "hermes-firewall=prod-tenant",
+        "PULUMI_BACKEND_URL": "file:///x", "PULUMI_CONFIG_PASSPHRASE": "pp",
+        "HETZNER_IMAGE_LLM_BACKENDS": "anthropic, local"})
+    assert hetzner_config_from_settings(settings).image_llm_backends == ("anthropic", "local")
+    default = hetzner_config_from_settings(settings.with_overrides(hetzner_image_llm_backends=()))
+    assert "local" not in default.image_llm_backends

@@ -19,11 +19,12 @@ DASHBOARD = REPO / "dashboards/grafana/hermes-fleet.json"
 HERMES_METRICS = {
     "hermes_http_requests_total", "hermes_http_request_duration_seconds_bucket",
     "hermes_provisioning_failures_total", "hermes_machines", "hermes_bus_pending",
-    "hermes_llm_cost_cents_total", "hermes_drift_detected",
+    "hermes_llm_cost_cents_total", "hermes_drift_detected", "hermes_agent_unhealthy_total",
 }
 REQUIRED_ALERTS = {
     "HermesProvisioningFailures", "HermesRedisDown", "HermesApiErrorRateHigh",
     "HermesApiLatencyP99High", "HermesNodeDown", "HermesDiskFilling", "HermesDriftDetected",
+    "HermesAgentUnhealthy",
 }
 
 

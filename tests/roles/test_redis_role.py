@@ -1,5 +1,6 @@
-"""roles/redis applied for real: the rendered redis.conf starts a real redis-server (with
-TLS), and the role's own verify step checks it."""
+"""roles/redis applied for real: it issues a private CA and a server certificate, the rendered
+redis.conf starts a real redis-server (TLS only, noeviction), and the role's own verify step
+checks it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 ADMIN_PASSWORD = "correct-horse-battery"
 
@@ -23,26 +25,15 @@ def redis_vars(root: Path, port: int, **overrides) -> dict:
         "redis_pid_file": str(root / "redis.pid"),
         "redis_bind_address": "127.0.0.1",
         "redis_tls_port": port,
-        "redis_tls_cert_file": str(root / "tls/redis.crt"),
-        "redis_tls_key_file": str(root / "tls/redis.key"),
-        "redis_tls_ca_cert_file": str(root / "tls/redis.crt"),
+        "redis_tls_dir": str(root / "tls"),
+        "redis_tls_ca_fetch_dest": str(root / "controller/redis-ca.crt"),
         "redis_acl_admin_password": ADMIN_PASSWORD,
         **overrides,
     }
 
 
-def make_certificate(tls_dir: Path) -> None:
-    tls_dir.mkdir(parents=True)
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(tls_dir / "redis.key"), "-out", str(tls_dir / "redis.crt"),
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-
-
 def cli(root: Path, port: int, *args: str, user: str | None = "hermes-control") -> str:
-    command = ["redis-cli", "--tls", "--cacert", str(root / "tls/redis.crt"),
+    command = ["redis-cli", "--tls", "--cacert", str(root / "tls/ca.crt"),
                "-h", "127.0.0.1", "-p", str(port), "--no-auth-warning"]
     if user:
         command += ["--user", user, "--pass", ADMIN_PASSWORD]
@@ -79,24 +70,45 @@ def redis_server(tmp_path):
     shutil.which("redis-server") is None,
     reason="redis-server not installed",
 )
-def test_rendered_config_runs_a_tls_redis_with_lru_eviction_and_acls(
+def assert_certificates_issued(root: Path) -> None:
+    """The role's CA signed a server certificate naming the Redis address and host name."""
+    tls = root / "tls"
+    ca = x509.load_pem_x509_certificate((tls / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((tls / "redis.crt").read_bytes())
+    assert cert.issuer == ca.subject != cert.subject
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]  # the inventory host name
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(tls / "ca.crt"),
+                               str(tls / "redis.crt")], capture_output=True, text=True,
+                              check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert (tls / "ca.key").stat().st_mode & 0o077 == 0
+    assert (tls / "redis.key").stat().st_mode & 0o077 == 0
+    # The CA (public part only) is on the controller for the control role and the tenants.
+    assert (root / "controller/redis-ca.crt").read_bytes() == (tls / "ca.crt").read_bytes()
+
+
+def test_rendered_config_runs_a_tls_only_redis_that_refuses_rather_than_evicts(
     tmp_path, free_port, apply_role, verify_role, redis_server
 ):
-    make_certificate(tmp_path / "tls")
     variables = redis_vars(tmp_path, free_port)
     applied = apply_role("redis", variables)
     assert applied.status == "successful", applied.stdout
+    assert_certificates_issued(tmp_path)
 
     conf = (tmp_path / "etc/redis.conf").read_text()
     for line in ("appendonly yes", "save 3600 1", "save 60 10000", f"tls-port {free_port}",
-                 "port 0", "maxmemory 3gb", "maxmemory-policy allkeys-lru",
+                 "port 0", "maxmemory 3gb", "maxmemory-policy noeviction",
                  f"aclfile {tmp_path}/etc/users.acl", "bind 127.0.0.1",
-                 f"tls-cert-file {tmp_path}/tls/redis.crt"):
+                 f"tls-cert-file {tmp_path}/tls/redis.crt", f"tls-key-file {tmp_path}/tls/redis.key",
+                 f"tls-ca-cert-file {tmp_path}/tls/ca.crt", "tls-auth-clients no"):
         assert line in conf.splitlines(), line
 
     redis_server(tmp_path / "etc/redis.conf", tmp_path, free_port)
     assert cli(tmp_path, free_port, "CONFIG", "GET", "maxmemory-policy").splitlines() == [
-        "maxmemory-policy", "allkeys-lru"]
+        "maxmemory-policy", "noeviction"]
     assert cli(tmp_path, free_port, "CONFIG", "GET", "maxmemory").splitlines()[-1] == str(3 * 1024**3)
     # The default user is off: an unauthenticated client gets nothing.
     assert "NOAUTH" in cli(tmp_path, free_port, "PING", user=None)
@@ -108,7 +120,6 @@ def test_rendered_config_runs_a_tls_redis_with_lru_eviction_and_acls(
 def test_rerun_keeps_tenant_acl_users_added_at_run_time(
     tmp_path, free_port, apply_role, redis_server
 ):
-    make_certificate(tmp_path / "tls")
     variables = redis_vars(tmp_path, free_port)
     assert apply_role("redis", variables).status == "successful"
     proc = redis_server(tmp_path / "etc/redis.conf", tmp_path, free_port)
@@ -118,11 +129,19 @@ def test_rerun_keeps_tenant_acl_users_added_at_run_time(
     assert cli(tmp_path, free_port, "ACL", "SAVE") == "OK"
     proc.terminate()
     proc.wait(timeout=10)
+    certificate = (tmp_path / "tls/redis.crt").read_bytes()
 
     rerun = apply_role("redis", variables)
     assert rerun.status == "successful", rerun.stdout
     assert rerun.changed() == 0, rerun.stdout
+    assert (tmp_path / "tls/redis.crt").read_bytes() == certificate  # not re-issued
     assert "user tenant-42 " in (tmp_path / "etc/users.acl").read_text()
+
+    # A certificate expiring within redis_tls_renew_before is re-issued by the same CA.
+    renewal = apply_role("redis", {**variables, "redis_tls_renew_before": "+900d"})
+    assert renewal.status == "successful", renewal.stdout
+    assert (tmp_path / "tls/redis.crt").read_bytes() != certificate
+    assert_certificates_issued(tmp_path)
 
 
 def test_missing_admin_password_stops_a_real_converge(tmp_path, free_port, apply_role):

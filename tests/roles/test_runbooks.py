@@ -14,16 +14,20 @@ RUNBOOKS = REPO / "runbooks"
 # The `hermes` CLI as the lead defines it (see /tmp/COLLAB.md): command -> subcommands.
 HERMES_CLI = {
     "serve": set(), "demo": set(), "drift": set(),
-    "tenants": {"list", "show", "link-token", "resize", "deprovision"},
+    "tenants": {"list", "show", "link-token", "resize", "reprovision", "deprovision"},
     "machines": {"list", "reconcile"},
     "bus": {"grant", "revoke", "rotate"},
     "image": {"build"},
     "attention": {"list"},
+    "telegram": {"setup"},
+    "db": {"upgrade", "status"}, "worker": set(),
 }
 # Tools a runbook step may call besides `hermes`: Pulumi, Ansible, pyinfra, systemd, Redis.
 TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra", "systemctl",
-         "journalctl", "systemd-analyze", "systemd-cgtop", "redis-cli", "redis-check-aof"}
-ROUTINE = {"image-build.md", "tenant-resize-deprovision.md", "secret-rotation.md"}
+         "journalctl", "systemd-analyze", "systemd-cgtop", "redis-cli", "redis-check-aof",
+         "ansible-vault"}
+ROUTINE = {"image-build.md", "tenant-resize-deprovision.md", "secret-rotation.md", "control-host.md",
+           "database-migrations.md"}
 
 
 def commands(text: str) -> list[str]:

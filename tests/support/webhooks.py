@@ -35,3 +35,17 @@ def row_counts() -> dict[str, int]:
     """Return ``{table: rows}`` for every model (to prove nothing was stored)."""
     with database.connection_context():
         return {m.__name__: m.select().count() for m in ALL_MODELS}
+
+
+def stored_state(runtime) -> dict[str, int]:
+    """Return everything a webhook request can leave behind: rows per table, queued tasks, and
+    bus entries in every tenant's inbox stream."""
+    from control.models import Tenant
+    from wire.protocol import messages_stream
+
+    state = row_counts()
+    state["queued_tasks"] = runtime.huey.pending_count()
+    with database.connection_context():
+        streams = [messages_stream(str(t.id)) for t in Tenant.select(Tenant.id)]
+    state.update({stream: runtime.bus.length(stream) for stream in streams})
+    return state

@@ -35,14 +35,19 @@ class RedisServer:
         directory: data dir (AOF, aclfile, log).
         appendonly: persist every write to the AOF with ``appendfsync always``.
         config: extra ``--name value`` settings, e.g. ``{"stream-node-max-entries": "10"}``.
+        tls: ``{"cert": path, "key": path, "ca": path}``: serve TLS only on ``port`` (``port 0``
+            and ``tls-auth-clients no``, as roles/redis configures it); ``admin_url`` is then
+            ``rediss://`` and must be used with the CA.
     """
 
-    def __init__(self, directory: Path, appendonly: bool = False, config: dict | None = None):
+    def __init__(self, directory: Path, appendonly: bool = False, config: dict | None = None,
+                 tls: dict | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
         self.config = config or {}
+        self.tls = tls
         self.process: subprocess.Popen | None = None
         aclfile = self.directory / "users.acl"
         if not aclfile.exists():
@@ -51,18 +56,27 @@ class RedisServer:
     @property
     def admin_url(self) -> str:
         """URL of the admin (``default``) user."""
-        return f"redis://default:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://default:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         """Start the server and wait (up to 10 s) until it answers PING."""
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.tls["cert"]),
+                     "--tls-key-file", str(self.tls["key"]),
+                     "--tls-ca-cert-file", str(self.tls["ca"]), "--tls-auth-clients", "no"]
+        args = [REDIS_SERVER, *ports, "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--aclfile", str(self.directory / "users.acl"),
                 "--save", "", "--logfile", "redis.log", "--daemonize", "no",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
         for name, value in self.config.items():
             args += [f"--{name}", str(value)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=ADMIN_PASSWORD, socket_timeout=1.0)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls["ca"])} if self.tls else {}
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=ADMIN_PASSWORD,
+                             socket_timeout=1.0, **tls)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -70,6 +84,7 @@ class RedisServer:
                 break
             except (redis.ConnectionError, redis.TimeoutError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop(signal.SIGKILL)  # never leave a half-started server behind
                     log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
                 time.sleep(0.02)

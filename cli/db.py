@@ -1,0 +1,65 @@
+"""``hermes db``: the control database's schema migrations (``control/migrations``)."""
+
+from __future__ import annotations
+
+import click
+
+
+def _connect():
+    """Connect to ``DATABASE_URL`` (or the embedded SQLite file) without touching the schema."""
+    from control.db import connect_database
+    from control.errors import HermesError
+    from control.settings import Settings
+
+    try:
+        return connect_database(Settings.from_env().database_url)
+    except HermesError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def db():
+    """Schema migrations of the control database."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every pending migration; run once before the web and worker processes start.
+
+    Safe to run concurrently and repeatedly: a second run applies nothing.  Prints one line per
+    applied step, or "up to date".
+    """
+    from control import migrations
+
+    database = _connect()
+    try:
+        applied = migrations.upgrade(database)
+        info = migrations.status(database)
+    except migrations.SchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.close()
+    for step in applied:
+        click.echo(f"applied {step.version:04d} {step.name}: {step.summary}")
+    click.echo(f"schema version {info['current']} (up to date)")
+
+
+@db.command()
+def status() -> None:
+    """Print the current schema version and the pending steps; exit 1 when steps are pending."""
+    from control import migrations
+
+    database = _connect()
+    try:
+        with database.connection_context():
+            info = migrations.status(database)
+    except migrations.SchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.close()
+    baseline = f" (baseline: {info['baseline']})" if info["baseline"] else ""
+    click.echo(f"schema version {info['current']} of {info['latest']}{baseline}")
+    for step in info["pending"]:
+        click.echo(f"pending {step.version:04d} {step.name}: {step.summary}")
+    if info["pending"]:
+        raise SystemExit(1)
