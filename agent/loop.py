@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent import metrics
 from agent.llm.base import Completion, LLMRequest, Notice, TextDelta, ToolUse
 from agent.tools.registry import ToolContext, ToolError, ToolRegistry
 
@@ -157,7 +158,9 @@ class ToolLoop:
             text = text[:MAX_RESULT_CHARS] + f"\n[truncated at {MAX_RESULT_CHARS} characters]"
         if is_error:
             log.info("tool %s failed: %s", use.name, text)
-        return ToolStep(use.name, use.input, text, is_error, int((time.monotonic() - started) * 1000))
+        seconds = time.monotonic() - started
+        metrics.tool_call(use.name if tool is not None else "unknown", is_error, seconds)
+        return ToolStep(use.name, use.input, text, is_error, int(seconds * 1000))
 
     @staticmethod
     def _run_with_timeout(tool, args: dict, ctx: ToolContext, timeout: float) -> tuple[str, bool]:

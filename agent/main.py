@@ -33,9 +33,10 @@ import threading
 import time
 from pathlib import Path
 
-from agent import lifecycle
-from agent.config import AgentConfig, AgentConfigError
+from agent import lifecycle, metrics
+from agent.config import AgentConfig, AgentConfigError, log_format_from_env
 from agent.llm.base import LLMError
+from wire import logs
 from wire.errors import WireError
 
 log = logging.getLogger("agent")
@@ -98,6 +99,7 @@ def serve(config: AgentConfig, command: str) -> int:
                                               check_worker_health=False, initial_delay=0.05,
                                               max_delay=0.5, shutdown_timeout=SHUTDOWN_TIMEOUT)
         consumer.start()  # installs Huey's own signal handlers: ours go in after
+    metrics_server = serve_metrics(config) if command in REPORTING else None
 
     requested: dict[str, int] = {}
 
@@ -138,9 +140,39 @@ def serve(config: AgentConfig, command: str) -> int:
             heartbeat.stop()
         if consumer is not None:
             consumer.stop(graceful=True)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         tasks.runtime.close()
         log.info("agent %s stopped", command)
     return 0
+
+
+def serve_metrics(config: AgentConfig):
+    """Start the Prometheus endpoint (``agent.metrics``); None when off or when it cannot bind.
+
+    A taken port is logged, not fatal: the user's agent matters more than its counters, and
+    Prometheus reports the target down (``up == 0``).
+    """
+    try:
+        server = metrics.serve(config)
+    except OSError as exc:
+        log.error("metrics endpoint %s:%s not started: %s", config.metrics_addr,
+                  config.metrics_port, exc)
+        return None
+    if server is not None:
+        log.info("metrics on %s:%d", config.metrics_addr, server.server_port)
+    return server
+
+
+def start_error_reporting(config: AgentConfig) -> bool:
+    """Start Sentry when ``SENTRY_DSN`` is set (``wire.sentry``); return True if so."""
+    from urllib.parse import urlsplit
+
+    from wire.sentry import init_sentry
+
+    return init_sentry(config.sentry_dsn, environment="agent", secrets=(
+        config.anthropic_api_key, config.openai_api_key, urlsplit(config.bus_url).password or ""))
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): signal delivered when the parent process dies (Linux).
@@ -165,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=COMMANDS,
                         help="run: listener + Huey consumer; listen: inbox listener; worker: Huey consumer")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(name)s %(message)s")
     config = None
     try:
+        logs.configure(log_format_from_env())
         config = AgentConfig.from_env()
+        start_error_reporting(config)
         die_with_parent(config.parent_pid)
         config.data_path.mkdir(parents=True, exist_ok=True)
         return serve(config, args.command)

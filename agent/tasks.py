@@ -21,6 +21,7 @@ from huey import SqliteHuey, crontab
 
 from agent.history import History
 from agent.turn import TurnRunner
+from wire import logs
 from wire.errors import MalformedMessage
 from wire.protocol import Envelope, Event, messages_stream
 
@@ -96,6 +97,10 @@ class AgentTasks:
         except MalformedMessage as exc:
             log.error("dropping malformed queued envelope: %s", exc)
             return
+        with logs.bound(**logs.envelope_ids(envelope)):
+            self._handle(envelope, task)
+
+    def _handle(self, envelope: Envelope, task) -> None:
         inbox = self.runtime.inbox
         if inbox.state(envelope.id) == "dead":
             return

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import time
 
-from agent import commands
+from agent import commands, metrics
 from agent.history import History
 from agent.llm.base import BudgetExhausted, LLMError
 from agent.tools.registry import ToolContext
 from agent.usage import summarise_calls
+from wire import logs
 from wire.protocol import Envelope, Event
 
 log = logging.getLogger(__name__)
@@ -47,21 +48,34 @@ class TurnRunner:
         self.monotonic = monotonic
 
     def handle(self, envelope: Envelope) -> str:
-        """Answer ``envelope``; return the reply text (also published as ``final``/``error``)."""
+        """Answer ``envelope``; return the reply text (also published as ``final``/``error``).
+
+        Every line logged meanwhile carries the envelope's ``request_id``, ``tenant`` and
+        ``envelope_id`` (``wire.logs``).
+        """
+        with logs.bound(**logs.envelope_ids(envelope)):
+            log.info("turn started for %s chat %s", envelope.channel, envelope.chat_id)
+            with metrics.turn(envelope.channel):
+                return self._answer(envelope)
+
+    def _answer(self, envelope: Envelope) -> str:
         history = self.runtime.history
         earlier = history.processed_reply(envelope.id)
         if earlier is not None:
             log.info("envelope %s already answered; republishing its reply", envelope.id)
             self._publish(envelope, 0, "final", earlier)
+            metrics.set_outcome("replayed")
             return earlier
         if commands.is_command(envelope.text):
             reply = commands.dispatch(self.runtime, envelope)
             history.mark_processed(envelope.id, reply)
             self._publish(envelope, 0, "final", reply)
+            metrics.set_outcome("command")
             return reply
         with self.runtime.router.collect() as calls:
             kind, reply, seq = self._converse(envelope)
         self._publish(envelope, seq, kind, reply, summarise_calls(calls))
+        metrics.set_outcome(kind)
         return reply
 
     def _converse(self, envelope: Envelope) -> tuple[str, str, int]:
@@ -83,6 +97,7 @@ class TurnRunner:
             return "final", reply, streamer.seq
         except LLMError as exc:
             log.warning("LLM failed for envelope %s: %s", envelope.id, exc)
+            metrics.error("llm")
             runtime.history.mark_processed(envelope.id, LLM_FAILURE_TEXT)
             return "error", LLM_FAILURE_TEXT, streamer.seq
         reply = result.text or "…"
@@ -142,6 +157,8 @@ class TurnRunner:
             log.exception("skill learning failed")
 
     def _publish(self, envelope: Envelope, seq: int, kind: str, text: str, usage: dict | None = None) -> None:
+        if kind in ("final", "error"):
+            log.info("turn answered: %s event %d, %d characters", kind, seq, len(text))
         self.runtime.publish(Event(message_id=envelope.id, seq=seq, kind=kind, text=text,
                                    tenant=envelope.tenant, channel=envelope.channel,
                                    chat_id=envelope.chat_id, usage=usage))

@@ -36,7 +36,7 @@ def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | 
     try:
         provisioner = (ctx.obj or {}).get("provisioner")
         if provisioner is None:
-            from control.providers.hetzner_settings import hetzner_provisioner
+            from control.providers.hetzner.settings import hetzner_provisioner
             from control.settings import Settings
 
             provisioner = hetzner_provisioner(Settings.from_env())

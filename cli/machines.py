@@ -28,13 +28,14 @@ def list_machines():
 @click.option("--remove", is_flag=True, help="Delete orphans instead of only reporting them.")
 def reconcile(remove: bool):
     """Compare cloud servers (by label) with active tenants; report or remove orphans."""
-    from control.models import Machine
+    from control.models import Machine, MachineState
 
     rt = open_runtime()
     sweep = getattr(rt.provisioner, "reconcile", None)
     if sweep is None:
         raise click.ClickException(f"the {rt.settings.provisioner} provisioner has no cloud to sweep")
-    known = {str(m.tenant_id) for m in Machine.select().where(Machine.state != "deprovisioned")}
+    active = Machine.select().where(Machine.state != MachineState.DEPROVISIONED)
+    known = {str(m.tenant_id) for m in active}
     # Exit status 1 while orphans or failures remain, so runbooks and cron can alert on it.
     report = sweep(known, remove=remove)
     click.echo(report.render())

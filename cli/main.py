@@ -24,6 +24,7 @@ COMMANDS = {
     "drift": "cli.drift:drift",
     "rehearsal": "cli.rehearsal:rehearsal",
     "db": "cli.db:db",
+    "backup": "cli.backup:backup",
     "telegram": "cli.telegram:telegram",
 }
 
@@ -56,19 +57,26 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup)
 def cli():
     """Hermes Max: a personal AI agent on a VM of its own for every paying user."""
+    configure_logging()
 
 
 def configure_logging() -> None:
-    """Send structlog's records to stderr, like the stdlib loggers, so command output on
-    stdout (a bus URL, a link token) stays clean for scripts."""
-    import structlog
+    """Set up the one log pipeline (``wire.logs``) in HERMES_LOG_FORMAT, on stderr, so command
+    output on stdout (a bus URL, a link token) stays clean for scripts.
 
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    Raises:
+        click.UsageError: HERMES_LOG_FORMAT is invalid.
+    """
+    from wire import logs
+
+    try:
+        logs.configure(logs.format_from_env())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def main() -> None:
     """Console-script entry point."""
-    configure_logging()
     sys.exit(cli(standalone_mode=True))
 
 

@@ -1,8 +1,9 @@
-"""``hermes serve``: run the control plane, its workers and the local agents."""
+"""``hermes serve``: run the control plane, its workers and the local agents.
+
+Logging is set up by the ``hermes`` group (``cli.main.configure_logging``, HERMES_LOG_FORMAT).
+"""
 
 from __future__ import annotations
-
-import logging
 
 import click
 
@@ -15,7 +16,6 @@ def serve(host: str) -> None:
     from control.server import Server
     from control.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         server = Server(Settings.from_env(), host=host)
     except HermesError as exc:
@@ -31,7 +31,6 @@ def worker(workers: int) -> None:
     from control.server import Server
     from control.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         server = Server(Settings.from_env(), upgrade_schema=False)
     except HermesError as exc:

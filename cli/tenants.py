@@ -52,13 +52,13 @@ def show(email: str):
 @click.argument("email")
 def link_token(email: str):
     """Print a link token and the Telegram deep link; exit 1 while the tenant is not ready."""
-    from control.models import Machine
+    from control.models import Machine, MachineState
     from control.services import linking
 
     rt = open_runtime()
     tenant = find_tenant(email)
     machine = Machine.get_or_none(Machine.tenant == tenant)
-    if machine is None or machine.state != "ready":
+    if machine is None or machine.state != MachineState.READY:
         state = machine.state if machine else "no machine"
         raise click.ClickException(f"tenant {email} is not ready yet (machine: {state})")
     token = linking.current_token(tenant, rt.settings.link_token_ttl)
@@ -105,10 +105,11 @@ def reprovision(email: str):
 @click.confirmation_option(prompt="Archive and delete this tenant's machine?")
 def deprovision(email: str):
     """Queue archive + deletion of the tenant's machine (run by the serving control plane)."""
-    from control.models import Machine, utcnow
+    from control.models import Machine, MachineState, utcnow
 
     rt = open_runtime()
     tenant = find_tenant(email)
-    Machine.update(state="deprovisioning", updated_at=utcnow()).where(Machine.tenant == tenant).execute()
+    (Machine.update(state=MachineState.DEPROVISIONING, updated_at=utcnow())
+     .where(Machine.tenant == tenant).execute())
     rt.tasks.deprovision_machine(tenant.id)
     click.echo(f"deprovisioning of tenant {tenant.id} queued")

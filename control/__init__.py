@@ -6,10 +6,15 @@ from flask import Flask
 
 from control.errors import register_error_handlers
 from control.settings import Settings
+from wire import logs
 
 
 def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     """Build the control-plane WSGI app (Flask tutorial's factory pattern).
+
+    Called with no arguments it is gunicorn's entry point (``control:create_app()``) and
+    configures logging for the process (``wire.logs``, ``HERMES_LOG_FORMAT``); callers that
+    pass settings (``hermes serve``, tests) have set logging up themselves.
 
     Args:
         settings: configuration; default ``Settings.from_env()``.
@@ -19,14 +24,19 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         The Flask app; ``app.extensions["hermes"]`` holds the runtime.
     """
     from control.runtime import Runtime
-    from control.web import health, metrics, webhooks
+    from control.web import error_reporting, health, metrics, request_ids, webhooks
 
+    if settings is None and runtime is None:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format)
     if runtime is None:
         runtime = Runtime(settings or Settings.from_env())
+    error_reporting.init_app(runtime.settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1 * 1024 * 1024  # bytes; webhooks are small.
     app.extensions["hermes"] = runtime
     register_error_handlers(app)
+    request_ids.init_app(app)
     metrics.init_app(app, runtime)
 
     @app.before_request
@@ -40,4 +50,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    from control.web import openapi
+
+    app.register_blueprint(openapi.bp)
     return app

@@ -153,14 +153,24 @@ class Message(BaseModel):
         indexes = ((("envelope_id", "direction"), True),)
 
 
+class DeliveryState(StrEnum):
+    """The states of a ``Delivery`` (stored as their string values).
+
+    ``sending``: the platform message exists or is being sent, and is still being edited;
+    ``delivered``: the final text is on the platform and is never sent again.
+    """
+
+    SENDING = "sending"
+    DELIVERED = "delivered"
+
+
 class Delivery(BaseModel):
     """The delivery ledger: one row per reply, so a restart never resends a delivered reply.
 
-    ``state``: ``sending`` (platform message exists or is being sent, still being edited) |
-    ``delivered``.  ``reply_to`` is the platform id of the user's message being answered.
-    ``pending_text`` is set while a ``sendMessage`` whose outcome is not yet recorded is in
-    flight (the send intent), with ``pending_after`` the highest platform message id of the
-    chat known before it; ``chunk_message_ids`` lists (comma-separated) the ids of the
+    ``state`` is a ``DeliveryState``. ``reply_to`` is the platform id of the user's message
+    being answered. ``pending_text`` is set while a ``sendMessage`` whose outcome is not yet
+    recorded is in flight (the send intent), with ``pending_after`` the highest platform message
+    id of the chat known before it; ``chunk_message_ids`` lists (comma-separated) the ids of the
     continuation messages of a reply longer than the platform's limit.
     """
 
@@ -174,7 +184,7 @@ class Delivery(BaseModel):
     pending_after = CharField(null=True)
     chunk_message_ids = TextField(default="")
     last_text = TextField(default="")
-    state = CharField(default="sending")
+    state = CharField(default=DeliveryState.SENDING.value)
     recovered = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
     delivered_at = DateTimeField(null=True)

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
+from wire import logs
 
 
 def _default_data_dir() -> str:
@@ -64,8 +65,19 @@ class Settings:
             included) on transient failures (Hetzner 429/5xx, ready timeout) before ``failed``.
         provision_retry_delay: [HERMES_PROVISION_RETRY_DELAY] = 60 seconds before the second
             attempt, doubled for each later one.
+        backup_retention_days: [HERMES_BACKUP_RETENTION_DAYS] = 14 UTC days of nightly backups
+            kept (``control/services/backups.py``: the newest backup of each day).
+        backup_hour: [HERMES_BACKUP_HOUR] = 3; the UTC hour (0-23) of the nightly backup run.
+        metrics_multiproc_dir: [PROMETHEUS_MULTIPROC_DIR] = ``""``; prometheus_client's
+            multiprocess directory (it reads the variable itself): set under gunicorn so
+            ``/metrics`` adds up every worker; ``""`` = one process, in-memory metrics.
+        sentry_dsn: [SENTRY_DSN] = ``""``; Sentry project DSN for unhandled errors (``""`` = off);
+            also handed to the agents (``AGENT_ENV_KEYS``), whose events say ``environment=agent``.
+        log_format: [HERMES_LOG_FORMAT] = ``console`` (readable lines) or ``json`` (one JSON
+            object per line: production, ``roles/control``); ``wire.logs``.  Also handed to the
+            agents this control plane starts (``AGENT_ENV_KEYS``), so both sides log alike.
 
-    Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner_config.py``):
+    Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner/config.py``):
         hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
         [HETZNER_LOCATION], hetzner_snapshot_id [HETZNER_SNAPSHOT_ID], hetzner_network_id
         [HETZNER_NETWORK_ID], hetzner_firewall_label [HETZNER_FIREWALL_LABEL],
@@ -110,6 +122,11 @@ class Settings:
     missed_heartbeats: int = 3
     provision_attempts: int = 3
     provision_retry_delay: float = 60.0
+    backup_retention_days: int = 14
+    backup_hour: int = 3
+    metrics_multiproc_dir: str = ""
+    sentry_dsn: str = ""
+    log_format: str = "console"
     hcloud_token: str = ""
     hcloud_endpoint: str = ""
     hetzner_location: str = ""
@@ -142,6 +159,9 @@ class Settings:
         if self.provisioner not in ("local", "hetzner"):
             raise ConfigError(f"HERMES_PROVISIONER must be local or hetzner, not {self.provisioner!r}")
         _check_agent_settings(self)
+        if self.backup_retention_days < 1 or not 0 <= self.backup_hour <= 23:
+            raise ConfigError(f"HERMES_BACKUP_RETENTION_DAYS must be >= 1 and HERMES_BACKUP_HOUR "
+                              f"0-23, not {self.backup_retention_days} and {self.backup_hour}")
 
     @property
     def huey_path(self) -> str:
@@ -171,6 +191,8 @@ class Settings:
             edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
             visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
             drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
+            backups = {"backup_retention_days": int(env.get("HERMES_BACKUP_RETENTION_DAYS", "14")),
+                       "backup_hour": int(env.get("HERMES_BACKUP_HOUR", "3"))}
             lifecycle = {"ready_timeout": float(env.get("HERMES_READY_TIMEOUT", "600")),
                          "heartbeat_interval": float(env.get("HERMES_HEARTBEAT_INTERVAL", "30")),
                          "missed_heartbeats": int(env.get("HERMES_MISSED_HEARTBEATS", "3")),
@@ -201,6 +223,10 @@ class Settings:
             env=env.get("HERMES_ENV", "local"),
             drift_delay=drift_delay,
             **lifecycle,
+            **backups,
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+            sentry_dsn=env.get("SENTRY_DSN", ""),
+            log_format=_log_format(env),
             hetzner_server_types=_parse_pairs(env.get("HETZNER_SERVER_TYPES", ""), "HETZNER_SERVER_TYPES"),
             hetzner_ssh_key_names=_parse_list(env.get("HETZNER_SSH_KEY_NAMES", "")),
             hetzner_image_llm_backends=_parse_list(env.get("HETZNER_IMAGE_LLM_BACKENDS", "")),
@@ -221,7 +247,14 @@ HETZNER_ENV = {
 
 AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES_MODEL",
                   "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                  "HERMES_OPENAI_MODEL")
+                  "HERMES_OPENAI_MODEL", "HERMES_LOG_FORMAT", "SENTRY_DSN")
+
+
+def _log_format(env) -> str:
+    try:
+        return logs.format_from_env(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse_budgets(raw: str) -> dict[str, int]:

@@ -52,6 +52,9 @@ class ControlTasks:
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
         self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
+        # Nightly backups (control DB + every running tenant's agent data), at a fixed UTC hour.
+        self.run_backups = huey.periodic_task(crontab(minute="0", hour=str(settings.backup_hour)),
+                                              name="run_backups")(self._run_backups)
 
     def _provision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
@@ -85,6 +88,17 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return provisioning.apply_due_downgrades(rt.provisioner)
+
+    def _run_backups(self) -> dict[str, object]:
+        from control.services import backups
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            report = backups.run_from_settings(rt.settings)
+        if report.failures:
+            log.error("nightly backup: %d tenant(s) failed: %s", len(report.failures), report.failures)
+        return {"control": report.control.key, "tenants": len(report.tenants),
+                "failed": sorted(report.failures), "pruned": len(report.pruned)}
 
     def _send_text(self, chat_id: str, text: str) -> None:
         rt = self.runtime

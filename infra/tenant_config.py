@@ -104,6 +104,17 @@ AGENT_SETTINGS: tuple[ConfigKey, ...] = (
     ConfigKey(DAILY_BUDGET_CENTS, "The plan's paid LLM budget per tenant per UTC day, US cents "
               "(control/services/agent_settings.py).", env_var="HERMES_DAILY_BUDGET_CENTS"),
     ConfigKey("hermes:tz", "The user's IANA time zone.", default="UTC", env_var="HERMES_TZ"),
+    ConfigKey("hermes:logFormat", "Agent log lines: json (journal) or console.", default="json",
+              env_var="HERMES_LOG_FORMAT"),
+    ConfigKey("hermes:metricsPort", "Port of the agent's Prometheus endpoint (agent/metrics.py), "
+              "scraped by roles/monitoring over the private network; 0 = off.", default="9464",
+              env_var="HERMES_METRICS_PORT"),
+    ConfigKey("hermes:metricsAddr", "Bind address of that endpoint: all interfaces, because "
+              "the tenant firewall opens no public port for it (agent/metrics.py).",
+              default="0.0.0.0", env_var="HERMES_METRICS_ADDR"),
+    ConfigKey("hermes:sentryDsn", "Sentry DSN for the agent's unhandled errors; unset = off. "
+              "Not a secret: a DSN only lets one submit events (Sentry docs, DSN).",
+              optional=True, env_var="SENTRY_DSN"),
 )
 
 

@@ -29,8 +29,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from control.providers.hetzner_stacks import SERVER_TYPE_TOKEN
-from control.providers.hetzner_workspace import (
+from control.providers.hetzner.stacks import SERVER_TYPE_TOKEN
+from control.providers.hetzner.workspace import (
     PreviewOutcome,
     StackOperationError,
     StackRef,

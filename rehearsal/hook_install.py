@@ -2,7 +2,7 @@
 
 ``HetznerProvisioner`` builds its Pulumi workspace (``PulumiStackWorkspace``) and its archiver
 (``SshTarArchiver``) from settings; the rehearsal replaces exactly these two names in
-``control.providers.hetzner`` before the app or worker builds a provisioner:
+``control.providers.hetzner.provisioner`` before the app or worker builds a provisioner:
 
 * the workspace becomes ``rehearsal.engine.MockEngineWorkspace`` (same constructor);
 * the archiver stays the production ``SshTarArchiver`` (same remote command: stop the units,
@@ -19,13 +19,13 @@ import os
 
 
 def install() -> None:
-    """Patch ``control.providers.hetzner`` for this process.
+    """Patch ``control.providers.hetzner.provisioner`` for this process.
 
     Raises:
         KeyError: ``HERMES_REHEARSAL_SSH`` is not set.
     """
-    from control.providers import hetzner
-    from control.providers.hetzner_archive import SshTarArchiver
+    from control.providers.hetzner import provisioner
+    from control.providers.hetzner.archive import SshTarArchiver
     from rehearsal.engine import MockEngineWorkspace
 
     ssh_binary = os.environ["HERMES_REHEARSAL_SSH"]
@@ -33,5 +33,5 @@ def install() -> None:
     def archiver(key_path=None):
         return SshTarArchiver(key_path=key_path, ssh_binary=ssh_binary)
 
-    hetzner.PulumiStackWorkspace = MockEngineWorkspace
-    hetzner.SshTarArchiver = archiver
+    provisioner.PulumiStackWorkspace = MockEngineWorkspace
+    provisioner.SshTarArchiver = archiver

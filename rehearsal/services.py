@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -201,8 +202,13 @@ def unit_process_env(unit_env: dict[str, str], extra: dict[str, str]) -> dict[st
 
 
 def start_unit(processes: Processes, unit: ServiceUnit, env: dict[str, str]) -> None:
-    """Start a host unit's ``ExecStart`` in its ``WorkingDirectory`` (``User=`` is not
+    """Start a host unit's ``ExecStart`` in its ``WorkingDirectory``, with each
+    ``RuntimeDirectory`` created empty under ``/run`` as systemd does (``User=`` is not
     applied: the rehearsal runs as root, without systemd)."""
+    for name in unit.runtime_directories:
+        runtime = Path("/run") / name
+        shutil.rmtree(runtime, ignore_errors=True)
+        runtime.mkdir(parents=True)
     cwd = Path(unit.working_directory)
     cwd.mkdir(parents=True, exist_ok=True)
     processes.start(unit.name.removesuffix(".service"), unit.argv, env=env, cwd=cwd)

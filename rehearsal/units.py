@@ -1,7 +1,8 @@
 """Read systemd unit and environment files the way systemd does, for the rehearsal.
 
 systemd itself cannot run here, so the rehearsal starts a unit's ``ExecStart`` with the
-unit's ``EnvironmentFile=``, ``User=`` and ``WorkingDirectory=`` (systemd.exec(5)). Only
+unit's ``EnvironmentFile=``, ``User=``, ``WorkingDirectory=`` and ``RuntimeDirectory=``
+(systemd.exec(5)). Only
 these keys are interpreted; resource limits and sandboxing are not applied (stated in the
 transcript).
 """
@@ -24,6 +25,8 @@ class ServiceUnit:
         environment_files: ``(path, optional)`` pairs; a leading ``-`` makes a file optional.
         user: ``User=`` or ``""`` (root).
         working_directory: ``WorkingDirectory=`` or ``"/"``.
+        runtime_directories: ``RuntimeDirectory=`` names, relative to ``/run``; systemd
+            creates each empty when the unit starts.
     """
 
     name: str
@@ -31,6 +34,7 @@ class ServiceUnit:
     environment_files: list[tuple[str, bool]] = field(default_factory=list)
     user: str = ""
     working_directory: str = "/"
+    runtime_directories: list[str] = field(default_factory=list)
 
 
 def read_unit(path: Path) -> ServiceUnit:
@@ -56,6 +60,7 @@ def read_unit(path: Path) -> ServiceUnit:
         environment_files=files,
         user=service.get("User", ""),
         working_directory=service.get("WorkingDirectory", "/"),
+        runtime_directories=service.get("RuntimeDirectory", "").split(),
     )
 
 

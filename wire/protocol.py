@@ -65,6 +65,9 @@ class Envelope:
         attachments: list of ``{"kind", "file_id", ...}`` dicts as the channel adapter found them.
         received_at: Unix time in seconds (float) when the control plane accepted the message.
         platform_message_id: the platform's id of the inbound message, as a string, if any.
+        request_id: the id of the control plane's HTTP request (the webhook) that accepted the
+            message, if any; the agent logs it with its turn (``wire.logs``), so one id
+            follows the message across the bus.  ``None`` for cron runs and older senders.
     """
 
     id: str
@@ -76,6 +79,7 @@ class Envelope:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
     platform_message_id: str | None = None
+    request_id: str | None = None
 
     def to_json(self) -> str:
         """Return the versioned JSON text of this envelope."""

@@ -28,6 +28,7 @@ from dataclasses import replace
 import pybreaker
 import tenacity
 
+from agent import metrics
 from agent.llm.base import (
     BudgetExhausted,
     Completion,
@@ -175,6 +176,7 @@ class Router(LLMBackend):
                 continue
             except LLMError as exc:
                 log.warning("backend %s failed: %s", backend.name, exc)
+                metrics.error("llm_backend")
                 last_error = exc
                 continue
             if refused_paid:
@@ -223,6 +225,7 @@ class Router(LLMBackend):
             tenant=self.tenant, backend=backend.name, model=completion.model,
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
             cost_cents=cost, latency_ms=latency, purpose=getattr(self._local, "purpose", "turn")))
+        metrics.llm_call(completion.model, completion.input_tokens, completion.output_tokens, cost)
         calls = getattr(self._local, "calls", None)
         if calls is not None:
             calls.append(record)

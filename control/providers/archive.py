@@ -8,7 +8,7 @@ An archive is a gzipped tar stream stored under ``archives/{env}/{tenant}/{UTC t
 with user metadata (tenant, env, created-at, source) and a JSON manifest object next to it
 (``<key>.manifest.json``) holding the byte count and SHA-256, which are only known once the stream
 has been read to the end.  How the bytes leave the machine is a strategy
-(``control.providers.hetzner_archive``): over SSH in production, a local directory in tests.
+(``control.providers.hetzner.archive``): over SSH in production, a local directory in tests.
 """
 
 from __future__ import annotations

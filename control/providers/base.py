@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 PLANS = ("light", "heavy")
 
@@ -37,13 +38,27 @@ class MachineSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+class ServerState(StrEnum):
+    """The provider's view of a machine (``MachineStatus.state``; string values).
+
+    Not ``control.models.MachineState``: that is the control plane's lifecycle of the tenant's
+    machine, which moves on this view and on the agent's own lifecycle events.
+    """
+
+    ABSENT = "absent"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class MachineStatus:
     """The provider's view of one tenant's machine.
 
     Attributes:
         tenant: tenant id.
-        state: ``absent`` | ``provisioning`` | ``running`` | ``stopped`` | ``failed``.
+        state: a ``ServerState``.
         plan: the plan the machine is sized for, if known.
         address: how to reach it (a private IP, or ``pid:<n>`` for a local process), if any.
         detail: a short human-readable note (last error, server type, ...).

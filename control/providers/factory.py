@@ -13,6 +13,6 @@ def provisioner_from_settings(settings):
         from control.providers.local import LocalProvisioner
 
         return LocalProvisioner(settings.agents_dir, env_label=settings.env)
-    from control.providers.hetzner_settings import hetzner_provisioner
+    from control.providers.hetzner.settings import hetzner_provisioner
 
     return hetzner_provisioner(settings)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control.errors import ProvisioningError
-from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner
+from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,12 @@ class LocalProvisioner(Provisioner):
             agent = self._agents.get(tenant)
         labels = {"app": "hermes", "env": self.env_label, "tenant": tenant}
         if agent is None or agent.process is None:
-            state = "stopped" if (self.data_dir(tenant) / "machine.json").exists() else "absent"
+            state = (ServerState.STOPPED if (self.data_dir(tenant) / "machine.json").exists()
+                     else ServerState.ABSENT)
             return MachineStatus(tenant=tenant, state=state, labels=labels)
         labels["plan"] = agent.spec.plan
         alive = agent.process.poll() is None
-        state = "running" if alive else "failed"
+        state = ServerState.RUNNING if alive else ServerState.FAILED
         return MachineStatus(tenant=tenant, state=state, plan=agent.spec.plan,
                              address=f"pid:{agent.process.pid}",
                              detail=f"restarts={agent.restarts}" + ("" if alive else

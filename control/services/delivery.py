@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from control.channels.telegram import BotApiClient, BotApiError
-from control.models import Delivery, Message, Tenant, utcnow
+from control.db import write_transaction
+from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
 from control.services import machine_health
 from control.services.attention import raise_attention
 from control.services.delivery_recovery import (
@@ -33,6 +34,7 @@ from control.services.delivery_recovery import (
 )
 from control.services.routing import record_control_reply
 from control.services.usage import record_usage
+from wire import logs
 from wire.bus import Bus
 from wire.errors import MalformedMessage
 from wire.protocol import DELIVERY_GROUP, LIFECYCLE, Event, events_stream
@@ -149,12 +151,19 @@ class DeliveryWorker:
             log.error("dead-lettering malformed event %s: %s", delivery.entry_id, exc)
             self.bus.dead_letter(delivery, DELIVERY_GROUP, str(exc))
             return
+        # A lifecycle event's message_id is its own, not an envelope's.
+        ids = {"tenant": event.tenant} if event.kind == LIFECYCLE else {
+            "tenant": event.tenant, "envelope_id": event.message_id}
+        with logs.bound(**ids):
+            self._take_event(event, delivery)
+
+    def _take_event(self, event: Event, delivery) -> None:
         if event.kind == LIFECYCLE:
             machine_health.record_lifecycle(event, self._tell)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
-        if ledger is not None and ledger.state == "delivered":
+        if ledger is not None and ledger.state == DeliveryState.DELIVERED:
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         if event.kind == "status":
@@ -199,20 +208,21 @@ class DeliveryWorker:
         """Send or edit every pending reply whose chat is due."""
         for message_id in list(self.pending):
             reply = self.pending[message_id]
-            clock = self.chats.setdefault(reply.event.chat_id, ChatClock())
-            if self.clock() < clock.next_send_at:
-                continue
-            if reply.text == reply.sent_text and not reply.final:
-                continue
-            try:
-                self._send(reply)
-            except BotApiError as exc:
-                self._on_error(reply, clock, exc)
-                continue
-            clock.next_send_at = self.clock() + self.edit_interval
-            if reply.final:
-                self._complete(reply)
-                del self.pending[message_id]
+            with logs.bound(tenant=reply.event.tenant, envelope_id=message_id):
+                clock = self.chats.setdefault(reply.event.chat_id, ChatClock())
+                if self.clock() < clock.next_send_at:
+                    continue
+                if reply.text == reply.sent_text and not reply.final:
+                    continue
+                try:
+                    self._send(reply)
+                except BotApiError as exc:
+                    self._on_error(reply, clock, exc)
+                    continue
+                clock.next_send_at = self.clock() + self.edit_interval
+                if reply.final:
+                    self._complete(reply)
+                    del self.pending[message_id]
 
     def _send(self, reply: PendingReply) -> None:
         event = reply.event
@@ -231,8 +241,14 @@ class DeliveryWorker:
                 ledger.save()
                 self._send_continuations(ledger, chunks[1:])
             ledger.recovered = reply.sent_text == "" and reply.final_delivery.attempts > 1
-            ledger.state, ledger.delivered_at = "delivered", utcnow()
-        ledger.save()
+            ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
+            # "delivered" short-circuits a redelivered final (``_take_event``), so the reply's
+            # conversation-log row and its usage must commit with it or not at all.
+            with write_transaction():
+                ledger.save()
+                _record_reply(reply.event, reply.text, ledger)
+        else:
+            ledger.save()
         reply.sent_text = reply.text
 
     def _send_continuations(self, ledger: Delivery, chunks: list[str]) -> None:
@@ -298,15 +314,8 @@ class DeliveryWorker:
 
     def _complete(self, reply: PendingReply) -> None:
         event = reply.event
-        tenant = Tenant.get_or_none(Tenant.id == int(event.tenant))
-        if tenant is not None:
-            ledger = Delivery.get(Delivery.envelope_id == event.message_id)
-            Message.get_or_create(envelope_id=event.message_id, direction="out",
-                                  defaults={"tenant": tenant, "channel": event.channel,
-                                            "chat_id": event.chat_id, "text": reply.text,
-                                            "platform_message_id": ledger.platform_message_id})
-            record_usage(tenant, event)
         self.bus.ack(reply.final_delivery.stream, DELIVERY_GROUP, reply.final_delivery.entry_id)
+        log.info("reply delivered to %s chat %s", event.channel, event.chat_id)
 
     def run(self, stopping) -> None:
         """Loop ``step`` until ``stopping`` (a ``threading.Event``) is set."""
@@ -316,3 +325,16 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery step failed")
                 stopping.wait(1.0)
+
+
+def _record_reply(event: Event, text: str, ledger: Delivery) -> None:
+    """Log the delivered reply in the conversation (``Message``, direction ``out``) and store
+    its LLM usage; both idempotent on the envelope id.  Nothing when the tenant is gone."""
+    tenant = Tenant.get_or_none(Tenant.id == int(event.tenant))
+    if tenant is None:
+        return
+    Message.get_or_create(envelope_id=event.message_id, direction="out",
+                          defaults={"tenant": tenant, "channel": event.channel,
+                                    "chat_id": event.chat_id, "text": text,
+                                    "platform_message_id": ledger.platform_message_id})
+    record_usage(tenant, event)

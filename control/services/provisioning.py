@@ -31,7 +31,7 @@ from peewee import fn
 from control.db import write_transaction
 from control.errors import Conflict, NotFound, ProvisioningError
 from control.models import Machine, MachineState, Subscription, Tenant, utcnow
-from control.providers.base import MachineSpec, Provisioner
+from control.providers.base import MachineSpec, Provisioner, ServerState
 from control.services import agent_settings, bus_acl, linking
 from control.services.attention import raise_attention
 from control.services.machine_health import HealthPolicy, Notify, fail_machine
@@ -52,7 +52,7 @@ def is_transient(exc: BaseException | None) -> bool:
 
     True when ``exc`` or an exception in its cause chain is: a ``ProvisioningError`` with code
     ``TRANSIENT_CODE``; a Pulumi ``StackOperationError`` whose kind is retryable
-    (``hetzner_workspace.RETRYABLE_KINDS``: Hetzner 429, 5xx, a held lock); an hcloud
+    (``hetzner.workspace.RETRYABLE_KINDS``: Hetzner 429, 5xx, a held lock); an hcloud
     ``APIException`` with a transient code; or a ``WireError`` (the bus was unreachable).
     """
     for _ in range(10):
@@ -180,7 +180,7 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
             except WireError as exc:
                 raise ProvisioningError(f"could not grant the agent bus access: {exc}") from exc
         status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env))
-        if status.state not in ("running", "provisioning"):
+        if status.state not in (ServerState.RUNNING, ServerState.PROVISIONING):
             raise ProvisioningError(f"machine is {status.state}: {status.detail}", code=TRANSIENT_CODE)
     except ProvisioningError as exc:
         transient = is_transient(exc)

@@ -19,6 +19,7 @@ from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
 from control.services import linking
+from wire import logs
 from wire.bus import Bus
 from wire.protocol import Envelope, messages_stream
 
@@ -128,9 +129,12 @@ def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
         text=update.text,
         attachments=list(update.attachments),
         platform_message_id=update.message_id,
+        request_id=logs.current("request_id"),  # the webhook's, for the agent's log lines
     )
     Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel="telegram",
                    chat_id=update.chat_id, text=update.text,
                    platform_message_id=update.message_id).on_conflict_ignore().execute()
     bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+    with logs.bound(tenant=envelope.tenant, envelope_id=envelope.id):
+        log.info("telegram update %s published for the agent", update.update_id)
     return envelope

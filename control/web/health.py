@@ -19,7 +19,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 when the database and bus answer and every started worker is alive, else 503."""
+    """200 when the database and bus answer and every worker this process started is alive.
+
+    Under gunicorn the workers run in the separate ``hermes worker`` process (its systemd unit
+    restarts it), so a web-only process reports ``workers: "none in this process"`` and is
+    ready on database and bus alone; ``hermes serve`` starts its workers in-process and a dead
+    one makes it 503.
+    """
     rt = runtime()
     checks: dict[str, object] = {}
     try:
@@ -33,7 +39,7 @@ def readyz():
     except BusUnavailable as exc:
         checks["bus"] = f"error: {exc}"
     workers = rt.workers_alive()
-    checks["workers"] = {name: "ok" if alive else "dead" for name, alive in workers.items()} or "none started"
-    ready = (checks["database"] == "ok" and checks["bus"] == "ok" and bool(workers)
-             and all(workers.values()))
+    checks["workers"] = ({name: "ok" if alive else "dead" for name, alive in workers.items()}
+                         or "none in this process")
+    ready = checks["database"] == "ok" and checks["bus"] == "ok" and all(workers.values())
     return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503

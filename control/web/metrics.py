@@ -8,6 +8,13 @@ counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_
 ``hermes_bus_pending{stream}`` are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
+
+Under gunicorn each worker is a process of its own: with ``PROMETHEUS_MULTIPROC_DIR`` set
+(``Settings.metrics_multiproc_dir``) the request counters live in that directory's files and
+``/metrics`` sums every worker's, live or dead, with ``MultiProcessCollector`` (prometheus_client
+docs, "Multiprocess Mode"); ``control.gunicorn_conf`` marks exited workers dead.  There are no
+``Gauge`` objects here (the fleet gauges are read at scrape time), so no ``multiprocess_mode``
+is needed.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from control.models import AttentionItem, Machine, MachineState, Usage
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
@@ -66,13 +74,21 @@ class FleetCollector:
 
 
 def init_app(app: Flask, runtime) -> None:
-    """Count and time every request on ``app`` and serve ``/metrics`` from its own registry."""
+    """Count and time every request on ``app`` and serve ``/metrics`` from its own registry.
+
+    In multiprocess mode (``runtime.settings.metrics_multiproc_dir``) the request metrics are
+    registered nowhere: the scrape reads them back from the directory, every worker's summed.
+    """
     registry = CollectorRegistry()
     registry.register(FleetCollector(runtime))
+    multiproc_dir = runtime.settings.metrics_multiproc_dir
+    if multiproc_dir:
+        MultiProcessCollector(registry, path=multiproc_dir)
+    own = None if multiproc_dir else registry
     requests_total = Counter("hermes_http_requests_total", "HTTP requests", ["route", "status"],
-                             registry=registry)
+                             registry=own)
     duration = Histogram("hermes_http_request_duration_seconds", "HTTP request duration in seconds",
-                         ["route"], registry=registry)
+                         ["route"], registry=own)
     app.extensions["hermes_metrics"] = registry
 
     @app.before_request

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from control.errors import ConfigError
-from control.providers.hetzner_config import HetznerConfig
+from control.providers.hetzner.config import HetznerConfig
 from control.services.agent_settings import PLAN_BUDGETS_VAR, agent_env_for, base_agent_env
 from control.settings import Settings
 from infra import tenant_config as tc

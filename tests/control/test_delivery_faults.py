@@ -235,3 +235,34 @@ def test_unrecorded_bot_message_in_the_search_window_is_reported_to_the_operator
         [item] = AttentionItem.select().where(AttentionItem.kind == "delivery_probe_edited")
     assert item.subject == "e6"
     assert "Unrecorded notice." not in _bot_texts(telegram)
+
+
+def test_crash_while_logging_the_reply_leaves_it_undelivered_then_logs_and_bills_it_once(
+        telegram, bus, tenant, monkeypatch):
+    from control.models import Usage
+    from control.services import delivery
+
+    _user_asks(telegram, bus, tenant, "e9", "how much?")
+    event = Event(message_id="e9", seq=1, kind="final", text="Two euros.", tenant=str(tenant.id),
+                  channel="telegram", chat_id=CHAT,
+                  usage={"model": "claude-haiku-5-5", "input_tokens": 10, "output_tokens": 5,
+                         "cost_cents": 0.01, "latency_ms": 100})
+    bus.append(events_stream(str(tenant.id)), event.to_json())
+
+    def dies(*_args):
+        raise SystemExit("worker killed while storing usage")
+
+    monkeypatch.setattr(delivery, "record_usage", dies)
+    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
+                            lambda: [tenant.id], edit_interval=0.05)
+    with database.connection_context(), pytest.raises(SystemExit):
+        for _ in range(200):
+            worker.step(block=0.05)
+    ledger = _ledger("e9")
+    assert ledger.state != "delivered"  # so the redelivered final is not skipped
+    monkeypatch.undo()
+    _deliver(bus, telegram, tenant, "e9")
+    assert _bot_texts(telegram) == ["Two euros."]
+    with database.connection_context():
+        assert [m.text for m in Message.select().where(Message.direction == "out")] == ["Two euros."]
+        assert Usage.select().where(Usage.envelope_id == "e9").count() == 1

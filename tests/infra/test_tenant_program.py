@@ -103,6 +103,9 @@ def test_user_data_is_a_secret_holding_bus_url_and_token_that_never_shows_in_pla
         "HERMES_OPENAI_MODEL": "meta-llama/llama-3.1-8b-instruct",
         "HERMES_DAILY_BUDGET_CENTS": "50",
         "HERMES_TZ": "Europe/Berlin",
+        "HERMES_LOG_FORMAT": "json",  # wire/logs.py: one JSON object per journal line
+        "HERMES_METRICS_PORT": "9464",  # agent/metrics.py, scraped on the private network
+        "HERMES_METRICS_ADDR": "0.0.0.0",
         "HERMES_DATA_DIR": "/var/lib/hermes",
         "HERMES_BUS_CA_FILE": "/etc/hermes/redis-ca.pem",
     }

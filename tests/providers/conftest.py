@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from providers_workspace_standin import FakeStackWorkspace
 
-from control.providers.hetzner_archive import LocalDirectoryArchiver
-from control.providers.hetzner_config import HetznerConfig
+from control.providers.hetzner.archive import LocalDirectoryArchiver
+from control.providers.hetzner.config import HetznerConfig
 from infra.hetzner_api import make_client
 from standins.hcloud_api import HcloudStandin
 
@@ -78,7 +78,7 @@ def config_factory(tmp_path):
 @pytest.fixture
 def make_provisioner(tmp_path, workspace, hcloud_client, sleeps, agent_data):
     """Build a ``HetznerProvisioner`` on the stand-ins; keyword overrides go to the config."""
-    from control.providers.hetzner import HetznerProvisioner
+    from control.providers.hetzner.provisioner import HetznerProvisioner
 
     def build(store=None, archiver=None, **overrides):
         return HetznerProvisioner(

@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from control.providers.hetzner_stacks import SERVER_TYPE_TOKEN
-from control.providers.hetzner_workspace import (
+from control.providers.hetzner.stacks import SERVER_TYPE_TOKEN
+from control.providers.hetzner.workspace import (
     PreviewOutcome,
     StackOperationError,
     StackRef,

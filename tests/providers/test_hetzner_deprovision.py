@@ -12,8 +12,8 @@ import pytest
 
 from control.errors import ProvisioningError
 from control.providers.base import MachineSpec
-from control.providers.hetzner_archive import SshTarArchiver
-from control.providers.hetzner_config import TENANT_PROJECT
+from control.providers.hetzner.archive import SshTarArchiver
+from control.providers.hetzner.config import TENANT_PROJECT
 
 
 def write_agent_data(root, tenant):

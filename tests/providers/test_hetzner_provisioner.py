@@ -9,8 +9,7 @@ from providers_workspace_standin import CONCURRENT, RATE_LIMITED, SERVER_ERROR
 
 from control.errors import ProvisioningError
 from control.providers.base import MachineSpec
-from control.providers.hetzner import TenantProgram
-from control.providers.hetzner_config import TENANT_PROJECT
+from control.providers.hetzner.config import TENANT_PROJECT, TenantProgram
 from infra import tenant_config as tc
 
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from control.errors import ConfigError
-from control.providers.hetzner_config import HetznerConfig
-from control.providers.hetzner_settings import hetzner_config_from_settings
-from control.providers.hetzner_workspace import (
+from control.providers.hetzner.config import HetznerConfig
+from control.providers.hetzner.settings import hetzner_config_from_settings
+from control.providers.hetzner.workspace import (
     PulumiStackWorkspace,
     StackOperationError,
     StackRef,

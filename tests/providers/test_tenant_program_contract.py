@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from control.providers.hetzner_config import TenantProgram
+from control.providers.hetzner.config import TenantProgram
 
 HELPER = Path(__file__).resolve().parents[1] / "infra" / "pulumi_mocks.py"
 
@@ -72,7 +72,9 @@ def test_every_agent_setting_in_the_machine_spec_reaches_the_vm_env_file(pulumi_
     lines = files[tc.AGENT_ENV_PATH]["content"].splitlines()
     vm_env = {k: json.loads(v) for k, v in (line.split("=", 1) for line in lines)}
     assert vm_env == {**env, "HERMES_DATA_DIR": "/var/lib/hermes",
-                      "HERMES_BUS_CA_FILE": "/etc/hermes/redis-ca.pem"}
+                      "HERMES_BUS_CA_FILE": "/etc/hermes/redis-ca.pem",
+                      "HERMES_LOG_FORMAT": "json", "HERMES_METRICS_ADDR": "0.0.0.0",
+                      "HERMES_METRICS_PORT": "9464"}
     assert files["/etc/hermes/redis-ca.pem"]["content"] == ca.read_text()
     config = AgentConfig.from_env(vm_env)
     assert config.llm_chain == ("openai_compat", "anthropic")

@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent import metrics as agent_metrics
+
 REPO = Path(__file__).resolve().parents[2]
+# Every series name the agent exports, read from its registry (samples, not families).
+AGENT_METRICS = {
+    name for family in agent_metrics.REGISTRY.collect()
+    for name in (f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
+                 f"{family.name}_sum")
+    if name.endswith("_total") == (family.type == "counter")
+}
 RULES = REPO / "dashboards/alerts/hermes.rules.yml"
 DASHBOARD = REPO / "dashboards/grafana/hermes-fleet.json"
 # The metrics the control plane exports (plus node_exporter's and Prometheus' own).
@@ -20,7 +29,9 @@ HERMES_METRICS = {
     "hermes_http_requests_total", "hermes_http_request_duration_seconds_bucket",
     "hermes_provisioning_failures_total", "hermes_machines", "hermes_bus_pending",
     "hermes_llm_cost_cents_total", "hermes_drift_detected", "hermes_agent_unhealthy_total",
-}
+} | AGENT_METRICS
+# prometheus-redis-exporter's (Debian 1.45) series the dashboard reads.
+REDIS_METRICS = {"redis_memory_used_bytes", "redis_memory_max_bytes"}
 REQUIRED_ALERTS = {
     "HermesProvisioningFailures", "HermesRedisDown", "HermesApiErrorRateHigh",
     "HermesApiLatencyP99High", "HermesNodeDown", "HermesDiskFilling", "HermesDriftDetected",
@@ -79,11 +90,28 @@ def test_fleet_dashboard_has_the_overview_panels():
         "Bus lag (pending messages)": "hermes_bus_pending",
         "Machines by state": "by (state) (hermes_machines)",
         "LLM cost (USD per hour)": "hermes_llm_cost_cents_total",
+        "Agent messages handled": "hermes_agent_messages_total",
+        "Agent turn latency": "hermes_agent_turn_duration_seconds_bucket",
+        "Tool-call latency (p95) by tool": "by (le, tool)",
+        "LLM tokens and cost by model": "hermes_agent_llm_cost_cents_total",
+        "Agent errors": "by (kind) (rate(hermes_agent_errors_total",
+        "Redis memory": "redis_memory_used_bytes",
     }
     for title, fragment in wanted.items():
         assert fragment in exprs[title], title
+    assert "hermes_agent_llm_tokens_total" in exprs["LLM tokens and cost by model"]
     for expr in exprs.values():
         for name in re.findall(r"\bhermes_[a-z_]+", expr):
             assert name in HERMES_METRICS, name
+        for name in re.findall(r"\bredis_[a-z_]+", expr):
+            assert name in REDIS_METRICS, name
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_every_alert_is_fire_tested_by_promtool():
+    """Each alert has a case in hermes.rules.test.yml in which it fires."""
+    cases = yaml.safe_load((RULES.parent / "hermes.rules.test.yml").read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case["alert_rule_test"]
+             if check["exp_alerts"]}
+    assert fired == REQUIRED_ALERTS

@@ -21,13 +21,14 @@ HERMES_CLI = {
     "attention": {"list"},
     "telegram": {"setup"},
     "db": {"upgrade", "status"}, "worker": set(),
+    "backup": {"run", "list", "restore"},
 }
 # Tools a runbook step may call besides `hermes`: Pulumi, Ansible, pyinfra, systemd, Redis.
 TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra", "systemctl",
          "journalctl", "systemd-analyze", "systemd-cgtop", "redis-cli", "redis-check-aof",
          "ansible-vault"}
 ROUTINE = {"image-build.md", "tenant-resize-deprovision.md", "secret-rotation.md", "control-host.md",
-           "database-migrations.md"}
+           "database-migrations.md", "backup-restore.md"}
 
 
 def commands(text: str) -> list[str]:

@@ -189,7 +189,7 @@ def settings_env_names() -> dict[str, str]:
 
 
 def test_drift_step_has_every_setting_the_hetzner_provisioner_requires():
-    from control.providers.hetzner_settings import _REQUIRED, SETTINGS_FIELDS
+    from control.providers.hetzner.settings import _REQUIRED, SETTINGS_FIELDS
 
     workflow = load("drift.yml")
     job = workflow["jobs"]["drift"]

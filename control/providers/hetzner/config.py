@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError, ProvisioningError
-from control.providers.hetzner_workspace import ConfigEntry
+from control.providers.hetzner.workspace import ConfigEntry
 from infra import tenant_config as tc
 
 #: Project of the tenant stacks (one stack per tenant, ``{env}-tenant-{tenant}``).

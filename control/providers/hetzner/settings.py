@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from control.errors import ConfigError
-from control.providers.hetzner_config import HetznerConfig
+from control.providers.hetzner.config import HetznerConfig
 
 #: HetznerConfig field → Settings attribute.
 SETTINGS_FIELDS = {
@@ -71,6 +71,6 @@ def hetzner_provisioner(settings):
     Raises:
         ConfigError: the Hetzner settings are incomplete.
     """
-    from control.providers.hetzner import HetznerProvisioner
+    from control.providers.hetzner.provisioner import HetznerProvisioner
 
     return HetznerProvisioner(hetzner_config_from_settings(settings))

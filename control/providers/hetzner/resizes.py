@@ -17,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from control.providers.hetzner_locking import StackLock
+from control.providers.hetzner.locking import StackLock
 
 _LOCK_NAME = "scheduled-resizes"
 

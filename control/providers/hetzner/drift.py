@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from control.errors import ProvisioningError
-from control.providers.hetzner_reconcile import SweepReport
-from control.providers.hetzner_stacks import StackRunner
-from control.providers.hetzner_workspace import StackRef
+from control.providers.hetzner.reconcile import SweepReport
+from control.providers.hetzner.stacks import StackRunner
+from control.providers.hetzner.workspace import StackRef
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import structlog
 import tenacity
 
 from control.errors import ProvisioningError
-from control.providers.hetzner_workspace import StackOperationError, StackRef, StackWorkspace
+from control.providers.hetzner.workspace import StackOperationError, StackRef, StackWorkspace
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -4,15 +4,15 @@ Each tenant gets stack ``{env}-tenant-{tenant}`` in project ``hermes-tenants`` w
 program is ``infra.tenant.build(tenant, plan)`` (one server from the pinned snapshot, labelled
 ``app, env, tenant, plan``).  Around the Pulumi calls this module adds what a fleet needs:
 
-* a per-stack file lock (``hetzner_locking``), so two workers never run one stack at once;
+* a per-stack file lock (``locking``), so two workers never run one stack at once;
 * retries with backoff on Hetzner 429/5xx and concurrent updates, and recovery of interrupted
-  updates (``hetzner_stacks``); servers a dropped pending create left behind are deleted;
+  updates (``stacks``); servers a dropped pending create left behind are deleted;
 * server type validation against ``GET /v1/server_types`` before every create or resize;
-* resize: upgrades now, downgrades at the billing period end (``hetzner_resizes``);
+* resize: upgrades now, downgrades at the billing period end (``resizes``);
 * deprovision: archive ``/var/lib/hermes`` to object storage FIRST, then ``destroy`` and
   ``remove_stack``; a failed archive destroys nothing;
-* an orphan sweep through the hcloud API (``hetzner_reconcile``) and drift checks
-  (``hetzner_drift``).
+* an orphan sweep through the hcloud API (``reconcile``) and drift checks
+  (``drift``).
 """
 
 from __future__ import annotations
@@ -32,34 +32,36 @@ from control.providers.archive import (
     S3ObjectStore,
     archive_key,
 )
-from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner
-from control.providers.hetzner_archive import DataArchiver, SshTarArchiver
-from control.providers.hetzner_config import (
+from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
+from control.providers.hetzner.archive import DataArchiver, SshTarArchiver
+from control.providers.hetzner.config import (
     PLAN_ORDER,
     SHARED_PROJECT,
     TENANT_PROJECT,
     HetznerConfig,
     TenantProgram,
 )
-from control.providers.hetzner_locking import StackLock
-from control.providers.hetzner_reconcile import SweepReport, find_orphans, server_address
-from control.providers.hetzner_resizes import ScheduledResize, ScheduledResizes
-from control.providers.hetzner_stacks import (
+from control.providers.hetzner.locking import StackLock
+from control.providers.hetzner.reconcile import SweepReport, find_orphans, server_address
+from control.providers.hetzner.resizes import ScheduledResize, ScheduledResizes
+from control.providers.hetzner.stacks import (
     SERVER_TYPE_TOKEN,
     RetryPolicy,
     StackRunner,
     tracked_server_ids,
 )
-from control.providers.hetzner_workspace import PulumiStackWorkspace, StackRef, StackWorkspace
+from control.providers.hetzner.workspace import PulumiStackWorkspace, StackRef, StackWorkspace
 from infra import hetzner_api
 from infra import tenant_config as tc
 
 log = structlog.get_logger(__name__)
 
 # Hetzner server ``status`` values (docs.hetzner.cloud, "Servers") → MachineStatus.state.
-_STATES = {"running": "running", "initializing": "provisioning", "starting": "provisioning",
-           "rebuilding": "provisioning", "migrating": "provisioning", "stopping": "stopped",
-           "off": "stopped", "deleting": "stopped", "unknown": "failed"}
+_STATES = {"running": ServerState.RUNNING, "initializing": ServerState.PROVISIONING,
+           "starting": ServerState.PROVISIONING, "rebuilding": ServerState.PROVISIONING,
+           "migrating": ServerState.PROVISIONING, "stopping": ServerState.STOPPED,
+           "off": ServerState.STOPPED, "deleting": ServerState.STOPPED,
+           "unknown": ServerState.FAILED}
 
 
 class HetznerProvisioner(Provisioner):
@@ -256,9 +258,10 @@ class HetznerProvisioner(Provisioner):
         """Return the tenant's machine status (``absent`` without a stack)."""
         ref = self.stack_ref(tenant)
         if self.lock.is_held(ref.name):
-            return MachineStatus(tenant, "provisioning", detail="a stack operation is running")
+            return MachineStatus(tenant, ServerState.PROVISIONING,
+                                 detail="a stack operation is running")
         if not self.runner.exists(ref):
-            return MachineStatus(tenant, "absent")
+            return MachineStatus(tenant, ServerState.ABSENT)
         return self._status_from_outputs(tenant, self.runner.outputs(ref))
 
     def list(self) -> list[MachineStatus]:
@@ -273,7 +276,8 @@ class HetznerProvisioner(Provisioner):
             servers = by_tenant.get(tenant, [])
             if not servers:
                 busy = self.lock.is_held(self.config.stack_name(tenant))
-                statuses.append(MachineStatus(tenant, "provisioning" if busy else "failed",
+                state = ServerState.PROVISIONING if busy else ServerState.FAILED
+                statuses.append(MachineStatus(tenant, state,
                                               detail="" if busy else "stack has no server"))
                 continue
             status = self._machine_status(tenant, servers[0])
@@ -286,7 +290,7 @@ class HetznerProvisioner(Provisioner):
     # -- sweeps and drift -------------------------------------------------------------------
     def reconcile(self, known_tenants: set[str] | None = None, remove: bool = False
                   ) -> SweepReport:
-        """Find (and with ``remove``, delete) orphaned tenant servers; see ``hetzner_reconcile``.
+        """Find (and with ``remove``, delete) orphaned tenant servers; see ``reconcile``.
 
         Removal keeps data: an orphan whose tenant still has a stack is deprovisioned through
         it (archive, destroy, remove); any other orphan is archived, then deleted through the
@@ -322,9 +326,9 @@ class HetznerProvisioner(Provisioner):
         drift, ``delay`` seconds apart (default ``config.drift_delay``), then sweep orphans
         (report only) when ``sweep``.
 
-        Returns a ``hetzner_drift.DriftReport``.
+        Returns a ``drift.DriftReport``.
         """
-        from control.providers.hetzner_drift import check_drift
+        from control.providers.hetzner.drift import check_drift
 
         refs = [self.stack_ref(t) for t in self.tenant_stacks()]
         return check_drift(
@@ -353,7 +357,7 @@ class HetznerProvisioner(Provisioner):
 
         server_id = outputs.get("server_id")
         if not server_id:
-            return MachineStatus(tenant, "failed", plan=outputs.get("plan"),
+            return MachineStatus(tenant, ServerState.FAILED, plan=outputs.get("plan"),
                                  detail="stack has no server")
         try:
             server = self.hcloud.servers.get_by_id(int(server_id))
@@ -361,7 +365,7 @@ class HetznerProvisioner(Provisioner):
             if err.code != "not_found":
                 raise ProvisioningError(f"Hetzner API error reading server {server_id}: {err}") \
                     from err
-            return MachineStatus(tenant, "failed", plan=outputs.get("plan"),
+            return MachineStatus(tenant, ServerState.FAILED, plan=outputs.get("plan"),
                                  detail=f"server {server_id} in the stack state is gone")
         return self._machine_status(tenant, server)
 
@@ -372,8 +376,9 @@ class HetznerProvisioner(Provisioner):
         scheduled = self.resizes.get(tenant)
         if scheduled:
             detail += f"; resize to {scheduled.to_plan} scheduled for the period end"
-        return MachineStatus(tenant, _STATES.get(server.status, "failed"), plan=labels.get("plan"),
-                             address=server_address(server), detail=detail, labels=labels)
+        state = _STATES.get(server.status, ServerState.FAILED)
+        return MachineStatus(tenant, state, plan=labels.get("plan"), address=server_address(server),
+                             detail=detail, labels=labels)
 
     def _remove_untracked_servers(self, ref: StackRef, pending: list[dict]) -> None:
         """After dropping pending creates, delete the tenant's servers the state does not track
