@@ -171,6 +171,10 @@ def cmd_skills(runtime, command: Command) -> str:
     return "Usage: /skills [list|show NAME|delete NAME]"
 
 
+PRICED_BACKENDS = ("anthropic",)
+"""Backends whose every call is billed by the provider: a ``/model`` choice there needs a price."""
+
+
 def cmd_model(runtime, command: Command) -> str:
     """Show the model chain, or set/clear the tenant's choice (``backend``, ``backend:model``, ``model``)."""
     router = runtime.router
@@ -183,8 +187,15 @@ def cmd_model(runtime, command: Command) -> str:
         backend = choice.partition(":")[0]
         if ":" in choice and backend not in names:
             return f"No backend {backend}; available: {', '.join(sorted(names))}."
+        previous = runtime.history.pref("model")
         runtime.history.set_pref("model", choice)
         first, model = router.ordered()[0]
+        if first.name in PRICED_BACKENDS and not router.is_paid(first, model):
+            # An unpriced model would cost nothing on the ledger: the daily budget could not
+            # stop it (HERMES_PRICES_JSON adds prices for models the table lacks).
+            runtime.history.set_pref("model", previous)
+            return (f"No price is known for {model or first.model}, so it cannot count against "
+                    "your daily budget; choose a listed model or ask the operator to price it.")
         return f"Now using {first.name} ({model or first.model})."
     current = runtime.history.pref("model") or "default"
     chain = ", ".join(f"{b.name} ({b.model}{', paid' if router.is_paid(b) else ', free'})" for b in router.backends)

@@ -103,7 +103,11 @@ def register_error_handlers(app) -> None:
         return jsonify(error=err.code, message=err.message), err.status
 
     def render_http(err: HTTPException):
-        return jsonify(error=err.name.lower().replace(" ", "_"), message=err.description), err.code
+        # Keep the exception's own headers: a 405 must name the allowed methods (RFC 9110,
+        # 15.5.6 "Allow"), a 429 its Retry-After.
+        headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
+        body = jsonify(error=err.name.lower().replace(" ", "_"), message=err.description)
+        return body, err.code, headers
 
     def render_unexpected(err: Exception):
         app.logger.exception("unhandled error")

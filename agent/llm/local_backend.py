@@ -7,6 +7,7 @@ it answers in text, and content blocks in the history are flattened to text for 
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import threading
 from pathlib import Path
@@ -15,6 +16,16 @@ from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDel
 
 _LOCK = threading.Lock()
 _MODELS: dict[str, object] = {}
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the loaded models while the interpreter is still whole: llama-cpp-python's own
+    finaliser runs too late at exit and raises ``TypeError`` from a torn-down module."""
+    with _LOCK:
+        for llama in _MODELS.values():
+            llama.close()
+        _MODELS.clear()
 
 
 def bundled_model_path() -> str:

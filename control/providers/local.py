@@ -84,8 +84,8 @@ class LocalProvisioner(Provisioner):
             data = self.data_dir(spec.tenant)
             data.mkdir(parents=True, exist_ok=True)
             machine_file = data / "machine.json"
-            machine_file.write_text(json.dumps({"tenant": spec.tenant, "plan": spec.plan, "env": spec.env}))
-            machine_file.chmod(0o600)
+            _write_private(machine_file, json.dumps({"tenant": spec.tenant, "plan": spec.plan,
+                                                     "env": spec.env}))
             agent = self._agents[spec.tenant] = _Agent(spec)
             self._start(agent)
         return self.status(spec.tenant)
@@ -160,7 +160,7 @@ class LocalProvisioner(Provisioner):
             machine_file = self.data_dir(tenant) / "machine.json"
             saved = json.loads(machine_file.read_text())
             saved["plan"] = plan
-            machine_file.write_text(json.dumps(saved))
+            _write_private(machine_file, json.dumps(saved))
         return self.status(tenant)
 
     def deprovision(self, tenant: str, archive: bool = True) -> None:
@@ -235,3 +235,12 @@ class LocalProvisioner(Provisioner):
             self._agents.clear()
         for agent in agents:
             self._stop(agent)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (it holds the agent's secrets),
+    never world-readable, not even between creation and a later chmod."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

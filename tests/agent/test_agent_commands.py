@@ -102,6 +102,14 @@ def test_model_command_sets_and_clears_the_tenant_choice(agent, standin):
     assert standin.requests == []
 
 
+def test_an_unpriced_claude_model_is_refused_so_the_budget_still_applies(agent, standin):
+    agent("/model claude-haiku-5-5")
+    answer = agent("/model claude-free-lunch")
+    assert answer.startswith("No price is known for claude-free-lunch")
+    assert agent.runtime.history.pref("model") == "claude-haiku-5-5"
+    assert standin.requests == []
+
+
 def test_model_choice_is_used_for_the_next_turn(agent, standin):
     agent("/model anthropic:claude-opus-5-5")
     standin.script(["hi"])

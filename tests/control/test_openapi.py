@@ -144,6 +144,8 @@ def test_methods_a_path_does_not_list_answer_405_as_documented(app, document):
         response = client.open(path.replace("{filename}", "x.css"), method=method)
         assert response.status_code == 405, path
         assert validator.is_valid(response.json), response.json
+        allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert {op.upper() for op in ops} <= allowed, path  # RFC 9110: a 405 names them
 
 
 def test_an_unknown_path_answers_404_as_documented(app, document):

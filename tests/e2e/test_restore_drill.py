@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.serve import wait_until
 
 from control.db import init_database
 from control.services import backups
@@ -22,17 +23,6 @@ from wire.protocol import Envelope, Event, events_stream, messages_stream, new_i
 from wire.sqlite_bus import SqliteBus
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition, timeout: float, what: str):
-    """Poll ``condition()`` until truthy (returned); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,7 @@ class Agent:
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", "run"], cwd=REPO,
                                          env=env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: (data / "agent.ready").exists() or self.proc.poll() is not None, 90,
+        wait_until(lambda: (data / "agent.ready").exists() or self.proc.poll() is not None, 90,
                  "agent ready")
         assert self.proc.poll() is None, log.read_text()
 
@@ -86,7 +76,7 @@ class Agent:
                         None)
 
         seen = []
-        return wait_for(lambda: seen.append(final()) or next((t for t in seen if t), None), 90,
+        return wait_until(lambda: seen.append(final()) or next((t for t in seen if t), None), 90,
                         f"reply to {text!r}")
 
     def stop(self) -> None:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from support.serve import free_port, wait_until
 
 from standins.pagerduty_events import PagerDutyEventsStandin
 
@@ -169,27 +168,11 @@ def test_alertmanager_pages_critical_alerts_and_sends_the_rest_to_the_webhook(mo
         assert check.returncode == 0, check.stdout + check.stderr
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager not installed")
 def test_real_alertmanager_pages_pagerduty_with_the_routing_key(monitoring_root, receivers,
                                                                tmp_path):
     pagerduty, webhook = receivers
-    port = free_tcp_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115 - closed in finally
     alertmanager = subprocess.Popen(
@@ -197,7 +180,7 @@ def test_real_alertmanager_pages_pagerduty_with_the_routing_key(monitoring_root,
          f"--storage.path={tmp_path}/data", f"--web.listen-address=127.0.0.1:{port}",
          "--cluster.listen-address="], stdout=log, stderr=subprocess.STDOUT, env=os.environ)
     try:
-        wait_for(lambda: _ready(base), 30, "alertmanager to be ready")
+        wait_until(lambda: _ready(base), 30, "alertmanager to be ready")
         alerts = [
             {"labels": {"alertname": "HermesRedisDown", "severity": "critical",
                         "instance": "10.0.0.2:9100"},
@@ -209,7 +192,7 @@ def test_real_alertmanager_pages_pagerduty_with_the_routing_key(monitoring_root,
         ]
         assert httpx.post(f"{base}/api/v2/alerts", json=alerts).status_code == 200
 
-        (event,) = wait_for(lambda: pagerduty.events, 30, "the PagerDuty trigger")
+        (event,) = wait_until(lambda: pagerduty.events, 30, "the PagerDuty trigger")
         assert event["routing_key"] == ROUTING_KEY
         assert event["event_action"] == "trigger"
         assert event["payload"]["severity"] == "critical"
@@ -217,7 +200,7 @@ def test_real_alertmanager_pages_pagerduty_with_the_routing_key(monitoring_root,
         assert event["links"][0]["href"] == (
             "https://git.example.com/hermes/blob/main/runbooks/redis-down.md")
         assert pagerduty.rejected == []
-        (notice,) = wait_for(lambda: webhook.received, 30, "the operators' webhook")
+        (notice,) = wait_until(lambda: webhook.received, 30, "the operators' webhook")
         assert [a["labels"]["alertname"] for a in notice["alerts"]] == ["HermesDriftDetected"]
         assert len(pagerduty.events) == 1  # the drift warning went to the webhook only
     finally:
