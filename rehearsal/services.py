@@ -165,21 +165,19 @@ class PostgresDatabase:
         conn.autocommit = True
         return conn
 
-    def create(self) -> None:
+    def _admin_execute(self, sql: str) -> None:
         conn = self._admin()
         try:
             with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{self.name}"')
+                cur.execute(sql)
         finally:
             conn.close()
 
+    def create(self) -> None:
+        self._admin_execute(f'CREATE DATABASE "{self.name}"')
+
     def drop(self) -> None:
-        conn = self._admin()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            conn.close()
+        self._admin_execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
     def query(self, sql: str, *params) -> list[tuple]:
         """Run one read-only query on the rehearsal database."""

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from standins.scripted_server import ScriptedServer
+from standins.scripted_server import ScriptedServer, send_json
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -232,15 +232,10 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         self._send_json(status, {"type": "error", "error": {"type": error_type, "message": message}})
 
     def _send_json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", f"req_{uuid.uuid4().hex[:24]}")
+        headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
         if status in (429, 529):
-            self.send_header("retry-after", "0")
-        self.end_headers()
-        self.wfile.write(data)
+            headers["retry-after"] = "0"
+        send_json(self, status, payload, headers)
 
 
 AnthropicStandin.handler_class = _MessagesHandler

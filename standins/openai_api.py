@@ -20,7 +20,7 @@ import time
 import uuid
 
 from standins.anthropic_api import Reply, last_user_text, text_reply
-from standins.scripted_server import ScriptedServer
+from standins.scripted_server import ScriptedServer, send_json
 
 
 def _last_user_text(body: dict) -> str:
@@ -121,12 +121,7 @@ class _CompletionsHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 OpenAIStandin.handler_class = _CompletionsHandler

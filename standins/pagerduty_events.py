@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import uuid
-from typing import Self
+
+from standins.scripted_server import ScriptedServer, send_json
 
 SEVERITIES = {"critical", "error", "warning", "info"}
 ACTIONS = {"trigger", "acknowledge", "resolve"}
@@ -41,7 +41,7 @@ def validate(event: dict) -> list[str]:
     return errors
 
 
-class PagerDutyEventsStandin:
+class PagerDutyEventsStandin(ScriptedServer):
     """Events API v2 on loopback; use as a context manager.
 
     Attributes:
@@ -50,52 +50,42 @@ class PagerDutyEventsStandin:
         rejected: every refused body with its errors, ``(body, errors)``.
     """
 
+    thread_name = "pagerduty-standin"
+    base_path = "/v2/enqueue"
+
     def __init__(self):
+        super().__init__(responder=lambda body: None)
         self.events: list[dict] = []
         self.rejected: list[tuple[dict, list[str]]] = []
-        self.url = ""
-        self._server: http.server.ThreadingHTTPServer | None = None
 
-    def __enter__(self) -> Self:
-        owner = self
+    @property
+    def url(self) -> str:
+        """The enqueue URL Alertmanager's ``pagerduty_configs.url`` points at."""
+        return self.base_url
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path != "/v2/enqueue":
-                    return self._send(404, {"status": "not found"})
-                try:
-                    event = json.loads(body)
-                except ValueError:
-                    return self._send(400, {"status": "invalid event", "message": "Invalid JSON"})
-                errors = validate(event)
-                if errors:
-                    owner.rejected.append((event, errors))
-                    return self._send(400, {"status": "invalid event",
-                                            "message": "Event object is invalid", "errors": errors})
-                dedup_key = event.get("dedup_key") or uuid.uuid4().hex
-                owner.events.append(event)
-                self._send(202, {"status": "success", "message": "Event processed",
-                                 "dedup_key": dedup_key})
 
-            def _send(self, status: int, payload: dict):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+class _EnqueueHandler(http.server.BaseHTTPRequestHandler):
+    owner: PagerDutyEventsStandin
 
-            def log_message(self, *_args):
-                return
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path != PagerDutyEventsStandin.base_path:
+            return send_json(self, 404, {"status": "not found"})
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return send_json(self, 400, {"status": "invalid event", "message": "Invalid JSON"})
+        errors = validate(event)
+        if errors:
+            self.owner.rejected.append((event, errors))
+            return send_json(self, 400, {"status": "invalid event",
+                                         "message": "Event object is invalid", "errors": errors})
+        self.owner.events.append(event)
+        send_json(self, 202, {"status": "success", "message": "Event processed",
+                              "dedup_key": event.get("dedup_key") or uuid.uuid4().hex})
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="pagerduty-standin",
-                         daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_port}/v2/enqueue"
-        return self
+    def log_message(self, *_args):
+        return
 
-    def __exit__(self, *_exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+
+PagerDutyEventsStandin.handler_class = _EnqueueHandler

@@ -4,8 +4,23 @@ each request with the next scripted reply, or a responder's when the script is e
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Callable
+
+
+def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, payload: dict,
+              headers: dict[str, str] | None = None) -> None:
+    """Answer ``handler``'s request with ``payload`` as JSON (``Content-Length`` set) plus
+    ``headers``."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 class ScriptedServer:

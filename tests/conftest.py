@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "HERMES_LLM",
@@ -19,3 +21,12 @@ def _isolated_environment(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     for name in CREDENTIAL_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake_ssh(tmp_path):
+    """An ``ssh`` look-alike that runs the remote command locally (no sshd here)."""
+    script = tmp_path / "ssh"
+    script.write_text('#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)

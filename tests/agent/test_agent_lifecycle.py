@@ -54,24 +54,21 @@ def test_agent_reports_ready_then_heartbeats_then_stops_cleanly(tmp_path, agent_
             proc.wait(10)
 
 
-def test_anthropic_chain_without_a_key_exits_with_one_line_and_reports_failed(tmp_path, agent_env,
-                                                                              helpers):
-    del agent_env["ANTHROPIC_API_KEY"]
+@pytest.mark.parametrize("broken, reason", [
+    ({"ANTHROPIC_API_KEY": None}, "ANTHROPIC_API_KEY"),
+    ({"HERMES_LLM": "local", "HERMES_MODEL": "{tmp}/missing.gguf"}, "missing.gguf"),
+], ids=["anthropic_chain_without_a_key", "missing_local_model"])
+def test_an_agent_whose_backend_cannot_start_exits_with_one_line_and_reports_failed(
+        tmp_path, agent_env, helpers, broken, reason):
+    for name, value in broken.items():
+        if value is None:
+            del agent_env[name]
+        else:
+            agent_env[name] = value.format(tmp=tmp_path)
     done = run_to_exit(agent_env)
     assert done.returncode == 2
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1, lines
-    assert "agent cannot start" in lines[0] and "ANTHROPIC_API_KEY" in lines[0]
+    assert "agent cannot start" in lines[0] and reason in lines[0]
     [failed] = lifecycle(SqliteBus(tmp_path / "bus.db"), helpers)
-    assert failed.lifecycle == "failed" and "ANTHROPIC_API_KEY" in failed.text
-
-
-def test_a_missing_local_model_exits_with_one_line_and_reports_failed(tmp_path, agent_env, helpers):
-    agent_env.update(HERMES_LLM="local", HERMES_MODEL=str(tmp_path / "missing.gguf"))
-    done = run_to_exit(agent_env)
-    assert done.returncode == 2
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "agent cannot start" in lines[0] and "missing.gguf" in lines[0]
-    [failed] = lifecycle(SqliteBus(tmp_path / "bus.db"), helpers)
-    assert failed.lifecycle == "failed" and "missing.gguf" in failed.text
+    assert failed.lifecycle == "failed" and reason in failed.text

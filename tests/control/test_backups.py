@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sqlite3
-import stat
 import subprocess
 import sys
 import tarfile
@@ -137,15 +136,6 @@ def test_restore_rejects_members_that_escape_the_data_dir(tmp_path):
     result = agent_backup("restore", "--data-dir", str(tmp_path / "t"), "-", stdin=blob.getvalue())
     assert result.returncode == 1 and b"escapes" in result.stderr
     assert not (tmp_path / "outside.db").exists()
-
-
-@pytest.fixture
-def fake_ssh(tmp_path):
-    """An ``ssh`` look-alike that runs the remote command locally (no sshd here)."""
-    script = tmp_path / "ssh"
-    script.write_text('#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return str(script)
 
 
 def test_vm_snapshot_and_restore_commands_run_the_agents_backup(tmp_path, store, fake_ssh):

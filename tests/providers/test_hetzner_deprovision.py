@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import tarfile
 
 import pytest
@@ -75,15 +74,6 @@ def test_deprovision_forgets_a_scheduled_downgrade(make_provisioner, agent_data,
     prov.resize("alice", "light")
     prov.deprovision("alice")
     assert prov.scheduled_resizes() == []
-
-
-@pytest.fixture
-def fake_ssh(tmp_path):
-    """An ``ssh`` look-alike that runs the remote command locally (no sshd on this machine)."""
-    script = tmp_path / "ssh"
-    script.write_text('#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return str(script)
 
 
 def test_ssh_archiver_streams_the_remote_tar_into_the_store(fake_ssh, tmp_path, agent_data,
