@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         The Flask app; ``app.extensions["hermes"]`` holds the runtime.
     """
     from control.runtime import Runtime
-    from control.web import error_reporting, health, metrics, request_ids, webhooks
+    from control.web import auth, error_reporting, health, metrics, request_ids, webhooks
 
     if settings is None and runtime is None:
         settings = Settings.from_env()
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1 * 1024 * 1024  # bytes; webhooks are small.
     app.extensions["hermes"] = runtime
+    auth.init_app(app, runtime.settings)
     register_error_handlers(app)
     request_ids.init_app(app)
     metrics.init_app(app, runtime)
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         if not runtime.db.is_closed():
             runtime.db.close()
 
+    auth.csrf.exempt(webhooks.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     from control.web import openapi

@@ -34,14 +34,71 @@ class BaseModel(Model):
 
 
 class Tenant(BaseModel):
-    """A paying user.  ``status``: ``pending`` (paid signup incomplete) | ``active`` | ``canceled``."""
+    """A user of the service.  ``status``: ``pending`` (signed up or paid, not both yet) |
+    ``active`` | ``past_due`` (a renewal payment failed; Stripe is retrying) | ``canceled``.
+
+    Preferences the user sets on the dashboard (``None``: the control plane's default):
+    ``timezone`` (IANA name), ``language`` (BCP 47 tag for replies), ``model`` (from the
+    router's catalog).  Subscription lifecycle (issue #10), naive UTC: ``past_due_since``,
+    ``grace_until`` (end of the paused period after a cancellation), ``paused_at``,
+    ``archive_key`` / ``archived_at`` (where the machine's data went at the end of grace) and
+    ``deleted_at`` (account deleted; the row stays as a tombstone for idempotent webhooks).
+    """
 
     email = CharField(null=True, unique=True)
     stripe_customer_id = CharField(null=True, unique=True)
     plan = CharField(null=True)
     status = CharField(default="pending")
+    timezone = CharField(null=True)
+    language = CharField(null=True)
+    model = CharField(null=True)
+    past_due_since = DateTimeField(null=True)
+    grace_until = DateTimeField(null=True)
+    paused_at = DateTimeField(null=True)
+    archive_key = CharField(null=True)
+    archived_at = DateTimeField(null=True)
+    deleted_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+
+
+class Account(BaseModel):
+    """A web login, one per tenant (issue #10).
+
+    ``email`` is stored lower-cased; ``password_hash`` is an Argon2id PHC string
+    (argon2-cffi).  ``session_version`` is part of every session's user id, so bumping it
+    (password change, reset, "sign out everywhere", deletion) ends every open session.
+    """
+
+    tenant = ForeignKeyField(Tenant, backref="accounts", unique=True)
+    email = CharField(unique=True)
+    password_hash = CharField()
+    session_version = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+
+class PasswordReset(BaseModel):
+    """A single-use password reset link; only the SHA-256 of its token is stored."""
+
+    account = ForeignKeyField(Account, backref="resets", on_delete="CASCADE")
+    token_hash = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+
+class OutboxMail(BaseModel):
+    """An e-mail to send (transactional outbox): written with the change that causes it,
+    sent by a worker over SMTP when ``SMTP_URL`` is set, else printed by ``hermes serve``."""
+
+    to_addr = CharField()
+    subject = CharField()
+    body = TextField()
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    error = TextField(default="")
 
 
 class Subscription(BaseModel):
@@ -214,4 +271,4 @@ class AttentionItem(BaseModel):
 
 
 ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
-              Delivery, Usage, AttentionItem]
+              Delivery, Usage, AttentionItem, Account, PasswordReset, OutboxMail]

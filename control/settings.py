@@ -76,6 +76,25 @@ class Settings:
         log_format: [HERMES_LOG_FORMAT] = ``console`` (readable lines) or ``json`` (one JSON
             object per line: production, ``roles/control``); ``wire.logs``.  Also handed to the
             agents this control plane starts (``AGENT_ENV_KEYS``), so both sides log alike.
+        secret_key: [HERMES_SECRET_KEY] = ``""``; signs web sessions and CSRF tokens.  ``""``
+            in local mode: a random key is created once in ``<data_dir>/secret_key`` (0600);
+            production (``HERMES_ENV`` not ``local``) refuses to start without it.
+        stripe_secret_key: [STRIPE_SECRET_KEY] = ``""``; Stripe API key for Checkout, the
+            customer portal and invoices (``""``: the billing pages say billing is not set up).
+        stripe_api_base: [STRIPE_API_BASE] = ``""`` (the SDK's ``https://api.stripe.com``); the
+            local Stripe stand-in's URL in ``hermes demo`` and tests.
+        stripe_price_light / stripe_price_heavy: [STRIPE_PRICE_LIGHT] / [STRIPE_PRICE_HEAVY] =
+            ``""``; the recurring Price ids Checkout sells for each plan.
+        grace_days: [HERMES_GRACE_DAYS] = 7 days a canceled tenant's agent stays paused, data
+            kept, before its machine is archived and destroyed (issue #10).
+        archive_retention_days: [HERMES_ARCHIVE_RETENTION_DAYS] = 30 days an archive is kept;
+            resubscribing within them restores it onto the new machine.
+        smtp_url: [SMTP_URL] = ``""``; ``smtp://`` or ``smtps://user:password@host:port`` (add
+            ``?starttls=1`` for STARTTLS).  ``""``: mail stays in the outbox table, which
+            ``hermes serve`` prints (local mode).
+        mail_from: [HERMES_MAIL_FROM] = ``Hermes Max <no-reply@localhost>``; the From header.
+        rate_limit_storage: [HERMES_RATE_LIMIT_STORAGE] = ``memory://``; flask-limiter storage
+            URI; production uses ``redis://`` so every gunicorn worker shares the counters.
 
     Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner/config.py``):
         hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
@@ -146,6 +165,16 @@ class Settings:
     archive_secret_key: str = ""
     archive_region: str = ""
     drift_delay: float = 5.0
+    secret_key: str = ""
+    stripe_secret_key: str = ""
+    stripe_api_base: str = ""
+    stripe_price_light: str = ""
+    stripe_price_heavy: str = ""
+    grace_days: int = 7
+    archive_retention_days: int = 30
+    smtp_url: str = ""
+    mail_from: str = "Hermes Max <no-reply@localhost>"
+    rate_limit_storage: str = "memory://"
 
     def __post_init__(self):
         data = str(Path(self.data_dir).expanduser().resolve())
@@ -162,6 +191,15 @@ class Settings:
         if self.backup_retention_days < 1 or not 0 <= self.backup_hour <= 23:
             raise ConfigError(f"HERMES_BACKUP_RETENTION_DAYS must be >= 1 and HERMES_BACKUP_HOUR "
                               f"0-23, not {self.backup_retention_days} and {self.backup_hour}")
+        if self.grace_days < 0 or self.archive_retention_days < 1:
+            raise ConfigError(f"HERMES_GRACE_DAYS must be >= 0 and HERMES_ARCHIVE_RETENTION_DAYS "
+                              f">= 1, not {self.grace_days} and {self.archive_retention_days}")
+
+    @property
+    def stripe_prices(self) -> dict[str, str]:
+        """``{plan: price_id}`` that Checkout sells (only the plans with a configured price)."""
+        return {plan: price for plan, price in (("light", self.stripe_price_light),
+                                                ("heavy", self.stripe_price_heavy)) if price}
 
     @property
     def huey_path(self) -> str:
@@ -191,6 +229,9 @@ class Settings:
             edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
             visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
             drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
+            lifecycle_days = {"grace_days": int(env.get("HERMES_GRACE_DAYS", "7")),
+                              "archive_retention_days":
+                                  int(env.get("HERMES_ARCHIVE_RETENTION_DAYS", "30"))}
             backups = {"backup_retention_days": int(env.get("HERMES_BACKUP_RETENTION_DAYS", "14")),
                        "backup_hour": int(env.get("HERMES_BACKUP_HOUR", "3"))}
             lifecycle = {"ready_timeout": float(env.get("HERMES_READY_TIMEOUT", "600")),
@@ -223,7 +264,16 @@ class Settings:
             env=env.get("HERMES_ENV", "local"),
             drift_delay=drift_delay,
             **lifecycle,
+            **lifecycle_days,
             **backups,
+            secret_key=env.get("HERMES_SECRET_KEY", ""),
+            stripe_secret_key=env.get("STRIPE_SECRET_KEY", ""),
+            stripe_api_base=env.get("STRIPE_API_BASE", "").rstrip("/"),
+            stripe_price_light=env.get("STRIPE_PRICE_LIGHT", ""),
+            stripe_price_heavy=env.get("STRIPE_PRICE_HEAVY", ""),
+            smtp_url=env.get("SMTP_URL", ""),
+            mail_from=env.get("HERMES_MAIL_FROM", "Hermes Max <no-reply@localhost>"),
+            rate_limit_storage=env.get("HERMES_RATE_LIMIT_STORAGE", "memory://"),
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             sentry_dsn=env.get("SENTRY_DSN", ""),
             log_format=_log_format(env),

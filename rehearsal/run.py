@@ -176,6 +176,7 @@ class Rehearsal:
             "HERMES_BUS": "redis", "REDIS_URL": redis_info["url"],
             "HERMES_BUS_CA_FILE": str(redis_info["ca"]),
             "STRIPE_WEBHOOK_SECRET": self.stripe_secret,
+            "HERMES_SECRET_KEY": secrets.token_urlsafe(48),
             "TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_WEBHOOK_SECRET": self.telegram_secret,
             "TELEGRAM_API_BASE": telegram.base_url, "TELEGRAM_BOT_USERNAME": telegram.username,
             "HERMES_PROVISIONER": "hetzner", "HCLOUD_TOKEN": hcloud.token,

@@ -1,0 +1,144 @@
+"""Web accounts: sign-up, password checks and the session identity (issue #10).
+
+Passwords are hashed with Argon2id (argon2-cffi's ``PasswordHasher`` defaults, RFC 9106's
+second recommended parameter set).  Failures never say whether an e-mail address has an
+account (OWASP Authentication Cheat Sheet, "Authentication and Error Messages").
+"""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from email_validator import EmailNotValidError, validate_email
+
+from control.db import write_transaction
+from control.errors import BadRequest, Conflict, Unauthorized
+from control.models import Account, Tenant, utcnow
+
+# NIST SP 800-63B 5.1.1.2: at least 8 characters; 64+ must be allowed.  Argon2 hashes any
+# length, the cap only bounds the work one request can cause.
+MIN_PASSWORD = 8
+MAX_PASSWORD = 256
+
+_hasher = PasswordHasher()
+# Verified when the e-mail is unknown, so both paths cost one Argon2 verification.
+_DUMMY_HASH = _hasher.hash("not-a-password-of-anyone")
+
+
+class WebUser:
+    """The flask-login user: an ``Account`` with its tenant.
+
+    ``get_id()`` is ``"<account id>.<session_version>"``: a session issued before the
+    version was bumped no longer loads (``load_user``).
+    """
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def __init__(self, account: Account):
+        self.account = account
+
+    @property
+    def tenant(self) -> Tenant:
+        """The account's tenant."""
+        return self.account.tenant
+
+    def get_id(self) -> str:
+        return f"{self.account.id}.{self.account.session_version}"
+
+
+def load_user(user_id: str) -> WebUser | None:
+    """flask-login's user loader: the ``WebUser`` for a session id, or None when the account
+    is gone, deleted or its ``session_version`` moved on."""
+    account_id, _, version = (user_id or "").partition(".")
+    if not account_id.isdigit() or not version.isdigit():
+        return None
+    account = Account.get_or_none(Account.id == int(account_id))
+    if account is None or account.session_version != int(version) or account.tenant.deleted_at:
+        return None
+    return WebUser(account)
+
+
+def normalize_email(email: str) -> str:
+    """Return the address in its normalized, lower-cased form.
+
+    Raises:
+        BadRequest: not a syntactically valid e-mail address (no DNS lookup is made).
+    """
+    try:
+        valid = validate_email(email or "", check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise BadRequest(f"invalid e-mail address: {exc}") from None
+    return valid.normalized.lower()
+
+
+def check_password_rules(password: str) -> None:
+    """Raises BadRequest unless ``MIN_PASSWORD <= len(password) <= MAX_PASSWORD``."""
+    if not MIN_PASSWORD <= len(password or "") <= MAX_PASSWORD:
+        raise BadRequest(f"the password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def hash_password(password: str) -> str:
+    """Return the Argon2id PHC string of ``password``."""
+    return _hasher.hash(password)
+
+
+def create_account(email: str, password: str) -> Account:
+    """Create the web account (and its tenant, unless a paid checkout already created one
+    for this e-mail).
+
+    Args:
+        email: the address typed by the user (normalized here).
+        password: plain text, checked by ``check_password_rules``.
+
+    Returns:
+        The new ``Account``.
+
+    Raises:
+        BadRequest: invalid e-mail or password.
+        Conflict: an account already uses this e-mail (the web layer must not reveal it).
+    """
+    email = normalize_email(email)
+    check_password_rules(password)
+    password_hash = hash_password(password)
+    with write_transaction():
+        if Account.get_or_none(Account.email == email) is not None:
+            raise Conflict("an account already uses this e-mail address")
+        tenant = Tenant.get_or_none(Tenant.email == email)
+        if tenant is None:
+            tenant = Tenant.create(email=email)
+        elif Account.get_or_none(Account.tenant == tenant) is not None or tenant.deleted_at:
+            raise Conflict("an account already uses this e-mail address")
+        return Account.create(tenant=tenant, email=email, password_hash=password_hash)
+
+
+def authenticate(email: str, password: str) -> Account:
+    """Return the account whose e-mail and password match; rehash an outdated hash.
+
+    Raises:
+        Unauthorized: unknown e-mail, wrong password or deleted account (one message).
+    """
+    try:
+        email = normalize_email(email)
+    except BadRequest:
+        email = ""
+    account = Account.get_or_none(Account.email == email) if email else None
+    try:
+        _hasher.verify(account.password_hash if account else _DUMMY_HASH, password or "")
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        account = None
+    if account is None or account.tenant.deleted_at:
+        raise Unauthorized("wrong e-mail or password")
+    if _hasher.check_needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+    account.last_login_at = utcnow()
+    account.save()
+    return account
+
+
+def end_sessions(account: Account) -> None:
+    """Invalidate every session of ``account`` (bumps ``session_version``)."""
+    Account.update(session_version=Account.session_version + 1).where(
+        Account.id == account.id).execute()
+    account.session_version += 1
