@@ -39,6 +39,7 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/memory_locomo.py --data $(LOCOMO)
 	$(BIN)/python bench/memory_scale.py
 	$(BIN)/python bench/context_assembly.py
+	$(BIN)/python bench/front_door.py
 
 # The production path on this machine (needs root); see README, "Rehearsal".
 rehearsal: $(VENV)/.test

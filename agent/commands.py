@@ -131,7 +131,7 @@ def cmd_cron(runtime, command: Command) -> str:
         _, expr, tz, prompt = match.groups()
         try:
             job = store.add(command.envelope.channel, command.envelope.chat_id, expr.strip(),
-                            tz or runtime.config.default_tz, prompt)
+                            tz or runtime.preferences().timezone, prompt)
         except ScheduleError as exc:
             return f"I couldn't schedule that: {exc}"
         return f"Scheduled {job.describe()}"
@@ -175,6 +175,25 @@ PRICED_BACKENDS = ("anthropic",)
 """Backends whose every call is billed by the provider: a ``/model`` choice there needs a price."""
 
 
+def model_refusal(router, choice: str) -> str | None:
+    """Return why ``choice`` (``backend``, ``backend:model`` or ``model``) cannot be used, or None.
+
+    The rules of ``/model``, also applied to the dashboard's model setting
+    (``agent.preferences``): the backend must exist, and a model on a priced backend needs a
+    price, since an unpriced model would cost nothing on the ledger and the daily budget could
+    not stop it (``HERMES_PRICES_JSON`` adds prices for models the table lacks).
+    """
+    names = {b.name for b in router.backends}
+    backend = choice.partition(":")[0]
+    if ":" in choice and backend not in names:
+        return f"No backend {backend}; available: {', '.join(sorted(names))}."
+    first, model = router.ordered_for(choice)[0]
+    if first.name in PRICED_BACKENDS and not router.is_paid(first, model):
+        return (f"No price is known for {model or first.model}, so it cannot count against "
+                "your daily budget; choose a listed model or ask the operator to price it.")
+    return None
+
+
 def cmd_model(runtime, command: Command) -> str:
     """Show the model chain, or set/clear the tenant's choice (``backend``, ``backend:model``, ``model``)."""
     router = runtime.router
@@ -183,19 +202,11 @@ def cmd_model(runtime, command: Command) -> str:
         runtime.history.set_pref("model", None)
         return "Model choice cleared; using the default chain."
     if choice:
-        names = {b.name for b in router.backends}
-        backend = choice.partition(":")[0]
-        if ":" in choice and backend not in names:
-            return f"No backend {backend}; available: {', '.join(sorted(names))}."
-        previous = runtime.history.pref("model")
+        refusal = model_refusal(router, choice)
+        if refusal is not None:
+            return refusal
         runtime.history.set_pref("model", choice)
         first, model = router.ordered()[0]
-        if first.name in PRICED_BACKENDS and not router.is_paid(first, model):
-            # An unpriced model would cost nothing on the ledger: the daily budget could not
-            # stop it (HERMES_PRICES_JSON adds prices for models the table lacks).
-            runtime.history.set_pref("model", previous)
-            return (f"No price is known for {model or first.model}, so it cannot count against "
-                    "your daily budget; choose a listed model or ask the operator to price it.")
         return f"Now using {first.name} ({model or first.model})."
     current = runtime.history.pref("model") or "default"
     chain = ", ".join(f"{b.name} ({b.model}{', paid' if router.is_paid(b) else ', free'})" for b in router.backends)

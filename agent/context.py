@@ -81,11 +81,12 @@ class ContextBuilder:
         self.summarise = summarise
         self.system_prompt = system_prompt
 
-    def build(self, chat_key: str, user_text: str) -> AssembledContext:
-        """Assemble the context for ``user_text`` in chat ``chat_key``."""
+    def build(self, chat_key: str, user_text: str, profile: str = "") -> AssembledContext:
+        """Assemble the context for ``user_text`` in chat ``chat_key``; ``profile`` (a system
+        prompt section, ``agent.preferences.profile_section``) follows the base prompt."""
         memories = self._memories(user_text)
         skill, score = self.skills.match(user_text) if self.skills is not None else (None, 0.0)
-        system = self._system(memories, skill)
+        system = self._system(memories, skill, profile)
         user = {"role": "user", "content": user_text or "(empty message)"}
         budget = int(self.budget_tokens * SAFETY) - estimate_tokens(system) - estimate_tokens(user["content"])
         rows = self.history.recent_rows(chat_key, self.history_limit)
@@ -111,8 +112,8 @@ class ContextBuilder:
             log.exception("memory search failed; answering without memories")
             return []
 
-    def _system(self, memories: list, skill) -> str:
-        system = self.system_prompt
+    def _system(self, memories: list, skill, profile: str = "") -> str:
+        system = self.system_prompt + profile
         if memories:
             lines = "\n".join(f"- {m.text}" for m in memories)
             system += f"\n\n## What you remember about the user\n{lines}"

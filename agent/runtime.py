@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from agent import commands, preferences
 from agent.config import AgentConfig
 from agent.context import ContextBuilder
 from agent.cron import CronStore
@@ -21,6 +22,7 @@ from agent.inbox import InboxLedger
 from agent.llm import router_from_config
 from agent.llm.router import Router
 from agent.loop import ToolLoop
+from agent.preferences import Preferences
 from agent.skills import SkillLibrary
 from agent.tools.loader import load_builtin_tools
 from agent.tools.registry import ToolRegistry
@@ -63,7 +65,7 @@ class AgentRuntime:
         self._embedder = embedder
         self._memory = None
         self._memory_lock = threading.Lock()
-        preference = lambda: self.history.pref("model")
+        preference = self._model_choice
         if backends is None:
             self.router = router_from_config(config, self.usage, preference)
         else:
@@ -102,12 +104,35 @@ class AgentRuntime:
 
                 self._memory = MemoryStore(self.config.data_path / "memory.db", embedder=self.embedder(),
                                            zone=ZoneInfo(self.config.default_tz))
+            # Named dates in memory queries ("yesterday") follow the user's current zone.
+            self._memory.zone = ZoneInfo(self.preferences().timezone)
             return self._memory
+
+    def preferences(self) -> Preferences:
+        """Return the tenant's dashboard settings (``agent.preferences``), ``HERMES_TZ`` as
+        the zone when none is set."""
+        return preferences.current(self.history, self.config.default_tz)
+
+    def _model_choice(self) -> str | None:
+        """The router's model preference: the chat's ``/model`` choice, else the dashboard's
+        when ``/model`` would accept it (an unusable one is ignored, not failed on)."""
+        chosen = self.history.pref("model")
+        if chosen:
+            return chosen
+        dashboard = self.preferences().model
+        if not dashboard or commands.model_refusal(self.router, dashboard) is not None:
+            return None
+        # A bare model id goes to the first non-local backend; with none in the chain it
+        # would be sent to the local model, which cannot serve it.
+        names = {b.name for b in self.router.backends}
+        if dashboard.partition(":")[0] not in names and names <= {"local"}:
+            return None
+        return dashboard
 
     def tool_services(self) -> dict:
         """Return the services tools may use (``agent.tools.registry.ToolContext.services``)."""
         return {"memory": _LazyMemory(self), "cron": self.cron, "now": self.clock,
-                "default_tz": self.config.default_tz, "config": self.config}
+                "default_tz": self.preferences().timezone, "config": self.config}
 
     def publish(self, event: Event) -> None:
         """Append ``event`` to the tenant's events stream (durable on return).

@@ -4,6 +4,8 @@
   redelivered after a crash or a lost ack), the stored reply is published again as ``final``
   under the same idempotency key ``{message_id}:final`` — the bus drops the duplicate — and no
   LLM call is made.
+* The tenant's dashboard settings on the envelope (``agent.preferences``) are stored first, so
+  the turn, its commands and later cron runs follow them.
 * Slash commands (``agent.commands``) are answered without the LLM and kept out of history.
 * A conversational turn: context (``agent.context``) → tool-use loop (``agent.loop``) with
   cumulative ``delta`` events at most every ``delta_interval`` seconds → history → memory
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from agent import commands, metrics
+from agent import commands, metrics, preferences
 from agent.history import History
 from agent.llm.base import BudgetExhausted, LLMError
 from agent.tools.registry import ToolContext
@@ -66,6 +68,7 @@ class TurnRunner:
             self._publish(envelope, 0, "final", earlier)
             metrics.set_outcome("replayed")
             return earlier
+        preferences.adopt(history, envelope)
         if commands.is_command(envelope.text):
             reply = commands.dispatch(self.runtime, envelope)
             history.mark_processed(envelope.id, reply)
@@ -84,7 +87,8 @@ class TurnRunner:
         self._publish(envelope, 0, "status", "typing")
         key = History.chat_key(envelope.channel, envelope.chat_id)
         text = envelope.text or "(empty message)"
-        context = runtime.context.build(key, text)
+        profile = preferences.profile_section(runtime.preferences(), runtime.clock())
+        context = runtime.context.build(key, text, profile=profile)
         tool_ctx = ToolContext(tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id,
                                envelope_id=envelope.id, services=runtime.tool_services())
         streamer = _DeltaStreamer(self, envelope)

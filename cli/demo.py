@@ -25,6 +25,7 @@ import httpx
 DEMO_EMAIL = "ada@example.com"
 DEMO_CHAT_ID = 424242
 QUESTION = "Hi Hermes! In one sentence: what can you help me with?"
+DEMO_PRICES = {"light": "price_demo_light", "heavy": "price_demo_heavy"}
 
 
 def _free_port() -> int:
@@ -44,9 +45,13 @@ def _wait(predicate, timeout: float, what: str):
 
 
 class _Demo:
-    def __init__(self, data_dir: Path, port: int, standin):
+    def __init__(self, data_dir: Path, port: int, standin, stripe_api):
         self.data_dir, self.port, self.standin = data_dir, port, standin
         self.stripe_secret = "whsec_" + secrets.token_hex(16)
+        # The stand-in's hosted Checkout and portal send their signed events to us.
+        self.stripe_api = stripe_api
+        stripe_api.webhook_url = f"http://127.0.0.1:{port}/webhooks/stripe"
+        stripe_api.webhook_secret = self.stripe_secret
         self.telegram_secret = secrets.token_urlsafe(24)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         self.t0 = time.monotonic()
@@ -60,6 +65,9 @@ class _Demo:
                    STRIPE_WEBHOOK_SECRET=self.stripe_secret,
                    TELEGRAM_BOT_TOKEN=self.standin.token, TELEGRAM_WEBHOOK_SECRET=self.telegram_secret,
                    TELEGRAM_API_BASE=self.standin.base_url, TELEGRAM_BOT_USERNAME=self.standin.username,
+                   STRIPE_SECRET_KEY=self.stripe_api.secret_key,
+                   STRIPE_API_BASE=self.stripe_api.base_url,
+                   STRIPE_PRICE_LIGHT=DEMO_PRICES["light"], STRIPE_PRICE_HEAVY=DEMO_PRICES["heavy"],
                    HF_HUB_OFFLINE="1")
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
@@ -85,19 +93,32 @@ class _Demo:
 @click.command()
 @click.option("--keep", is_flag=True, help="Keep the temporary data directory.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for each step.")
-def demo(keep: bool, timeout: float) -> None:
-    """Run a paid signup → provisioned agent → Telegram conversation, locally."""
+@click.option("--stay/--no-stay", default=None,
+              help="Keep serving the web dashboard after the transcript until Ctrl-C "
+                   "(default: when run from a terminal).")
+def demo(keep: bool, timeout: float, stay: bool | None) -> None:
+    """Run a paid signup → provisioned agent → Telegram conversation, locally; then serve
+    the web dashboard (sign up, pay against the local Stripe stand-in, chat)."""
+    from standins.stripe_api import StripeStandin
     from standins.telegram_bot_api import TelegramBotApiStandin
 
+    if stay is None:
+        stay = sys.stdin.isatty()
     data_dir = Path(tempfile.mkdtemp(prefix="hermes-demo-"))
     llm = "Claude (ANTHROPIC_API_KEY)" if os.environ.get("ANTHROPIC_API_KEY") else "local SmolLM2-135M"
-    with TelegramBotApiStandin() as standin, open(data_dir / "serve.log", "wb") as log:
-        d = _Demo(data_dir, _free_port(), standin)
+    with TelegramBotApiStandin() as standin, StripeStandin(prices=DEMO_PRICES) as stripe_api, \
+            open(data_dir / "serve.log", "wb") as log:
+        d = _Demo(data_dir, _free_port(), standin, stripe_api)
         server = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=d.env(),
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             d.say("hermes", f"serve started (pid {server.pid}, data {data_dir}, LLM: {llm})")
             _converse(d, standin, server, timeout)
+            d.say("web", f"dashboard: http://127.0.0.1:{d.port}/ (sign up, pay with the local "
+                         f"Stripe stand-in in LOCAL TEST MODE, chat); mail is printed in "
+                         f"{data_dir / 'serve.log'}")
+            if stay:
+                _serve_until_interrupted(d, server)
         finally:
             _stop(server)
     d.say("hermes", f"stopped cleanly (exit {server.returncode}); log: {data_dir / 'serve.log'}")
@@ -129,6 +150,15 @@ def _converse(d: _Demo, standin, server: subprocess.Popen, timeout: float) -> No
     d.say("hermes", f"reply delivered {time.monotonic() - asked:.2f}s after the question "
                     f"(typing shown, {calls.count('sendMessage')} message sent, "
                     f"{calls.count('editMessageText')} edits as it streamed)")
+
+
+def _serve_until_interrupted(d: _Demo, server: subprocess.Popen) -> None:
+    click.echo("Serving until Ctrl-C.")
+    try:
+        while server.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        d.say("hermes", "Ctrl-C: stopping")
 
 
 def _stop(server: subprocess.Popen) -> None:

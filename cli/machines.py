@@ -41,3 +41,17 @@ def reconcile(remove: bool):
     click.echo(report.render())
     if not report.clean:
         raise SystemExit(1)
+
+
+@machines.command("end-grace")
+def end_grace():
+    """Archive and destroy the machines of canceled tenants whose grace period has ended, and
+    delete archives past HERMES_ARCHIVE_RETENTION_DAYS, now (the hourly ``end_grace`` task does
+    the same).  Prints the task's report as JSON; exit status 1 when a tenant failed."""
+    import json
+
+    rt = open_runtime()
+    report = rt.tasks.end_grace.call_local()
+    click.echo(json.dumps(report, default=str))
+    if report.get("failed"):
+        raise SystemExit(1)

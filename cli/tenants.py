@@ -39,6 +39,9 @@ def show(email: str):
     click.echo(json.dumps({
         "id": tenant.id, "email": tenant.email, "plan": tenant.plan, "status": tenant.status,
         "stripe_customer_id": tenant.stripe_customer_id, "chats": chats,
+        **{name: str(value) if value is not None else None for name, value in (
+            ("past_due_since", tenant.past_due_since), ("grace_until", tenant.grace_until),
+            ("archive_key", tenant.archive_key), ("archived_at", tenant.archived_at))},
         "machine": None if machine is None else {
             "state": machine.state, "plan": machine.plan, "address": machine.address,
             "detail": machine.detail, "attempts": machine.attempts,

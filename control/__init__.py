@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         The Flask app; ``app.extensions["hermes"]`` holds the runtime.
     """
     from control.runtime import Runtime
-    from control.web import auth, error_reporting, health, metrics, request_ids, webhooks
+    from control.web import accounts, auth, error_reporting, health, metrics, request_ids, webhooks
 
     if settings is None and runtime is None:
         settings = Settings.from_env()
@@ -33,6 +33,13 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         runtime = Runtime(settings or Settings.from_env())
     error_reporting.init_app(runtime.settings)
     app = Flask(__name__)
+    if runtime.settings.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Host is not taken from X-Forwarded-Host: nginx sets Host itself and passes a
+        # client's X-Forwarded-Host through untouched.
+        hops = runtime.settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config["MAX_CONTENT_LENGTH"] = 1 * 1024 * 1024  # bytes; webhooks are small.
     app.extensions["hermes"] = runtime
     auth.init_app(app, runtime.settings)
@@ -52,7 +59,12 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
     auth.csrf.exempt(webhooks.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
-    from control.web import openapi
+    app.register_blueprint(accounts.bp)
+    from control.web import dashboard, openapi
 
+    app.register_blueprint(dashboard.bp)
+    from control.web import billing
+
+    app.register_blueprint(billing.bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -83,6 +83,13 @@ class ConfigError(HermesError):
     code = "config_error"
 
 
+class PaymentProviderError(HermesError):
+    """The payment provider (Stripe) failed or refused the request; nothing was charged here."""
+
+    status = 502
+    code = "payment_provider_error"
+
+
 class LinkError(HermesError):
     """A link token is unknown, expired or already used."""
 
@@ -90,28 +97,65 @@ class LinkError(HermesError):
     code = "link_failed"
 
 
+def wants_html() -> bool:
+    """True when the request prefers an HTML page to JSON: a browser's ``Accept`` header
+    (``text/html,...,*/*;q=0.8``).  API clients and webhooks (no ``Accept``, ``*/*`` or
+    ``application/json``) keep the JSON body."""
+    from flask import has_request_context, request
+
+    return has_request_context() and request.accept_mimetypes.best_match(
+        ["application/json", "text/html"]) == "text/html"
+
+
+def _page(status: int, message: str, headers=()):
+    """The HTML error page (``control/templates/accounts/error.html``) for a browser."""
+    from flask import render_template
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    body = render_template("accounts/error.html", status=status,
+                           title=HTTP_STATUS_CODES.get(status, "Error"), message=message)
+    return body, status, headers
+
+
 def register_error_handlers(app) -> None:
-    """Render every ``HermesError`` and every unexpected exception as JSON on ``app``.
+    """Render every ``HermesError`` and every unexpected exception as JSON on ``app`` (an HTML
+    page instead when the client is a browser, ``wants_html``).
 
     Unexpected exceptions are logged with their traceback and answered with a generic 500
     body, so no client ever sees a stack trace.
     """
     from flask import jsonify
+    from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
     def render_hermes(err: HermesError):
+        if wants_html():
+            return _page(err.status, err.message)
         return jsonify(error=err.code, message=err.message), err.status
 
     def render_http(err: HTTPException):
         # Keep the exception's own headers: a 405 must name the allowed methods (RFC 9110,
         # 15.5.6 "Allow"), a 429 its Retry-After.
         headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
+        if wants_html():
+            return _page(err.code, _page_message(err), headers)
         body = jsonify(error=err.name.lower().replace(" ", "_"), message=err.description)
         return body, err.code, headers
 
     def render_unexpected(err: Exception):
         app.logger.exception("unhandled error")
+        if wants_html():
+            return _page(500, "Something went wrong on our side. Please try again later.")
         return jsonify(error="internal_error", message="internal error"), 500
+
+    def _page_message(err: HTTPException) -> str:
+        # Werkzeug's descriptions are written for developers; a person needs the next step.
+        if isinstance(err, CSRFError):
+            return (f"This form could not be accepted ({err.description}) Nothing was saved. "
+                    "Go back, reload the page and try again.")
+        if err.code == 429:
+            return "Too many attempts from your address. Please wait a little, then try again."
+        return err.description or ""
 
     app.register_error_handler(HermesError, render_hermes)
     app.register_error_handler(HTTPException, render_http)

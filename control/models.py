@@ -39,7 +39,8 @@ class Tenant(BaseModel):
 
     Preferences the user sets on the dashboard (``None``: the control plane's default):
     ``timezone`` (IANA name), ``language`` (BCP 47 tag for replies), ``model`` (from the
-    router's catalog).  Subscription lifecycle (issue #10), naive UTC: ``past_due_since``,
+    router's catalog), ``preferences`` (free text about the user and how to answer, at most
+    1000 characters).  Subscription lifecycle (issue #10), naive UTC: ``past_due_since``,
     ``grace_until`` (end of the paused period after a cancellation), ``paused_at``,
     ``archive_key`` / ``archived_at`` (where the machine's data went at the end of grace) and
     ``deleted_at`` (account deleted; the row stays as a tombstone for idempotent webhooks).
@@ -52,6 +53,7 @@ class Tenant(BaseModel):
     timezone = CharField(null=True)
     language = CharField(null=True)
     model = CharField(null=True)
+    preferences = TextField(null=True)
     past_due_since = DateTimeField(null=True)
     grace_until = DateTimeField(null=True)
     paused_at = DateTimeField(null=True)
@@ -102,7 +104,11 @@ class OutboxMail(BaseModel):
 
 
 class Subscription(BaseModel):
-    """A Stripe subscription.  ``plan`` is ``light`` | ``heavy`` | ``None`` (unknown price)."""
+    """A Stripe subscription.  ``plan`` is ``light`` | ``heavy`` | ``None`` (unknown price).
+
+    ``status_at``: the ``created`` time (naive UTC) of the Stripe event that set ``status``;
+    older events never change it (``control.services.billing``, event ordering).
+    """
 
     stripe_subscription_id = CharField(unique=True)
     tenant = ForeignKeyField(Tenant, backref="subscriptions", null=True)
@@ -111,6 +117,7 @@ class Subscription(BaseModel):
     plan = CharField(null=True)
     price_id = CharField(null=True)
     current_period_end = DateTimeField(null=True)
+    status_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
 
@@ -122,7 +129,8 @@ class MachineState(StrEnum):
     provider says it runs; waiting for the agent's lifecycle ``ready`` event) → ``ready``
     ⇄ ``unhealthy`` (heartbeats stopped; back to ready on the next one).  A transient failure
     or a ready timeout goes back to ``requested`` for another attempt; the last one ends in
-    ``failed``.  Cancellation: ``deprovisioning`` → ``deprovisioned``.
+    ``failed``.  Cancellation: ``paused`` (grace period, agent stopped, data kept; resuming goes
+    back to ``booting``) → ``deprovisioning`` → ``deprovisioned``.
     """
 
     REQUESTED = "requested"
@@ -131,6 +139,7 @@ class MachineState(StrEnum):
     READY = "ready"
     UNHEALTHY = "unhealthy"
     FAILED = "failed"
+    PAUSED = "paused"
     DEPROVISIONING = "deprovisioning"
     DEPROVISIONED = "deprovisioned"
 

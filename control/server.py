@@ -76,6 +76,8 @@ class Server:
         from waitress import create_server
 
         self.start_workers()
+        if not self.settings.smtp_url:
+            self._start_mail_console()
         # Installed after the Huey consumer, which sets handlers of its own.
         signal.signal(signal.SIGTERM, self._interrupt)
         signal.signal(signal.SIGINT, self._interrupt)
@@ -91,6 +93,27 @@ class Server:
             pass
         finally:
             self.shutdown()
+
+    def _start_mail_console(self) -> None:
+        """Local mode without SMTP_URL: print each outbox mail (a reset link, a payment notice)
+        to this console once a second, so a local user can read it."""
+        import sys
+
+        from control.services import mail
+
+        rt = self.runtime
+
+        def run_console():
+            while not self.stopping.wait(1.0):
+                try:
+                    with rt.db.connection_context():
+                        mail.print_pending(sys.stdout)
+                except Exception:  # a database hiccup must not end the loop for good
+                    log.exception("printing outbox mail failed")
+
+        thread = threading.Thread(target=run_console, name="mail-console", daemon=True)
+        thread.start()
+        rt.workers["mail"] = thread
 
     def work_forever(self, huey_workers: int = 4) -> None:
         """Run only the workers (no HTTP) until SIGINT/SIGTERM: ``hermes worker``, used in
@@ -120,8 +143,9 @@ class Server:
             self._http.close()
         if self._consumer is not None:
             self._consumer.stop(graceful=False)
-        thread = self.runtime.workers.get("delivery")
-        if thread is not None:
-            thread.join(timeout=5)
+        for name in ("delivery", "mail"):
+            thread = self.runtime.workers.get(name)
+            if thread is not None:
+                thread.join(timeout=5)
         self.runtime.close()
         log.info("stopped")

@@ -49,7 +49,7 @@ class Settings:
             paid LLM budget per tenant per UTC day, US cents (justified against the plan prices
             in ``control/services/agent_settings.py``).
         default_tz: [HERMES_DEFAULT_TZ, else HERMES_TZ] = ``UTC``; IANA time zone given to
-            agents as HERMES_TZ (users have no time zone of their own yet).
+            agents as HERMES_TZ (a zone the user sets on the dashboard overrides it).
         visibility_timeout: [HERMES_VISIBILITY_TIMEOUT] = 30 seconds before a bus entry is redelivered.
         env: [HERMES_ENV] = ``local``; the label ``env`` on every machine.
         huey_immediate: run Huey tasks inline (tests only).
@@ -95,6 +95,12 @@ class Settings:
         mail_from: [HERMES_MAIL_FROM] = ``Hermes Max <no-reply@localhost>``; the From header.
         rate_limit_storage: [HERMES_RATE_LIMIT_STORAGE] = ``memory://``; flask-limiter storage
             URI; production uses ``redis://`` so every gunicorn worker shares the counters.
+        encryption_keys: [HERMES_ENCRYPTION_KEYS] = ``()``; comma-separated Fernet keys, newest
+            first, encrypting third-party credentials at rest (``control/services/secrets_box.py``).
+            Empty in local mode: a key is created once in ``<data_dir>/encryption_key`` (0600).
+        proxy_hops: [HERMES_PROXY_HOPS] = 0; reverse proxies in front of the app whose
+            ``X-Forwarded-For``/``-Proto`` are trusted (werkzeug ``ProxyFix``).  1 behind
+            the control role's nginx, so rate limits key on the client's address, not nginx's.
 
     Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner/config.py``):
         hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
@@ -175,6 +181,8 @@ class Settings:
     smtp_url: str = ""
     mail_from: str = "Hermes Max <no-reply@localhost>"
     rate_limit_storage: str = "memory://"
+    proxy_hops: int = 0
+    encryption_keys: tuple[str, ...] = ()
 
     def __post_init__(self):
         data = str(Path(self.data_dir).expanduser().resolve())
@@ -229,6 +237,7 @@ class Settings:
             edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
             visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
             drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
+            proxy_hops = int(env.get("HERMES_PROXY_HOPS", "0"))
             lifecycle_days = {"grace_days": int(env.get("HERMES_GRACE_DAYS", "7")),
                               "archive_retention_days":
                                   int(env.get("HERMES_ARCHIVE_RETENTION_DAYS", "30"))}
@@ -274,6 +283,8 @@ class Settings:
             smtp_url=env.get("SMTP_URL", ""),
             mail_from=env.get("HERMES_MAIL_FROM", "Hermes Max <no-reply@localhost>"),
             rate_limit_storage=env.get("HERMES_RATE_LIMIT_STORAGE", "memory://"),
+            proxy_hops=proxy_hops,
+            encryption_keys=_parse_list(env.get("HERMES_ENCRYPTION_KEYS", "")),
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             sentry_dsn=env.get("SENTRY_DSN", ""),
             log_format=_log_format(env),

@@ -55,6 +55,16 @@ class ControlTasks:
         # Nightly backups (control DB + every running tenant's agent data), at a fixed UTC hour.
         self.run_backups = huey.periodic_task(crontab(minute="0", hour=str(settings.backup_hour)),
                                               name="run_backups")(self._run_backups)
+        # Subscription lifecycle (issue #10): pause on cancellation, resume on resubscription,
+        # and hourly the end of grace periods (archive + destroy) and archive retention.
+        self.pause_machine = huey.task(retries=3, retry_delay=30, name="pause_machine")(
+            self._pause_machine)
+        self.resume_machine = huey.task(retries=3, retry_delay=30, name="resume_machine")(
+            self._resume_machine)
+        self.end_grace = huey.periodic_task(crontab(minute="7"), name="end_grace")(self._end_grace)
+        # Outbox mail goes out every minute over SMTP_URL; without it `hermes serve` prints it.
+        if settings.smtp_url:
+            self.send_mail = huey.periodic_task(crontab(minute="*"), name="send_mail")(self._send_mail)
 
     def _provision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
@@ -99,6 +109,53 @@ class ControlTasks:
             log.error("nightly backup: %d tenant(s) failed: %s", len(report.failures), report.failures)
         return {"control": report.control.key, "tenants": len(report.tenants),
                 "failed": sorted(report.failures), "pruned": len(report.pruned)}
+
+    def _send_mail(self) -> int:
+        from control.services import mail
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            return mail.send_pending(rt.settings)
+
+    def billing_url(self) -> str:
+        """The page where a user pays or resubscribes."""
+        return self.runtime.settings.public_url.rstrip("/") + "/billing"
+
+    def _pause_machine(self, tenant_id: int) -> str | None:
+        from control.models import Tenant
+        from control.services import lifecycle
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            tenant = Tenant.get_by_id(tenant_id)
+            notice = lifecycle.pause_notice(tenant, self.billing_url(), rt.settings.archive_retention_days)
+            machine = lifecycle.pause_machine(tenant_id, rt.provisioner, self.send_text, notice)
+            return machine and str(machine.state)
+
+    def _resume_machine(self, tenant_id: int) -> str | None:
+        from control.services import lifecycle
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            machine = lifecycle.resume_machine(tenant_id, rt.provisioner, self.health_policy)
+            return machine and str(machine.state)
+
+    def _end_grace(self) -> dict[str, object]:
+        from control.models import utcnow
+        from control.services import lifecycle
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            report = lifecycle.end_grace(
+                utcnow(), rt.provisioner, env=rt.settings.env,
+                retention_days=rt.settings.archive_retention_days,
+                request=lambda tenant, plan: provisioning.request_machine(
+                    tenant, plan, self.provision_machine), bus_url=rt.settings.bus_url,
+                bus_ca_file=rt.settings.bus_ca_file)
+        if report.failures:
+            log.error("end of grace: %d tenant(s) failed: %s", len(report.failures), report.failures)
+        return {"archived": report.archived, "failed": sorted(report.failures),
+                "pruned": len(report.pruned)}
 
     def _send_text(self, chat_id: str, text: str) -> None:
         rt = self.runtime

@@ -164,13 +164,20 @@ def node_exporter_release(work: Path):
 
 
 def dependency_key() -> str:
-    """Return a short hash of what the image's venv installs: the project's base and
-    ``agent`` dependencies (pyproject.toml), so other edits keep the cached image."""
+    """Return a short hash of what shapes the image apart from our own code: the project's
+    base and ``agent`` dependencies (pyproject.toml), the deploy itself (every file under
+    ``agent_image/``) and the interpreter building it.  Edits elsewhere keep the cached image
+    (only the wheel is reinstalled); a changed deploy builds a fresh one, so no file a former
+    deploy wrote and the current one no longer manages can survive in the image."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    deps = sorted(project["dependencies"]) + sorted(project["optional-dependencies"]["agent"])
-    return hashlib.sha256("\n".join(deps).encode()).hexdigest()[:16]
+    parts = sorted(project["dependencies"]) + sorted(project["optional-dependencies"]["agent"])
+    parts.append(sys.version)
+    for path in sorted((REPO / "agent_image").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            parts.append(f"{path.relative_to(REPO)}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def default_cache_dir() -> Path:
@@ -194,7 +201,9 @@ def build_snapshot(cache_dir: Path | None = None, timeout: float = 1200.0) -> Sn
     root = cache_dir / f"snapshot-{dependency_key()}"
     fresh = not (root / "etc").is_dir()
     if fresh:
-        shutil.rmtree(root, ignore_errors=True)
+        # Images of former keys are never used again (and each holds a whole venv).
+        for stale in cache_dir.glob("snapshot-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         root.mkdir(parents=True)
         seed_root(root)
     pyinfra = Path(sys.executable).parent / "pyinfra"

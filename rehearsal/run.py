@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from rehearsal import roles, services
 from rehearsal.units import parse_environment_file, read_unit
@@ -83,6 +84,7 @@ class Rehearsal:
         self.telegram_secret = secrets.token_urlsafe(24)
         self.control_env: dict[str, str] = {}
         self.process_env: dict[str, str] = {}
+        self.machines = None
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self) -> dict:
@@ -108,6 +110,7 @@ class Rehearsal:
             stack.callback(anthropic.stop)
             redis_info = self.start_redis()
             machines = ChrootMachines(snapshot.root, self.work / "servers")
+            self.machines = machines
             stack.callback(machines.shutdown)
             hcloud = HcloudStandin(token=secrets.token_hex(16), machines=machines).start()
             stack.callback(hcloud.stop)
@@ -177,6 +180,9 @@ class Rehearsal:
             "HERMES_BUS_CA_FILE": str(redis_info["ca"]),
             "STRIPE_WEBHOOK_SECRET": self.stripe_secret,
             "HERMES_SECRET_KEY": secrets.token_urlsafe(48),
+            "HERMES_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            # No grace period: the cancellation pauses, `hermes machines end-grace` archives.
+            "HERMES_GRACE_DAYS": "0",
             "TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_WEBHOOK_SECRET": self.telegram_secret,
             "TELEGRAM_API_BASE": telegram.base_url, "TELEGRAM_BOT_USERNAME": telegram.username,
             "HERMES_PROVISIONER": "hetzner", "HCLOUD_TOKEN": hcloud.token,
@@ -319,6 +325,15 @@ class Rehearsal:
             event_id="evt_rehearsal_cancel", status="canceled",
             event_type="customer.subscription.deleted"))
         self.t.say("stripe", "signed customer.subscription.deleted accepted")
+        self.wait_machine(database, "paused", None)
+        services.wait_for(lambda: hcloud.servers[server["id"]]["status"] == "off", self.timeout,
+                          "the paused server to be powered off")
+        notice = services.wait_for(lambda: self.bot_says(telegram, "Your Hermes subscription has ended"),
+                                   self.timeout, "the pause notice in Telegram")
+        self.t.say("bot", notice)
+        self.t.say("hcloud", f"server {server['id']} powered off (agent paused, data kept; "
+                             f"HERMES_GRACE_DAYS=0 here)")
+        self.end_grace()
         self.wait_machine(database, "deprovisioned", None)
         archive = services.wait_for(lambda: self.archive_object(s3), 30, "the archive in S3")
         self.t.say("s3", f"archive s3://{s3['bucket']}/{archive['Key']} "
@@ -363,14 +378,31 @@ class Rehearsal:
                 last["row"] = rows[0]
                 if rows[0][0] == "failed":
                     raise RehearsalFailed(f"machine failed: {rows[0][2]}\n"
-                                          f"{self.processes.tail('hermes-control-huey')}")
+                                          f"{self.processes.tail('hermes-control-huey')}"
+                                          f"{self.server_logs()}")
             return rows and rows[0][0] == state and (plan is None or rows[0][1] == plan)
 
         try:
             services.wait_for(reached, self.timeout, f"machine state {state}", interval=0.1)
         except services.ServiceError as exc:
             raise RehearsalFailed(f"{exc} (last: {last.get('row')})\nworker log:\n"
-                                  f"{self.processes.tail('hermes-control-huey')}") from exc
+                                  f"{self.processes.tail('hermes-control-huey')}"
+                                  f"{self.server_logs()}") from exc
+
+    def server_logs(self, lines: int = 40) -> str:
+        """The last ``lines`` of every tenant server's cloud-init and unit logs, so a machine
+        that never reports ready shows why (its agent's own words)."""
+        if self.machines is None:
+            return ""
+        parts = []
+        for server_id, machine in sorted(self.machines.machines.items()):
+            if machine.boot_error:
+                parts.append(f"server {server_id} boot error: {machine.boot_error}")
+            for log in sorted((machine.base / "logs").glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"server {server_id} {log.name} (last {len(tail)} lines):\n"
+                             + "\n".join(tail))
+        return "\n" + "\n".join(parts) if parts else "\n(no tenant server logs)"
 
     @staticmethod
     def env_file_mode(root: Path) -> str:
@@ -392,6 +424,15 @@ class Rehearsal:
             raise RehearsalFailed(f"server {server_id} failed to boot: {machine.boot_error}")
         units = machines.running_units(server_id)
         return units if len(units) == 2 else None
+
+    def end_grace(self) -> None:
+        hermes = str(Path(sys.executable).parent / "hermes")
+        result = subprocess.run([hermes, "machines", "end-grace"], env=self.process_env,
+                                capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0:
+            raise RehearsalFailed(f"hermes machines end-grace failed: {result.stdout[-500:]}"
+                                  f"{result.stderr[-1500:]}")
+        self.t.say("operator", f"hermes machines end-grace -> {result.stdout.strip()}")
 
     def link_token(self) -> str:
         hermes = str(Path(sys.executable).parent / "hermes")

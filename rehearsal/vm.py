@@ -134,6 +134,10 @@ class ChrootMachines:
             if link.is_symlink() and Path(os.readlink(link)) == machine.root:
                 link.unlink()
         self._unmount(machine)
+        # The unit logs outlive the server, for the rehearsal's kept logs.
+        if (machine.base / "logs").is_dir():
+            shutil.copytree(machine.base / "logs", self.workdir / f"{machine.server_id}-logs",
+                            dirs_exist_ok=True)
         if not any(os.path.ismount(m) for m in machine.mounts):
             shutil.rmtree(machine.base, ignore_errors=True)
 

@@ -30,6 +30,11 @@ LIFECYCLE = "lifecycle"
 # HERMES_HEARTBEAT_INTERVAL seconds); ``failed``: could not start, ``text`` says why.
 LIFECYCLE_STATES = frozenset({"ready", "heartbeat", "failed"})
 
+# Keys of ``Envelope.preferences`` (issue #10): ``timezone`` (IANA name), ``language`` (BCP 47
+# tag of the reply language), ``model`` (a ``/model`` choice) and ``about`` (free text about the
+# user and how to answer).  An agent ignores keys it does not know.
+PREFERENCE_KEYS = ("timezone", "language", "model", "about")
+
 # Consumer groups: agents read their inbox as AGENT_GROUP, the control plane reads every
 # events stream as DELIVERY_GROUP.
 AGENT_GROUP = "agent"
@@ -68,6 +73,10 @@ class Envelope:
         request_id: the id of the control plane's HTTP request (the webhook) that accepted the
             message, if any; the agent logs it with its turn (``wire.logs``), so one id
             follows the message across the bus.  ``None`` for cron runs and older senders.
+        preferences: the tenant's dashboard settings at the time the control plane published
+            the message (``PREFERENCE_KEYS``; each value a string, a key absent when unset);
+            ``None`` for cron runs and older senders (the agent keeps the last it received;
+            an empty dict means every setting is unset).
     """
 
     id: str
@@ -80,6 +89,7 @@ class Envelope:
     received_at: float = field(default_factory=time.time)
     platform_message_id: str | None = None
     request_id: str | None = None
+    preferences: dict[str, str] | None = None
 
     def to_json(self) -> str:
         """Return the versioned JSON text of this envelope."""

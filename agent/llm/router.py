@@ -122,11 +122,14 @@ class Router(LLMBackend):
 
     def ordered(self) -> list[tuple[LLMBackend, str | None]]:
         """Return ``[(backend, model_override)]`` in the order they will be tried."""
+        return self.ordered_for(self.preference())
+
+    def ordered_for(self, choice: str | None) -> list[tuple[LLMBackend, str | None]]:
+        """Return the order ``ordered`` would give if the model choice were ``choice``."""
         chain = list(self.backends)
         if self.policy == "cost_first":
             chain.sort(key=lambda b: cost_cents(b.model, 1_000_000, 1_000_000, self.prices))
         order = [(b, None) for b in chain]
-        choice = self.preference()
         if choice:
             name, _, model = choice.partition(":")
             target = next((b for b in chain if b.name == name), None)

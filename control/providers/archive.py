@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
@@ -263,10 +264,13 @@ def archive_stream(
 
 
 def archive_directory(
-    store: ObjectStore, src_dir: str | os.PathLike, key: str, metadata: dict[str, str] | None = None
+    store: ObjectStore, src_dir: str | os.PathLike, key: str, metadata: dict[str, str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> ArchiveResult:
     """Tar and gzip ``src_dir`` (its contents, relative paths) and store it under ``key``.
 
+    ``exclude`` names top-level entries left out (``LocalProvisioner`` leaves out
+    ``machine.json``: it holds the destroyed machine's secrets, and restores never read it).
     The archive is built in a spooled temporary file (memory up to ``SPOOL_LIMIT`` bytes, disk
     beyond) so a failing upload can be retried by the caller without re-reading the source.
 
@@ -279,6 +283,43 @@ def archive_directory(
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT) as spool:
         with tarfile.open(fileobj=spool, mode="w:gz") as tar:
             for child in sorted(src.iterdir()):
+                if child.name in exclude:
+                    continue
                 tar.add(child, arcname=child.name)
         spool.seek(0)
         return archive_stream(store, spool, key, metadata)
+
+
+def read_archive(store: ObjectStore, key: str) -> bytes:
+    """Return the archive under ``key`` after checking it against its manifest's SHA-256.
+
+    Raises:
+        ProvisioningError: the archive or its manifest is missing (an incomplete upload has
+            no manifest, ``archive_stream``) or the bytes do not match.
+    """
+    try:
+        data = store.get_bytes(key)
+        manifest = json.loads(store.get_bytes(key + ".manifest.json"))
+    except KeyError as err:
+        raise ProvisioningError(f"archive {key} or its manifest is missing") from err
+    if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
+        raise ProvisioningError(f"archive {key} does not match its manifest's SHA-256")
+    return data
+
+
+def delete_archive(store: ObjectStore, key: str) -> None:
+    """Delete an archive and its manifest; deleting an absent one is not an error."""
+    store.delete(key)
+    store.delete(key + ".manifest.json")
+
+
+_KEY_STAMP = re.compile(r"/(\d{8}T\d{6}Z)[^/]*\.tar\.gz$")
+
+
+def archive_created_at(key: str) -> dt.datetime | None:
+    """Return the UTC time in an archive key (``archive_key``; orphan sweeps append
+    ``-server<id>``), or None when ``key`` is not an archive (e.g. a manifest)."""
+    match = _KEY_STAMP.search(key)
+    if match is None:
+        return None
+    return dt.datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)

@@ -12,6 +12,8 @@ import abc
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from control.providers.archive import ArchiveResult, ObjectStore
+
 PLANS = ("light", "heavy")
 
 
@@ -31,11 +33,15 @@ class MachineSpec:
             control host; ``HetznerProvisioner`` ships the file's text to the VM).  Remote
             provisioners carry exactly the variables of ``infra.tenant_config.AGENT_SETTINGS``.
             Secret values live here and must never be logged.
+        restore_archive_key: an archive in the provisioner's ``store`` (a canceled tenant's
+            data, ``control.services.lifecycle``) to restore into the agent's data dir before
+            the agent serves anyone; ``None``: a fresh data dir.
     """
 
     tenant: str
     plan: str
     env: dict[str, str] = field(default_factory=dict)
+    restore_archive_key: str | None = None
 
 
 class ServerState(StrEnum):
@@ -74,7 +80,15 @@ class MachineStatus:
 
 
 class Provisioner(abc.ABC):
-    """Lifecycle of one machine per tenant; all methods are idempotent."""
+    """Lifecycle of one machine per tenant; all methods are idempotent.
+
+    Attributes:
+        store: the ``ObjectStore`` deprovision archives go to and restores read from (one
+            format for every provider: ``control.providers.archive``, a gzipped tar of the
+            agent's data dir with a manifest, under ``archive_key``).
+    """
+
+    store: ObjectStore
 
     @abc.abstractmethod
     def provision(self, spec: MachineSpec) -> MachineStatus:
@@ -95,10 +109,32 @@ class Provisioner(abc.ABC):
         """
 
     @abc.abstractmethod
-    def deprovision(self, tenant: str, archive: bool = True) -> None:
-        """Stop and delete the tenant's machine; archive its data first when ``archive``.
+    def pause(self, tenant: str) -> MachineStatus:
+        """Stop the tenant's agent and keep its machine and data (a canceled subscription's
+        grace period); pausing a paused machine changes nothing.
+
+        Raises:
+            ProvisioningError: the tenant has no machine, or the provider refused.
+        """
+
+    @abc.abstractmethod
+    def resume(self, tenant: str) -> MachineStatus:
+        """Start a paused machine's agent again on its kept data; resuming a running one
+        changes nothing.  Returns like ``provision``: the agent reports ``ready`` itself.
+
+        Raises:
+            ProvisioningError: the tenant has no machine, or the provider refused.
+        """
+
+    @abc.abstractmethod
+    def deprovision(self, tenant: str, archive: bool = True) -> ArchiveResult | None:
+        """Stop and delete the tenant's machine; archive its data to ``store`` first when
+        ``archive``.
 
         Deprovisioning an absent machine is not an error.
+
+        Returns:
+            The stored archive, or ``None`` (no archive asked, or no machine).
 
         Raises:
             ProvisioningError: the archive or the deletion failed (nothing is deleted when the

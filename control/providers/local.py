@@ -7,6 +7,12 @@ are started in their own session (so a terminal's Ctrl-C reaches only ``hermes s
 then stops them in order) and told our pid (``HERMES_PARENT_PID``), so each sets a
 parent-death signal and none outlives the control plane.
 
+``pause`` stops the agent and marks ``machine.json`` paused (data kept); ``resume`` starts it
+again.  ``deprovision`` archives the data dir into the ``store`` in the one archive format of
+``control.providers.archive`` (as ``HetznerProvisioner`` does), and ``provision`` with
+``restore_archive_key`` restores such an archive with ``agent.backup restore`` before the agent
+first starts.
+
 ``provision`` returns as soon as the agent process runs, like a cloud API answering
 ``running``: the machine is ready only when the agent's lifecycle ``ready`` event reaches the
 control plane (``control.services.machine_health``), exactly as on a VM.
@@ -21,14 +27,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from control.errors import ProvisioningError
+from control.providers.archive import (
+    ArchiveResult,
+    LocalObjectStore,
+    ObjectStore,
+    archive_directory,
+    archive_key,
+    read_archive,
+)
 from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
+from control.providers.hetzner.archive import LocalDirectoryRestorer
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +67,20 @@ class LocalProvisioner(Provisioner):
         env_label: value of the ``env`` label.
         stop_timeout: seconds between SIGTERM and SIGKILL when stopping an agent.
         python: interpreter that runs ``-m agent.main run``.
+        store: where deprovision archives go; default ``<agents_dir>/../archives``.
     """
 
     def __init__(self, agents_dir: str | Path, env_label: str = "local",
-                 stop_timeout: float = 10.0, python: str = sys.executable):
+                 stop_timeout: float = 10.0, python: str = sys.executable,
+                 store: ObjectStore | None = None):
         self.agents_dir = Path(agents_dir)
         self.agents_dir.mkdir(parents=True, exist_ok=True)
         self.env_label = env_label
         self.stop_timeout = stop_timeout
         self.python = python
+        # <data_dir>/archives: the store ``backups.store_from_settings`` uses in local mode.
+        self.store = store or LocalObjectStore(self.agents_dir.parent / "archives")
+        self.restorer = LocalDirectoryRestorer(self.agents_dir, python)
         self._agents: dict[str, _Agent] = {}
         self._lock = threading.RLock()
         self._closing = threading.Event()
@@ -83,6 +102,9 @@ class LocalProvisioner(Provisioner):
                 return self.status(spec.tenant)
             data = self.data_dir(spec.tenant)
             data.mkdir(parents=True, exist_ok=True)
+            if spec.restore_archive_key:
+                # Before the agent's first start, so it never serves anyone from empty stores.
+                self.restorer(spec.tenant, None, read_archive(self.store, spec.restore_archive_key))
             machine_file = data / "machine.json"
             _write_private(machine_file, json.dumps({"tenant": spec.tenant, "plan": spec.plan,
                                                      "env": spec.env}))
@@ -91,7 +113,8 @@ class LocalProvisioner(Provisioner):
         return self.status(spec.tenant)
 
     def adopt(self) -> list[str]:
-        """Start agents for every data directory with a ``machine.json`` (after a restart).
+        """Start agents for every data directory with a ``machine.json`` (after a restart),
+        except paused ones.
 
         Returns the tenant ids started; agents that fail to become ready are left to the
         supervisor's restarts.
@@ -99,6 +122,8 @@ class LocalProvisioner(Provisioner):
         started = []
         for machine_file in sorted(self.agents_dir.glob("*/machine.json")):
             saved = json.loads(machine_file.read_text())
+            if saved.get("paused"):
+                continue
             spec = MachineSpec(tenant=saved["tenant"], plan=saved["plan"], env=saved["env"])
             with self._lock:
                 if spec.tenant in self._agents:
@@ -163,25 +188,53 @@ class LocalProvisioner(Provisioner):
             _write_private(machine_file, json.dumps(saved))
         return self.status(tenant)
 
-    def deprovision(self, tenant: str, archive: bool = True) -> None:
-        """Stop the agent; archive its data dir to ``<agents_dir>/../archives/`` first if asked."""
+    def pause(self, tenant: str) -> MachineStatus:
+        """Stop the agent (SIGTERM, then SIGKILL) and mark ``machine.json`` paused, so neither
+        the supervisor nor ``adopt`` starts it; the data dir stays as it is."""
+        with self._lock:
+            machine_file = self.data_dir(tenant) / "machine.json"
+            if not machine_file.exists():
+                raise ProvisioningError(f"tenant {tenant} has no machine to pause")
+            agent = self._agents.pop(tenant, None)
+            if agent is not None:
+                self._stop(agent)
+            _update_machine_file(machine_file, paused=True)
+        return self.status(tenant)
+
+    def resume(self, tenant: str) -> MachineStatus:
+        """Start a paused agent again from its ``machine.json`` (same spec and secrets)."""
+        with self._lock:
+            agent = self._agents.get(tenant)
+            if agent is not None and agent.process is not None and agent.process.poll() is None:
+                return self.status(tenant)
+            machine_file = self.data_dir(tenant) / "machine.json"
+            if not machine_file.exists():
+                raise ProvisioningError(f"tenant {tenant} has no machine to resume")
+            saved = _update_machine_file(machine_file, paused=False)
+            agent = self._agents[tenant] = _Agent(MachineSpec(tenant=tenant, plan=saved["plan"],
+                                                              env=saved["env"]))
+            self._start(agent)
+        return self.status(tenant)
+
+    def deprovision(self, tenant: str, archive: bool = True) -> ArchiveResult | None:
+        """Stop the agent; archive its data dir to ``store`` first if asked (the format every
+        provider uses, ``archive_directory``, without ``machine.json``'s secrets); then
+        delete the data dir."""
         with self._lock:
             agent = self._agents.pop(tenant, None)
         if agent is not None:
             self._stop(agent)
         data = self.data_dir(tenant)
         if not data.exists():
-            return
+            return None
+        result = None
         if archive:
-            archives = self.agents_dir.parent / "archives"
-            archives.mkdir(parents=True, exist_ok=True)
-            target = archives / f"{tenant}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar.gz"
-            try:
-                with tarfile.open(target, "w:gz") as tar:
-                    tar.add(data, arcname=tenant)
-            except OSError as exc:
-                raise ProvisioningError(f"archive of tenant {tenant} failed: {exc}") from exc
+            result = archive_directory(
+                self.store, data, archive_key(self.env_label, tenant),
+                {"tenant": tenant, "env": self.env_label, "source": f"local:{data}"},
+                exclude=frozenset({"machine.json"}))
         shutil.rmtree(data)
+        return result
 
     def _stop(self, agent: _Agent) -> None:
         agent.stopping = True
@@ -235,6 +288,13 @@ class LocalProvisioner(Provisioner):
             self._agents.clear()
         for agent in agents:
             self._stop(agent)
+
+
+def _update_machine_file(path: Path, **changes) -> dict:
+    """Apply ``changes`` to the saved spec in ``machine.json``; return the new content."""
+    saved = {**json.loads(path.read_text()), **changes}
+    _write_private(path, json.dumps(saved))
+    return saved
 
 
 def _write_private(path: Path, text: str) -> None:

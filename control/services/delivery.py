@@ -10,6 +10,11 @@ never resends a delivered reply and always finishes an undelivered one.
 A crash between Telegram accepting ``sendMessage`` and the ledger write never shows the user
 a second reply: see ``control.services.delivery_recovery``.
 
+Replies on the ``web`` channel (the dashboard's quick chat) have no platform to send to: the
+ledger is where the dashboard's event stream reads them (``control.services.web_chat``), so
+each delta's text is stored as ``last_text`` and the final is ``delivered`` (platform message
+id = envelope id) together with its ``Message`` and ``Usage`` rows before it is acknowledged.
+
 Lifecycle events (the agent's ``ready``/``heartbeat``/``failed``) are not replies: they go to
 ``control.services.machine_health`` and are acknowledged once recorded, never sent to a chat.
 """
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 TELEGRAM_MAX_TEXT = 4096
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.
 TRANSIENT_BACKOFF = 2.0  # seconds before retrying a chat after a transport or 5xx error.
+WEB_CHANNEL = "web"  # the dashboard's quick chat: no platform API, the ledger is the delivery.
 
 
 @dataclass
@@ -164,6 +170,10 @@ class DeliveryWorker:
             return
         ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
         if ledger is not None and ledger.state == DeliveryState.DELIVERED:
+            self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
+            return
+        if event.channel == WEB_CHANNEL:
+            _store_web_event(event, ledger)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         if event.kind == "status":
@@ -325,6 +335,38 @@ class DeliveryWorker:
             except Exception:
                 log.exception("delivery step failed")
                 stopping.wait(1.0)
+
+
+def _store_web_event(event: Event, ledger: Delivery | None) -> None:
+    """Deliver one event of a ``web`` reply by storing it (the caller then acks it).
+
+    ``status`` events are dropped (the page shows its own "thinking" state); a ``delta``
+    stores the text so far; a ``final`` or ``error`` stores the whole reply as ``delivered``
+    with its conversation-log row and usage, in one transaction.  A database failure raises,
+    so the event stays unacknowledged and is redelivered.
+
+    Args:
+        event: a non-lifecycle event whose channel is ``web``.
+        ledger: the reply's ``Delivery`` row if it exists (never a delivered one).
+    """
+    if event.kind == "status":
+        return
+    with write_transaction():
+        if ledger is None:
+            ledger, _ = Delivery.get_or_create(
+                envelope_id=event.message_id,
+                defaults={"tenant": int(event.tenant), "channel": event.channel,
+                          "chat_id": event.chat_id})
+            if ledger.state == DeliveryState.DELIVERED:
+                return
+        ledger.last_text = event.text
+        if event.kind in ("final", "error"):
+            ledger.platform_message_id = event.message_id
+            ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
+            _record_reply(event, event.text, ledger)
+        ledger.save()
+    if event.kind in ("final", "error"):
+        log.info("reply stored for web chat %s", event.chat_id)
 
 
 def _record_reply(event: Event, text: str, ledger: Delivery) -> None:

@@ -69,7 +69,8 @@ def is_transient(exc: BaseException | None) -> bool:
 
 
 def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
-                    enqueue_resize: Callable[[int, str], object] | None = None) -> Machine:
+                    enqueue_resize: Callable[[int, str], object] | None = None,
+                    enqueue_resume: Callable[[int], object] | None = None) -> Machine:
     """Record that ``tenant`` needs a machine on ``plan`` and enqueue provisioning once.
 
     Args:
@@ -78,10 +79,13 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
         enqueue: called with the tenant id to schedule ``run_provisioning`` (a Huey task).
         enqueue_resize: called with ``(tenant id, plan)`` when the tenant already has a machine
             on another plan (a Stripe plan change), to schedule ``run_resize``.
+        enqueue_resume: called with the tenant id when its machine is paused (it resubscribed
+            during the grace period), to schedule ``lifecycle.resume_machine``.
 
     Returns:
         The tenant's machine row (new, or the existing one untouched unless it had failed or
-        been deprovisioned, in which case it is requested again).
+        been deprovisioned, in which case it is requested again: with the tenant's archive
+        restored onto it when it has one, ``run_provisioning``).
     """
     with write_transaction():
         machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": plan})
@@ -92,6 +96,8 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
             machine.save()
     if created or again:
         enqueue(tenant.id)
+    elif machine.state == MachineState.PAUSED and enqueue_resume is not None:
+        enqueue_resume(tenant.id)
     elif machine.state in _ACTIVE and machine.plan != plan and enqueue_resize is not None:
         enqueue_resize(tenant.id, plan)
     return machine
@@ -138,6 +144,12 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
     The first link token is issued once the provider accepted the machine; it is shown
     (``hermes tenants link-token``) only once the agent reported ready.
 
+    A tenant with an ``archive_key`` (canceled, archived, and resubscribed within the archive
+    retention, ``control.services.lifecycle``) gets that archive restored onto the machine
+    before its agent serves anyone (``MachineSpec.restore_archive_key``); once restored, the
+    key is forgotten (the archive object stays until its retention ends), so a later
+    reprovision never rolls the data back.
+
     Args:
         tenant_id: the tenant's id.
         provisioner: where machines come from.
@@ -179,7 +191,9 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
                                                        ca_file=env.get("HERMES_BUS_CA_FILE", ""))
             except WireError as exc:
                 raise ProvisioningError(f"could not grant the agent bus access: {exc}") from exc
-        status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env))
+        restore = machine.tenant.archive_key
+        status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env,
+                                                   restore_archive_key=restore))
         if status.state not in (ServerState.RUNNING, ServerState.PROVISIONING):
             raise ProvisioningError(f"machine is {status.state}: {status.detail}", code=TRANSIENT_CODE)
     except ProvisioningError as exc:
@@ -195,28 +209,28 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
         raise
     linking.current_token(machine.tenant, link_ttl)
     now = utcnow()
-    (Machine.update(state=MachineState.BOOTING, address=status.address, detail=status.detail,
-                    boot_deadline_at=now + timedelta(seconds=policy.ready_timeout), updated_at=now)
-     .where((Machine.id == machine.id) & (Machine.state == MachineState.PROVISIONING)).execute())
+    waiting = [MachineState.PROVISIONING]
+    changes = {"state": MachineState.BOOTING, "address": status.address, "detail": status.detail,
+               "boot_deadline_at": now + timedelta(seconds=policy.ready_timeout), "updated_at": now}
+    if restore:
+        Tenant.update(archive_key=None, updated_at=now).where(Tenant.id == tenant_id).execute()
+        # On a VM the image's agent ran briefly before the restore replaced its stores: its
+        # lifecycle events (even a "ready") predate this and are ignored (machine_health).
+        waiting += [MachineState.READY, MachineState.UNHEALTHY]
+        changes["provisioning_at"] = now
+    (Machine.update(**changes)
+     .where((Machine.id == machine.id) & Machine.state.in_(waiting)).execute())
     log.info("machine for tenant %s is %s at %s; waiting for its agent's ready event", tenant_id,
              status.state, status.address)
     return Machine.get_by_id(machine.id)
 
 
-def release_machine(tenant: Tenant, enqueue: Callable[[int], object]) -> None:
-    """Schedule deprovisioning (with archive) of a canceled tenant's machine, once."""
-    machine = Machine.get_or_none(Machine.tenant == tenant)
-    if machine is None or machine.state in (MachineState.DEPROVISIONING, MachineState.DEPROVISIONED):
-        return
-    if tenant.status == "canceled":
-        machine.state, machine.updated_at = MachineState.DEPROVISIONING, utcnow()
-        machine.save()
-        enqueue(tenant.id)
-
-
 def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None,
                        bus_ca_file: str = "") -> Machine:
     """Archive and delete the tenant's machine, then revoke its bus access; state ``deprovisioned``.
+
+    The archive's key and time are recorded on the tenant (``archive_key``, ``archived_at``)
+    for a restore when it resubscribes (``control.services.lifecycle``).
 
     Args:
         tenant_id: the tenant's id.
@@ -236,10 +250,13 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
     if machine is None:
         raise NotFound(f"tenant {tenant_id} has no machine")
     try:
-        provisioner.deprovision(str(tenant_id), archive=True)
+        archive = provisioner.deprovision(str(tenant_id), archive=True)
     except ProvisioningError as exc:
         raise_attention("deprovisioning_failed", str(tenant_id), str(exc))
         raise
+    if archive is not None:
+        Tenant.update(archive_key=archive.key, archived_at=utcnow(), updated_at=utcnow()).where(
+            Tenant.id == tenant_id).execute()
     if bus_url:
         try:
             revoke_bus_access(bus_url, str(tenant_id), ca_file=bus_ca_file)

@@ -1,7 +1,8 @@
 """Routing: a verified Telegram update → control-plane reply or an Envelope on the tenant's bus.
 
 Linked private chats reach their tenant's agent; ``/start`` and ``/help`` from a chat that
-is not linked are answered here, and an unlinked chat never reaches any agent.  Idempotent on
+is not linked are answered here, and an unlinked chat never reaches any agent.  Nor does a
+chat whose tenant's subscription ended: the control plane answers why (``lifecycle``).  Idempotent on
 ``update_id``: the update is recorded and the envelope published in one database
 transaction, and the envelope id is derived from the chat and message ids, so a retried
 update after a partial failure publishes nothing twice (the bus dedupes on envelope id).
@@ -18,7 +19,7 @@ from control.channels.telegram import InboundUpdate
 from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
-from control.services import linking
+from control.services import lifecycle, linking
 from wire import logs
 from wire.bus import Bus
 from wire.protocol import Envelope, messages_stream
@@ -53,7 +54,8 @@ def envelope_id_for(channel: str, chat_id: str, message_id: str) -> str:
 
 
 def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str, str], object],
-                          bot_username: str) -> RoutingResult:
+                          bot_username: str,
+                          paused_notice: Callable[[Tenant], str] | None = None) -> RoutingResult:
     """Route one verified, parsed Telegram update.
 
     Args:
@@ -61,6 +63,9 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         bus: where envelopes go.
         reply: ``reply(chat_id, text)`` schedules a control-plane answer (a Huey task).
         bot_username: for the linking help text.
+        paused_notice: the answer for a chat whose tenant's subscription ended
+            (``lifecycle.pause_notice``): its messages never reach the (paused or archived)
+            agent; None answers ``lifecycle.ENDED_TEXT``.
 
     Returns:
         ``RoutingResult`` with outcome ``duplicate``, ``ignored``, ``answered`` or ``published``.
@@ -84,6 +89,10 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         if tenant is None:
             reply(update.chat_id, HELP_UNLINKED.format(bot=bot_username))
             return RoutingResult("answered")
+        if lifecycle.is_paused(tenant):
+            reply(update.chat_id, paused_notice(tenant) if paused_notice
+                  else lifecycle.ENDED_TEXT.format(url="/billing"))
+            return RoutingResult("answered")
         if command is not None and command[0] == "help":
             reply(update.chat_id, HELP_LINKED)
             return RoutingResult("answered")
@@ -105,6 +114,18 @@ def _start(update: InboundUpdate, token: str, tenant: Tenant | None,
         return RoutingResult("answered")
     reply(update.chat_id, LINKED_OK)
     return RoutingResult("answered")
+
+
+def tenant_preferences(tenant: Tenant) -> dict[str, str]:
+    """Return the tenant's dashboard settings as ``Envelope.preferences``.
+
+    Keys (``wire.protocol.PREFERENCE_KEYS``): ``timezone``, ``language``, ``model`` and
+    ``about`` (the ``preferences`` text); a key is present only when the tenant set it, so an
+    empty dict tells the agent every setting was cleared (``None`` would mean "unknown").
+    """
+    values = {"timezone": tenant.timezone, "language": tenant.language, "model": tenant.model,
+              "about": tenant.preferences}
+    return {key: value for key, value in values.items() if value}
 
 
 def record_control_reply(channel: str, chat_id: str, text: str, platform_message_id: str) -> Message:
@@ -130,6 +151,7 @@ def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
         attachments=list(update.attachments),
         platform_message_id=update.message_id,
         request_id=logs.current("request_id"),  # the webhook's, for the agent's log lines
+        preferences=tenant_preferences(tenant),
     )
     Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel="telegram",
                    chat_id=update.chat_id, text=update.text,

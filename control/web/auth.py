@@ -21,6 +21,7 @@ from flask_wtf.csrf import CSRFProtect
 from control.errors import ConfigError
 from control.services.accounts import load_user
 from control.settings import Settings
+from control.web import security_headers
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -70,3 +71,4 @@ def init_app(app: Flask, settings: Settings) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    security_headers.init_app(app)

@@ -26,8 +26,10 @@ def init_app(settings: Settings) -> bool:
 
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret value ``settings`` holds: tokens, keys, passphrases, URL passwords."""
-    urls = (settings.database_url, settings.bus_url)
+    urls = (settings.database_url, settings.bus_url, settings.smtp_url,
+            settings.rate_limit_storage)
     return [
+        settings.secret_key, settings.stripe_secret_key, *settings.encryption_keys,
         settings.stripe_webhook_secret, settings.telegram_bot_token,
         settings.telegram_webhook_secret, settings.hcloud_token,
         settings.pulumi_config_passphrase, settings.archive_access_key,

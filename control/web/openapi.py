@@ -144,6 +144,253 @@ OPERATIONS: dict[tuple[str, str], dict] = {
 }
 
 
+# The signed-in user's dashboard (control/web/dashboard.py, issue #10).  Without a session every
+# route redirects to the login page; a POST is checked for its CSRF token first (flask-wtf).
+_SIGN_IN = {"description": "Not signed in: a redirect to `/login?next=<this path>` (or, after a "
+                           "successful form POST, back to the page).",
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
+_CSRF = "The CSRF token (form field `csrf_token` or header `X-CSRFToken`) is missing or wrong; nothing is stored."
+
+
+def _page(summary: str) -> dict:
+    return {"summary": summary, "responses": {
+        "200": {"description": "The page (HTML).", "content": {"text/html": {"schema": {"type": "string"}}}},
+        "302": _SIGN_IN}}
+
+
+OPERATIONS.update({
+    ("/dashboard", "GET"): _page("Dashboard: machine state, plan and usage this billing period"),
+    ("/dashboard/chat", "GET"): _page("Quick chat with the user's agent over the `web` channel"),
+    ("/dashboard/chat/messages", "POST"): {
+        "summary": "Send a quick-chat message to the user's agent (same bus as every channel)",
+        "description": "JSON `{\"text\"}` or a form field `text`; at most 4000 characters. The "
+                       "reply streams from `stream_url`.",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": ref("WebChatMessage")},
+            "application/x-www-form-urlencoded": {"schema": ref("WebChatMessage")}}},
+        "responses": {
+            "202": _json("Published to the agent.", ref("WebChatAccepted")),
+            "302": _SIGN_IN,
+            "400": _error(_CSRF + " Or the text is empty, too long or not a string.",
+                          "bad_request", "bad_json", "empty_message", "message_too_long"),
+            "409": _error("The agent is paused (subscription ended) or its machine is not ready.",
+                          "paused", "not_ready"),
+            "503": _error("The message bus is unavailable; nothing was stored.",
+                          *_codes(ServiceUnavailable)),
+        },
+    },
+    ("/dashboard/chat/stream/<envelope_id>", "GET"): {
+        "summary": "The agent's reply to a quick-chat message as server-sent events",
+        "description": "`retry:` first, then `event: delta` (data `{\"text\"}`: the reply so far), "
+                       "`event: final` (the whole reply; the stream ends) or, after 120 s without "
+                       "a reply, `event: error` (data `{\"message\"}`); a comment line every 15 s "
+                       "of silence. https://html.spec.whatwg.org/multipage/server-sent-events.html",
+        "responses": {
+            "200": {"description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "302": _SIGN_IN,
+            "404": _error("Not a quick-chat message of this user.", NOT_FOUND),
+        },
+    },
+    ("/dashboard/settings", "GET"): _page("Settings: model, time zone, reply language, preferences"),
+    ("/dashboard/settings", "POST"): {
+        "summary": "Save the settings (a form); the agent applies them from the next message",
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": ref("SettingsForm")}}},
+        "responses": {
+            "302": _SIGN_IN,
+            "400": {"description": _CSRF + " Or a field is invalid: the form again (HTML) with "
+                                           "each error; nothing is stored.",
+                    "content": {"application/json": {"schema": {"allOf": [
+                        ref("Error"), {"properties": {"error": {"enum": ["bad_request"]}}}]}},
+                                "text/html": {"schema": {"type": "string"}}}},
+        },
+    },
+    ("/dashboard/chats", "GET"): _page("Linked chats, and the Telegram link (deep link, QR code)"),
+    ("/dashboard/chats/<identity_id>/unlink", "POST"): {
+        "summary": "Unlink one of the user's chats",
+        "responses": {
+            "302": _SIGN_IN,
+            "400": _error(_CSRF, "bad_request"),
+            "404": _error("Not a linked chat of this user.", NOT_FOUND),
+        },
+    },
+    ("/dashboard/commands", "GET"): _page("The agent's chat commands, from its command registry"),
+})
+
+# The billing pages (control/web/billing.py, issue #10).  Errors are JSON for API clients and
+# a page for browsers (``control.errors.wants_html``).
+def _error_page(description: str, *codes: str) -> dict:
+    response = _error(description, *codes)
+    response["content"]["text/html"] = {"schema": {"type": "string"}}
+    return response
+
+
+_STRIPE_FAILED = _error_page("Stripe could not be reached or refused the request "
+                             "(`payment_provider_error`); nothing was changed here.",
+                             "payment_provider_error")
+_NO_BILLING = _error_page("STRIPE_SECRET_KEY (or the plan's price) is not set: billing is not "
+                          "set up on this server.", "billing_not_configured")
+_TO_STRIPE = {"description": "A redirect (303) to Stripe's page.",
+              "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
+
+OPERATIONS.update({
+    ("/billing", "GET"): {**_page("Billing: plan, status, renewal date, usage this period "
+                                  "against the plan, invoices (from Stripe)"),
+                          "responses": {**_page("")["responses"], "502": _STRIPE_FAILED,
+                                        "503": _NO_BILLING}},
+    ("/billing/checkout", "GET"): {
+        "summary": "Start Stripe Checkout for a plan (subscription mode)",
+        "description": "`client_reference_id` is the user's tenant id. A user who already has "
+                       "a subscription is sent to `/billing` instead.",
+        "parameters": [{"name": "plan", "in": "query", "required": True,
+                        "schema": {"enum": ["light", "heavy"]}}],
+        "responses": {
+            "303": {**_TO_STRIPE, "description": "To the Checkout page, or to `/billing` for a "
+                                                 "user who already pays."},
+            "302": _SIGN_IN,
+            "400": _error_page("`plan` is not `light` or `heavy`.", "bad_request"),
+            "502": _STRIPE_FAILED, "503": _NO_BILLING,
+        },
+    },
+    ("/billing/success", "GET"): {
+        "summary": "After paying: provisioning progress, then how to link Telegram and the web chat",
+        "parameters": [{"name": "session_id", "in": "query", "required": False,
+                        "schema": {"type": "string"}}],
+        "responses": {**_page("")["responses"],
+                      "404": _error_page("The checkout session is not this user's.", NOT_FOUND)},
+    },
+    ("/billing/status.json", "GET"): {
+        "summary": "The signed-in user's provisioning progress",
+        "responses": {"200": _json("Machine state, step, plan and, when ready, the chat links.",
+                                   ref("BillingStatus")),
+                      "302": _SIGN_IN},
+    },
+    ("/billing/portal", "GET"): {
+        "summary": "Open the Stripe customer portal (card, plan, cancellation)",
+        "responses": {"303": {**_TO_STRIPE, "description": "To the portal, or to `/billing` when "
+                                                           "the user never subscribed."},
+                      "302": _SIGN_IN, "502": _STRIPE_FAILED, "503": _NO_BILLING},
+    },
+    ("/account/delete", "GET"): _page("Account deletion: confirm with e-mail address and password"),
+    ("/account/delete", "POST"): {
+        "summary": "Delete the account: cancel the Stripe subscriptions, delete all the user's data",
+        "description": "Rate limited like the log-in form. A wrong e-mail address or password "
+                       "changes nothing.",
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": ref("DeleteAccountForm")}}},
+        "responses": {
+            "200": {"description": "Deleted and signed out (HTML confirmation).",
+                    "content": {"text/html": {"schema": {"type": "string"}}}},
+            "302": _SIGN_IN,
+            "400": {"description": _CSRF + " Or the e-mail address or password is wrong: the "
+                                           "form again (HTML); nothing is deleted.",
+                    "content": {"application/json": {"schema": {"allOf": [
+                        ref("Error"), {"properties": {"error": {"enum": ["bad_request"]}}}]}},
+                                "text/html": {"schema": {"type": "string"}}}},
+            "429": _error_page("Too many attempts from this address.", "too_many_requests"),
+            "502": _STRIPE_FAILED,
+            "503": _error_page("Billing is not set up, or the machine could not be deleted "
+                               "yet; nothing (else) was deleted.", "billing_not_configured",
+                               *_codes(ServiceUnavailable)),
+        },
+    },
+})
+
+# The account pages (control/web/accounts.py, issue #10): HTML for browsers.  Form POSTs need the
+# page's CSRF token (flask-wtf) and are rate limited per client address (``AUTH_LIMITS``); an
+# error is an HTML page when the client asks for text/html, else the JSON ``Error``.
+_ACCOUNT_HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _account_page(description: str) -> dict:
+    return {"description": description, "content": _ACCOUNT_HTML}
+
+
+def _account_error(description: str, *codes: str) -> dict:
+    response = _error(description, *codes)
+    return {**response, "content": {**response["content"], **_ACCOUNT_HTML}}
+
+
+def _account_redirect(description: str) -> dict:
+    return {"description": description,
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
+
+
+def _account_form(*fields: str, required: tuple[str, ...] = ()) -> dict:
+    properties = {"csrf_token": {"type": "string"},
+                  **{name: {"type": "string", "maxLength": 320} for name in fields}}
+    schema = {"type": "object", "properties": properties,
+              "required": ["csrf_token", *(required or fields)]}
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+
+_ACCOUNT_REFUSED = _account_error(
+    "The CSRF token is missing or wrong (`bad_request`; nothing is stored), or the form is "
+    "refused (the form again, with the reasons).", "bad_request")
+_ACCOUNT_LIMITED = {**_account_error("More than 5 posts a minute or 20 an hour from this "
+                                     "address; `Retry-After` says when to try again.",
+                                     "too_many_requests"),
+                    "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}}
+_SIGNED_IN = _account_redirect("Already signed in: on to the dashboard.")
+
+OPERATIONS.update({
+    ("/", "GET"): {"summary": "Landing page: what Hermes Max is and the two plans",
+                   "responses": {"200": _account_page("The page."), "302": _SIGNED_IN}},
+    ("/signup", "GET"): {"summary": "Sign-up form (`?plan=light|heavy` goes on to checkout)",
+                         "responses": {"200": _account_page("The form."), "302": _SIGNED_IN}},
+    ("/signup", "POST"): {
+        "summary": "Create an account and sign in",
+        "description": "An address that already has an account gets the same page as a sent "
+                       "mail, and its owner an e-mail; the answer never says the account exists.",
+        "requestBody": _account_form("email", "password", "confirm"),
+        "responses": {"302": _account_redirect("Signed in: to `/billing/checkout?plan=` or "
+                                               "the dashboard."),
+                      "200": _account_page("\"Check your e-mail\" (address not available)."),
+                      "400": _ACCOUNT_REFUSED, "429": _ACCOUNT_LIMITED}},
+    ("/login", "GET"): {"summary": "Log-in form (`next`: a path on this site to go to after)",
+                        "responses": {"200": _account_page("The form."), "302": _SIGNED_IN}},
+    ("/login", "POST"): {
+        "summary": "Sign in; the session is renewed",
+        "requestBody": _account_form("email", "password", "remember", required=("email", "password")),
+        "responses": {"302": _account_redirect("Signed in: to `next` (same site only) or the "
+                                               "dashboard."),
+                      "400": _account_error("CSRF token missing or wrong (`bad_request`), or "
+                                            "\"wrong e-mail or password\" (one message for both).",
+                                            "bad_request"),
+                      "429": _ACCOUNT_LIMITED}},
+    ("/logout", "POST"): {
+        "summary": "Sign out (ends every session of the account)",
+        "requestBody": _account_form(),
+        "responses": {"303": _account_redirect("To the landing page."),
+                      "400": _account_error("The CSRF token is missing or wrong; nobody is "
+                                            "signed out.", "bad_request")}},
+    ("/reset", "GET"): {"summary": "Ask for a password reset link",
+                        "responses": {"200": _account_page("The form.")}},
+    ("/reset", "POST"): {
+        "summary": "Send a reset link (valid one hour) if the address has an account",
+        "description": "The same answer whether or not the address has an account.",
+        "requestBody": _account_form("email"),
+        "responses": {"200": _account_page("\"Check your e-mail\"."),
+                      "400": _ACCOUNT_REFUSED, "429": _ACCOUNT_LIMITED}},
+    ("/reset/<token>", "GET"): {
+        "summary": "New-password form of a reset link",
+        "responses": {"200": _account_page("The form."),
+                      "400": _account_error("The link is unknown, expired or already used.",
+                                            "invalid_reset_link")}},
+    ("/reset/<token>", "POST"): {
+        "summary": "Set the new password; the link is used up and every session ends",
+        "requestBody": _account_form("password", "confirm"),
+        "responses": {"302": _account_redirect("Signed in with the new password: to the "
+                                               "dashboard."),
+                      "400": _account_error("The link is unknown, expired or used "
+                                            "(`invalid_reset_link`), the CSRF token is missing "
+                                            "(`bad_request`), or the form is refused.",
+                                            "invalid_reset_link", "bad_request"),
+                      "429": _ACCOUNT_LIMITED}},
+})
+
+
 # A Werkzeug rule variable: ``<name>`` or ``<converter:name>`` or ``<converter(args):name>``.
 _VARIABLE = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 # What each converter matches (werkzeug.routing.converters): a path segment, or for ``path`` the

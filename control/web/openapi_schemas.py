@@ -33,7 +33,8 @@ _METADATA = {"type": "object", "additionalProperties": {"type": "string", "maxLe
              "properties": {"plan": _TEXT}}
 # Event types ``billing.HANDLERS`` acts on; any other type is acknowledged and ignored.
 HANDLED_STRIPE_EVENTS = ["checkout.session.completed", "customer.subscription.created",
-                         "customer.subscription.updated", "customer.subscription.deleted"]
+                         "customer.subscription.updated", "customer.subscription.deleted",
+                         "invoice.paid", "invoice.payment_failed"]
 
 # Telegram ids "have at most 52 significant bits" (https://core.telegram.org/bots/api#chat).
 _TG_ID = {"type": "integer", "minimum": -(2**52), "maximum": 2**52}
@@ -54,8 +55,9 @@ SCHEMAS: dict[str, dict] = {
     "StripeEvent": {
         "type": "object", "required": ["id", "type", "data"],
         "description": "A Stripe Event object (https://docs.stripe.com/api/events/object). Only "
-                       "`checkout.session.completed` and `customer.subscription.*` are acted "
-                       "on; every other type is recorded and ignored.",
+                       "`checkout.session.completed`, `customer.subscription.*`, `invoice.paid` "
+                       "and `invoice.payment_failed` are acted on; every other type is "
+                       "recorded and ignored.",
         "properties": {
             "id": {**_TEXT, "minLength": 1, "examples": ["evt_1MoS6tLgUG5tbmjchDsX6fiT"]},
             "object": {"const": "event"},
@@ -68,7 +70,7 @@ SCHEMAS: dict[str, dict] = {
                 "type": "object", "required": ["object"],
                 "properties": {
                     "object": {"anyOf": [ref("StripeCheckoutSession"), ref("StripeSubscription"),
-                                         {"type": "object"}]},
+                                         ref("StripeInvoice"), {"type": "object"}]},
                     "previous_attributes": {"type": "object"},
                 },
             },
@@ -87,6 +89,24 @@ SCHEMAS: dict[str, dict] = {
                                                          "properties": {"id": _TEXT}}]}),
             "metadata": _nullable(_METADATA),
             "payment_status": _nullable({"enum": ["paid", "unpaid", "no_payment_required"]}),
+            "client_reference_id": _nullable(_TEXT),
+        },
+    },
+    "StripeInvoice": {
+        "type": "object",
+        "description": "https://docs.stripe.com/api/invoices/object (the subscription moved to "
+                       "`parent.subscription_details` in 2025; both are read).",
+        "properties": {
+            "object": {"const": "invoice"},
+            "customer": _nullable({"anyOf": [_TEXT, {"type": "object",
+                                                     "properties": {"id": _TEXT}}]}),
+            "subscription": _nullable({"anyOf": [_TEXT, {"type": "object",
+                                                         "properties": {"id": _TEXT}}]}),
+            "parent": _nullable({"type": "object", "properties": {
+                "subscription_details": _nullable({"type": "object", "properties": {
+                    "subscription": _nullable({"anyOf": [_TEXT, {
+                        "type": "object", "properties": {"id": _TEXT}}]})}})}}),
+            "next_payment_attempt": _nullable(_TIME),
         },
     },
     "StripeSubscription": {
@@ -193,3 +213,52 @@ SCHEMAS: dict[str, dict] = {
         },
     },
 }
+
+# The dashboard's quick chat and settings form (control/web/dashboard.py).
+SCHEMAS.update({
+    "WebChatMessage": {
+        "type": "object", "required": ["text"],
+        "properties": {"text": {"type": "string", "maxLength": 4000}},
+    },
+    "WebChatAccepted": {
+        "type": "object", "required": ["envelope_id", "stream_url"], "additionalProperties": False,
+        "properties": {"envelope_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                       "stream_url": {"type": "string"}},
+    },
+    "SettingsForm": {
+        "type": "object",
+        "properties": {
+            "csrf_token": {"type": "string"},
+            "model": {"type": "string", "description": "A value of the page's model menu; empty: default."},
+            "timezone": {"type": "string", "description": "IANA time zone; empty: the operator's default."},
+            "language": {"type": "string", "description": "BCP 47 tag; empty: the user's own language."},
+            "preferences": {"type": "string", "maxLength": 1000},
+        },
+    },
+})
+
+# The billing pages (control/web/billing.py).
+SCHEMAS.update({
+    "BillingStatus": {
+        "type": "object", "additionalProperties": False,
+        "required": ["state", "step", "plan", "account", "telegram_link", "web_chat"],
+        "description": "The signed-in user's provisioning progress (the checkout success page "
+                       "polls it every second).",
+        "properties": {
+            "state": _nullable({"enum": ["requested", "provisioning", "booting", "ready",
+                                         "unhealthy", "failed", "deprovisioning",
+                                         "deprovisioned"]}),
+            "step": {"enum": ["payment", "queued", "server", "agent", "ready", "failed",
+                              "stopped"]},
+            "plan": _nullable({"enum": ["light", "heavy"]}),
+            "account": {"enum": ["pending", "active", "past_due", "canceled"]},
+            "telegram_link": _nullable({"type": "string", "pattern": "^https://t\\.me/"}),
+            "web_chat": _nullable({"type": "string"}),
+        },
+    },
+    "DeleteAccountForm": {
+        "type": "object", "required": ["csrf_token", "email", "password"],
+        "properties": {"csrf_token": {"type": "string"}, "email": {"type": "string"},
+                       "password": {"type": "string"}},
+    },
+})

@@ -16,7 +16,7 @@ from flask import Blueprint, jsonify, request
 
 from control.channels import telegram
 from control.errors import BadRequest, ServiceUnavailable
-from control.services import billing, provisioning, routing
+from control.services import billing, lifecycle, provisioning, routing
 from control.web import runtime
 from wire.errors import BusUnavailable
 
@@ -88,8 +88,9 @@ def stripe_webhook():
     outcome = billing.handle_event(
         event, rt.settings.stripe_price_plans,
         partial(provisioning.request_machine, enqueue=rt.tasks.provision_machine,
-                enqueue_resize=rt.tasks.resize_machine),
-        partial(provisioning.release_machine, enqueue=rt.tasks.deprovision_machine))
+                enqueue_resize=rt.tasks.resize_machine, enqueue_resume=rt.tasks.resume_machine),
+        lambda tenant: rt.tasks.pause_machine(tenant.id),
+        grace_days=rt.settings.grace_days, billing_url=rt.tasks.billing_url())
     return jsonify(received=True, outcome=outcome)
 
 
@@ -101,8 +102,10 @@ def telegram_webhook():
                            rt.settings.telegram_webhook_secret)
     update = telegram.parse_update(json_body(request.get_data(cache=False)))
     try:
-        result = routing.route_telegram_update(update, rt.bus, rt.tasks.send_text,
-                                               rt.settings.telegram_bot_username)
+        result = routing.route_telegram_update(
+            update, rt.bus, rt.tasks.send_text, rt.settings.telegram_bot_username,
+            paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
+                                  retention_days=rt.settings.archive_retention_days))
     except BusUnavailable as exc:
         log.error("bus unavailable; asking Telegram to retry update %s: %s", update.update_id, exc)
         raise ServiceUnavailable("message bus unavailable, retry later") from exc

@@ -59,6 +59,12 @@ class CloudProvisioner(Provisioner):
     def resize(self, tenant, plan):
         raise NotImplementedError
 
+    def pause(self, tenant):
+        raise NotImplementedError
+
+    def resume(self, tenant):
+        raise NotImplementedError
+
     def deprovision(self, tenant, archive=True):
         return None
 

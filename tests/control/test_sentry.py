@@ -84,8 +84,13 @@ def receiver():
     receiver.close()
 
 
+SESSION_KEY = "session-Signing-Key-0123456789"
+STRIPE_KEY = "sk_live_Stripe-Secret-Key-42"
+
+
 def test_unhandled_route_error_reaches_sentry_without_any_secret(tmp_path, receiver):
     settings = Settings(data_dir=str(tmp_path), sentry_dsn=receiver.dsn, env="staging",
+                        secret_key=SESSION_KEY, stripe_secret_key=STRIPE_KEY,
                         telegram_bot_token=BOT_TOKEN, telegram_webhook_secret=WEBHOOK_SECRET,
                         agent_env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
     app = create_app(settings, Runtime(settings, upgrade_schema=True))
@@ -109,7 +114,8 @@ def test_unhandled_route_error_reaches_sentry_without_any_secret(tmp_path, recei
     assert exception["value"] == "send failed: https://api.telegram.org/bot[Filtered]/sendMessage"
     assert event["request"]["url"].endswith("/boom")
     raw = b"".join(receiver.envelopes).decode()
-    for secret in (BOT_TOKEN, WEBHOOK_SECRET, ANTHROPIC_KEY, BEARER, "agent-token-never-leaves"):
+    for secret in (BOT_TOKEN, WEBHOOK_SECRET, ANTHROPIC_KEY, BEARER, "agent-token-never-leaves",
+                   SESSION_KEY, STRIPE_KEY):
         assert secret not in raw
 
 

@@ -127,7 +127,7 @@ def test_unpaid_subscription_waits_for_payment(client):
     assert _machines() == [("u@example.com", "light", "requested")]
 
 
-def test_canceled_subscription_schedules_deprovisioning(client, runtime):
+def test_canceled_subscription_pauses_the_machine_for_the_grace_period(client, runtime):
     for event in _signup():
         post_stripe(client, event)
     with database.connection_context():
@@ -136,9 +136,14 @@ def test_canceled_subscription_schedules_deprovisioning(client, runtime):
                                       status="canceled", event_id="evt_del",
                                       event_type="customer.subscription.deleted")
     assert post_stripe(client, deleted).status_code == 200
-    assert _machines() == [("ada@example.com", "light", "deprovisioning")]
+    assert _machines() == [("ada@example.com", "light", "ready")]  # kept: nothing destroyed yet
+    queued = [(task.name, task.args) for task in runtime.huey.pending()]
     with database.connection_context():
-        assert Tenant.get().status == "canceled"
+        tenant = Tenant.get()
+        assert ("pause_machine", (tenant.id,)) in queued
+        assert "deprovision_machine" not in [name for name, _ in queued]
+        assert tenant.status == "canceled"
+        assert (tenant.grace_until - tenant.paused_at).days == runtime.settings.grace_days == 7
         assert Subscription.get().status == "canceled"
 
 

@@ -21,4 +21,5 @@ def test_demo_prints_a_transcript_ending_in_the_agents_reply():
     assert speakers.index("stripe") < speakers.index("bot") < speakers.index("agent")
     reply = dict(lines)["agent"]
     assert reply.strip() and not reply.startswith("Linked!")
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/", dict(lines)["web"])
     assert "stopped cleanly (exit 0)" in done.stdout

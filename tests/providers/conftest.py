@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from providers_workspace_standin import FakeStackWorkspace
 
-from control.providers.hetzner.archive import LocalDirectoryArchiver
+from control.providers.hetzner.archive import LocalDirectoryArchiver, LocalDirectoryRestorer
 from control.providers.hetzner.config import HetznerConfig
 from infra.hetzner_api import make_client
 from standins.hcloud_api import HcloudStandin
@@ -80,10 +80,11 @@ def make_provisioner(tmp_path, workspace, hcloud_client, sleeps, agent_data):
     """Build a ``HetznerProvisioner`` on the stand-ins; keyword overrides go to the config."""
     from control.providers.hetzner.provisioner import HetznerProvisioner
 
-    def build(store=None, archiver=None, **overrides):
+    def build(store=None, archiver=None, restorer=None, **overrides):
         return HetznerProvisioner(
             make_config(tmp_path, **overrides), workspace=workspace, hcloud_client=hcloud_client,
-            store=store, archiver=archiver or LocalDirectoryArchiver(agent_data), sleep=sleeps,
+            store=store, archiver=archiver or LocalDirectoryArchiver(agent_data),
+            restorer=restorer or LocalDirectoryRestorer(agent_data), sleep=sleeps,
         )
 
     return build

@@ -31,6 +31,7 @@ SECRETS = {
     "vault_control_pulumi_config_passphrase": "pulumi pass $phrase \"quoted\"",
     "vault_control_anthropic_api_key": "sk-ant-Secret",
     "vault_control_secret_key": "session-Signing-Key",
+    "vault_control_encryption_keys": "bm90LWEtcmVhbC1rZXktanVzdC0zMi1ieXRlcy1sb25nISE=",
     "vault_control_stripe_secret_key": "sk_test_Stripe-Secret",
 }
 

@@ -15,7 +15,7 @@ RUNBOOKS = REPO / "runbooks"
 HERMES_CLI = {
     "serve": set(), "demo": set(), "drift": set(),
     "tenants": {"list", "show", "link-token", "resize", "reprovision", "deprovision"},
-    "machines": {"list", "reconcile"},
+    "machines": {"list", "reconcile", "end-grace"},
     "bus": {"grant", "revoke", "rotate"},
     "image": {"build"},
     "attention": {"list"},
@@ -28,7 +28,7 @@ TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra",
          "journalctl", "systemd-analyze", "systemd-cgtop", "redis-cli", "redis-check-aof",
          "ansible-vault"}
 ROUTINE = {"image-build.md", "tenant-resize-deprovision.md", "secret-rotation.md", "control-host.md",
-           "database-migrations.md", "backup-restore.md"}
+           "database-migrations.md", "backup-restore.md", "subscription-lifecycle.md"}
 
 
 def commands(text: str) -> list[str]:

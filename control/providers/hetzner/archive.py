@@ -11,6 +11,9 @@ Every strategy is a callable ``(tenant, address, store, key, metadata) -> Archiv
   store, run as the agent's user); ``restore_command`` is its counterpart for a restore onto a VM.
 * ``LocalDirectoryArchiver`` (embedded default and tests): archives ``<root>/<tenant>``.
 
+Restores (a resubscribed tenant's archive onto its new machine) are ``DataRestorer``s:
+``SshTarArchiver.restore`` on a VM, ``LocalDirectoryRestorer`` for a local data dir.
+
 A strategy raises ``ProvisioningError`` on any failure; the provisioner then destroys nothing.
 No test here reaches a real sshd: tests run the remote command through an ``ssh`` look-alike
 that executes it locally (``tests/providers/test_hetzner_deprovision.py``).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,33 @@ class DataArchiver(Protocol):
         self, tenant: str, address: str | None, store: ObjectStore, key: str,
         metadata: dict[str, str],
     ) -> ArchiveResult: ...
+
+
+class DataRestorer(Protocol):
+    """Restore a tenant's archive (``.tar.gz`` bytes, already checked against its manifest)
+    onto its machine with the agent stopped, replacing whatever stores a first boot made;
+    return the restore's report line.  Raises ``ProvisioningError`` on failure."""
+
+    def __call__(self, tenant: str, address: str | None, archive: bytes) -> str: ...
+
+
+@dataclass
+class LocalDirectoryRestorer:
+    """Restore into ``<root>/<tenant>`` with ``python -m agent.backup restore --force`` (the
+    layout ``LocalProvisioner`` and tests use; the one restore ``agent.backup`` implements).
+
+    Attributes:
+        root: parent of the per-tenant data directories.
+        python: the interpreter with the ``agent`` package.
+    """
+
+    root: str | os.PathLike
+    python: str = sys.executable
+
+    def __call__(self, tenant, address, archive) -> str:
+        target = Path(self.root) / tenant
+        argv = [self.python, "-m", "agent.backup", "restore", "--force", "--data-dir", str(target), "-"]
+        return feed_command(argv, archive, what=f"restoring tenant {tenant} into {target}")
 
 
 @dataclass

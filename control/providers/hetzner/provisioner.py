@@ -11,12 +11,16 @@ program is ``infra.tenant.build(tenant, plan)`` (one server from the pinned snap
 * resize: upgrades now, downgrades at the billing period end (``resizes``);
 * deprovision: archive ``/var/lib/hermes`` to object storage FIRST, then ``destroy`` and
   ``remove_stack``; a failed archive destroys nothing;
+* pause/resume (a canceled subscription's grace period): power the server off/on through the
+  hcloud API, disk kept; provision with ``restore_archive_key``: restore the archive over SSH
+  right after ``up``, before the control plane waits for the agent;
 * an orphan sweep through the hcloud API (``reconcile``) and drift checks
   (``drift``).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,9 +35,10 @@ from control.providers.archive import (
     ObjectStore,
     S3ObjectStore,
     archive_key,
+    read_archive,
 )
 from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
-from control.providers.hetzner.archive import DataArchiver, SshTarArchiver
+from control.providers.hetzner.archive import DataArchiver, DataRestorer, SshTarArchiver
 from control.providers.hetzner.config import (
     PLAN_ORDER,
     SHARED_PROJECT,
@@ -73,12 +78,14 @@ class HetznerProvisioner(Provisioner):
         hcloud_client: an ``hcloud.Client``; default one for ``config.hcloud_endpoint``.
         store: archive store; default S3 when ``config.s3_bucket`` is set, else local.
         archiver: how agent data leaves a VM; default ``SshTarArchiver`` over SSH.
+        restorer: how an archive reaches a new VM (``provision`` with ``restore_archive_key``);
+            default ``SshTarArchiver.restore`` over SSH with ``force``.
         sleep: pause function for retries and lock waits (tests inject a recorder).
     """
 
     def __init__(self, config: HetznerConfig, *, workspace: StackWorkspace | None = None,
                  hcloud_client=None, store: ObjectStore | None = None,
-                 archiver: DataArchiver | None = None,
+                 archiver: DataArchiver | None = None, restorer: DataRestorer | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self.workspace = workspace or PulumiStackWorkspace(
@@ -93,6 +100,8 @@ class HetznerProvisioner(Provisioner):
                           region=config.s3_region)
             if config.s3_bucket else LocalObjectStore(config.archive_dir))
         self.archiver = archiver or SshTarArchiver(key_path=config.ssh_key_path)
+        self.restorer = restorer or functools.partial(
+            SshTarArchiver(key_path=config.ssh_key_path).restore, force=True)
         self.lock = StackLock(config.lock_dir, timeout=config.lock_timeout, sleep=sleep)
         self.runner = StackRunner(
             self.workspace,
@@ -164,15 +173,101 @@ class HetznerProvisioner(Provisioner):
         self._check(spec.tenant, spec.plan)
         config = self.config.tenant_config(spec.tenant, spec.env)
         self.validate_server_type(spec.plan)
+        archive = read_archive(self.store, spec.restore_archive_key) if spec.restore_archive_key \
+            else None
         ref = self.stack_ref(spec.tenant, spec.plan)
         with self.lock.hold(ref.name):
             self.runner.ensure(ref)
             self.runner.set_config(ref, config)
             self.runner.recover(ref)
             outputs = self.runner.up(ref)
+            if archive is not None:
+                self._restore(spec.tenant, outputs.get("private_ip"), archive)
         log.info("tenant_provisioned", tenant=spec.tenant, plan=spec.plan,
-                 server_id=outputs.get("server_id"))
+                 server_id=outputs.get("server_id"), restored=spec.restore_archive_key)
         return self._status_from_outputs(spec.tenant, outputs)
+
+    def _restore(self, tenant: str, address: str | None, archive: bytes) -> None:
+        """Restore ``archive`` onto the new VM over SSH, retrying while it boots.
+
+        The image starts the agent's units at boot; the restore stops them, replaces the
+        stores a first start made (``agent.backup restore --force``) and starts them again
+        (``SshTarArchiver.restore_command``).  The control plane treats the machine as booting
+        only after this, and ``run_provisioning`` ignores lifecycle events from before it.
+
+        Raises:
+            ProvisioningError: every attempt failed; its code is ``provisioning_transient``
+                (``control.services.provisioning.TRANSIENT_CODE``), so provisioning is retried
+                and the restore with it (``up`` finds the server, the restore is idempotent).
+        """
+        report = self._over_ssh(f"restoring tenant {tenant}'s archive",
+                                lambda: self.restorer(tenant, address, archive))
+        log.info("tenant_restored", tenant=tenant, report=report)
+
+    def _over_ssh(self, what: str, step: Callable[[], Any]) -> Any:
+        """Run an SSH ``step`` on a VM that may still be booting, with the API retry backoff.
+
+        Raises:
+            ProvisioningError: the last attempt failed (code ``provisioning_transient``).
+        """
+        for attempt in range(1, self.config.retry_attempts + 1):
+            try:
+                return step()
+            except ProvisioningError as err:
+                if attempt == self.config.retry_attempts:
+                    raise ProvisioningError(f"{what} failed: {err}",
+                                            code="provisioning_transient") from err
+                # sshd is not up before the VM has booted: back off as for API retries.
+                self.runner.policy.sleep(min(self.config.retry_base_delay * 2 ** (attempt - 1),
+                                             self.config.retry_max_delay))
+        raise AssertionError("unreachable: retry_attempts >= 1")
+
+    def pause(self, tenant: str) -> MachineStatus:
+        """Power the tenant's server off through the hcloud API (``poweroff``); its disk,
+        and so the agent's data, is kept.  The agent's SQLite stores are written in WAL
+        mode, whose committed transactions survive a power cut (https://sqlite.org/wal.html).
+
+        Raises:
+            ProvisioningError: no machine, or the Hetzner API refused.
+        """
+        return self._power(tenant, on=False)
+
+    def resume(self, tenant: str) -> MachineStatus:
+        """Power the tenant's server on (``poweron``); its units start the agent at boot.
+
+        Raises:
+            ProvisioningError: no machine, or the Hetzner API refused.
+        """
+        return self._power(tenant, on=True)
+
+    def _power(self, tenant: str, on: bool) -> MachineStatus:
+        self._check(tenant)
+        ref = self.stack_ref(tenant)
+        with self.lock.hold(ref.name):
+            server_id = self.runner.outputs(ref).get("server_id") if self.runner.exists(ref) \
+                else None
+            if not server_id:
+                raise ProvisioningError(f"tenant {tenant} has no server to power "
+                                        f"{'on' if on else 'off'}")
+            self._set_power(int(server_id), on)
+        log.info("tenant_resumed" if on else "tenant_paused", tenant=tenant, server_id=server_id)
+        return self._status_from_outputs(tenant, self.runner.outputs(ref))
+
+    def _set_power(self, server_id: int, on: bool) -> bool:
+        """Power the server on (when it is ``off``) or off (unless it is); return whether it
+        changed."""
+        from hcloud import APIException
+
+        try:
+            server = self.hcloud.servers.get_by_id(server_id)
+            if (server.status == "off") != on:
+                return False
+            action = server.power_on() if on else server.power_off()
+            action.wait_until_finished()
+        except APIException as err:
+            raise ProvisioningError(f"Hetzner API error powering server {server_id} "
+                                    f"{'on' if on else 'off'}: {err}") from err
+        return True
 
     def resize(self, tenant: str, plan: str, at_period_end: bool | None = None) -> MachineStatus:
         """Move the tenant to ``plan``: now, or at the end of the billing period.
@@ -246,8 +341,14 @@ class HetznerProvisioner(Provisioner):
                 return None
             outputs = self.runner.outputs(ref)
             if archive and outputs.get("server_id"):
-                result = self._archive(tenant, outputs.get("private_ip"),
-                                       {"server-id": str(outputs["server_id"])})
+                meta = {"server-id": str(outputs["server_id"])}
+                if self._set_power(int(outputs["server_id"]), on=True):
+                    # A paused (powered-off) server is booted to be read; the archiver stops
+                    # the agent's units before the tar, and sshd may need a moment.
+                    result = self._over_ssh(f"archiving tenant {tenant}'s data", lambda: self._archive(
+                        tenant, outputs.get("private_ip"), meta))
+                else:
+                    result = self._archive(tenant, outputs.get("private_ip"), meta)
             self.runner.destroy(ref)
             self.runner.remove(ref)
         self.resizes.cancel(tenant)

@@ -1,0 +1,241 @@
+"""The front door's account pages: landing, sign-up, log-in, log-out and password reset.
+
+Thin handlers over ``control.services.accounts`` and ``control.services.password_reset``.
+Every form carries a CSRF token (flask-wtf); the POSTs that take a password or an address are
+rate limited per client address; no answer says whether an e-mail address has an account
+(OWASP Authentication Cheat Sheet, "Authentication and Error Messages").
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField
+from wtforms.validators import DataRequired, Email, EqualTo, Length
+
+from control.db import write_transaction
+from control.errors import BadRequest, Conflict, Unauthorized
+from control.models import Account
+from control.services import mail, password_reset
+from control.services.accounts import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    WebUser,
+    authenticate,
+    create_account,
+    end_sessions,
+    normalize_email,
+)
+from control.web.auth import SESSION_LIFETIME, limiter
+
+bp = Blueprint("accounts", __name__)
+
+# Per client address and route, on POST only.  Five tries a minute is plenty for a person who
+# mistypes; twenty an hour caps a guessing script at 480 a day per address, far below NIST SP
+# 800-63B 5.2.2's ceiling of 100 consecutive failures per account, and slows the address
+# probing that sign-up and reset could otherwise be used for (OWASP Authentication Cheat
+# Sheet, "Protect Against Automated Attacks").
+AUTH_LIMITS = "5 per minute; 20 per hour"
+# The plans and their monthly prices in US dollars (DESIGN.md, "Plans and sizes").
+PLANS = {"light": 29, "heavy": 79}
+AFTER_LOGIN = "/dashboard"
+PASSWORD_LENGTH = f"Use at least {MIN_PASSWORD} characters (at most {MAX_PASSWORD})."
+
+
+class SignupForm(FlaskForm):
+    """E-mail, password and its confirmation."""
+
+    email = EmailField("E-mail", validators=[DataRequired(), Email()])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD, message=PASSWORD_LENGTH)])
+    confirm = PasswordField("Confirm password", validators=[
+        DataRequired(), EqualTo("password", message="The two passwords differ.")])
+
+
+class LoginForm(FlaskForm):
+    """E-mail, password and "keep me signed in"."""
+
+    email = EmailField("E-mail", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+    remember = BooleanField("Keep me signed in for 14 days")
+
+
+class ResetRequestForm(FlaskForm):
+    """The address to send a reset link to."""
+
+    email = EmailField("E-mail", validators=[DataRequired(), Email()])
+
+
+class ResetForm(FlaskForm):
+    """The new password and its confirmation."""
+
+    password = PasswordField("New password", validators=[
+        DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD, message=PASSWORD_LENGTH)])
+    confirm = PasswordField("Confirm new password", validators=[
+        DataRequired(), EqualTo("password", message="The two passwords differ.")])
+
+
+def safe_next(target: str | None) -> str | None:
+    """Return ``target`` if it is a path on this site (``/...``), else None.
+
+    Refuses absolute URLs, scheme-relative ``//host`` and ``/\\host`` (browsers read a
+    backslash as a slash) and control characters: the open-redirect cases of OWASP's
+    Unvalidated Redirects and Forwards Cheat Sheet.
+    """
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    if any(ord(ch) < 0x20 or ch == "\\" for ch in target):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
+
+
+def _plan_arg() -> str | None:
+    plan = request.args.get("plan")
+    return plan if plan in PLANS else None
+
+
+def _destination(plan: str | None) -> str:
+    return f"/billing/checkout?plan={plan}" if plan else AFTER_LOGIN
+
+
+def _log_in(account: Account, remember: bool) -> None:
+    """Start a new session for ``account``.
+
+    The old session's contents are dropped first, so the cookie issued after log-in shares
+    nothing with the one before (session fixation; OWASP Session Management Cheat Sheet,
+    "Renew the Session ID After Any Privilege Level Change").  The CSRF token is renewed with it.
+    """
+    session.clear()
+    session.permanent = remember
+    login_user(WebUser(account), remember=remember, duration=SESSION_LIFETIME)
+
+
+def _settings():
+    return current_app.extensions["hermes"].settings
+
+
+def _form_page(template: str, form: FlaskForm, **context):
+    """Render a form page: 200 when shown, 400 when a submitted form was refused."""
+    status = 400 if form.is_submitted() else 200
+    return render_template(template, form=form, **context), status
+
+
+@bp.get("/")
+def landing():
+    """What Hermes Max is and the two plans; a signed-in user goes to the dashboard."""
+    if current_user.is_authenticated:
+        return redirect(AFTER_LOGIN)
+    return render_template("accounts/landing.html", plans=PLANS,
+                           budgets=_settings().plan_budget_cents)
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+def signup():
+    """Create an account and sign in; then checkout (``?plan=light|heavy``) or the dashboard.
+
+    An address that already has an account gets the page a person sees when a mail is on its
+    way, and its owner an e-mail about the attempt; the page never says the account exists.
+    """
+    plan = _plan_arg()
+    if current_user.is_authenticated:
+        return redirect(_destination(plan))
+    form = SignupForm()
+    if form.validate_on_submit():
+        try:
+            account = create_account(form.email.data, form.password.data)
+        except BadRequest as exc:
+            form.email.errors = [*form.email.errors, exc.message]
+        except Conflict:
+            _tell_owner_of_signup_attempt(form.email.data)
+            return render_template("accounts/check_email.html", email=form.email.data)
+        else:
+            _log_in(account, remember=False)
+            return redirect(_destination(plan))
+    return _form_page("accounts/signup.html", form, plan=plan, prices=PLANS,
+                      min_password=MIN_PASSWORD)
+
+
+def _tell_owner_of_signup_attempt(email: str) -> None:
+    """Queue an e-mail to an existing account's owner: someone tried to sign up with it
+    (OWASP Authentication Cheat Sheet: tell the owner, not the visitor)."""
+    public_url = _settings().public_url.rstrip("/")
+    with write_transaction():
+        account = Account.get_or_none(Account.email == normalize_email(email))
+        if account is None or account.tenant.deleted_at:
+            return
+        mail.queue_mail(account.email, "Someone tried to sign up with your e-mail address", (
+            "Someone tried to create a Hermes Max account with this e-mail address, which "
+            "already has one.\n\n"
+            f"If it was you, log in at {public_url}/login or, if you forgot your password, "
+            f"ask for a new one at {public_url}/reset.\n\n"
+            "If it was not you, you can ignore this e-mail: nothing has changed.\n"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+def login():
+    """Sign in; then ``next`` (a path on this site only) or the dashboard."""
+    target = safe_next(request.args.get("next")) or AFTER_LOGIN
+    if current_user.is_authenticated:
+        return redirect(target)
+    form = LoginForm()
+    if form.validate_on_submit():
+        try:
+            account = authenticate(form.email.data, form.password.data)
+        except Unauthorized as exc:
+            form.form_errors.append(exc.message)
+        else:
+            _log_in(account, remember=form.remember.data)
+            return redirect(target)
+    return _form_page("accounts/login.html", form, next=safe_next(request.args.get("next")))
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out: the session ends here and, since sessions are signed cookies with no record
+    on the server, every other session of the account ends too (``session_version``)."""
+    if current_user.is_authenticated:
+        with write_transaction():
+            end_sessions(current_user.account)
+    logout_user()
+    session.clear()
+    return redirect(url_for("accounts.landing"), code=303)
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+def reset_request():
+    """Ask for a reset link; the same answer whether or not the address has an account."""
+    form = ResetRequestForm()
+    if form.validate_on_submit():
+        try:
+            password_reset.request_reset(form.email.data, _settings().public_url)
+        except BadRequest as exc:
+            form.email.errors = [*form.email.errors, exc.message]
+        else:
+            return render_template("accounts/reset_sent.html", email=form.email.data)
+    return _form_page("accounts/reset_request.html", form)
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+def reset_form(token: str):
+    """Choose a new password with a reset link; the link works once (400 page otherwise)."""
+    password_reset.valid_reset(token)
+    form = ResetForm()
+    if form.validate_on_submit():
+        try:
+            account = password_reset.finish_reset(token, form.password.data)
+        except BadRequest as exc:
+            if exc.code == "invalid_reset_link":
+                raise
+            form.password.errors = [*form.password.errors, exc.message]
+        else:
+            _log_in(account, remember=False)
+            return redirect(AFTER_LOGIN)
+    return _form_page("accounts/reset_form.html", form, token=token, min_password=MIN_PASSWORD)
