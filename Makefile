@@ -40,6 +40,9 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/memory_scale.py
 	$(BIN)/python bench/context_assembly.py
 	$(BIN)/python bench/front_door.py
+	$(BIN)/python bench/discord_webhook.py
+	$(BIN)/python bench/slack_webhook.py
+	$(BIN)/python bench/mcp_tool_calls.py
 
 # The production path on this machine (needs root); see README, "Rehearsal".
 rehearsal: $(VENV)/.test

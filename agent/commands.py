@@ -1,7 +1,7 @@
 """Slash commands, answered without the LLM (dispatch dict ``HANDLERS``).
 
 ``/help``, ``/start``, ``/remember``, ``/forget``, ``/memory``, ``/cron``, ``/skills``, ``/model``,
-``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
+``/tools``, ``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
 LLM, and no command makes a paid LLM call.  ``/cmd@botname`` (Telegram groups) is accepted.
 """
 
@@ -22,6 +22,7 @@ HELP = """Commands:
 /cron list · /cron pause|resume|remove ID
 /skills [list|show NAME|delete NAME] — skills I learned
 /model [NAME|default] — show or choose the model
+/tools [allow NAME|ask NAME] — my tools; allow one to write without asking first
 /usage — tokens and cost today and this month
 /status — how I am doing
 /reset — start a new conversation
@@ -213,6 +214,31 @@ def cmd_model(runtime, command: Command) -> str:
     return f"Model choice: {current}\nChain ({router.policy}): {chain}\nSet with /model NAME, clear with /model default."
 
 
+def cmd_tools(runtime, command: Command) -> str:
+    """``/tools`` lists the tools; ``/tools allow NAME`` stops the confirmation question for a
+    tool that writes; ``/tools ask NAME`` brings it back (``agent.tools.permissions``)."""
+    from agent.mcp_client.listing import chat_listing
+
+    verb, _, name = command.args.partition(" ")
+    verb, name = verb.lower(), name.strip()
+    permissions = runtime.tool_permissions
+    if not verb:
+        return chat_listing(runtime.registry, runtime.mcp.status(), permissions.always())
+    if verb == "allow" and name:
+        tool = runtime.registry.get(name)
+        if tool is None:
+            return f"I have no tool {name}; /tools lists them."
+        if not tool.confirm:
+            return f"{name} never asks first; there is nothing to allow."
+        permissions.allow(name)
+        return f"{name} is allowed: I will use it without asking first. /tools ask {name} undoes this."
+    if verb == "ask" and name:
+        if permissions.revoke(name):
+            return f"I will ask before using {name} again."
+        return f"{name} was not on the allowed list."
+    return "Usage: /tools, /tools allow NAME or /tools ask NAME"
+
+
 def cmd_usage(runtime, command: Command) -> str:
     """Tokens and cost today (UTC) and this month, and the budget left."""
     today = runtime.usage.totals(runtime.tenant)
@@ -259,6 +285,6 @@ def cmd_stop(runtime, command: Command) -> str:
 
 HANDLERS = {
     "help": cmd_help, "start": cmd_start, "remember": cmd_remember, "forget": cmd_forget,
-    "memory": cmd_memory, "cron": cmd_cron, "skills": cmd_skills, "model": cmd_model,
+    "memory": cmd_memory, "cron": cmd_cron, "skills": cmd_skills, "model": cmd_model, "tools": cmd_tools,
     "usage": cmd_usage, "status": cmd_status, "reset": cmd_reset, "stop": cmd_stop,
 }

@@ -61,6 +61,10 @@ class AgentConfig:
             circuit; breaker_reset: [HERMES_BREAKER_RESET] = 60 seconds until it half-opens.
         max_steps: [HERMES_MAX_STEPS] = 8 tool-use steps per turn.
         tool_timeout: [HERMES_TOOL_TIMEOUT] = 20 seconds per tool call.
+        mcp_servers: [HERMES_MCP_SERVERS] = ``""``; MCP servers in the ``mcpServers`` JSON shape
+            (``agent.mcp_client.config``): a file path, or the JSON itself when it starts with
+            ``{``.  Servers pushed by the control plane (``<data_dir>/mcp_servers.json``) are
+            added under their names.  Breakers use ``breaker_fail_max``/``breaker_reset``.
         context_tokens: [HERMES_CONTEXT_TOKENS] = 200000 tokens of context (capped by the
             backend's window).
         memory_extraction: [HERMES_MEMORY_EXTRACTION] = True; propose memories after each turn.
@@ -113,6 +117,7 @@ class AgentConfig:
     breaker_reset: float = 60.0
     max_steps: int = 8
     tool_timeout: float = 20.0
+    mcp_servers: str = ""
     context_tokens: int = 200_000
     memory_extraction: bool = True
     skill_threshold: float = 0.85
@@ -205,6 +210,7 @@ class AgentConfig:
                 breaker_reset=float(env.get("HERMES_BREAKER_RESET", "60")),
                 max_steps=int(env.get("HERMES_MAX_STEPS", "8")),
                 tool_timeout=float(env.get("HERMES_TOOL_TIMEOUT", "20")),
+                mcp_servers=env.get("HERMES_MCP_SERVERS", ""),
                 context_tokens=int(env.get("HERMES_CONTEXT_TOKENS", "200000")),
                 memory_extraction=env.get("HERMES_MEMORY_EXTRACTION", "1") not in ("0", "false", "no"),
                 skill_threshold=float(env.get("HERMES_SKILL_THRESHOLD", "0.85")),

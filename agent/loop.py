@@ -9,6 +9,9 @@ Rules (issue 3, "Tool-use loop"):
   without tools, so the user still gets an answer.
 * ``should_stop()`` is polled between stream items and tool calls; a stop ends the turn with
   the text so far.
+* A tool marked ``confirm`` (it writes or sends) runs only when the ``tool_permissions``
+  service (``agent.tools.permissions``) permits that call; otherwise the turn ends there with
+  ``LoopResult.confirmation`` set, and the caller asks the user (``agent.turn``).
 The visible reply is the text of every model call in the turn, joined by blank lines, so the
 cumulative deltas and the final reply agree.
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent import metrics
+from agent.history import History
 from agent.llm.base import Completion, LLMRequest, Notice, TextDelta, ToolUse
 from agent.tools.registry import ToolContext, ToolError, ToolRegistry
 
@@ -40,6 +44,7 @@ class ToolStep:
     result: str
     is_error: bool
     duration_ms: int
+    needs_confirmation: bool = False
 
 
 @dataclass
@@ -52,6 +57,8 @@ class LoopResult:
         completions: every model call's ``Completion``.
         stopped: True when ``should_stop`` ended the turn.
         step_limit_hit: True when ``max_steps`` rounds of tool calls were used up.
+        confirmation: the tool call that needs the user's yes before it runs (the turn ended
+            there), else None.
     """
 
     text: str = ""
@@ -59,6 +66,7 @@ class LoopResult:
     completions: list[Completion] = field(default_factory=list)
     stopped: bool = False
     step_limit_hit: bool = False
+    confirmation: ToolUse | None = None
 
 
 class ToolLoop:
@@ -113,11 +121,14 @@ class ToolLoop:
                 if should_stop():
                     result.stopped = True
                     break
-                tool_step = self._execute(use, ctx)
+                tool_step = self.execute(use, ctx)
+                if tool_step.needs_confirmation:
+                    result.confirmation = use
+                    break
                 result.steps.append(tool_step)
                 results.append({"type": "tool_result", "tool_use_id": use.id, "content": tool_step.result,
                                 "is_error": tool_step.is_error})
-            if result.stopped:
+            if result.stopped or result.confirmation is not None:
                 break
             messages.append({"role": "user", "content": results})
             if step + 1 == self.max_steps:
@@ -147,9 +158,16 @@ class ToolLoop:
             elif isinstance(item, ToolUse):
                 log.debug("model asks for tool %s", item.name)
 
-    def _execute(self, use: ToolUse, ctx: ToolContext) -> ToolStep:
+    def execute(self, use: ToolUse, ctx: ToolContext) -> ToolStep:
+        """Run one tool call (within its timeout); return its step, errors as ``is_error``.
+
+        A ``confirm`` tool that is not permitted is not run: the step has
+        ``needs_confirmation`` set.
+        """
         started = time.monotonic()
         tool = self.registry.get(use.name)
+        if tool is not None and tool.confirm and not _permitted(use, ctx):
+            return ToolStep(use.name, use.input, "", False, 0, needs_confirmation=True)
         if tool is None:
             text, is_error = f"unknown tool {use.name!r}; available: {', '.join(self.registry.names())}", True
         else:
@@ -183,6 +201,12 @@ class ToolLoop:
             return outcome["error"], True
         value = outcome.get("value")
         return (value if isinstance(value, str) else json.dumps(value, default=str)), False
+
+
+def _permitted(use: ToolUse, ctx: ToolContext) -> bool:
+    permissions = ctx.services.get("tool_permissions")
+    return (permissions is not None and
+            permissions.permits(History.chat_key(ctx.channel, ctx.chat_id), use.name, use.input))
 
 
 def _join(segments: list[str]) -> str:

@@ -1,9 +1,12 @@
-"""Agent process entry point: ``python -m agent.main run|listen|worker``.
+"""Agent process entry point: ``python -m agent.main run|listen|worker|tools`` (``hermes-agent``).
 
 * ``run``: everything in one process (what the local supervisor starts): the Huey consumer
   (turns, cron ticks) in worker threads and the inbox listener in the main thread.
 * ``listen``: the inbox listener only (systemd ``hermes-agent.service`` on a VM).
 * ``worker``: the Huey consumer only (systemd ``hermes-huey.service``).
+* ``tools``: print the tools the agent would offer the model (built-ins and MCP tools, with
+  their server and whether they ask the user first) and any MCP server that is unavailable;
+  exit 0.  Starts no listener, consumer or LLM backend.
 
 A worker recovers at start-up (``AgentTasks.recover``): envelopes left unfinished by a killed
 process are re-enqueued and missed cron slots within the grace window run once.
@@ -44,7 +47,7 @@ log = logging.getLogger("agent")
 READY_FILE = "agent.ready"
 SHUTDOWN_TIMEOUT = 30.0  # seconds a running turn may take to finish on SIGTERM
 SIGNAL_POLL = 0.1  # seconds between checks for a stop signal
-COMMANDS = ("run", "listen", "worker")
+COMMANDS = ("run", "listen", "worker", "tools")
 REPORTING = ("run", "worker")  # the commands that own the LLM backend and report lifecycle
 EXIT_CANNOT_START = 2  # systemd and the local supervisor see a start-up failure
 
@@ -63,7 +66,7 @@ def build(config: AgentConfig, command: str):
     from agent.runtime import AgentRuntime
     from agent.tasks import AgentTasks
 
-    runtime = AgentRuntime(config)
+    runtime = AgentRuntime(config, start_mcp=command != "listen")
     runtime.bus.ping()
     if command != "listen":
         for backend in runtime.router.backends:
@@ -148,6 +151,32 @@ def serve(config: AgentConfig, command: str) -> int:
     return 0
 
 
+def list_tools(config: AgentConfig, out=None) -> int:
+    """Print the tools ``config``'s agent would offer the model (``agent.mcp_client.listing``); return 0."""
+    from agent.mcp_client.config import McpConfigError, load_servers, specs_from_servers
+    from agent.mcp_client.listing import table
+    from agent.mcp_client.manager import McpManager
+    from agent.tools.loader import load_builtin_tools
+    from agent.tools.permissions import ToolPermissions
+    from agent.tools.registry import LayeredRegistry
+
+    out = out or sys.stdout
+    registry = LayeredRegistry(load_builtin_tools())
+    manager = McpManager(registry, data_dir=config.data_path, fail_max=config.breaker_fail_max,
+                         reset=config.breaker_reset)
+    try:
+        try:
+            status = manager.reload(specs_from_servers(load_servers(config.mcp_servers, config.data_path)))
+        except McpConfigError as exc:
+            print(f"MCP servers not loaded: {exc}", file=out)
+            status = {}
+        allowed = ToolPermissions(config.data_path / "tool_permissions.json").always()
+        print("\n".join(table(registry, status, allowed)), file=out)
+    finally:
+        manager.close()
+    return 0
+
+
 def serve_metrics(config: AgentConfig):
     """Start the Prometheus endpoint (``agent.metrics``); None when off or when it cannot bind.
 
@@ -195,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m agent.main run|listen|worker``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="agent", description="Hermes Max tenant agent")
     parser.add_argument("command", choices=COMMANDS,
-                        help="run: listener + Huey consumer; listen: inbox listener; worker: Huey consumer")
+                        help="run: listener + Huey consumer; listen: inbox listener; worker: Huey consumer; "
+                             "tools: list the tools offered to the model")
     args = parser.parse_args(argv)
     config = None
     try:
@@ -204,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         start_error_reporting(config)
         die_with_parent(config.parent_pid)
         config.data_path.mkdir(parents=True, exist_ok=True)
+        if args.command == "tools":
+            return list_tools(config)
         return serve(config, args.command)
     except (AgentConfigError, LLMError, WireError) as exc:
         reason = f"agent cannot start: {exc}"

@@ -2,7 +2,10 @@
 
 Files under ``<data_dir>``: ``history.db`` (turns, processed ledger, summaries, prefs),
 ``usage.db`` (LLM calls), ``memory.db`` (``agent.memory``), ``cron.db``, ``inbox.db`` (inbox
-ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue).
+ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue),
+``mcp_servers.json`` (MCP servers pushed by the control plane, ``agent.mcp_client``),
+``tool_permissions.json`` (tools the user allowed, pending confirmations), ``mcp_logs/``
+(stdio MCP servers' stderr).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from agent.inbox import InboxLedger
 from agent.llm import router_from_config
 from agent.llm.router import Router
 from agent.loop import ToolLoop
+from agent.mcp_client.manager import McpManager
 from agent.preferences import Preferences
 from agent.skills import SkillLibrary
 from agent.tools.loader import load_builtin_tools
-from agent.tools.registry import ToolRegistry
+from agent.tools.permissions import ToolPermissions
+from agent.tools.registry import LayeredRegistry, ToolRegistry
 from agent.usage import UsageLedger
 from wire.factory import bus_from_url
 from wire.protocol import Event, events_stream
@@ -42,14 +47,16 @@ class AgentRuntime:
         backends: LLM backends for the router (default: ``config.llm_chain``); tests pass
             backends pointed at stand-ins.
         embedder: embeddings for memory and skills (default: the bundled MiniLM, lazily).
-        registry: tools offered to the model (default: the built-ins).
+        registry: tools offered to the model besides MCP tools (default: the built-ins).
         clock: wall clock in Unix seconds (cron and usage periods; frozen in tests).
         sleep: the router's retry sleep.
+        start_mcp: connect the configured MCP servers now (``start_mcp``); the listen-only
+            process, which runs no turns, passes False.
     """
 
     def __init__(self, config: AgentConfig, *, bus=None, backends=None, embedder=None,
                  registry: ToolRegistry | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, start_mcp: bool = True):
         self.config = config
         self.tenant = config.tenant
         data = config.data_path
@@ -74,7 +81,10 @@ class AgentRuntime:
                                  retries=config.llm_retries, backoff=config.llm_backoff,
                                  breaker_fail_max=config.breaker_fail_max,
                                  breaker_reset=config.breaker_reset, preference=preference, sleep=sleep)
-        self.registry = registry or load_builtin_tools()
+        self.registry = LayeredRegistry(registry or load_builtin_tools())
+        self.tool_permissions = ToolPermissions(data / "tool_permissions.json", clock=clock)
+        self.mcp = McpManager(self.registry, data_dir=data, fail_max=config.breaker_fail_max,
+                              reset=config.breaker_reset)
         self.skills = SkillLibrary(data / "skills", _LazyEmbedder(self), threshold=config.skill_threshold,
                                    min_steps=config.skill_min_steps)
         window = min(config.context_tokens, self.router.context_window)
@@ -84,6 +94,39 @@ class AgentRuntime:
                                       summarise=lambda prompt: self.router.complete(prompt, purpose="summary"))
         self.loop = ToolLoop(self.router, self.registry, max_steps=config.max_steps,
                              tool_timeout=config.tool_timeout, max_tokens=config.max_tokens)
+        if start_mcp:
+            self.start_mcp()
+
+    def start_mcp(self) -> dict[str, str]:
+        """Connect the MCP servers of ``HERMES_MCP_SERVERS`` and ``<data_dir>/mcp_servers.json``.
+
+        A broken setting is logged and leaves the agent with its built-in tools.
+
+        Returns:
+            ``McpManager.status()``: ``{server: ""}`` when usable, else the reason.
+        """
+        from agent.mcp_client.config import McpConfigError, load_servers, specs_from_servers
+
+        try:
+            raw = load_servers(self.config.mcp_servers, self.config.data_path)
+        except McpConfigError as exc:
+            log.error("MCP servers not started: %s", exc)
+            return {}
+        return self.mcp.reload(specs_from_servers(raw))
+
+    def apply_mcp_config(self, pushed: dict) -> dict[str, str]:
+        """Store the control plane's ``mcpServers`` mapping and reload (``wire.protocol.Envelope``).
+
+        Returns:
+            ``McpManager.status()`` after the reload.
+
+        Raises:
+            McpConfigError: ``pushed`` or ``HERMES_MCP_SERVERS`` is not a valid mapping.
+        """
+        from agent.mcp_client.config import specs_from_servers, write_pushed
+
+        raw = write_pushed(self.config.mcp_servers, self.config.data_path, pushed)
+        return self.mcp.reload(specs_from_servers(raw))
 
     def embedder(self):
         """Return the embedder shared by memory and skills (the bundled MiniLM by default),
@@ -132,7 +175,8 @@ class AgentRuntime:
     def tool_services(self) -> dict:
         """Return the services tools may use (``agent.tools.registry.ToolContext.services``)."""
         return {"memory": _LazyMemory(self), "cron": self.cron, "now": self.clock,
-                "default_tz": self.preferences().timezone, "config": self.config}
+                "default_tz": self.preferences().timezone, "config": self.config,
+                "tool_permissions": self.tool_permissions}
 
     def publish(self, event: Event) -> None:
         """Append ``event`` to the tenant's events stream (durable on return).
@@ -144,7 +188,8 @@ class AgentRuntime:
         self.bus.append(self.events_stream, event.to_json(), idempotency_key=key)
 
     def close(self) -> None:
-        """Release the bus connection of this thread."""
+        """Close the MCP sessions (stopping stdio servers) and the bus connection of this thread."""
+        self.mcp.close()
         self.bus.close()
 
 

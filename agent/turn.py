@@ -10,6 +10,12 @@
 * A conversational turn: context (``agent.context``) → tool-use loop (``agent.loop``) with
   cumulative ``delta`` events at most every ``delta_interval`` seconds → history → memory
   extraction → skill learning/refinement → ``final`` with ``usage`` of every LLM call.
+* A tool that writes or sends and is not allowed ends the turn with a confirmation question
+  (``agent.tools.permissions``); when the next message in the chat is a yes, that exact call
+  runs first and the model continues from its result; anything else cancels it.
+* An envelope of kind ``mcp_config`` (``wire.protocol.Envelope``) is configuration, not a
+  message: the agent rewrites ``mcp_servers.json`` and reloads its MCP servers, with no model
+  call and no reply event.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import time
 
 from agent import commands, metrics, preferences
 from agent.history import History
-from agent.llm.base import BudgetExhausted, LLMError
+from agent.llm.base import BudgetExhausted, LLMError, ToolUse
+from agent.tools.permissions import confirmation_question, is_yes
 from agent.tools.registry import ToolContext
 from agent.usage import summarise_calls
 from wire import logs
-from wire.protocol import Envelope, Event
+from wire.protocol import MCP_CONFIG, Envelope, Event
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +63,29 @@ class TurnRunner:
         ``envelope_id`` (``wire.logs``).
         """
         with logs.bound(**logs.envelope_ids(envelope)):
+            if envelope.kind == MCP_CONFIG:
+                return self._configure_tools(envelope)
             log.info("turn started for %s chat %s", envelope.channel, envelope.chat_id)
             with metrics.turn(envelope.channel):
                 return self._answer(envelope)
+
+    def _configure_tools(self, envelope: Envelope) -> str:
+        """Apply an ``mcp_config`` envelope; return ``""`` (nothing is published).
+
+        A configuration that cannot be applied is logged, not retried: retrying the same bad
+        mapping cannot succeed, and the control plane's next push replaces it.
+        """
+        from agent.mcp_client.config import McpConfigError
+
+        try:
+            status = self.runtime.apply_mcp_config(envelope.mcp_servers or {})
+        except McpConfigError as exc:
+            log.error("MCP configuration %s not applied: %s", envelope.id, exc)
+            return ""
+        down = sorted(name for name, why in status.items() if why)
+        log.info("MCP configuration applied: %d servers%s", len(status),
+                 f", unavailable: {', '.join(down)}" if down else "")
+        return ""
 
     def _answer(self, envelope: Envelope) -> str:
         history = self.runtime.history
@@ -92,9 +119,10 @@ class TurnRunner:
         tool_ctx = ToolContext(tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id,
                                envelope_id=envelope.id, services=runtime.tool_services())
         streamer = _DeltaStreamer(self, envelope)
+        confirmed, step = self._confirmed_call(envelope, key, text, tool_ctx)
         try:
-            result = runtime.loop.run(context.system, context.messages, tool_ctx, on_text=streamer,
-                                      should_stop=self._stop_check(key))
+            result = runtime.loop.run(context.system, context.messages + confirmed, tool_ctx,
+                                      on_text=streamer, should_stop=self._stop_check(key))
         except BudgetExhausted as exc:
             reply = "\n\n".join(p for p in (getattr(exc, "partial", ""), str(exc)) if p)
             runtime.history.record_exchange(key, envelope.id, text, reply)
@@ -104,6 +132,15 @@ class TurnRunner:
             metrics.error("llm")
             runtime.history.mark_processed(envelope.id, LLM_FAILURE_TEXT)
             return "error", LLM_FAILURE_TEXT, streamer.seq
+        if step is not None:
+            result.steps.insert(0, step)
+        if result.confirmation is not None:
+            use = result.confirmation
+            runtime.tool_permissions.ask(key, use.name, use.input)
+            question = confirmation_question(use.name, use.input, runtime.registry.get(use.name))
+            reply = "\n\n".join(p for p in (result.text, question) if p)
+            runtime.history.record_exchange(key, envelope.id, text, reply)
+            return "final", reply, streamer.seq
         reply = result.text or "…"
         if result.stopped:
             reply = f"{result.text}\n\n{STOPPED_SUFFIX}".strip()
@@ -112,6 +149,29 @@ class TurnRunner:
             self._remember(envelope, text, reply)
             self._learn(context.skill, text, result)
         return "final", reply, streamer.seq
+
+    def _confirmed_call(self, envelope: Envelope, key: str, text: str, tool_ctx: ToolContext):
+        """Run the call the user just confirmed; return ``(messages to add, its ToolStep)``.
+
+        ``([], None)`` when the chat had no pending question, or the answer was not a yes (the
+        question is then dropped).  The added messages are the assistant's ``tool_use`` and the
+        ``tool_result``, so the model continues from the result.
+        """
+        permissions = self.runtime.tool_permissions
+        pending = permissions.take_pending(key)
+        if pending is None:
+            return [], None
+        if not is_yes(text):
+            log.info("user did not confirm %s; cancelled", pending.tool)
+            return [], None
+        permissions.grant_once(key, pending.tool, pending.input)
+        use = ToolUse(id=f"toolu_confirmed_{envelope.id}", name=pending.tool, input=pending.input)
+        step = self.runtime.loop.execute(use, tool_ctx)
+        log.info("user confirmed %s; it ran (%s)", use.name, "failed" if step.is_error else "ok")
+        return [{"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name,
+                                                    "input": use.input}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                              "content": step.result, "is_error": step.is_error}]}], step
 
     def _stop_check(self, chat_key: str):
         started = time.time()

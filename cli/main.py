@@ -26,6 +26,7 @@ COMMANDS = {
     "db": "cli.db:db",
     "backup": "cli.backup:backup",
     "telegram": "cli.telegram:telegram",
+    "discord": "cli.discord:discord",
 }
 
 

@@ -67,4 +67,16 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
 
     app.register_blueprint(billing.bp)
     app.register_blueprint(openapi.bp)
+    from control.web import connections
+
+    auth.csrf.exempt(connections.webhook)
+    app.register_blueprint(connections.bp)
+    from control.web import mcp_proxy
+
+    auth.csrf.exempt(mcp_proxy.bp)
+    app.register_blueprint(mcp_proxy.bp)
+    from control.web import slack
+
+    auth.csrf.exempt(slack.bp)
+    slack.init_app(app, runtime)
     return app

@@ -62,6 +62,10 @@ class Tenant(BaseModel):
     deleted_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # MCP proxy (issue #13, ``control/services/mcp_proxy.py``): SHA-256 of the agent's token,
+    # and the Composio endpoint it is proxied to (SecretsBox-encrypted JSON).
+    mcp_token_hash = CharField(null=True)
+    mcp_upstream = TextField(null=True)
 
 
 class Account(BaseModel):
@@ -279,5 +283,89 @@ class AttentionItem(BaseModel):
     resolved_at = DateTimeField(null=True)
 
 
+class ConnectionStatus(StrEnum):
+    """The states of a ``Connection`` (stored as their string values; issue #13).
+
+    ``initiated`` (OAuth consent pending) → ``active`` | ``failed``; ``active`` → ``expired``
+    (Composio's webhook or the reconciliation) → ``active`` again on reconnecting; any →
+    ``removed`` (disconnected here, or the account is gone on Composio's side).
+    """
+
+    INITIATED = "initiated"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    REMOVED = "removed"
+
+
+class Connection(BaseModel):
+    """A tenant's connection to one service of ``control/integrations/services.yaml`` through
+    Composio, unique per ``(tenant, service)``.  ``status`` is a ``ConnectionStatus``;
+    ``composio_account_id`` the Composio connected account (``ca_…``); ``secret`` the
+    ``SecretsBox`` token of an API-key service's credentials (JSON), never the plain text.
+    """
+
+    tenant = ForeignKeyField(Tenant, backref="connections")
+    service = CharField()
+    status = CharField(default=ConnectionStatus.INITIATED.value)
+    composio_account_id = CharField(null=True, index=True)
+    secret = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "service"), True),)
+
+
+class SlackInstallation(BaseModel):
+    """A Slack workspace (or Enterprise Grid org, for an org-wide install) that installed the app.
+
+    ``installation_key`` is the team id, or the enterprise id of an org-wide install; it
+    prefixes every Slack chat id (``control.channels.slack``).  ``bot_token`` is a Fernet token
+    (``control.services.secrets_box``), never the plain ``xoxb-`` token; ``bot_scopes`` is
+    comma-separated (issue 11).
+    """
+
+    installation_key = CharField(unique=True)
+    enterprise_id = CharField(null=True)
+    team_id = CharField(null=True)
+    team_name = CharField(default="")
+    app_id = CharField(default="")
+    bot_token = TextField()
+    bot_id = CharField(default="")
+    bot_user_id = CharField(default="")
+    bot_scopes = TextField(default="")
+    is_enterprise_install = BooleanField(default=False)
+    installed_at = DateTimeField(default=utcnow)
+
+
+class SlackOAuthState(BaseModel):
+    """A single-use OAuth ``state`` of the Slack install flow, valid until ``expires_at``."""
+
+    state = CharField(unique=True)
+    expires_at = DateTimeField()
+
+
+class DiscordInteraction(BaseModel):
+    """A Discord slash command being answered: its webhook token, Fernet-encrypted
+    (``control.services.discord_interactions``); useless after 15 minutes."""
+
+    interaction_id = CharField(unique=True)
+    application_id = CharField()
+    token = TextField()
+    ephemeral = BooleanField(default=False)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+
+class GatewayState(BaseModel):
+    """A platform Gateway session's liveness, written by its process (``hermes discord gateway``)
+    and read by the channel watchdog."""
+
+    channel = CharField(unique=True)
+    connected = BooleanField(default=False)
+    seen_at = DateTimeField(default=utcnow)
+
 ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
-              Delivery, Usage, AttentionItem, Account, PasswordReset, OutboxMail]
+              Delivery, Usage, AttentionItem, Account, PasswordReset, OutboxMail, Connection,
+              SlackInstallation, SlackOAuthState,
+              DiscordInteraction, GatewayState]

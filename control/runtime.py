@@ -55,6 +55,41 @@ class Runtime:
         """The Telegram Bot API client."""
         return BotApiClient(self.settings.telegram_bot_token, self.settings.telegram_api_base)
 
+    @cached_property
+    def secrets_box(self):
+        """The ``SecretsBox`` for stored third-party secrets (``box_from_settings``)."""
+        from control.services.secrets_box import box_from_settings
+
+        return box_from_settings(self.settings)
+
+    @cached_property
+    def discord_rest(self):
+        """The Discord REST client (``DISCORD_BOT_TOKEN``, ``DISCORD_API_BASE``)."""
+        from control.channels.discord import DiscordRestClient
+
+        return DiscordRestClient(self.settings.discord_bot_token, self.settings.discord_api_base)
+
+    @cached_property
+    def discord_adapter(self):
+        """The ``DiscordAdapter`` (interaction tokens read back through ``secrets_box``)."""
+        from control.channels.discord import DiscordAdapter
+        from control.services import discord_interactions
+
+        return DiscordAdapter(self.discord_rest, discord_interactions.target_lookup(self.secrets_box))
+
+    def channel_adapters(self) -> dict:
+        """The delivery worker's adapters besides Telegram's: ``{channel: ChannelAdapter}`` for
+        every platform that is configured (Discord: ``DISCORD_BOT_TOKEN`` set; Slack:
+        ``SLACK_SIGNING_SECRET`` set, tokens from the installation store)."""
+        adapters = {}
+        if self.settings.discord_bot_token:
+            adapters["discord"] = self.discord_adapter
+        if self.settings.slack_signing_secret:
+            from control.services.slack_install import slack_adapter
+
+            adapters["slack"] = slack_adapter(self.secrets_box, self.settings.slack_api_base)
+        return adapters
+
     def agent_env(self) -> dict[str, str]:
         """Environment handed to every agent, whatever its plan (``agent_settings.base_agent_env``):
         bus URL, redelivery timeout, control URL, time zone, Redis CA path, LLM settings and the
@@ -77,4 +112,6 @@ class Runtime:
         self.bus.close()
         if "bot" in self.__dict__:
             self.bot.close()
+        if "discord_rest" in self.__dict__:
+            self.discord_rest.close()
         self.db.close()

@@ -61,7 +61,8 @@ class Server:
             with rt.db.connection_context():
                 return ready_tenant_ids()
 
-        delivery = DeliveryWorker(rt.bus, rt.bot, tenants, edit_interval=self.settings.edit_interval)
+        delivery = DeliveryWorker(rt.bus, rt.bot, tenants, adapters=rt.channel_adapters(),
+                                  edit_interval=self.settings.edit_interval)
 
         def run_delivery():
             with rt.db.connection_context():

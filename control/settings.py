@@ -21,6 +21,12 @@ def _default_data_dir() -> str:
     return str(Path.home() / ".hermes")
 
 
+# The Slack app's bot scopes (https://docs.slack.dev/reference/scopes): app_mention events,
+# chat.postMessage/update, the /hermes command, DM events (im:history) and opening DMs
+# (conversations.open needs im:write; im:read reads their metadata).
+SLACK_SCOPES = ("app_mentions:read", "chat:write", "commands", "im:history", "im:read", "im:write")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the control plane.
@@ -40,6 +46,13 @@ class Settings:
         telegram_bot_username: [TELEGRAM_BOT_USERNAME] = ``HermesMaxBot``; used in deep links.
         telegram_webhook_secret: [TELEGRAM_WEBHOOK_SECRET] = ``""`` (every update is refused).
         telegram_api_base: [TELEGRAM_API_BASE] = ``https://api.telegram.org``.
+        discord_public_key: [DISCORD_PUBLIC_KEY] = ``""``; the application's Ed25519 public key
+            (hex) that verifies interactions (every interaction is refused without it).
+        discord_bot_token: [DISCORD_BOT_TOKEN] = ``""``; the bot's token (REST and Gateway).
+        discord_application_id: [DISCORD_APPLICATION_ID] = ``""``; the application's id.
+        discord_api_base: [DISCORD_API_BASE] = ``https://discord.com/api/v10``.
+        discord_gateway_url: [DISCORD_GATEWAY_URL] = ``""``; Gateway URL override (empty:
+            ``GET /gateway/bot`` tells it).
         link_token_ttl: [HERMES_LINK_TOKEN_TTL] = 86400 seconds (24 h, issue #2).
         edit_interval: [HERMES_EDIT_INTERVAL] = 1.0 second between edits of one chat's message.
         provisioner: [HERMES_PROVISIONER] = ``local`` | ``hetzner``.
@@ -98,9 +111,24 @@ class Settings:
         encryption_keys: [HERMES_ENCRYPTION_KEYS] = ``()``; comma-separated Fernet keys, newest
             first, encrypting third-party credentials at rest (``control/services/secrets_box.py``).
             Empty in local mode: a key is created once in ``<data_dir>/encryption_key`` (0600).
+        composio_api_key: [COMPOSIO_API_KEY] = ``""``; the Composio project API key behind the
+            users' connections (``control/services/composio_client.py``; ``""``: the
+            connections API answers 503 "not set up").
+        composio_api_base: [COMPOSIO_API_BASE] = ``https://backend.composio.dev``; Composio's API
+            (the local stand-in ``standins/composio_api.py`` in tests).
+        composio_webhook_secret: [COMPOSIO_WEBHOOK_SECRET] = ``""``; the project's webhook
+            signing secret (``""``: every Composio webhook is refused, 401).
         proxy_hops: [HERMES_PROXY_HOPS] = 0; reverse proxies in front of the app whose
             ``X-Forwarded-For``/``-Proto`` are trusted (werkzeug ``ProxyFix``).  1 behind
             the control role's nginx, so rate limits key on the client's address, not nginx's.
+        slack_signing_secret: [SLACK_SIGNING_SECRET] = ``""``; verifies every Slack request (v0
+            signature, ``control/web/slack.py``); ``""``: Slack is off (its webhooks answer 401).
+        slack_client_id / slack_client_secret: [SLACK_CLIENT_ID] / [SLACK_CLIENT_SECRET] =
+            ``""``; the Slack app's OAuth credentials for ``/slack/install`` (``""``: no install).
+        slack_api_base: [SLACK_API_BASE] = ``https://slack.com/api``; the Web API base URL (the
+            local stand-in's in tests and ``hermes demo``).
+        slack_scopes: [SLACK_SCOPES] = ``SLACK_SCOPES``, comma-separated bot scopes asked for at
+            install: mentions, posting, ``/hermes`` and DMs.
 
     Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner/config.py``):
         hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
@@ -132,6 +160,11 @@ class Settings:
     telegram_bot_username: str = "HermesMaxBot"
     telegram_webhook_secret: str = ""
     telegram_api_base: str = "https://api.telegram.org"
+    discord_public_key: str = ""
+    discord_bot_token: str = ""
+    discord_application_id: str = ""
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = ""
     link_token_ttl: int = 86400
     edit_interval: float = 1.0
     provisioner: str = "local"
@@ -183,6 +216,14 @@ class Settings:
     rate_limit_storage: str = "memory://"
     proxy_hops: int = 0
     encryption_keys: tuple[str, ...] = ()
+    slack_signing_secret: str = ""
+    slack_client_id: str = ""
+    slack_client_secret: str = ""
+    slack_api_base: str = "https://slack.com/api"
+    slack_scopes: tuple[str, ...] = SLACK_SCOPES
+    composio_api_key: str = ""
+    composio_api_base: str = "https://backend.composio.dev"
+    composio_webhook_secret: str = ""
 
     def __post_init__(self):
         data = str(Path(self.data_dir).expanduser().resolve())
@@ -263,6 +304,11 @@ class Settings:
             telegram_bot_username=env.get("TELEGRAM_BOT_USERNAME", "HermesMaxBot"),
             telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET", ""),
             telegram_api_base=env.get("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/"),
+            discord_public_key=env.get("DISCORD_PUBLIC_KEY", ""),
+            discord_bot_token=env.get("DISCORD_BOT_TOKEN", ""),
+            discord_application_id=env.get("DISCORD_APPLICATION_ID", ""),
+            discord_api_base=env.get("DISCORD_API_BASE", "https://discord.com/api/v10").rstrip("/"),
+            discord_gateway_url=env.get("DISCORD_GATEWAY_URL", ""),
             link_token_ttl=ttl,
             edit_interval=edit_interval,
             provisioner=env.get("HERMES_PROVISIONER", "local"),
@@ -285,6 +331,15 @@ class Settings:
             rate_limit_storage=env.get("HERMES_RATE_LIMIT_STORAGE", "memory://"),
             proxy_hops=proxy_hops,
             encryption_keys=_parse_list(env.get("HERMES_ENCRYPTION_KEYS", "")),
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+            slack_client_id=env.get("SLACK_CLIENT_ID", ""),
+            slack_client_secret=env.get("SLACK_CLIENT_SECRET", ""),
+            slack_api_base=(env.get("SLACK_API_BASE") or "https://slack.com/api").rstrip("/"),
+            slack_scopes=_parse_list(env.get("SLACK_SCOPES", "")) or SLACK_SCOPES,
+            composio_api_key=env.get("COMPOSIO_API_KEY", ""),
+            composio_api_base=(env.get("COMPOSIO_API_BASE", "").rstrip("/")
+                               or "https://backend.composio.dev"),
+            composio_webhook_secret=env.get("COMPOSIO_WEBHOOK_SECRET", ""),
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
             sentry_dsn=env.get("SENTRY_DSN", ""),
             log_format=_log_format(env),

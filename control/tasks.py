@@ -43,6 +43,10 @@ class ControlTasks:
         # Ready deadlines and heartbeats are checked every minute: the interval is 30 s by default.
         self.check_machines = huey.periodic_task(crontab(minute="*"), name="check_machines")(
             self._check_machines)
+        # Deaf chat channels (issue #11) are looked for every minute; expired Discord
+        # interaction tokens are deleted on the way.
+        self.watch_channels = huey.periodic_task(crontab(minute="*"), name="watch_channels")(
+            self._watch_channels)
         # Telegram may rate-limit or be briefly unreachable; replies are worth retrying.
         self.deprovision_machine = huey.task(retries=3, retry_delay=30, name="deprovision_machine")(
             self._deprovision_machine)
@@ -62,6 +66,10 @@ class ControlTasks:
         self.resume_machine = huey.task(retries=3, retry_delay=30, name="resume_machine")(
             self._resume_machine)
         self.end_grace = huey.periodic_task(crontab(minute="7"), name="end_grace")(self._end_grace)
+        # Connections (issue #13): Composio's connected accounts vs ours, four times an hour.
+        if settings.composio_api_key:
+            self.reconcile_connections = huey.periodic_task(
+                crontab(minute="*/15"), name="reconcile_connections")(self._reconcile_connections)
         # Outbox mail goes out every minute over SMTP_URL; without it `hermes serve` prints it.
         if settings.smtp_url:
             self.send_mail = huey.periodic_task(crontab(minute="*"), name="send_mail")(self._send_mail)
@@ -81,6 +89,13 @@ class ControlTasks:
             return machine_health.check_machines(
                 self.health_policy, notify=self.send_text,
                 enqueue=lambda tenant_id, delay: self.provision_machine.schedule((tenant_id,), delay=delay))
+
+    def _watch_channels(self) -> dict[str, bool]:
+        from control.services import channel_watchdog, discord_interactions
+
+        with self.runtime.db.connection_context():
+            discord_interactions.prune()
+            return {v.channel: v.healthy for v in channel_watchdog.watch()}
 
     def _deprovision_machine(self, tenant_id: int) -> str:
         rt = self.runtime
@@ -116,6 +131,13 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return mail.send_pending(rt.settings)
+
+    def _reconcile_connections(self) -> dict[int, list[str]]:
+        from control.services import connections
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            return connections.from_runtime(rt).reconcile()
 
     def billing_url(self) -> str:
         """The page where a user pays or resubscribes."""

@@ -35,6 +35,12 @@ LIFECYCLE_STATES = frozenset({"ready", "heartbeat", "failed"})
 # user and how to answer).  An agent ignores keys it does not know.
 PREFERENCE_KEYS = ("timezone", "language", "model", "about")
 
+# Kinds of ``Envelope`` (issue #13): ``message`` (a user message, the default) and
+# ``mcp_config`` (the tenant's MCP servers; see the Envelope docstring for the contract).
+MESSAGE = "message"
+MCP_CONFIG = "mcp_config"
+ENVELOPE_KINDS = frozenset({MESSAGE, MCP_CONFIG})
+
 # Consumer groups: agents read their inbox as AGENT_GROUP, the control plane reads every
 # events stream as DELIVERY_GROUP.
 AGENT_GROUP = "agent"
@@ -77,6 +83,27 @@ class Envelope:
             the message (``PREFERENCE_KEYS``; each value a string, a key absent when unset);
             ``None`` for cron runs and older senders (the agent keeps the last it received;
             an empty dict means every setting is unset).
+        kind: ``"message"`` (default; absent in older envelopes) or ``"mcp_config"``.
+        mcp_servers: for kind ``mcp_config`` only: the tenant's MCP servers, else ``None``.
+
+    The ``mcp_config`` contract (control plane → agent, issue #13).  The control plane appends
+    to ``hermes:messages:{tenant}`` an envelope with ``kind="mcp_config"``, a fresh ``id``,
+    ``tenant``, ``channel="web"``, ``chat_id=""``, ``sender_id="control"``, ``text=""`` and
+    ``mcp_servers`` = the COMPLETE ``mcpServers`` mapping the control plane manages for the
+    tenant (name → entry), in the Claude Desktop / Cursor shape the agent reads
+    (``agent.mcp_client.config``): ``{"composio": {"url": "https://…/mcp", "headers":
+    {"x-api-key": "…"}}}`` for streamable HTTP, or ``{"command", "args", "env"}`` for stdio;
+    optional keys ``includeTools``, ``excludeTools``, ``writes`` (tool names that must ask the
+    user first), ``timeout`` (seconds), ``disabled``.  Every push replaces the previous one:
+    a server left out is removed (send ``{}`` when the last service is disconnected).  The
+    agent writes ``<data_dir>/mcp_servers.json`` (mode 0600) = its ``HERMES_MCP_SERVERS``
+    servers + these under their names, reloads its MCP servers without a restart (closing
+    removed ones), makes no model call, publishes no event and acks the envelope.  Publish
+    after every connection change and once when an agent becomes ready (its file survives
+    restarts, but a push while it was down is only in the stream until consumed).  The
+    mapping carries credentials: the per-tenant stream ACL keeps it from other tenants; never
+    log it.  Agents older than this field would treat it as an empty user message: deploy
+    agents first.
     """
 
     id: str
@@ -90,6 +117,8 @@ class Envelope:
     platform_message_id: str | None = None
     request_id: str | None = None
     preferences: dict[str, str] | None = None
+    kind: str = MESSAGE
+    mcp_servers: dict[str, dict[str, Any]] | None = None
 
     def to_json(self) -> str:
         """Return the versioned JSON text of this envelope."""
@@ -100,12 +129,18 @@ class Envelope:
         """Parse versioned JSON text into an Envelope.
 
         Raises:
-            MalformedMessage: the text is not JSON, not an envelope, has an unknown version or
-                channel, or lacks a required field.
+            MalformedMessage: the text is not JSON, not an envelope, has an unknown version,
+                channel or kind, lacks a required field, or is an ``mcp_config`` without an
+                ``mcp_servers`` object.
         """
         data = _decode(raw, "envelope")
         if data.get("channel") not in CHANNELS:
             raise MalformedMessage(f"unknown channel {data.get('channel')!r}")
+        kind = data.get("kind", MESSAGE)
+        if kind not in ENVELOPE_KINDS:
+            raise MalformedMessage(f"unknown envelope kind {kind!r}")
+        if kind == MCP_CONFIG and not isinstance(data.get("mcp_servers"), dict):
+            raise MalformedMessage("an mcp_config envelope needs an mcp_servers object")
         return _build(cls, data)
 
 

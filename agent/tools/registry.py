@@ -6,6 +6,9 @@ from one explicit list.  Handlers receive the model's input (a JSON object) and 
 ``ToolContext`` and return text (or a JSON-able value); they raise ``ToolError`` (or anything)
 to report failure, which the loop sends back to the model as an ``is_error`` tool result.
 Tool definitions follow the Anthropic tool shape ``{"name", "description", "input_schema"}``.
+
+Each runtime offers a ``LayeredRegistry``: the shared built-ins plus tools added while the
+agent runs, in named groups (one per MCP server, ``agent.mcp_client``) replaced as a whole.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class Tool:
         input_schema: JSON Schema of the input object.
         handler: ``(input: dict, ctx: ToolContext) -> str | JSON-able``.
         timeout: seconds allowed per call; None = the agent's default.
+        confirm: the tool writes or sends: the loop runs it only when the user allowed it
+            (``agent.tools.permissions``), otherwise the turn ends with a confirmation question.
+        source: where it comes from: ``""`` for a built-in, else the MCP server's name.
     """
 
     name: str
@@ -64,6 +70,8 @@ class Tool:
     input_schema: dict
     handler: Callable[[dict, ToolContext], Any]
     timeout: float | None = None
+    confirm: bool = False
+    source: str = ""
 
     def definition(self) -> dict:
         """Return the definition sent to the model."""
@@ -94,6 +102,43 @@ class ToolRegistry:
     def definitions(self) -> list[dict]:
         """Return every tool's definition, sorted by name."""
         return [self._tools[n].definition() for n in self.names()]
+
+
+class LayeredRegistry(ToolRegistry):
+    """A runtime's tools: those of ``base`` (the shared built-ins) plus groups set at run time.
+
+    A group's tools shadow a base tool of the same name; ``set_group`` replaces a group whole,
+    so a server's removed tools disappear with its new listing.
+    """
+
+    def __init__(self, base: ToolRegistry):
+        super().__init__()
+        self.base = base
+        self._groups: dict[str, list[str]] = {}
+
+    def set_group(self, group: str, tools: list[Tool]) -> None:
+        """Replace the tools of ``group`` with ``tools`` (``[]`` removes the group)."""
+        with self._lock:
+            for name in self._groups.pop(group, []):
+                self._tools.pop(name, None)
+            if tools:
+                self._groups[group] = [t.name for t in tools]
+                self._tools.update((t.name, t) for t in tools)
+
+    def get(self, name: str) -> Tool | None:
+        """Return the tool called ``name`` (a group's first, then the base's), or None."""
+        return self._tools.get(name) or self.base.get(name)
+
+    def names(self) -> list[str]:
+        """Return every name, sorted."""
+        with self._lock:
+            own = set(self._tools)
+        return sorted(own | set(self.base.names()))
+
+    def definitions(self) -> list[dict]:
+        """Return every tool's definition, sorted by name."""
+        tools = (self.get(n) for n in self.names())
+        return [t.definition() for t in tools if t is not None]
 
 
 REGISTRY = ToolRegistry()

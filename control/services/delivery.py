@@ -1,14 +1,21 @@
 """Delivery: agent events → chat messages, throttled, and recorded in a delivery ledger.
 
-The first text of a reply is sent with ``sendMessage``; later deltas edit that message with
-``editMessageText`` at most once per ``edit_interval`` seconds per chat (Telegram limits bots
-to about one message per second per chat: https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this);
-a 429 answer's ``retry_after`` pauses that chat.  The ``final`` event is acknowledged on the bus
-only after Telegram confirmed the final text and the ledger says ``delivered``, so a restart
-never resends a delivered reply and always finishes an undelivered one.
+Every platform is reached through its ``control.channels.base.ChannelAdapter``, chosen by the
+event's ``channel`` (Telegram: ``TelegramAdapter``; Discord: ``DiscordAdapter``; Slack: its
+adapter); an event for a channel without an adapter stays unacknowledged and is logged.  The
+first text of a reply is sent (``send``), or edits the message the platform already holds for
+it (``existing_message``: Discord's deferred interaction response); later deltas edit that
+message at most once per edit interval per chat (the adapter's ``limits.min_edit_interval``,
+or ``edit_interval`` for all; Telegram allows about one message per second per chat:
+https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this); a rate
+limit's ``retry_after`` pauses that chat.  The ``final`` event is acknowledged on the bus only
+after the platform confirmed the final text (returned its message id) and the ledger says
+``delivered``, so a restart never resends a delivered reply and always finishes an
+undelivered one.  The ledger row records the channel of each reply.
 
-A crash between Telegram accepting ``sendMessage`` and the ledger write never shows the user
-a second reply: see ``control.services.delivery_recovery``.
+A crash between the platform accepting a send and the ledger write never shows the user a
+second reply where the platform lets us look (``ChannelAdapter.find_sent``; Telegram:
+``control.services.delivery_recovery``) or dedupes sends (Discord's message nonce).
 
 Replies on the ``web`` channel (the dashboard's quick chat) have no platform to send to: the
 ledger is where the dashboard's event stream reads them (``control.services.web_chat``), so
@@ -26,17 +33,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from control.channels.telegram import BotApiClient, BotApiError
+from control.channels.base import ChannelAdapter, ChannelError
+from control.channels.base import split_text as split_to_limit
+from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TELEGRAM_LIMITS, TelegramAdapter
 from control.db import write_transaction
 from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
 from control.services import machine_health
 from control.services.attention import raise_attention
-from control.services.delivery_recovery import (
-    SentMessageFinder,
-    chunk_ids,
-    highest_known_id,
-    open_ledger,
-)
+from control.services.delivery_recovery import chunk_ids, highest_known_id, open_ledger
 from control.services.routing import record_control_reply
 from control.services.usage import record_usage
 from wire import logs
@@ -46,8 +51,7 @@ from wire.protocol import DELIVERY_GROUP, LIFECYCLE, Event, events_stream
 
 log = logging.getLogger(__name__)
 
-# Telegram's maximum message length in characters (https://core.telegram.org/bots/api#sendmessage).
-TELEGRAM_MAX_TEXT = 4096
+TELEGRAM_MAX_TEXT = TELEGRAM_LIMITS.max_text
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.
 TRANSIENT_BACKOFF = 2.0  # seconds before retrying a chat after a transport or 5xx error.
 WEB_CHANNEL = "web"  # the dashboard's quick chat: no platform API, the ledger is the delivery.
@@ -73,37 +77,37 @@ class ChatClock:
 
 
 def split_text(text: str, limit: int = TELEGRAM_MAX_TEXT) -> list[str]:
-    """Split ``text`` into chunks of at most ``limit`` characters, preferring line breaks."""
-    chunks = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        cut = cut if cut >= limit // 2 else limit
-        chunks.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    return chunks + [text]
+    """Split ``text`` into chunks of at most ``limit`` characters, preferring line breaks
+    (``control.channels.base.split_text``)."""
+    return split_to_limit(text, limit)
 
 
 class DeliveryWorker:
-    """Consumes every ready tenant's events stream and delivers replies to Telegram.
+    """Consumes every ready tenant's events stream and delivers replies through channel adapters.
 
     Args:
         bus: the bus.
-        client: the Bot API client.
+        client: the Telegram Bot API client (wrapped in a ``TelegramAdapter``), or the adapter
+            for ``telegram`` itself.
         tenant_ids: returns the ids of tenants whose events to consume; called at most once
             per ``tenant_refresh`` seconds.
-        edit_interval: minimum seconds between sends/edits in one chat.
+        adapters: further adapters by channel name (``{"discord": DiscordAdapter(...)}``).
+        edit_interval: minimum seconds between sends/edits in one chat, for every channel;
+            None takes each adapter's ``limits.min_edit_interval``.
         consumer: this worker's consumer name in the ``delivery`` group.
         clock: monotonic clock in seconds.
         tenant_refresh: seconds between two ``tenant_ids`` calls (a new tenant's replies wait
             at most that long).
     """
 
-    def __init__(self, bus: Bus, client: BotApiClient, tenant_ids: Callable[[], list[int]], *,
-                 edit_interval: float = 1.0, consumer: str = "control",
+    def __init__(self, bus: Bus, client: BotApiClient | ChannelAdapter,
+                 tenant_ids: Callable[[], list[int]], *,
+                 adapters: dict[str, ChannelAdapter] | None = None,
+                 edit_interval: float | None = None, consumer: str = "control",
                  clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0):
         self.bus = bus
-        self.client = client
-        self.finder = SentMessageFinder(client)
+        telegram = TelegramAdapter(client) if isinstance(client, BotApiClient) else client
+        self.adapters: dict[str, ChannelAdapter] = {telegram.name: telegram, **(adapters or {})}
         self.tenant_ids = tenant_ids
         self.edit_interval = edit_interval
         self.consumer = consumer
@@ -146,9 +150,12 @@ class DeliveryWorker:
         due = float("inf")
         for reply in self.pending.values():
             if reply.final or reply.text != reply.sent_text:
-                clock = self.chats.get(reply.event.chat_id)
+                clock = self.chats.get(_chat_key(reply.event))
                 due = min(due, clock.next_send_at if clock else 0.0)
         return due
+
+    def _interval(self, adapter: ChannelAdapter) -> float:
+        return adapter.limits.min_edit_interval if self.edit_interval is None else self.edit_interval
 
     def _take(self, delivery) -> None:
         try:
@@ -176,6 +183,11 @@ class DeliveryWorker:
             _store_web_event(event, ledger)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
+        if event.channel not in self.adapters:
+            # Left unacknowledged: a worker configured for that channel (or this one after a
+            # restart with its settings) delivers it.
+            log.error("no adapter for channel %r; reply %s waits", event.channel, event.message_id)
+            return
         if event.kind == "status":
             self._typing(event)
         elif event.kind == "delta":
@@ -197,59 +209,69 @@ class DeliveryWorker:
         recorded either way and the operator has the attention item.
         """
         try:
-            message_id = self.client.send_message(chat_id, text)
-        except BotApiError as exc:
+            message_id = self.adapters["telegram"].send(chat_id, text)
+        except ChannelError as exc:
             log.error("could not tell chat %s %r: %s", chat_id, text, exc)
             return
         record_control_reply("telegram", chat_id, text, message_id)
 
     def _typing(self, event: Event) -> None:
-        clock = self.chats.setdefault(event.chat_id, ChatClock())
+        adapter = self.adapters[event.channel]
+        clock = self.chats.setdefault(_chat_key(event), ChatClock())
         now = self.clock()
-        if now < clock.next_typing_at or event.message_id in self.pending:
+        if not adapter.limits.typing or now < clock.next_typing_at or event.message_id in self.pending:
             return
         clock.next_typing_at = now + TYPING_INTERVAL
         try:
-            self.client.send_chat_action(event.chat_id, "typing")
-        except BotApiError as exc:
-            log.info("sendChatAction failed for chat %s: %s", event.chat_id, exc)
+            adapter.typing(event.chat_id)
+        except ChannelError as exc:
+            log.info("typing indicator failed for %s chat %s: %s", event.channel, event.chat_id, exc)
 
     def flush(self) -> None:
         """Send or edit every pending reply whose chat is due."""
         for message_id in list(self.pending):
             reply = self.pending[message_id]
             with logs.bound(tenant=reply.event.tenant, envelope_id=message_id):
-                clock = self.chats.setdefault(reply.event.chat_id, ChatClock())
+                clock = self.chats.setdefault(_chat_key(reply.event), ChatClock())
                 if self.clock() < clock.next_send_at:
                     continue
                 if reply.text == reply.sent_text and not reply.final:
                     continue
+                adapter = self.adapters[reply.event.channel]
+                if not reply.final and not adapter.limits.can_edit:
+                    continue  # a platform that cannot edit gets the final text only
                 try:
-                    self._send(reply)
-                except BotApiError as exc:
+                    self._send(reply, adapter)
+                except ChannelError as exc:
                     self._on_error(reply, clock, exc)
                     continue
-                clock.next_send_at = self.clock() + self.edit_interval
+                clock.next_send_at = self.clock() + self._interval(adapter)
                 if reply.final:
                     self._complete(reply)
                     del self.pending[message_id]
 
-    def _send(self, reply: PendingReply) -> None:
+    def _send(self, reply: PendingReply, adapter: ChannelAdapter) -> None:
         event = reply.event
         ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
-        chunks = split_text(reply.text) if reply.final else [reply.text[:TELEGRAM_MAX_TEXT]]
+        chunks = (adapter.split(reply.text) if reply.final
+                  else [reply.text[:adapter.limits.max_text]])
+        existing = adapter.existing_message(event.chat_id)
+        if existing is not None and (ledger is None or ledger.platform_message_id is None):
+            ledger = ledger or open_ledger(event, None)
+            ledger.platform_message_id = existing
+            ledger.save()
         if ledger is None or ledger.platform_message_id is None:
-            ledger, message_id, shown = self._post(ledger, event, chunks[0])
+            ledger, message_id, shown = self._post(adapter, ledger, event, chunks[0])
             ledger.platform_message_id, ledger.last_text, ledger.pending_text = message_id, shown, None
             if shown != chunks[0] or len(chunks) > 1 or not reply.final:
-                ledger.save()  # the id is on record before any further call to Telegram
+                ledger.save()  # the id is on record before any further call to the platform
         if chunks[0] != ledger.last_text:
-            self.client.edit_message_text(event.chat_id, ledger.platform_message_id, chunks[0])
+            adapter.edit(event.chat_id, ledger.platform_message_id, chunks[0])
             ledger.last_text = chunks[0]
         if reply.final:
             if len(chunks) > 1:
                 ledger.save()
-                self._send_continuations(ledger, chunks[1:])
+                self._send_continuations(adapter, ledger, chunks[1:])
             ledger.recovered = reply.sent_text == "" and reply.final_delivery.attempts > 1
             ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
             # "delivered" short-circuits a redelivered final (``_take_event``), so the reply's
@@ -261,18 +283,19 @@ class DeliveryWorker:
             ledger.save()
         reply.sent_text = reply.text
 
-    def _send_continuations(self, ledger: Delivery, chunks: list[str]) -> None:
+    def _send_continuations(self, adapter: ChannelAdapter, ledger: Delivery,
+                            chunks: list[str]) -> None:
         """Send the chunks of a long reply after its first message, each exactly once."""
         sent = chunk_ids(ledger)
         for chunk in chunks[len(sent):]:
-            ledger, message_id, shown = self._post(ledger, None, chunk)
+            ledger, message_id, shown = self._post(adapter, ledger, None, chunk)
             sent.append(message_id)
             ledger.chunk_message_ids, ledger.pending_text = ",".join(sent), None
             ledger.save()
             if shown != chunk:
-                self.client.edit_message_text(ledger.chat_id, message_id, chunk)
+                adapter.edit(ledger.chat_id, message_id, chunk)
 
-    def _post(self, ledger: Delivery | None, event: Event | None,
+    def _post(self, adapter: ChannelAdapter, ledger: Delivery | None, event: Event | None,
               text: str) -> tuple[Delivery, str, str]:
         """Put ``text`` in a new message of the reply's chat, unless an earlier send did.
 
@@ -285,34 +308,34 @@ class DeliveryWorker:
             records the id and clears ``pending_text``.
 
         Raises:
-            BotApiError: Telegram refused (the intent is cleared: nothing was sent) or could
-                not be reached (the intent stays, so the next attempt searches first).
+            ChannelError: the platform refused (the intent is cleared: nothing was sent) or
+                could not be reached (the intent stays, so the next attempt searches first).
         """
         if ledger is None:
             ledger = open_ledger(event, text)
-        elif ledger.pending_text is not None and (found := self.finder.find(ledger)) is not None:
+        elif ledger.pending_text is not None and (found := adapter.find_sent(ledger)) is not None:
             return ledger, found, ledger.pending_text
         else:
             ledger.pending_text = text
             ledger.pending_after = highest_known_id(ledger.chat_id, ledger.reply_to)
             ledger.save()
         try:
-            return ledger, self.client.send_message(ledger.chat_id, text), text
-        except BotApiError as exc:
-            if exc.error_code:  # Telegram answered, so it created no message
+            return ledger, adapter.send(ledger.chat_id, text, ledger.reply_to), text
+        except ChannelError as exc:
+            if exc.answered:  # the platform answered, so it created no message
                 ledger.pending_text = None
                 ledger.save()
             raise
 
-    def _on_error(self, reply: PendingReply, clock: ChatClock, exc: BotApiError) -> None:
+    def _on_error(self, reply: PendingReply, clock: ChatClock, exc: ChannelError) -> None:
         event = reply.event
-        if exc.error_code == 429:
+        if exc.rate_limited:
             clock.next_send_at = self.clock() + float(exc.retry_after or 1)
-            log.info("chat %s rate limited for %ss", event.chat_id, exc.retry_after)
-        elif exc.error_code == 400 and "message to edit not found" in str(exc):
+            log.info("%s chat %s rate limited for %ss", event.channel, event.chat_id, exc.retry_after)
+        elif exc.message_gone:
             Delivery.update(platform_message_id=None).where(
                 Delivery.envelope_id == event.message_id).execute()
-        elif exc.error_code in (400, 403):
+        elif exc.permanent:
             log.error("reply %s to chat %s refused: %s", event.message_id, event.chat_id, exc)
             raise_attention("delivery_refused", event.message_id, f"chat {event.chat_id}: {exc}")
             if reply.final:
@@ -380,3 +403,8 @@ def _record_reply(event: Event, text: str, ledger: Delivery) -> None:
                                     "chat_id": event.chat_id, "text": text,
                                     "platform_message_id": ledger.platform_message_id})
     record_usage(tenant, event)
+
+
+def _chat_key(event: Event) -> str:
+    """The throttle key of a chat: chat ids are only unique within their platform."""
+    return f"{event.channel}:{event.chat_id}"

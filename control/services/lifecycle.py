@@ -35,6 +35,7 @@ from control.models import (
     Account,
     AttentionItem,
     ChatIdentity,
+    Connection,
     Delivery,
     LinkToken,
     Machine,
@@ -287,6 +288,23 @@ def prune_archives(store: ObjectStore, env: str, retention_days: int, now: datet
     return pruned
 
 
+def _delete_connections(tenant: Tenant, runtime) -> None:
+    """Delete the tenant's connected accounts at Composio (its OAuth grants and API keys).
+
+    Raises:
+        control.services.composio_client.IntegrationError: Composio failed (retry).
+    """
+    accounts = [row.composio_account_id for row in Connection.select().where(
+        (Connection.tenant == tenant) & Connection.composio_account_id.is_null(False))]
+    if not accounts:
+        return
+    from control.services.composio_client import provider_from_settings
+
+    provider = provider_from_settings(runtime.settings)
+    for account_id in accounts:
+        provider.delete_account(account_id)
+
+
 def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> Tenant:
     """Delete everything a tenant left with us (account deletion); idempotent.
 
@@ -314,6 +332,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
 
     settings, provisioner = runtime.settings, runtime.provisioner
     key = str(tenant.id)
+    _delete_connections(tenant, runtime)
     provisioner.deprovision(key, archive=False)
     provisioning.revoke_bus_access(settings.bus_url, key, ca_file=settings.bus_ca_file)
     for store, prefix in ((provisioner.store, f"archives/{settings.env}/{key}/"),
@@ -325,7 +344,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
         accounts = Account.select(Account.id).where(Account.tenant == tenant)
         PasswordReset.delete().where(PasswordReset.account.in_(accounts)).execute()
         Account.delete().where(Account.tenant == tenant).execute()
-        for model in (Delivery, Usage, Message, ChatIdentity, LinkToken, Machine):
+        for model in (Delivery, Usage, Message, ChatIdentity, LinkToken, Machine, Connection):
             model.delete().where(model.tenant == tenant).execute()
         tenant = Tenant.get_by_id(tenant.id)
         if tenant.deleted_at is None:
@@ -334,6 +353,8 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
         tenant.status, tenant.plan = "canceled", None
         tenant.past_due_since = tenant.grace_until = tenant.paused_at = None
         tenant.archive_key = tenant.archived_at = None
+        # The MCP proxy credential and the sealed Composio endpoint go with the account.
+        tenant.mcp_token_hash = tenant.mcp_upstream = None
         tenant.updated_at = now
         tenant.save()
     log.info("tenant %s: data deleted", key)

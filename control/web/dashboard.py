@@ -147,7 +147,7 @@ def chats():
                                                     title="QR code of the Telegram link")
     return render_template("dashboard/chats.html", chats=dashboard.linked_chats(tenant),
                            mask=dashboard.mask_chat_id, link=link, qr_svg=qr_svg,
-                           expires_at=token.expires_at)
+                           expires_at=token.expires_at, code=token.token)
 
 
 @bp.post("/dashboard/chats/<identity_id>/unlink")

@@ -5,7 +5,8 @@ Names match the alert rules and dashboards in ``dashboards/``:
 counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_total``,
 ``hermes_agent_unhealthy_total`` (times a ready agent stopped beating; the current count is
 ``hermes_machines{state="unhealthy"}``), ``hermes_llm_cost_cents_total`` and
-``hermes_bus_pending{stream}`` are read from the database
+``hermes_bus_pending{stream}`` and ``hermes_channel_healthy{channel}``
+(``control.services.channel_watchdog``) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 
@@ -34,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from control.models import AttentionItem, Machine, MachineState, Usage
+from control.services.channel_watchdog import ChannelHealthCollector
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
 
@@ -81,6 +83,7 @@ def init_app(app: Flask, runtime) -> None:
     """
     registry = CollectorRegistry()
     registry.register(FleetCollector(runtime))
+    registry.register(ChannelHealthCollector(runtime))
     multiproc_dir = runtime.settings.metrics_multiproc_dir
     if multiproc_dir:
         MultiProcessCollector(registry, path=multiproc_dir)

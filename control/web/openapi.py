@@ -143,6 +143,36 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     },
 }
 
+# Discord's interactions endpoint (control/web/webhooks.py, issue 11).
+DISCORD_PING_EXAMPLE = {"id": "787053080478613555", "token": "ThisIsATokenFromDiscordThatIsVeryLong",
+                        "type": 1, "version": 1}  # ../shared/realdata/discord/interaction_ping.json
+OPERATIONS[("/webhooks/discord", "POST")] = {
+    "summary": "Discord interactions endpoint: PING, /link and slash commands for the agent",
+    "description": "The Ed25519 signature of `X-Signature-Timestamp` + the raw body is verified "
+                   "with DISCORD_PUBLIC_KEY before anything is parsed, and a timestamp more than "
+                   "5 minutes away is a replay (https://discord.com/developers/docs/interactions/"
+                   "overview#setting-up-an-endpoint-validating-security-request-headers). A command "
+                   "for the agent is answered with a deferred response (type 5) and its reply "
+                   "edits the original response; the interaction token lives 15 minutes. "
+                   + _BODY_NOTE,
+    "parameters": [
+        _header("X-Signature-Ed25519", "Hex Ed25519 signature of timestamp + body.",
+                {"type": "string", "pattern": "^[0-9a-f]{128}$"}),
+        _header("X-Signature-Timestamp", "Unix seconds when Discord sent the request.",
+                {"type": "string", "pattern": "^[0-9]+$"}),
+    ],
+    "requestBody": _body("DiscordInteraction", DISCORD_PING_EXAMPLE),
+    "responses": {
+        "200": _json("PONG, the control plane's answer (ephemeral), or a deferred response.",
+                     ref("DiscordInteractionResponse")),
+        "400": _error("Not an interaction, or a stored field of the wrong type.", *_codes(BadRequest)),
+        "401": _error("The signature is missing, wrong or too old, or DISCORD_PUBLIC_KEY is not "
+                      "set; nothing is stored.", *_codes(Unauthorized)),
+        "413": _TOO_LARGE,
+        "503": _error("The message bus is unavailable; the user sees the interaction fail and "
+                      "may retry.", *_codes(ServiceUnavailable)),
+    },
+}
 
 # The signed-in user's dashboard (control/web/dashboard.py, issue #10).  Without a session every
 # route redirects to the login page; a POST is checked for its CSRF token first (flask-wtf).
@@ -389,6 +419,22 @@ OPERATIONS.update({
                                             "invalid_reset_link", "bad_request"),
                       "429": _ACCOUNT_LIMITED}},
 })
+
+
+# The connection routes (control/web/connections.py, issue #13); after the helpers they use.
+from control.web.connections_openapi import OPERATIONS as _CONNECTIONS
+
+OPERATIONS.update(_CONNECTIONS)
+
+# The Slack routes (control/web/slack.py, issue 11), likewise.
+from control.web.slack_openapi import OPERATIONS as _SLACK
+
+OPERATIONS.update(_SLACK)
+
+# The MCP proxy (control/web/mcp_proxy.py, issue #13), likewise.
+from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
+
+OPERATIONS.update(_MCP_PROXY)
 
 
 # A Werkzeug rule variable: ``<name>`` or ``<converter:name>`` or ``<converter(args):name>``.

@@ -262,3 +262,44 @@ SCHEMAS.update({
                        "password": {"type": "string"}},
     },
 })
+
+# Discord (control/web/webhooks.py, issue 11).
+SCHEMAS.update({
+    "DiscordInteraction": {
+        "type": "object", "required": ["id", "type", "token"],
+        "description": "An interaction (https://discord.com/developers/docs/interactions/"
+                       "receiving-and-responding#interaction-object): PING (type 1) or a slash "
+                       "command (type 2, with `data.name`, the invoking `member.user` or `user` "
+                       "and `channel_id`). Ids are snowflakes (decimal strings); strings must "
+                       "not contain NUL.",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]{1,20}$"},
+            "application_id": {"type": "string", "pattern": "^[0-9]{1,20}$"},
+            "type": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+            "token": {"type": "string", "minLength": 1},
+            "channel_id": {"type": "string", "pattern": "^[0-9]{1,20}$"},
+            "data": {"type": "object", "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 32},
+                "options": {"type": "array", "items": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "type": {"type": "integer"}}}}}},
+            "member": {"type": "object", "properties": {"user": ref("DiscordUser")}},
+            "user": ref("DiscordUser"),
+        },
+    },
+    "DiscordUser": {
+        "type": "object", "required": ["id"],
+        "properties": {"id": {"type": "string", "pattern": "^[0-9]{1,20}$"}},
+    },
+    "DiscordInteractionResponse": {
+        "type": "object", "required": ["type"], "additionalProperties": False,
+        "description": "PONG (1), a message (4: the control plane's own answer, ephemeral) or "
+                       "a deferred response (5: the agent's reply edits it).",
+        "properties": {
+            "type": {"enum": [1, 4, 5]},
+            "data": {"type": "object", "properties": {
+                "content": {"type": "string", "maxLength": 2000},
+                "flags": {"const": 64}}},
+        },
+    },
+})

@@ -1,4 +1,4 @@
-"""Webhook endpoints: ``POST /webhooks/stripe`` and ``POST /webhooks/telegram``.
+"""Webhook endpoints: ``POST /webhooks/stripe``, ``/webhooks/telegram`` and ``/webhooks/discord``.
 
 Signatures are verified on the raw body before anything is parsed or stored (DESIGN.md,
 "Webhooks"); the work itself is a service call or a queued task, so answers are fast.
@@ -14,9 +14,9 @@ from itertools import accumulate
 
 from flask import Blueprint, jsonify, request
 
-from control.channels import telegram
+from control.channels import discord, telegram
 from control.errors import BadRequest, ServiceUnavailable
-from control.services import billing, lifecycle, provisioning, routing
+from control.services import billing, discord_routing, lifecycle, provisioning, routing
 from control.web import runtime
 from wire.errors import BusUnavailable
 
@@ -110,3 +110,26 @@ def telegram_webhook():
         log.error("bus unavailable; asking Telegram to retry update %s: %s", update.update_id, exc)
         raise ServiceUnavailable("message bus unavailable, retry later") from exc
     return jsonify(ok=True, outcome=result.outcome)
+
+
+@bp.post("/discord")
+def discord_webhook():
+    """Verify Discord's Ed25519 signature (https://discord.com/developers/docs/interactions/overview#setting-up-an-endpoint-validating-security-request-headers) and answer the interaction.
+
+    PING gets PONG; a command for the agent a deferred response within Discord's 3 seconds
+    (``control.services.discord_routing``).
+    """
+    rt = runtime()
+    raw = request.get_data(cache=False)
+    discord.verify_signature(rt.settings.discord_public_key, request.headers.get("X-Signature-Ed25519"),
+                             request.headers.get("X-Signature-Timestamp"), raw)
+    interaction = discord.parse_interaction(json_body(raw), rt.settings.discord_application_id)
+    try:
+        answer = discord_routing.respond(
+            interaction, rt.bus, rt.secrets_box,
+            paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
+                                  retention_days=rt.settings.archive_retention_days))
+    except BusUnavailable as exc:
+        log.error("bus unavailable; failing Discord interaction %s: %s", interaction.id, exc)
+        raise ServiceUnavailable("message bus unavailable, retry later") from exc
+    return jsonify(answer)

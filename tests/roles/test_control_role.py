@@ -125,6 +125,21 @@ def test_gunicorn_serves_the_app_factory_behind_tls_nginx(tmp_path, apply_role):
     assert enabled.is_symlink() and enabled.resolve() == tmp_path / "nginx/sites-available/hermes-control.conf"
 
 
+def test_a_discord_bot_token_adds_the_gateway_unit_for_direct_messages(tmp_path, apply_role):
+    without = apply_role("control", control_vars(tmp_path / "plain"))
+    assert without.status == "successful", without.stdout
+    assert not (tmp_path / "plain/units/hermes-discord-gateway.service").exists()
+
+    result = apply_role("control", control_vars(tmp_path, control_discord_setup=False,
+                                                vault_control_discord_bot_token="discord-Bot-Token"))
+    assert result.status == "successful", result.stdout
+    gateway = read_unit(tmp_path / "units/hermes-discord-gateway.service")
+    assert gateway["ExecStart"] == "/opt/hermes-control/venv/bin/hermes discord gateway"
+    assert gateway["Restart"] == "always"
+    assert gateway["EnvironmentFile"] == f"-{tmp_path}/etc/hermes/control.env"
+    assert "discord-Bot-Token" not in result.stdout
+
+
 def test_env_file_holds_every_setting_control_settings_reads(tmp_path, apply_role):
     names = settings_read_by_control()
     assert {"TELEGRAM_WEBHOOK_SECRET", "HERMES_PROVISIONER", "HCLOUD_TOKEN",

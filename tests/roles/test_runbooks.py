@@ -20,6 +20,7 @@ HERMES_CLI = {
     "image": {"build"},
     "attention": {"list"},
     "telegram": {"setup"},
+    "discord": {"setup", "gateway"},
     "db": {"upgrade", "status"}, "worker": set(),
     "backup": {"run", "list", "restore"},
 }

@@ -1,0 +1,374 @@
+"""Discord: interaction verification and parsing, the REST client and ``DiscordAdapter``.
+
+Interactions (https://discord.com/developers/docs/interactions/receiving-and-responding):
+Discord POSTs each slash command to the interactions endpoint signed with Ed25519 over
+``X-Signature-Timestamp + raw body``, verified with the application's public key; an endpoint
+must answer within 3 seconds, so commands for the agent are answered with a deferred response
+(type 5, "is thinking...") and the reply streams by editing that original response through
+``PATCH /webhooks/{application.id}/{token}/messages/@original``; longer replies continue in
+follow-up messages (``POST /webhooks/{application.id}/{token}``).  The interaction token is
+valid for 15 minutes: a reply not finished by then is refused (401, "Invalid Webhook Token")
+and lands as a permanent failure with an attention item.
+
+Direct messages arrive through the Gateway (``control.channels.discord_gateway``) and are
+answered with ``POST /channels/{channel.id}/messages``.  Reply chat ids (``Envelope.chat_id``):
+``interaction:<interaction id>`` for a slash command (its token is looked up in the control
+database, ``control.services.discord_interactions``), the DM channel id otherwise.
+
+Rate limits (https://discord.com/developers/docs/topics/rate-limits): every answer carries
+``X-RateLimit-Remaining`` and ``X-RateLimit-Reset-After`` (seconds); when ``Remaining`` is 0 the
+client refuses further calls on that route until the reset instead of earning a 429, and a
+429's JSON ``retry_after`` (seconds, float; ``global`` for the whole bot) becomes the
+``ChannelError.retry_after``.  The client never sleeps: the caller (the delivery worker's
+per-chat clock, the setup command) decides when to try again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from control.channels.base import ChannelAdapter, ChannelError, ChannelLimits, InboundMessage
+from control.errors import BadRequest, Unauthorized
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://discord.com/api/v10"
+# Interaction and callback types
+# (https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-interaction-type,
+# #interaction-response-object-interaction-callback-type).
+PING, APPLICATION_COMMAND = 1, 2
+PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE = 1, 4, 5
+EPHEMERAL = 1 << 6  # message flag: only the invoking user sees it.
+# Message content is at most 2000 characters
+# (https://discord.com/developers/docs/resources/message#create-message-jsonform-params).
+DISCORD_LIMITS = ChannelLimits(max_text=2000, can_edit=True, min_edit_interval=1.0, typing=True)
+INTERACTION_TOKEN_TTL = 15 * 60  # seconds an interaction token may be used (docs: 15 minutes).
+# Discord publishes no timestamp window; 5 minutes matches Slack's and Stripe's, and replaying
+# a captured request later than that is refused with 401.
+SIGNATURE_TOLERANCE = 300
+# JSON error codes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#json).
+UNKNOWN_MESSAGE = 10008
+INTERACTION_PREFIX = "interaction:"
+NONCE_LENGTH = 25  # a message nonce is at most 25 characters.
+
+
+def verify_signature(public_key: str, signature: str | None, timestamp: str | None, raw: bytes,
+                     now: float | None = None, tolerance: int = SIGNATURE_TOLERANCE) -> None:
+    """Check Discord's Ed25519 signature of ``timestamp + raw`` and the timestamp's age.
+
+    Args:
+        public_key: the application's public key, hex (``DISCORD_PUBLIC_KEY``).
+        signature: ``X-Signature-Ed25519`` (hex).
+        timestamp: ``X-Signature-Timestamp`` (Unix seconds, decimal).
+        raw: the request body exactly as received.
+        now: Unix seconds (default: the clock).
+        tolerance: seconds the timestamp may differ from ``now``.
+
+    Raises:
+        Unauthorized: no key configured, a header missing or malformed, a bad signature, or a
+            timestamp outside the window (a replay).
+    """
+    if not public_key or not signature or not timestamp:
+        raise Unauthorized("bad or missing X-Signature-Ed25519 / X-Signature-Timestamp")
+    try:
+        VerifyKey(bytes.fromhex(public_key)).verify(timestamp.encode() + raw, bytes.fromhex(signature))
+        sent_at = int(timestamp)
+    except (BadSignatureError, ValueError, TypeError) as exc:
+        raise Unauthorized("bad X-Signature-Ed25519") from exc
+    if abs((time.time() if now is None else now) - sent_at) > tolerance:
+        raise Unauthorized("X-Signature-Timestamp is outside the accepted window")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """The parts of an interaction the control plane acts on.
+
+    Attributes:
+        id, type, token, application_id: as Discord sent them (ids as strings).
+        user_id: the invoking user (``member.user.id`` in a guild, ``user.id`` in a DM).
+        channel_id: where it was invoked.
+        name: the command's name (``data.name``), ``""`` for a PING.
+        options: ``{option name: value}`` of the top-level options.
+    """
+
+    id: str
+    type: int
+    token: str
+    application_id: str
+    user_id: str = ""
+    channel_id: str = ""
+    name: str = ""
+    options: tuple = ()
+
+    def option(self, name: str) -> str:
+        """Return option ``name``'s value as text (``""`` when absent)."""
+        return next((str(value) for key, value in self.options if key == name), "")
+
+
+def parse_interaction(data: object, application_id: str = "") -> Interaction:
+    """Parse a decoded interaction body.
+
+    Args:
+        data: the JSON body.
+        application_id: used when the body has no ``application_id`` (the docs' examples omit it).
+
+    Raises:
+        BadRequest: not an object, no snowflake ``id``, no integer ``type``, no ``token``, or a
+            command without a name or user.
+    """
+    if not isinstance(data, dict) or not _snowflake(data.get("id")):
+        raise BadRequest("not a Discord interaction: an object with a snowflake id is required")
+    kind, token = data.get("type"), data.get("token")
+    if not isinstance(kind, int) or isinstance(kind, bool) or not _text(token):
+        raise BadRequest("a Discord interaction needs an integer type and a token")
+    app = data.get("application_id") or application_id
+    if kind == PING:
+        return Interaction(data["id"], kind, token, str(app))
+    command = data.get("data") if isinstance(data.get("data"), dict) else {}
+    member = data.get("member") if isinstance(data.get("member"), dict) else {}
+    user = member.get("user") if isinstance(member.get("user"), dict) else data.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    channel = data.get("channel") if isinstance(data.get("channel"), dict) else {}
+    channel_id = data.get("channel_id") or channel.get("id")
+    if kind == APPLICATION_COMMAND and not (_text(command.get("name")) and _snowflake(user_id)
+                                            and _snowflake(channel_id)):
+        raise BadRequest("a Discord command needs data.name, a user id and a channel id")
+    options = []
+    for option in command.get("options") or ():
+        if isinstance(option, dict) and _text(option.get("name")) and "value" in option:
+            value = option["value"]
+            if isinstance(value, str) and "\x00" in value:
+                raise BadRequest("an option value must not contain NUL characters")
+            options.append((option["name"], value))
+    return Interaction(data["id"], kind, token, str(app), str(user_id or ""), str(channel_id or ""),
+                       str(command.get("name") or ""), tuple(options))
+
+
+# Commands answered by the control plane itself, and which options carry the text for the agent.
+CONTROL_COMMANDS = ("link", "help")
+EPHEMERAL_COMMANDS = frozenset({"link", "usage", "memory"})
+
+
+def interaction_message(interaction: Interaction) -> InboundMessage:
+    """Return the ``InboundMessage`` of a slash command.
+
+    ``/ask question`` becomes the question's text; every other command becomes the agent's own
+    command text (``/remember TEXT``), which ``agent.commands`` answers; ``/link`` and ``/help``
+    carry their command for ``control.services.channel_routing``.
+    """
+    argument = " ".join(str(value) for _, value in interaction.options).strip()
+    text = argument if interaction.name == "ask" else f"/{interaction.name} {argument}".strip()
+    return InboundMessage(channel="discord", event_id=interaction.id,
+                          event_type=f"interaction:{interaction.name}",
+                          identity=interaction.user_id, user_id=interaction.user_id,
+                          chat_id=INTERACTION_PREFIX + interaction.id, message_id=interaction.id,
+                          text=text,
+                          command=None if interaction.name == "ask" else (interaction.name, argument))
+
+
+def dm_message(message: dict) -> InboundMessage | None:
+    """Return the ``InboundMessage`` of a Gateway ``MESSAGE_CREATE`` in a DM, else None.
+
+    Guild messages (``guild_id`` present), bot authors (the bot's own replies included) and
+    malformed payloads are None: only a person's direct message reaches routing.
+    """
+    author = message.get("author") if isinstance(message.get("author"), dict) else {}
+    if message.get("guild_id") or author.get("bot") or not _snowflake(message.get("id")) \
+            or not _snowflake(author.get("id")) or not _snowflake(message.get("channel_id")):
+        return None
+    text = message.get("content") if isinstance(message.get("content"), str) else ""
+    text = text.replace("\x00", "")
+    command = None
+    if text.startswith("/"):
+        head, _, argument = text.partition(" ")
+        command = (head[1:].lower(), argument.strip())
+    attachments = tuple({"kind": "attachment", "file_id": str(item.get("url", ""))}
+                        for item in message.get("attachments") or () if isinstance(item, dict))
+    return InboundMessage(channel="discord", event_id=message["id"], event_type="dm",
+                          identity=author["id"], user_id=author["id"],
+                          chat_id=message["channel_id"], message_id=message["id"], text=text,
+                          command=command, attachments=attachments)
+
+
+def _snowflake(value) -> bool:
+    return isinstance(value, str) and value.isdigit() and len(value) <= 20
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and bool(value) and "\x00" not in value
+
+
+class DiscordRestClient:
+    """Synchronous Discord REST client that keeps to the rate limits (module docstring).
+
+    Args:
+        token: the bot token (``DISCORD_BOT_TOKEN``; sent as ``Authorization: Bot <token>``).
+        api_base: ``DISCORD_API_BASE``.
+        timeout: seconds per request.
+        clock: monotonic clock in seconds.
+    """
+
+    def __init__(self, token: str, api_base: str = DEFAULT_API_BASE, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._http = httpx.Client(base_url=api_base.rstrip("/"), timeout=timeout,
+                                  headers={"Authorization": f"Bot {token}",
+                                           "User-Agent": "DiscordBot (https://hermes.example, 1)"})
+        self.clock = clock
+        self._blocked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, json: object = None,
+                params: dict | None = None) -> object:
+        """Call ``method path``; return the decoded JSON answer (None for 204).
+
+        Raises:
+            ChannelError: rate limited (now, or the route's budget is spent: ``retry_after``
+                set, status 429), refused (4xx; ``permanent`` except 429, ``message_gone`` on
+                Unknown Message), 5xx, or unreachable (status 0).
+        """
+        key = _route_key(path)
+        with self._lock:
+            wait = max(self._blocked.get(key, 0.0), self._blocked.get("*", 0.0)) - self.clock()
+        if wait > 0:
+            raise ChannelError(f"{method} {key}: rate limit budget spent", status=429,
+                               retry_after=wait)
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise ChannelError(f"{method} {key} failed: {type(exc).__name__}") from exc
+        self._note_limits(key, response)
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ChannelError(f"{method} {key}: unreadable answer ({response.status_code})",
+                               status=0 if response.status_code < 400 else response.status_code) from exc
+        if response.status_code < 400:
+            return body
+        body = body if isinstance(body, dict) else {}
+        description = f"{method} {key}: {response.status_code} {body.get('message', '')}".strip()
+        if response.status_code == 429:
+            retry_after = float(body.get("retry_after")
+                                or response.headers.get("Retry-After") or 1.0)
+            if body.get("global"):
+                with self._lock:
+                    self._blocked["*"] = self.clock() + retry_after
+            raise ChannelError(description, status=429, retry_after=retry_after)
+        gone = response.status_code == 404 and body.get("code") == UNKNOWN_MESSAGE
+        raise ChannelError(description, status=response.status_code, message_gone=gone,
+                           permanent=response.status_code < 500 and not gone)
+
+    def _note_limits(self, key: str, response: httpx.Response) -> None:
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        reset_after = response.headers.get("X-RateLimit-Reset-After")
+        if remaining is None or reset_after is None:
+            return
+        try:
+            spent, reset = int(remaining) <= 0, float(reset_after)
+        except ValueError:
+            return
+        with self._lock:
+            if spent:
+                self._blocked[key] = self.clock() + reset
+            else:
+                self._blocked.pop(key, None)
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+
+def _route_key(path: str) -> str:
+    """The rate-limit route of ``path``: its top-level resource and major parameter
+    (channel id, or webhook id + token), which is how Discord shares buckets."""
+    parts = path.strip("/").split("?")[0].split("/")
+    return "/".join(parts[:3] if parts[0] == "webhooks" else parts[:2])
+
+
+@dataclass(frozen=True)
+class InteractionTarget:
+    """Where a slash command's reply goes: the application id, the interaction token, and
+    whether the reply is ephemeral (follow-ups then carry the flag too)."""
+
+    application_id: str
+    token: str
+    ephemeral: bool = False
+
+
+class DiscordAdapter(ChannelAdapter):
+    """Sends and edits replies on Discord (chat ids in the module docstring).
+
+    Args:
+        client: the REST client.
+        targets: ``interaction id -> InteractionTarget``; raises ``ChannelError`` (permanent)
+            for an unknown or expired interaction (``control.services.discord_interactions``).
+    """
+
+    name = "discord"
+    limits = DISCORD_LIMITS
+
+    def __init__(self, client: DiscordRestClient, targets: Callable[[str], InteractionTarget]):
+        self.client = client
+        self.targets = targets
+
+    def send(self, chat_id: str, text: str, reply_to: str | None = None) -> str:
+        """A follow-up message (interaction) or a channel message (DM); return its id.
+
+        A DM carries a nonce derived from the chat, the message answered and the text, with
+        ``enforce_nonce``: Discord then returns the existing message instead of creating a
+        second one when a send whose answer was lost is repeated within a few minutes.
+        """
+        if chat_id.startswith(INTERACTION_PREFIX):
+            target = self.targets(chat_id.removeprefix(INTERACTION_PREFIX))
+            payload = {"content": text, **({"flags": EPHEMERAL} if target.ephemeral else {})}
+            body = self.client.request("POST", f"/webhooks/{target.application_id}/{target.token}",
+                                       json=payload, params={"wait": "true"})
+        else:
+            nonce = hashlib.sha256(f"{chat_id}:{reply_to}:{text}".encode()).hexdigest()[:NONCE_LENGTH]
+            body = self.client.request("POST", f"/channels/{chat_id}/messages",
+                                       json={"content": text, "nonce": nonce, "enforce_nonce": True})
+        if not isinstance(body, dict) or not body.get("id"):
+            raise ChannelError("Discord created a message but returned no id", status=0)
+        return str(body["id"])
+
+    def edit(self, chat_id: str, message_id: str, text: str) -> None:
+        """Edit the original response or a follow-up (interaction), or a DM message.
+
+        An ``@original`` that Discord does not know yet is transient, not gone: the agent can
+        answer before Discord has processed the deferred response that creates it.
+        """
+        if chat_id.startswith(INTERACTION_PREFIX):
+            target = self.targets(chat_id.removeprefix(INTERACTION_PREFIX))
+            path = f"/webhooks/{target.application_id}/{target.token}/messages/{message_id}"
+        else:
+            path = f"/channels/{chat_id}/messages/{message_id}"
+        try:
+            self.client.request("PATCH", path, json={"content": text})
+        except ChannelError as exc:
+            if exc.message_gone and message_id == "@original":
+                raise ChannelError(str(exc), status=exc.status) from exc
+            raise
+
+    def typing(self, chat_id: str) -> None:
+        """``POST /channels/{id}/typing`` in a DM (shows for about 10 s); nothing for a slash
+        command, whose deferred response already shows "is thinking..."."""
+        if not chat_id.startswith(INTERACTION_PREFIX):
+            self.client.request("POST", f"/channels/{chat_id}/typing")
+
+    def existing_message(self, chat_id: str) -> str | None:
+        """``@original`` for a slash command: the deferred response is the reply's first message."""
+        return "@original" if chat_id.startswith(INTERACTION_PREFIX) else None
+
+    def close(self) -> None:
+        """Close the REST client."""
+        self.client.close()

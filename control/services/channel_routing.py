@@ -1,0 +1,127 @@
+"""Routing for every platform but Telegram: a verified ``InboundMessage`` → an answer or an Envelope.
+
+The same rules as ``control.services.routing`` (Telegram), for a platform-neutral message:
+idempotent on ``(channel, event_id)`` (a ``WebhookEvent`` row written in the transaction that
+publishes), linking with the single-use token flow (``/link CODE``; ``/start CODE`` too),
+an unlinked identity answered here and never forwarded to any agent, a paused tenant told why,
+and the envelope id derived from the chat and message ids so a retried delivery is published
+once.  The answer is returned, not sent: a Discord interaction answers in its HTTP response,
+a Gateway DM or a Slack event through the platform's API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from control.channels.base import InboundMessage
+from control.db import write_transaction
+from control.errors import LinkError
+from control.models import Message, Tenant, WebhookEvent
+from control.services import lifecycle, linking
+from control.services.routing import envelope_id_for, tenant_preferences
+from wire import logs
+from wire.bus import Bus
+from wire.protocol import Envelope, messages_stream
+
+log = logging.getLogger(__name__)
+
+LINK_COMMANDS = ("link", "start")
+LINKED_OK = "Linked! You now talk to your personal Hermes agent here. Say hello."
+
+
+@dataclass(frozen=True)
+class ChannelTexts:
+    """What the control plane answers on one platform.
+
+    Attributes:
+        unlinked: to an identity that is not linked (how to link).
+        linked_help: to ``/help`` from a linked identity.
+        linked_ok: after a successful link.
+    """
+
+    unlinked: str
+    linked_help: str
+    linked_ok: str = LINKED_OK
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What happened: ``outcome`` (``duplicate``, ``ignored``, ``answered``, ``linked``,
+    ``published``), the control plane's ``answer`` text when it answered, the envelope when
+    published."""
+
+    outcome: str
+    answer: str | None = None
+    envelope: Envelope | None = None
+
+
+def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
+                  paused_notice: Callable[[Tenant], str] | None = None) -> InboundResult:
+    """Route one verified message from ``message.channel``.
+
+    Args:
+        message: the parsed message; ``identity`` is what ``ChatIdentity`` links.
+        bus: where envelopes go.
+        texts: the platform's answers.
+        paused_notice: the answer for a tenant whose subscription ended
+            (``lifecycle.pause_notice``); None answers ``lifecycle.ENDED_TEXT``.
+
+    Returns:
+        ``InboundResult``; nothing reaches an agent unless the outcome is ``published``.
+
+    Raises:
+        wire.errors.BusUnavailable: the envelope could not be published; nothing was recorded
+            (the caller answers 503, or retries).
+    """
+    with write_transaction():
+        created = (WebhookEvent.insert(provider=message.channel, event_id=message.event_id,
+                                       event_type=message.event_type)
+                   .on_conflict_ignore().as_rowcount().execute())
+        if not created:
+            return InboundResult("duplicate")
+        tenant = linking.tenant_for_chat(message.channel, message.identity)
+        command = message.command
+        if command is not None and command[0] in LINK_COMMANDS:
+            return _link(message, command[1], tenant, texts)
+        if tenant is None:
+            return InboundResult("answered", texts.unlinked)
+        if lifecycle.is_paused(tenant):
+            return InboundResult("answered", paused_notice(tenant) if paused_notice
+                                 else lifecycle.ENDED_TEXT.format(url="/billing"))
+        if command is not None and command[0] == "help":
+            return InboundResult("answered", texts.linked_help)
+        if not message.text and not message.attachments:
+            return InboundResult("ignored")
+        envelope = _publish(message, tenant, bus)
+    return InboundResult("published", envelope=envelope)
+
+
+def _link(message: InboundMessage, token: str, tenant: Tenant | None,
+          texts: ChannelTexts) -> InboundResult:
+    if not token:
+        return InboundResult("answered", texts.linked_help if tenant else texts.unlinked)
+    try:
+        linking.redeem(token, message.channel, message.identity, message.user_id)
+    except LinkError as exc:
+        return InboundResult("answered", f"{exc} {texts.unlinked}")
+    log.info("%s identity linked", message.channel)
+    return InboundResult("linked", texts.linked_ok)
+
+
+def _publish(message: InboundMessage, tenant: Tenant, bus: Bus) -> Envelope:
+    envelope = Envelope(
+        id=envelope_id_for(message.channel, message.chat_id, message.message_id),
+        tenant=str(tenant.id), channel=message.channel, chat_id=message.chat_id,
+        sender_id=message.user_id, text=message.text, attachments=list(message.attachments),
+        platform_message_id=message.message_id, request_id=logs.current("request_id"),
+        preferences=tenant_preferences(tenant))
+    Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel=message.channel,
+                   chat_id=message.chat_id, text=message.text,
+                   platform_message_id=message.message_id).on_conflict_ignore().execute()
+    bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+    with logs.bound(tenant=envelope.tenant, envelope_id=envelope.id):
+        log.info("%s %s %s published for the agent", message.channel, message.event_type,
+                 message.event_id)
+    return envelope

@@ -1,0 +1,602 @@
+"""Local Discord stand-ins for tests and the demo: the REST API, the Gateway, and a request signer.
+
+REST (``DiscordApiStandin``), in Discord's wire format (https://discord.com/developers/docs/reference):
+``POST /interactions/{id}/{token}/callback`` (types 1, 4, 5; a deferred response creates the
+"is thinking..." original message), ``PATCH``/``POST`` ``/webhooks/{app}/{token}[/messages/{id|@original}]``
+(``?wait=true`` returns the message), ``GET``/``PUT /applications/{app}/commands`` (bulk overwrite),
+``POST``/``PATCH /channels/{id}/messages[/{id}]`` (``nonce`` + ``enforce_nonce`` dedupe),
+``POST /channels/{id}/typing``, and
+``GET /gateway/bot``.  Every answer carries ``X-RateLimit-Limit/Remaining/Reset-After/Bucket``;
+``rate_limit_next`` scripts 429 answers (JSON ``retry_after``, ``Retry-After`` header) and
+``spend_bucket`` an answer with ``Remaining: 0``.  Errors are ``{"message", "code"}`` with
+Discord's JSON codes (10008 Unknown Message, 50027 Invalid Webhook Token, 0 for 401).
+
+Gateway (``DiscordGatewayStandin``) over websockets with the real payloads
+(https://discord.com/developers/docs/events/gateway): HELLO (op 10, ``heartbeat_interval``),
+IDENTIFY (op 2) → READY (op 0 with ``session_id`` and ``resume_gateway_url``), heartbeats
+(op 1 → op 11), RESUME (op 6) → the dispatches after the client's ``seq`` then RESUMED, a
+wrong session → INVALID SESSION (op 9, ``d: false``), ``reconnect`` (op 7) and ``drop`` (the
+TCP connection cut with no close frame).  ``dm`` emits a MESSAGE_CREATE for a DM (fields from
+the docs' message object, ``../shared/realdata/discord/message_object_example.json``, without
+``guild_id``/``member`` as the docs' field table says for a DM); dispatches while no session is
+connected are kept and replayed on RESUME.
+
+``InteractionSigner`` holds an Ed25519 private key and signs interaction bodies the way Discord
+does; the app under test gets ``public_key_hex``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from nacl.signing import SigningKey
+
+log = logging.getLogger(__name__)
+
+# Discord epoch-based snowflakes are opaque to clients; increasing integers are enough here.
+_ids = itertools.count(1_200_000_000_000_000_000)
+
+
+def snowflake() -> str:
+    """Return a fresh, increasing snowflake-shaped id."""
+    return str(next(_ids))
+
+
+class InteractionSigner:
+    """Signs interaction bodies as Discord does: Ed25519 over ``timestamp + body``.
+
+    Attributes:
+        public_key_hex: what the app is configured with (``DISCORD_PUBLIC_KEY``).
+    """
+
+    def __init__(self):
+        self._key = SigningKey.generate()
+        self.public_key_hex = self._key.verify_key.encode().hex()
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """Return the ``X-Signature-*`` headers for ``body`` (timestamp default: now)."""
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self._key.sign(stamp.encode() + body).signature.hex()
+        return {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": stamp,
+                "Content-Type": "application/json"}
+
+
+def command_interaction(name: str, user_id: str, options: dict | None = None, *,
+                        application_id: str = "775799577604522054",
+                        channel_id: str = "645027906669510667",
+                        guild_id: str | None = "290926798626357999") -> dict:
+    """Return an APPLICATION_COMMAND interaction shaped like the docs' example
+    (``../shared/realdata/discord/interaction_application_command.json``) with a fresh id and
+    token, ``name`` and string ``options``; ``guild_id=None`` makes it a DM invocation
+    (``user`` instead of ``member``)."""
+    user = {"id": user_id, "username": "Mason", "avatar": None, "discriminator": "0",
+            "public_flags": 0}
+    payload = {
+        "type": 2, "token": f"itoken-{uuid.uuid4().hex}{uuid.uuid4().hex}", "id": snowflake(),
+        "application_id": application_id, "app_permissions": "442368", "locale": "en-US",
+        "data": {"options": [{"type": 3, "name": key, "value": value}
+                             for key, value in (options or {}).items()],
+                 "type": 1, "name": name, "id": snowflake()},
+        "channel_id": channel_id, "version": 1,
+    }
+    if guild_id is None:
+        payload["user"] = user
+    else:
+        payload.update(guild_id=guild_id, guild_locale="en-US", member={
+            "user": user, "roles": [], "premium_since": None, "permissions": "2147483647",
+            "pending": False, "nick": None, "mute": False,
+            "joined_at": "2017-03-13T19:19:14.040000+00:00", "is_pending": False, "deaf": False})
+    return payload
+
+
+@dataclass
+class DiscordMessage:
+    """A message as users see it now; ``history`` holds every text it showed, in order."""
+
+    id: str
+    channel_id: str
+    content: str
+    flags: int = 0
+    interaction_id: str | None = None
+    nonce: str | None = None
+    history: list = field(default_factory=list)
+
+    def as_json(self, application_id: str) -> dict:
+        """The message object Discord returns."""
+        return {"id": self.id, "channel_id": self.channel_id, "content": self.content,
+                "flags": self.flags, "type": 0, "tts": False, "embeds": [], "attachments": [],
+                "mentions": [], "mention_roles": [], "pinned": False, "mention_everyone": False,
+                "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": None,
+                "author": {"id": application_id, "username": "Hermes", "bot": True,
+                           "discriminator": "0", "avatar": None},
+                **({"nonce": self.nonce} if self.nonce else {})}
+
+
+class DiscordApiStandin:
+    """Threaded HTTP server on 127.0.0.1 that behaves like Discord's REST API for one bot.
+
+    Args:
+        bot_token: the token ``Authorization: Bot`` must carry on bot routes.
+        application_id: the application's id.
+        bucket_limit: ``X-RateLimit-Limit`` reported on every answer.
+
+    Attributes:
+        requests: ``(method, path, json)`` of every request, in order.
+        messages: every message by id.
+        callbacks: ``interaction id -> callback body``.
+        typing: channel ids of every ``POST /channels/{id}/typing``, in order.
+        commands: the registered global commands (with ids).
+        gateway_url: what ``GET /gateway/bot`` answers (set it to the Gateway stand-in's).
+    """
+
+    def __init__(self, bot_token: str = "discord-bot-token", application_id: str = "775799577604522054",
+                 bucket_limit: int = 5):
+        self.bot_token = bot_token
+        self.application_id = application_id
+        self.bucket_limit = bucket_limit
+        self.requests: list[tuple[str, str, object]] = []
+        self.messages: dict[str, DiscordMessage] = {}
+        self.callbacks: dict[str, dict] = {}
+        self.commands: list[dict] = []
+        self.typing: list[str] = []
+        self.gateway_url = "wss://gateway.discord.gg"
+        self._tokens: dict[str, str] = {}  # interaction token -> interaction id
+        self._originals: dict[str, str] = {}  # interaction token -> original message id
+        self._rate_limits: list[tuple[float, bool]] = []
+        self._spent_reset: float | None = None
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._server: ThreadingHTTPServer | None = None
+        self.base_url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> DiscordApiStandin:
+        """Serve in a daemon thread; ``base_url`` is the API base (``DISCORD_API_BASE``)."""
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, body, headers = owner._dispatch(self.command, self.path, self.headers, raw)
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if body is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="discord-api", daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- scripting and inspection -----------------------------------------------------------
+
+    def expect_interaction(self, interaction: dict) -> dict:
+        """Make the stand-in know ``interaction``'s token (as Discord knows the ones it sent)."""
+        with self._lock:
+            self._tokens[interaction["token"]] = interaction["id"]
+        return interaction
+
+    def respond(self, interaction: dict, response: dict) -> None:
+        """Apply the app's HTTP answer to ``interaction`` as Discord does (a type 4 or 5 answer
+        creates the original response message), as if it had come through the callback route."""
+        with self._changed:
+            self._tokens[interaction["token"]] = interaction["id"]
+            status, answer = self._callback(interaction["id"], interaction["token"], response)
+            self._changed.notify_all()
+        if status >= 400:
+            raise ValueError(f"Discord would refuse this interaction response: {answer}")
+
+    def rate_limit_next(self, retry_after: float, times: int = 1, is_global: bool = False) -> None:
+        """Answer the next ``times`` requests with 429 and ``retry_after`` seconds."""
+        with self._lock:
+            self._rate_limits.extend([(retry_after, is_global)] * times)
+
+    def spend_bucket(self, reset_after: float) -> None:
+        """Answer the next request normally but with ``X-RateLimit-Remaining: 0``."""
+        with self._lock:
+            self._spent_reset = reset_after
+
+    def original(self, interaction_id: str) -> DiscordMessage | None:
+        """The original response message of an interaction, if it exists."""
+        with self._lock:
+            token = next((t for t, i in self._tokens.items() if i == interaction_id), None)
+            message_id = self._originals.get(token)
+            return self.messages.get(message_id) if message_id else None
+
+    def interaction_messages(self, interaction_id: str) -> list[DiscordMessage]:
+        """The original response and the follow-ups of an interaction, oldest first."""
+        with self._lock:
+            return [m for m in self.messages.values() if m.interaction_id == interaction_id]
+
+    def channel_messages(self, channel_id: str) -> list[DiscordMessage]:
+        """The bot's messages in ``channel_id`` created through ``/channels`` (DMs), oldest first."""
+        with self._lock:
+            return [m for m in self.messages.values()
+                    if m.channel_id == channel_id and m.interaction_id is None]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        """Wait until ``predicate()`` is true after some request (or already); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+        return True
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self, method: str, target: str, headers, raw: bytes) -> tuple[int, object, dict]:
+        url = urlsplit(target)
+        path = url.path.removeprefix("/api/v10")
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return 400, {"message": "400: Bad Request", "code": 50109}, {}
+        with self._changed:
+            self.requests.append((method, path, body))
+            try:
+                if self._rate_limits:
+                    retry_after, is_global = self._rate_limits.pop(0)
+                    return 429, {"message": "You are being rate limited.", "retry_after": retry_after,
+                                 "global": is_global}, {
+                        "Retry-After": str(max(1, round(retry_after))), **self._limit_headers(0, retry_after),
+                        **({"X-RateLimit-Global": "true"} if is_global else {})}
+                status, answer = self._route(method, path, query, headers, body)
+                if self._spent_reset is not None and status < 400:
+                    limits, self._spent_reset = self._limit_headers(0, self._spent_reset), None
+                else:
+                    limits = self._limit_headers(self.bucket_limit - 1, 1.0)
+                return status, answer, limits
+            finally:
+                self._changed.notify_all()
+
+    @staticmethod
+    def _limit_headers(remaining: int, reset_after: float) -> dict[str, str]:
+        return {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}", "X-RateLimit-Bucket": "standin"}
+
+    def _route(self, method, path, query, headers, body) -> tuple[int, object]:
+        parts = path.strip("/").split("/")
+        if parts[0] == "interactions" and len(parts) == 4 and method == "POST":
+            return self._callback(parts[1], parts[2], body)
+        if parts[0] == "webhooks" and len(parts) >= 3:
+            return self._webhook(method, parts, query, body)
+        if headers.get("Authorization") != f"Bot {self.bot_token}":
+            return 401, {"message": "401: Unauthorized", "code": 0}
+        if parts[:1] == ["gateway"] and method == "GET":
+            return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": {
+                "total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}}
+        if parts[0] == "applications" and parts[1:2] == [self.application_id] and parts[2:] == ["commands"]:
+            if method == "GET":
+                return 200, self.commands
+            if method == "PUT":
+                return self._put_commands(body)
+        if parts[0] == "channels" and parts[2:] == ["typing"] and method == "POST":
+            self.typing.append(parts[1])
+            return 204, None
+        if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
+            if method == "POST" and len(parts) == 3:
+                return self._create_message(parts[1], body)
+            if method == "PATCH" and len(parts) == 4:
+                return self._edit(self.messages.get(parts[3]), parts[1], body)
+        return 404, {"message": "404: Not Found", "code": 0}
+
+    def _callback(self, interaction_id: str, token: str, body) -> tuple[int, object]:
+        if self._tokens.get(token) != interaction_id:
+            return 401, {"message": "Invalid Webhook Token", "code": 50027}
+        if interaction_id in self.callbacks:
+            return 400, {"message": "Interaction has already been acknowledged.", "code": 40060}
+        if not isinstance(body, dict) or body.get("type") not in (1, 4, 5, 6, 7, 9):
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        self.callbacks[interaction_id] = body
+        data = body.get("data") or {}
+        if body["type"] in (4, 5):
+            message = DiscordMessage(snowflake(), "interaction", data.get("content", ""),
+                                     int(data.get("flags") or 0), interaction_id)
+            message.history.append(message.content)
+            self.messages[message.id] = message
+            self._originals[token] = message.id
+        return 204, None
+
+    def _webhook(self, method, parts, query, body) -> tuple[int, object]:
+        application_id, token = parts[1], parts[2]
+        interaction_id = self._tokens.get(token)
+        if application_id != self.application_id or interaction_id is None:
+            return 401, {"message": "Invalid Webhook Token", "code": 50027}
+        if len(parts) == 3 and method == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("content"), str):
+                return 400, {"message": "Cannot send an empty message", "code": 50006}
+            if len(body["content"]) > 2000:
+                return 400, {"message": "Invalid Form Body (content: 2000 or fewer)", "code": 50035}
+            message = DiscordMessage(snowflake(), "interaction", body["content"],
+                                     int(body.get("flags") or 0), interaction_id)
+            message.history.append(message.content)
+            self.messages[message.id] = message
+            return (200, message.as_json(self.application_id)) if query.get("wait") == "true" else (204, None)
+        if len(parts) == 5 and parts[3] == "messages" and method == "PATCH":
+            target = self._originals.get(token) if parts[4] == "@original" else parts[4]
+            message = self.messages.get(target) if target else None
+            if message is not None and message.interaction_id != interaction_id:
+                message = None
+            return self._edit(message, "interaction", body)
+        return 404, {"message": "404: Not Found", "code": 0}
+
+    def _create_message(self, channel_id: str, body) -> tuple[int, object]:
+        if not isinstance(body, dict) or not isinstance(body.get("content"), str) or not body["content"]:
+            return 400, {"message": "Cannot send an empty message", "code": 50006}
+        if len(body["content"]) > 2000:
+            return 400, {"message": "Invalid Form Body (content: 2000 or fewer)", "code": 50035}
+        nonce = body.get("nonce")
+        if nonce and body.get("enforce_nonce"):
+            for message in self.messages.values():
+                if message.nonce == nonce and message.channel_id == channel_id:
+                    return 200, message.as_json(self.application_id)
+        message = DiscordMessage(snowflake(), channel_id, body["content"], nonce=nonce)
+        message.history.append(message.content)
+        self.messages[message.id] = message
+        return 200, message.as_json(self.application_id)
+
+    def _edit(self, message: DiscordMessage | None, channel_id: str, body) -> tuple[int, object]:
+        if message is None or message.channel_id != channel_id:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        if not isinstance(body, dict) or not isinstance(body.get("content"), str):
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        if len(body["content"]) > 2000:
+            return 400, {"message": "Invalid Form Body (content: 2000 or fewer)", "code": 50035}
+        if body["content"] != message.content:
+            message.content = body["content"]
+            message.history.append(message.content)
+        return 200, message.as_json(self.application_id)
+
+    def _put_commands(self, body) -> tuple[int, object]:
+        if not isinstance(body, list):
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        known = {c["name"]: c["id"] for c in self.commands}
+        commands = []
+        for command in body:
+            name, description = command.get("name", ""), command.get("description", "")
+            if not (1 <= len(name) <= 32 and name == name.lower() and 1 <= len(description) <= 100):
+                return 400, {"message": "Invalid Form Body", "code": 50035}
+            commands.append({"id": known.get(name) or snowflake(), "application_id": self.application_id,
+                             "version": snowflake(), "type": 1, **command})
+        self.commands = commands
+        return 200, commands
+
+
+class DiscordGatewayStandin:
+    """A Gateway server for one bot on 127.0.0.1 (module docstring).
+
+    Args:
+        bot_token: the token IDENTIFY and RESUME must carry.
+        heartbeat_interval: milliseconds in HELLO.
+        user_id: the bot user's id in READY.
+
+    Attributes:
+        url: ``ws://127.0.0.1:port`` once started (``DISCORD_GATEWAY_URL``).
+        identifies, resumes, heartbeats: counts of what clients sent.
+        sent: every dispatch ``(seq, type, data)`` of the current session, in order.
+    """
+
+    def __init__(self, bot_token: str = "discord-bot-token", heartbeat_interval: int = 1000,
+                 user_id: str = "775799577604522054"):
+        self.bot_token = bot_token
+        self.heartbeat_interval = heartbeat_interval
+        self.user_id = user_id
+        self.identifies = self.resumes = self.heartbeats = 0
+        self.sent: list[tuple[int, str, dict]] = []
+        self.session_id: str | None = None
+        self.url = ""
+        self._connection = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._hold = False
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+
+    def start(self) -> DiscordGatewayStandin:
+        """Run the server on its own event loop thread."""
+        ready = threading.Event()
+
+        def run():
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start_server())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, name="discord-gateway", daemon=True).start()
+        ready.wait(10)
+        return self
+
+    async def _start_server(self):
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._admit)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Close the server and its loop."""
+        if self._loop is None:
+            return
+
+        async def close():
+            self._server.close()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        """True while a client holds an identified or resumed session."""
+        with self._lock:
+            return self._connection is not None
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        """Wait until ``predicate()`` holds (checked after each gateway event); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+        return True
+
+    def dm(self, user_id: str, channel_id: str, content: str) -> dict:
+        """Dispatch MESSAGE_CREATE for a DM from ``user_id``; returns the message.
+
+        Sent at once when a session is connected; otherwise kept for the next RESUME.
+        """
+        message = {"id": snowflake(), "channel_id": channel_id, "content": content,
+                   "author": {"id": user_id, "username": "Mason", "discriminator": "0",
+                              "avatar": None},
+                   "attachments": [], "embeds": [], "mentions": [], "mention_roles": [],
+                   "pinned": False, "mention_everyone": False, "tts": False, "type": 0,
+                   "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": None,
+                   "flags": 0, "components": [], "channel_type": 1}
+        self._call(self._dispatch("MESSAGE_CREATE", message))
+        return message
+
+    def drop(self, hold: bool = False) -> None:
+        """Cut the connection without a close frame (network loss); the session stays resumable.
+
+        Args:
+            hold: also refuse new connections (close them at once) until ``release``.
+        """
+        self._hold = hold
+
+        async def cut():
+            if self._connection is not None:
+                self._connection.transport.abort()
+                self._connection = None
+
+        self._call(cut())
+
+    def release(self) -> None:
+        """Accept connections again after ``drop(hold=True)``."""
+        self._hold = False
+
+    def reconnect(self) -> None:
+        """Send RECONNECT (op 7): the client must resume on a new connection."""
+        async def send():
+            if self._connection is not None:
+                await self._connection.send(json.dumps({"op": 7, "d": None}))
+
+        self._call(send())
+
+    def _call(self, coroutine) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _dispatch(self, kind: str, data: dict) -> None:
+        with self._changed:
+            seq = len(self.sent) + 1
+            self.sent.append((seq, kind, data))
+            connection = self._connection
+            self._changed.notify_all()
+        if connection is not None:
+            from websockets.exceptions import ConnectionClosed
+
+            try:
+                await connection.send(json.dumps({"op": 0, "t": kind, "s": seq, "d": data}))
+            except ConnectionClosed:
+                log.info("dispatch %s kept for RESUME: the client is gone", seq)
+
+    def _admit(self, connection, request):
+        """Refuse the handshake (503) while ``drop(hold=True)`` holds the Gateway down."""
+        if self._hold:
+            return connection.respond(503, "gateway unavailable\n")
+        return None
+
+    async def _session(self, connection) -> None:
+        await connection.send(json.dumps({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval}}))
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for raw in connection:
+                await self._on_payload(connection, json.loads(raw))
+        except ConnectionClosed:
+            log.info("gateway client disconnected")
+        finally:
+            with self._changed:
+                if self._connection is connection:
+                    self._connection = None
+                self._changed.notify_all()
+
+    async def _on_payload(self, connection, payload: dict) -> None:
+        op, data = payload.get("op"), payload.get("d")
+        if op == 1:
+            with self._changed:
+                self.heartbeats += 1
+                self._changed.notify_all()
+            await connection.send(json.dumps({"op": 11}))
+        elif op == 2:
+            if not isinstance(data, dict) or data.get("token") != self.bot_token:
+                await connection.close(4004, "Authentication failed.")
+                return
+            with self._changed:
+                self.identifies += 1
+                self.session_id = uuid.uuid4().hex
+                self.sent = []
+                self._connection = connection
+            await self._dispatch("READY", {
+                "v": 10, "user": {"id": self.user_id, "username": "Hermes", "bot": True,
+                                  "discriminator": "0", "avatar": None},
+                "guilds": [], "session_id": self.session_id, "resume_gateway_url": self.url,
+                "application": {"id": self.user_id, "flags": 0}})
+        elif op == 6:
+            if not isinstance(data, dict) or data.get("token") != self.bot_token \
+                    or data.get("session_id") != self.session_id:
+                await connection.send(json.dumps({"op": 9, "d": False}))
+                return
+            with self._changed:
+                self.resumes += 1
+                missed = [entry for entry in self.sent if entry[0] > int(data.get("seq") or 0)]
+                self._connection = connection
+            for seq, kind, body in missed:
+                await connection.send(json.dumps({"op": 0, "t": kind, "s": seq, "d": body}))
+            await self._dispatch("RESUMED", {})

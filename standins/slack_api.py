@@ -1,0 +1,367 @@
+"""A local Slack Web API stand-in for tests, benchmarks and ``hermes demo``, plus request signing.
+
+Speaks the Web API wire format (https://docs.slack.dev/apis/web-api/): ``POST /api/<method>``
+with an ``application/x-www-form-urlencoded`` or ``application/json`` body, the token in
+``Authorization: Bearer xoxb-...`` (or a ``token`` form field); every answer is HTTP 200 with
+``{"ok": true, ...}`` or ``{"ok": false, "error": "<code>"}``, except a rate limit: HTTP 429
+with a ``Retry-After`` header in seconds (https://docs.slack.dev/apis/web-api/rate-limits).
+``oauth.v2.access`` takes the app's ``client_id``/``client_secret`` as HTTP Basic auth or form
+fields and answers Slack's published response (``payloads/slack/oauth_v2_access_response.json``).
+
+Methods: ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
+``conversations.open``, ``views.publish``, ``views.open``, ``oauth.v2.access``.  The stand-in
+keeps every channel's bot messages (with their edit history and ``thread_ts``), the published
+App Home views and opened modals, so tests read what a user would see.
+
+``sign`` / ``signed_headers`` sign a request body as Slack does (``v0=`` hex HMAC-SHA256 of
+``v0:{timestamp}:{body}`` with the signing secret,
+https://docs.slack.dev/authentication/verifying-requests-from-slack).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import ClassVar
+from urllib.parse import parse_qsl
+
+# chat.postMessage truncates text beyond 40,000 characters; chat.update refuses it with
+# ``msg_too_long`` (https://docs.slack.dev/reference/methods/chat.update#errors).
+MAX_TEXT = 40000
+RATE_LIMITED_METHODS = ("chat.postMessage", "chat.update")
+
+
+def published_payload(name: str) -> dict | str:
+    """Return a published Slack payload from ``standins/payloads/slack`` (JSON decoded, or the
+    raw text of ``slash_command.txt``)."""
+    path = resources.files("standins") / "payloads" / "slack" / name
+    text = path.read_text()
+    return json.loads(text) if name.endswith(".json") else text
+
+
+def oauth_response() -> dict:
+    """Slack's published ``oauth.v2.access`` answer (team ``T9TK3CUKW``, bot ``U0KRQLJ9H``)."""
+    return copy.deepcopy(published_payload("oauth_v2_access_response.json"))
+
+
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> tuple[str, str]:
+    """Sign ``body`` like Slack: return ``(timestamp, "v0=<hex HMAC-SHA256>")``.
+
+    Args:
+        body: the exact request body bytes.
+        secret: the app's signing secret.
+        timestamp: Unix seconds to sign with (default now; an old one makes a replay).
+    """
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = b"v0:" + ts.encode() + b":" + body
+    return ts, "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def signed_headers(body: bytes, secret: str, timestamp: int | None = None,
+                   content_type: str = "application/json") -> dict[str, str]:
+    """Return the headers Slack sends with a signed request of ``body``."""
+    ts, signature = sign(body, secret, timestamp)
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature,
+            "Content-Type": content_type}
+
+
+@dataclass
+class SlackCall:
+    """One recorded request: method, decoded params, bearer token, monotonic arrival (seconds)."""
+
+    method: str
+    params: dict
+    token: str
+    at: float
+
+
+@dataclass
+class SlackMessage:
+    """A message the bot posted, as the channel shows it now (``history``: every text it had)."""
+
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None = None
+    team: str = ""
+    history: list = field(default_factory=list)
+
+
+class SlackApiStandin:
+    """Threaded HTTP server on 127.0.0.1 that behaves like the Slack Web API for one app.
+
+    Args:
+        client_id, client_secret: the app credentials ``oauth.v2.access`` accepts.
+        codes: OAuth codes it accepts (default ``{"good-code"}``); each is single-use.
+
+    Attributes:
+        base_url: ``http://127.0.0.1:<port>/api/`` (``SLACK_API_BASE``; slack_sdk's ``base_url``).
+        tokens: ``{bot token: team id}`` accepted as ``Bearer``; ``oauth.v2.access`` adds the
+            token it issues.
+        messages: ``{(channel, ts): SlackMessage}``.
+        home_views: ``{user id: the latest view published to the user's App Home}``.
+        modals: views opened with ``views.open``, in order.
+        ephemerals: ``[{"channel", "user", "text"}]`` from ``chat.postEphemeral``.
+        on_call: optional ``callback(call, status)`` run after each request was applied.
+    """
+
+    def __init__(self, client_id: str = "1234.5678", client_secret: str = "slack-client-secret",
+                 codes: tuple[str, ...] = ("good-code",)):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.codes = set(codes)
+        self.tokens: dict[str, str] = {}
+        self.calls: list[SlackCall] = []
+        self.messages: dict[tuple[str, str], SlackMessage] = {}
+        self.home_views: dict[str, dict] = {}
+        self.modals: list[dict] = []
+        self.ephemerals: list[dict] = []
+        self.on_call = None
+        self._rate_limits: list[int] = []
+        self._failures: list[tuple[str, str]] = []
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._server: ThreadingHTTPServer | None = None
+        self.base_url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> SlackApiStandin:
+        """Start serving on a free port; returns self."""
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, body, headers = standin._dispatch(self.path, dict(self.headers), raw)
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- scripting and reading ---------------------------------------------------------------
+
+    def add_token(self, token: str, team_id: str) -> None:
+        """Accept ``token`` as a bot token of workspace ``team_id``."""
+        with self._lock:
+            self.tokens[token] = team_id
+
+    def rate_limit_next(self, retry_after: int, times: int = 1) -> None:
+        """Answer the next ``times`` chat.postMessage/chat.update calls with 429 + Retry-After."""
+        with self._lock:
+            self._rate_limits.extend([retry_after] * times)
+
+    def fail_next(self, method: str, error: str) -> None:
+        """Answer the next call of ``method`` with ``{"ok": false, "error": error}``."""
+        with self._lock:
+            self._failures.append((method, error))
+
+    def channel_messages(self, channel: str) -> list[SlackMessage]:
+        """The bot's messages in ``channel``, oldest first."""
+        with self._lock:
+            return [m for m in self.messages.values() if m.channel == channel]
+
+    def calls_for(self, method: str) -> list[SlackCall]:
+        """The recorded calls of ``method``."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        """Block until ``predicate(self)`` is true or ``timeout`` seconds pass; return the outcome."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, 0.2))
+        return True
+
+    # -- the wire ----------------------------------------------------------------------------
+
+    def _dispatch(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict, dict]:
+        method = path.split("?", 1)[0].removeprefix("/api/")
+        headers = {k.lower(): v for k, v in headers.items()}
+        params = _decode(headers.get("content-type", ""), raw)
+        if params is None:
+            return 200, {"ok": False, "error": "invalid_json"}, {}
+        auth = headers.get("authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else str(params.pop("token", ""))
+        call = SlackCall(method, params, token, time.monotonic())
+        with self._changed:
+            self.calls.append(call)
+            status, body, extra = self._answer(method, params, token, auth)
+            self._changed.notify_all()
+        if self.on_call is not None:
+            self.on_call(call, status)
+        return status, body, extra
+
+    def _answer(self, method: str, params: dict, token: str, auth: str) -> tuple[int, dict, dict]:
+        handler = self._HANDLERS.get(method)
+        if handler is None and method != "oauth.v2.access":
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        failure = next((f for f in self._failures if f[0] == method), None)
+        if failure is not None:
+            self._failures.remove(failure)
+            return 200, {"ok": False, "error": failure[1]}, {}
+        if method == "oauth.v2.access":  # authenticated by the app's credentials, not a token
+            return 200, self._oauth_v2_access(params, auth), {}
+        if not token:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        team = self.tokens.get(token)
+        if team is None:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method in RATE_LIMITED_METHODS and self._rate_limits:
+            wait = self._rate_limits.pop(0)
+            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(wait)}
+        return 200, handler(self, params, team), {}
+
+    def _ts(self) -> str:
+        return f"{int(time.time())}.{next(self._seq):06d}"
+
+    def _auth_test(self, params: dict, team: str) -> dict:
+        return {"ok": True, "url": "https://standin.slack.com/", "team": "Stand-in",
+                "user": "hermes", "team_id": team, "user_id": "U0KRQLJ9H", "bot_id": "B0STANDIN",
+                "is_enterprise_install": False}
+
+    def _post_message(self, params: dict, team: str) -> dict:
+        channel, text = str(params.get("channel") or ""), params.get("text")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not text and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        text = str(text or "")[:MAX_TEXT]
+        message = SlackMessage(channel, self._ts(), text, params.get("thread_ts") or None, team,
+                               [text])
+        self.messages[(channel, message.ts)] = message
+        return {"ok": True, "channel": channel, "ts": message.ts,
+                "message": {"type": "message", "text": text, "user": "U0KRQLJ9H",
+                            "bot_id": "B0STANDIN", "ts": message.ts,
+                            **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
+
+    def _update(self, params: dict, team: str) -> dict:
+        channel, ts, text = str(params.get("channel") or ""), str(params.get("ts") or ""), params.get("text")
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if text is None or text == "":
+            return {"ok": False, "error": "no_text"}
+        if len(text) > MAX_TEXT:
+            return {"ok": False, "error": "msg_too_long"}
+        if text != message.text:
+            message.text = text
+            message.history.append(text)
+        return {"ok": True, "channel": channel, "ts": ts, "text": text,
+                "message": {"type": "message", "text": text, "user": "U0KRQLJ9H"}}
+
+    def _post_ephemeral(self, params: dict, team: str) -> dict:
+        if not params.get("channel") or not params.get("user"):
+            return {"ok": False, "error": "channel_not_found" if not params.get("channel")
+                    else "user_not_in_channel"}
+        self.ephemerals.append({"channel": params["channel"], "user": params["user"],
+                                "text": params.get("text", "")})
+        return {"ok": True, "message_ts": self._ts()}
+
+    def _conversations_open(self, params: dict, team: str) -> dict:
+        users = str(params.get("users") or "")
+        if not users:
+            return {"ok": False, "error": "users_list_not_supplied"}
+        # One DM channel per user, stable across calls (as Slack's own).
+        return {"ok": True, "channel": {"id": "D" + users.lstrip("UW")}}
+
+    def _views_publish(self, params: dict, team: str) -> dict:
+        view = _json_field(params.get("view"))
+        if not params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        self.home_views[str(params["user_id"])] = view
+        return {"ok": True, "view": {"id": f"V{next(self._seq)}", **view}}
+
+    def _views_open(self, params: dict, team: str) -> dict:
+        view = _json_field(params.get("view"))
+        if not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            return {"ok": False, "error": "invalid_arguments"}
+        self.modals.append(view)
+        return {"ok": True, "view": {"id": f"V{next(self._seq)}", **view}}
+
+    def _oauth_v2_access(self, params: dict, auth: str) -> dict:
+        client_id, client_secret = params.get("client_id"), params.get("client_secret")
+        if auth.startswith("Basic "):
+            client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+        if client_id != self.client_id:
+            return {"ok": False, "error": "invalid_client_id"}
+        if client_secret != self.client_secret:
+            return {"ok": False, "error": "bad_client_secret"}
+        if params.get("code") not in self.codes:
+            return {"ok": False, "error": "invalid_code"}
+        self.codes.discard(params["code"])
+        answer = oauth_response()
+        self.tokens[answer["access_token"]] = answer["team"]["id"]
+        return answer
+
+    _HANDLERS: ClassVar[dict] = {
+        "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
+        "chat.postEphemeral": _post_ephemeral, "conversations.open": _conversations_open,
+        "views.publish": _views_publish, "views.open": _views_open,
+    }
+
+
+def _decode(content_type: str, raw: bytes) -> dict | None:
+    """Decode a JSON or form body; None when a JSON body does not parse."""
+    if content_type.startswith("application/json"):
+        try:
+            value = json.loads(raw or b"{}")
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _json_field(value):
+    """A form body carries objects JSON-encoded (``view=...``); a JSON body carries them as is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
