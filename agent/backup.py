@@ -37,7 +37,7 @@ import zlib
 from contextlib import closing
 from dataclasses import fields
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from agent.config import AgentConfig
 
@@ -85,7 +85,7 @@ def snapshot(data_dir: str | Path, out: BinaryIO) -> dict:
     source = Path(data_dir)
     if not source.is_dir():
         raise BackupError(f"no agent data dir at {source}")
-    manifest = {"format": FORMAT, "created_at": dt.datetime.now(dt.UTC).isoformat(),
+    manifest: dict[str, Any] = {"format": FORMAT, "created_at": dt.datetime.now(dt.UTC).isoformat(),
                 "stores": {}, "skills": []}
     with tempfile.TemporaryDirectory(prefix="hermes-snapshot-") as tmp, \
             tarfile.open(fileobj=out, mode="w|gz") as tar:
@@ -146,7 +146,7 @@ def clear(data_dir: Path) -> None:
     shutil.rmtree(data_dir / SKILLS, ignore_errors=True)
 
 
-def restore(archive: BinaryIO, data_dir: str | Path, *, force: bool = False) -> dict:
+def restore(archive: IO[bytes], data_dir: str | Path, *, force: bool = False) -> dict:
     """Restore a snapshot or a deprovision archive into ``data_dir``; run with the agent stopped.
 
     Args:
@@ -185,7 +185,7 @@ def _extract(tar: tarfile.TarFile, target: Path) -> tuple[list[str], dict | None
         staging = Path(tmp)
         members = [(name, m) for m in tar.getmembers() if (name := _member_name(m))]
         names = {name for name, _ in members}
-        manifest = json.load(tar.extractfile(dict(members)[MANIFEST])) if MANIFEST in names else None
+        manifest = json.load(_open_member(tar, dict(members)[MANIFEST])) if MANIFEST in names else None
         if manifest is not None and manifest.get("format") != FORMAT:
             raise BackupError(f"snapshot format {manifest.get('format')!r} is not {FORMAT}")
         for name, member in members:
@@ -198,7 +198,7 @@ def _extract(tar: tarfile.TarFile, target: Path) -> tuple[list[str], dict | None
                 path.mkdir(parents=True, exist_ok=True)
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(path, "wb") as dst:
+            with _open_member(tar, member) as src, open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
         stores = sorted(p.name for p in staging.glob("*.db"))
         for name in stores:
@@ -237,7 +237,14 @@ def _check_store(path: Path, expected: dict | None) -> None:
         raise BackupError(f"{path.name} failed PRAGMA quick_check: {result[:3]}")
 
 
-def _spool(stream: BinaryIO) -> BinaryIO:
+def _open_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    src = tar.extractfile(member)
+    if src is None:  # checked by the callers: only regular files are read
+        raise BackupError(f"archive member {member.name!r} is not a regular file")
+    return src
+
+
+def _spool(stream: BinaryIO) -> IO[bytes]:
     # stdin is not seekable; tarfile's random access needs a file (memory up to 64 MiB, then disk).
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 - returned open
     shutil.copyfileobj(stream, spool, _CHUNK)
@@ -273,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.archive, "rb") as src:
                 report = restore(src, args.data_dir, force=args.force)
     except (BackupError, OSError) as exc:
-        print(f"agent.backup: {exc}", file=sys.stderr)
+        print(f"agent.backup: {exc}", file=sys.stderr)  # noqa: T201 - a command-line tool
         return 1
-    print(json.dumps(report, sort_keys=True), file=sys.stderr)
+    print(json.dumps(report, sort_keys=True), file=sys.stderr)  # noqa: T201 - its report
     return 0
 
 

@@ -49,12 +49,14 @@ class Command:
 
 def is_command(text: str | None) -> bool:
     """Return True when ``text`` is a slash command."""
-    return bool(text) and COMMAND_RE.match(text.strip()) is not None
+    return text is not None and COMMAND_RE.match(text.strip()) is not None
 
 
 def parse(envelope: Envelope) -> Command:
     """Parse the envelope's text (call only when ``is_command``)."""
     match = COMMAND_RE.match(envelope.text.strip())
+    if match is None:
+        raise ValueError(f"not a command: {envelope.text[:40]!r}")
     return Command(envelope, match.group(1).lower(), (match.group(2) or "").strip())
 
 
@@ -210,8 +212,10 @@ def cmd_model(runtime, command: Command) -> str:
         first, model = router.ordered()[0]
         return f"Now using {first.name} ({model or first.model})."
     current = runtime.history.pref("model") or "default"
-    chain = ", ".join(f"{b.name} ({b.model}{', paid' if router.is_paid(b) else ', free'})" for b in router.backends)
-    return f"Model choice: {current}\nChain ({router.policy}): {chain}\nSet with /model NAME, clear with /model default."
+    chain = ", ".join(f"{b.name} ({b.model}{', paid' if router.is_paid(b) else ', free'})"
+                      for b in router.backends)
+    return (f"Model choice: {current}\nChain ({router.policy}): {chain}\n"
+            "Set with /model NAME, clear with /model default.")
 
 
 def cmd_tools(runtime, command: Command) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.history import History
 
@@ -31,9 +32,23 @@ SUMMARY_PROMPT = (
 )
 
 
+# Anthropic's vision guide: about width × height / 750 tokens, images being scaled to at most
+# ~1.15 megapixels, so at most ~1600 (https://docs.anthropic.com/en/docs/build-with-claude/vision).
+TOKENS_PER_IMAGE = 1600
+
+
 def estimate_tokens(text: str) -> int:
     """Return an estimate of the tokens in ``text`` (4 characters per token, at least 1)."""
     return len(text) // CHARS_PER_TOKEN + 1
+
+
+def content_tokens(content: str | list[dict]) -> int:
+    """Return an estimate of the tokens of a message ``content``: text as ``estimate_tokens``,
+    each ``image`` block ``TOKENS_PER_IMAGE``."""
+    if isinstance(content, str):
+        return estimate_tokens(content)
+    return sum(TOKENS_PER_IMAGE if b.get("type") == "image" else estimate_tokens(b.get("text", ""))
+               for b in content)
 
 
 @dataclass
@@ -71,7 +86,7 @@ class ContextBuilder:
     """
 
     def __init__(self, history: History, *, budget_tokens: int = 200_000, history_limit: int = 200,
-                 memory: Callable[[], object] = lambda: None, skills=None,
+                 memory: Callable[[], Any] = lambda: None, skills=None,
                  summarise: Callable[[str], str] | None = None, system_prompt: str = SYSTEM_PROMPT):
         self.history = history
         self.budget_tokens = budget_tokens
@@ -81,14 +96,20 @@ class ContextBuilder:
         self.summarise = summarise
         self.system_prompt = system_prompt
 
-    def build(self, chat_key: str, user_text: str, profile: str = "") -> AssembledContext:
+    def build(self, chat_key: str, user_text: str, profile: str = "",
+              content: str | list[dict] | None = None) -> AssembledContext:
         """Assemble the context for ``user_text`` in chat ``chat_key``; ``profile`` (a system
-        prompt section, ``agent.preferences.profile_section``) follows the base prompt."""
+        prompt section, ``agent.preferences.profile_section``) follows the base prompt.
+
+        ``content`` is the user message as the model gets it when it differs from the text
+        memories and skills are matched on: image blocks, a document's text
+        (``agent.media.PreparedMessage.content``); default ``user_text``.
+        """
         memories = self._memories(user_text)
         skill, score = self.skills.match(user_text) if self.skills is not None else (None, 0.0)
         system = self._system(memories, skill, profile)
-        user = {"role": "user", "content": user_text or "(empty message)"}
-        budget = int(self.budget_tokens * SAFETY) - estimate_tokens(system) - estimate_tokens(user["content"])
+        user = {"role": "user", "content": content or user_text or "(empty message)"}
+        budget = int(self.budget_tokens * SAFETY) - estimate_tokens(system) - content_tokens(user["content"])
         rows = self.history.recent_rows(chat_key, self.history_limit)
         kept, older = _fit(rows, budget)
         summarised = 0
@@ -99,7 +120,7 @@ class ContextBuilder:
         if summary is not None and (not kept or summary[0] < kept[0][0]):
             system += f"\n\n## Earlier in this conversation (summary)\n{summary[1]}"
         messages = [{"role": role, "content": text} for _, role, text in kept] + [user]
-        tokens = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in messages)
+        tokens = estimate_tokens(system) + sum(content_tokens(m["content"]) for m in messages)
         return AssembledContext(system, messages, memories, skill, score, summarised, tokens)
 
     def _memories(self, user_text: str) -> list:

@@ -11,6 +11,7 @@ skip is noted on the job.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import threading
@@ -127,7 +128,9 @@ class CronStore:
                 "INSERT INTO cron_jobs (tenant, channel, chat_id, expr, tz, prompt, next_run_at, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.tenant, channel, chat_id, expr, tz, prompt.strip(), first, now)).lastrowid
-        return self.get(job_id)
+        job = self.get(job_id) if job_id is not None else None
+        assert job is not None  # just inserted
+        return job
 
     def get(self, job_id: int) -> CronJob | None:
         """Return job ``job_id`` or None."""
@@ -159,7 +162,7 @@ class CronStore:
         with self._lock:
             return self._db.execute("DELETE FROM cron_jobs WHERE id = ?", (job_id,)).rowcount > 0
 
-    def claim_due(self, grace: float) -> list[CronRun]:
+    def claim_due(self, grace: float) -> builtins.list[CronRun]:
         """Claim every slot due now; return the runs to execute.
 
         A job whose ``next_run_at`` has passed by at most ``grace`` seconds yields one run; one
@@ -208,7 +211,7 @@ class CronStore:
                             sender_id="cron", text=job.prompt, received_at=now)
         return CronRun(job=job, scheduled_at=slot, envelope=envelope)
 
-    def runs(self, job_id: int) -> list[tuple[float, str]]:
+    def runs(self, job_id: int) -> builtins.list[tuple[float, str]]:
         """Return ``[(scheduled_at, status)]`` of a job's claimed slots, oldest first."""
         with self._lock:
             return self._db.execute("SELECT scheduled_at, status FROM cron_runs WHERE job_id = ?"

@@ -107,7 +107,7 @@ class ToolLoop:
             try:
                 completion = self._call(request, segments, on_text, should_stop)
             except Exception as exc:
-                exc.partial = _join(segments)
+                exc.partial = _join(segments)  # type: ignore[attr-defined]  # read by the caller
                 raise
             if completion is None:
                 result.stopped = True

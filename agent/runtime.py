@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent import commands, preferences
@@ -34,6 +35,9 @@ from agent.tools.registry import LayeredRegistry, ToolRegistry
 from agent.usage import UsageLedger
 from wire.factory import bus_from_url
 from wire.protocol import Event, events_stream
+
+if TYPE_CHECKING:  # imported on first use: it loads numpy and the vector extension
+    from agent.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class AgentRuntime:
         self.inbox = InboxLedger(data / "inbox.db")
         self.cron = CronStore(data / "cron.db", config.tenant, clock=clock)
         self._embedder = embedder
-        self._memory = None
+        self._memory: MemoryStore | None = None
         self._memory_lock = threading.Lock()
         preference = self._model_choice
         if backends is None:
@@ -139,7 +143,7 @@ class AgentRuntime:
             self._embedder = QueryCachingEmbedder(self._embedder)
         return self._embedder
 
-    def memory(self):
+    def memory(self) -> MemoryStore:
         """Return the tenant's ``agent.memory.MemoryStore`` (opened on first use)."""
         with self._memory_lock:
             if self._memory is None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
-Step = str | Callable[[object], None]
+Step = str | Callable[[Any], None]  # SQL, or a function given the connection
 
 
 class StoreSchemaError(Exception):

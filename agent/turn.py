@@ -16,6 +16,12 @@
 * An envelope of kind ``mcp_config`` (``wire.protocol.Envelope``) is configuration, not a
   message: the agent rewrites ``mcp_servers.json`` and reloads its MCP servers, with no model
   call and no reply event.
+* Attachments (``agent.media``): voice notes are transcribed and the transcript is the user's
+  words, shown as the reply's first line; images go to the model as image blocks (a model that
+  cannot see says so); documents' text joins the user turn; a file that could not be used is
+  named in the reply, which answers the rest.  With nothing left for the model (e.g. only a
+  file that was too large) the reply is just those lines, and no model call is made.
+  History and memory keep short descriptions (``[image: photo.jpg]``), never the bytes.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import logging
 import time
 
 from agent import commands, metrics, preferences
+from agent.context import CHARS_PER_TOKEN
 from agent.history import History
-from agent.llm.base import BudgetExhausted, LLMError, ToolUse
+from agent.llm.base import BudgetExhausted, LLMError, ToolUse, cannot_see_reply
+from agent.media import MediaPreparer, PreparedMessage
 from agent.tools.permissions import confirmation_question, is_yes
 from agent.tools.registry import ToolContext
 from agent.usage import summarise_calls
@@ -47,14 +55,18 @@ class TurnRunner:
             most about once a second per chat, so finer deltas only load the bus).
         stop_poll: seconds between checks for ``/stop``.
         monotonic: monotonic clock in seconds (injectable for tests).
+        media: the ``agent.media.MediaPreparer`` (default: from the runtime's configuration,
+            documents capped to half the context budget so they fit a small model's window).
     """
 
     def __init__(self, runtime, *, delta_interval: float | None = None, stop_poll: float = 0.2,
-                 monotonic=time.monotonic):
+                 monotonic=time.monotonic, media: MediaPreparer | None = None):
         self.runtime = runtime
         self.delta_interval = runtime.config.delta_interval if delta_interval is None else delta_interval
         self.stop_poll = stop_poll
         self.monotonic = monotonic
+        self.media = media or MediaPreparer.from_config(
+            runtime.config, document_chars=runtime.context.budget_tokens * CHARS_PER_TOKEN // 2)
 
     def handle(self, envelope: Envelope) -> str:
         """Answer ``envelope``; return the reply text (also published as ``final``/``error``).
@@ -113,42 +125,62 @@ class TurnRunner:
         runtime = self.runtime
         self._publish(envelope, 0, "status", "typing")
         key = History.chat_key(envelope.channel, envelope.chat_id)
-        text = envelope.text or "(empty message)"
+        message = self._prepare(envelope)
+        text = message.summary or "(empty message)"
+        preface = message.preface
+        if not message.needs_model and preface:
+            runtime.history.record_exchange(key, envelope.id, text, preface)
+            return "final", preface, 1
         profile = preferences.profile_section(runtime.preferences(), runtime.clock())
-        context = runtime.context.build(key, text, profile=profile)
+        context = runtime.context.build(key, text, profile=profile, content=message.content() or None)
         tool_ctx = ToolContext(tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id,
                                envelope_id=envelope.id, services=runtime.tool_services())
-        streamer = _DeltaStreamer(self, envelope)
+        streamer = _DeltaStreamer(self, envelope, preface)
         confirmed, step = self._confirmed_call(envelope, key, text, tool_ctx)
         try:
             result = runtime.loop.run(context.system, context.messages + confirmed, tool_ctx,
                                       on_text=streamer, should_stop=self._stop_check(key))
         except BudgetExhausted as exc:
-            reply = "\n\n".join(p for p in (getattr(exc, "partial", ""), str(exc)) if p)
+            reply = _joined(preface, getattr(exc, "partial", ""), str(exc))
             runtime.history.record_exchange(key, envelope.id, text, reply)
             return "final", reply, streamer.seq
         except LLMError as exc:
             log.warning("LLM failed for envelope %s: %s", envelope.id, exc)
             metrics.error("llm")
-            runtime.history.mark_processed(envelope.id, LLM_FAILURE_TEXT)
-            return "error", LLM_FAILURE_TEXT, streamer.seq
+            reply = _joined(preface, LLM_FAILURE_TEXT)
+            runtime.history.mark_processed(envelope.id, reply)
+            return "error", reply, streamer.seq
         if step is not None:
             result.steps.insert(0, step)
         if result.confirmation is not None:
             use = result.confirmation
             runtime.tool_permissions.ask(key, use.name, use.input)
             question = confirmation_question(use.name, use.input, runtime.registry.get(use.name))
-            reply = "\n\n".join(p for p in (result.text, question) if p)
+            reply = _joined(preface, result.text, question)
             runtime.history.record_exchange(key, envelope.id, text, reply)
             return "final", reply, streamer.seq
-        reply = result.text or "…"
+        reply = _joined(preface, result.text or "…")
         if result.stopped:
-            reply = f"{result.text}\n\n{STOPPED_SUFFIX}".strip()
+            reply = _joined(preface, f"{result.text}\n\n{STOPPED_SUFFIX}".strip())
         runtime.history.record_exchange(key, envelope.id, text, reply)
         if not result.stopped:
             self._remember(envelope, text, reply)
             self._learn(context.skill, text, result)
         return "final", reply, streamer.seq
+
+    def _prepare(self, envelope: Envelope) -> PreparedMessage:
+        """Return the envelope's text and attachments made usable (``agent.media``).
+
+        Images are dropped here, with a line saying so, when no backend of the chain can see
+        and the message has no words besides them: there is nothing else to answer.
+        """
+        message = self.media.prepare(envelope.text, envelope.attachments)
+        router = self.runtime.router
+        if message.images and not router.supports_images and not message.has_words:
+            backend, model = router.ordered()[0]
+            message.shown.append(cannot_see_reply(model or backend.model))
+            message.images = []
+        return message
 
     def _confirmed_call(self, envelope: Envelope, key: str, text: str, tool_ctx: ToolContext):
         """Run the call the user just confirmed; return ``(messages to add, its ToolStep)``.
@@ -175,14 +207,14 @@ class TurnRunner:
 
     def _stop_check(self, chat_key: str):
         started = time.time()
-        state = {"next": 0.0, "stop": False}
+        state: dict[str, float | bool] = {"next": 0.0, "stop": False}
 
         def should_stop() -> bool:
             now = self.monotonic()
             if not state["stop"] and now >= state["next"]:
                 state["next"] = now + self.stop_poll
                 state["stop"] = self.runtime.inbox.stop_requested(chat_key, started)
-            return state["stop"]
+            return bool(state["stop"])
         return should_stop
 
     def _remember(self, envelope: Envelope, user_text: str, reply: str) -> None:
@@ -195,6 +227,8 @@ class TurnRunner:
             facts = extract_memories(lambda p: self.runtime.router.complete(p, purpose="extract"),
                                      user_text, reply)
             store = self.runtime.memory() if facts else None
+            if store is None:
+                return
             for fact in facts:
                 try:
                     store.remember(fact, source=f"extraction:{envelope.id}")
@@ -228,18 +262,25 @@ class TurnRunner:
                                    chat_id=envelope.chat_id, usage=usage))
 
 
-class _DeltaStreamer:
-    """Publishes the cumulative reply as ``delta`` events, at most one per interval."""
+def _joined(*parts: str) -> str:
+    """The non-empty ``parts`` as paragraphs (the reply's first lines, then the answer)."""
+    return "\n\n".join(p for p in parts if p)
 
-    def __init__(self, runner: TurnRunner, envelope: Envelope):
+
+class _DeltaStreamer:
+    """Publishes the cumulative reply (after ``preface``, the reply's first lines) as ``delta``
+    events, at most one per interval."""
+
+    def __init__(self, runner: TurnRunner, envelope: Envelope, preface: str = ""):
         self.runner = runner
         self.envelope = envelope
+        self.preface = preface
         self.seq = 1
         self.last = runner.monotonic()
 
     def __call__(self, text: str) -> None:
         now = self.runner.monotonic()
         if text.strip() and now - self.last >= self.runner.delta_interval:
-            self.runner._publish(self.envelope, self.seq, "delta", text)
+            self.runner._publish(self.envelope, self.seq, "delta", _joined(self.preface, text))
             self.seq += 1
             self.last = now

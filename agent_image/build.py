@@ -183,5 +183,5 @@ def _delete_quietly(client, server_id: int) -> None:
         log.info("image_build_server_deleted", server_id=server_id)
     except Exception as err:  # noqa: BLE001 - reported, and the sweep finds role=image-build
         log.error("image_build_server_not_deleted", server_id=server_id, error=str(err))
-        print(f"WARNING: temporary server {server_id} could not be deleted: {err}; "
+        print(f"WARNING: temporary server {server_id} could not be deleted: {err}; "  # noqa: T201
               f"delete it by hand (label role=image-build)", file=sys.stderr)

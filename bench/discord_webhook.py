@@ -7,11 +7,12 @@ worker model (``--worker-class gthread``, ``control.gunicorn_conf``) serving
 ``control:create_app()`` on the production transport: a throwaway PostgreSQL database through
 playhouse's pool and a private ``redis-server`` bus (``bench/bench_support.py``, as
 ``bench/routing.py``); ``--embedded`` uses the SQLite database and bus instead (one writer at a
-time: it falls behind well below 200/s on this 2-core host).  ``--users`` Discord users are linked to tenants with a ready
-machine; every request is a distinct ``/ask`` interaction from one of them, signed with Ed25519
-as Discord signs (``standins.discord_api.InteractionSigner``; signed before the clock starts).
-Each is verified, its token encrypted and stored, recorded, and its envelope published on the
-bus before the deferred response (type 5) is returned: the full work of an acknowledgement.
+time: it falls behind well below 200/s on this 2-core host).  ``--users`` Discord users are
+linked to tenants with a ready machine; every request is a distinct ``/ask`` interaction from
+one of them, signed with Ed25519 as Discord signs (``standins.discord_api.InteractionSigner``;
+signed before the clock starts).  Each is verified, its token encrypted and stored, recorded,
+and its envelope published on the bus before the deferred response (type 5) is returned: the
+full work of an acknowledgement.
 
 Open loop: request ``i`` is scheduled at ``start + i / rate``; its latency runs from that
 scheduled time to the response, so a server falling behind shows in the figures
@@ -22,11 +23,9 @@ line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,18 +38,26 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_support import PrivateRedis, ThrowawayPostgres, free_port, percentile, wait_until
+from bench_support import (
+    GunicornServer,
+    PrivateRedis,
+    ThrowawayPostgres,
+    ack_figures,
+    free_port,
+    open_loop_parser,
+    percentile_figures,
+    upgrade_database,
+)
 
 from standins.discord_api import InteractionSigner, command_interaction
 
-WORKERS, THREADS = 2, 8  # the control role's defaults are 3 x 8; this machine has 2 cores
 FIRST_USER = 400_000_000_000_000_000
 
 
 def _seed(env: dict, users: int) -> list[str]:
     """Link ``users`` Discord users to tenants with a ready machine; return their user ids."""
     from control.db import init_database
-    from control.models import ChatIdentity, Machine, Tenant, utcnow
+    from control.models import ChatIdentity, Machine, MachineState, Tenant, utcnow
 
     db = init_database(env.get("DATABASE_URL") or f"sqlite:///{env['HERMES_DATA_DIR']}/control.db",
                        upgrade=False)
@@ -58,7 +65,7 @@ def _seed(env: dict, users: int) -> list[str]:
     with db.connection_context():
         for i, user in enumerate(ids):
             tenant = Tenant.create(email=f"discord{i}@bench.example", plan="light", status="active")
-            Machine.create(tenant=tenant, plan="light", state="ready", ready_at=utcnow())
+            Machine.create(tenant=tenant, plan="light", state=MachineState.READY, ready_at=utcnow())
             ChatIdentity.create(channel="discord", chat_id=user, user_id=user, tenant=tenant)
     db.close()
     return ids
@@ -79,10 +86,8 @@ def run(rate: float, seconds: float, users: int, embedded: bool) -> dict:
 def _run(rate: float, seconds: float, users: int, database_url: str | None,
          redis_url: str | None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="hermes-bench-discord-"))
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
     signer = InteractionSigner()
-    env = {**os.environ, "HERMES_DATA_DIR": str(tmp / "data"), "HERMES_PORT": str(port),
+    env = {**os.environ, "HERMES_DATA_DIR": str(tmp / "data"), "HERMES_PORT": str(free_port()),
            "HERMES_LOG_FORMAT": "json",
            "DISCORD_PUBLIC_KEY": signer.public_key_hex, "DISCORD_APPLICATION_ID": "775799577604522054",
            "DISCORD_BOT_TOKEN": "bench-token"}
@@ -90,26 +95,21 @@ def _run(rate: float, seconds: float, users: int, database_url: str | None,
         env.pop(name, None)
     if database_url:
         env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, HERMES_BUS="redis")
-    subprocess.run([str(bin_dir / "hermes"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    upgrade_database(env)
     ids = _seed(env, users)
     count = int(rate * seconds)
     bodies = []
     for i in range(count):
         body = json.dumps(command_interaction("ask", ids[i % len(ids)], {"question": f"q{i}"})).encode()
         bodies.append((body, signer.headers(body)))
-    log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
-         "--worker-class", "gthread", "--threads", str(THREADS), "--timeout", "30",
-         "--config", "python:control.gunicorn_conf", "control:create_app()"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = GunicornServer(env, tmp / "gunicorn.log")
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lock = threading.Lock()
     local = threading.local()
     try:
-        wait_until(lambda: _up(base, server), 60, "gunicorn /healthz")
+        server.start()
+        base = server.base_url
         for body, headers in bodies[:20]:  # warm-up: connections, imports, first writes
             httpx.post(f"{base}/webhooks/discord", content=body, headers=headers, timeout=30)
         start = time.monotonic() + 0.2
@@ -136,24 +136,13 @@ def _run(rate: float, seconds: float, users: int, database_url: str | None,
             list(executor.map(post, range(20, count)))
         elapsed = time.monotonic() - start
     finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        server.stop()
         served = _served_ms(tmp / "gunicorn.log")
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"bench": "discord_webhook", "rate": rate, "requests": len(latencies),
-            "achieved_rate": round(len(latencies) / elapsed, 1),
-            "server": f"gunicorn gthread {WORKERS}x{THREADS}",
+    return {"bench": "discord_webhook", "rate": rate, **ack_figures(latencies, elapsed),
+            "server": server.description,
             "transport": "postgres+redis" if database_url else "sqlite",
-            "ack_p50_ms": round(percentile(latencies, 50), 2),
-            "ack_p99_ms": round(percentile(latencies, 99), 2),
-            "ack_max_ms": round(max(latencies), 2),
-            "server_p50_ms": round(percentile(served, 50), 2),
-            "server_p99_ms": round(percentile(served, 99), 2), "answers": statuses}
+            **percentile_figures("server", served), "answers": statuses}
 
 
 def _served_ms(log_path: Path) -> list[float]:
@@ -170,20 +159,8 @@ def _served_ms(log_path: Path) -> list[float]:
     return durations[20:]  # the warm-up requests
 
 
-def _up(base: str, server: subprocess.Popen) -> bool:
-    if server.poll() is not None:
-        raise RuntimeError(f"gunicorn exited with code {server.returncode}")
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--users", type=int, default=50, help="linked Discord users (tenants)")
+    parser = open_loop_parser(__doc__, "requests per second", "linked Discord users (tenants)")
     parser.add_argument("--embedded", action="store_true",
                         help="SQLite database and bus instead of PostgreSQL and Redis")
     args = parser.parse_args()

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,23 +37,16 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_support import percentile, wait_until
+from bench_support import GunicornServer, free_port, percentile, stop_process, upgrade_database
 
 PASSWORD = "bench passphrase 123"
-WORKERS, THREADS = 2, 8  # the control role's defaults are 3 x 8; this machine has 2 cores
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _seed(data_dir: Path, users: int) -> tuple[list[str], list[str]]:
     """Create ``users`` accounts with an active plan and a ready machine; return their e-mails
     and tenant ids."""
     from control.db import init_database
-    from control.models import Machine, Tenant, utcnow
+    from control.models import Machine, MachineState, Tenant, utcnow
     from control.services.accounts import create_account
 
     db = init_database(f"sqlite:///{data_dir}/control.db", upgrade=False)
@@ -66,7 +58,7 @@ def _seed(data_dir: Path, users: int) -> tuple[list[str], list[str]]:
             tenants.append(str(account.tenant_id))
             Tenant.update(plan="light", status="active").where(
                 Tenant.id == account.tenant_id).execute()
-            Machine.create(tenant=account.tenant_id, plan="light", state="ready", ready_at=utcnow())
+            Machine.create(tenant=account.tenant_id, plan="light", state=MachineState.READY, ready_at=utcnow())
     db.close()
     return emails, tenants
 
@@ -177,49 +169,34 @@ class User(threading.Thread):
 def run(users: int, rounds: int) -> dict:
     """Measure ``users`` concurrent users for ``rounds`` rounds; return the result record."""
     tmp = Path(tempfile.mkdtemp(prefix="hermes-bench-web-"))
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "HERMES_DATA_DIR": str(tmp / "data"), "HERMES_PORT": str(port),
+    env = {**os.environ, "HERMES_DATA_DIR": str(tmp / "data"), "HERMES_PORT": str(free_port()),
            "HERMES_PROXY_HOPS": "1", "HERMES_LOG_FORMAT": "json"}
     for name in ("DATABASE_URL", "REDIS_URL", "HERMES_BUS", "HERMES_BUS_URL"):
         env.pop(name, None)
-    subprocess.run([str(bin_dir / "hermes"), "db", "upgrade"], env=env, check=True,
-                   capture_output=True)
+    upgrade_database(env)
     emails, tenants = _seed(tmp / "data", users)
     echo = EchoAgent(f"sqlite:///{tmp / 'data'}/bus.db", tenants)
     echo.start()
-    log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 (closed below)
-    worker = subprocess.Popen([str(bin_dir / "hermes"), "worker"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    server = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
-         "--worker-class", "gthread", "--threads", str(THREADS), "--timeout", "30",
-         "--config", "python:control.gunicorn_conf", "control:create_app()"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    log = open(tmp / "worker.log", "wb")  # noqa: SIM115 (closed below)
+    worker = subprocess.Popen([str(Path(sys.executable).parent / "hermes"), "worker"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    server = GunicornServer(env, tmp / "gunicorn.log")
     try:
-        wait_until(lambda: _up(base, server), 60, "gunicorn /healthz")
-        start = threading.Event()
-        crowd = [User(base, email, f"198.18.{i // 250}.{i % 250 + 1}", rounds, start)
-                 for i, email in enumerate(emails)]
-        for user in crowd:
-            user.start()
-        time.sleep(0.5)  # sign-ins are not measured; let them finish before the clock starts
-        began = time.monotonic()
-        start.set()
-        for user in crowd:
-            user.join(600)
-        seconds = time.monotonic() - began
+        with server:
+            start = threading.Event()
+            crowd = [User(server.base_url, email, f"198.18.{i // 250}.{i % 250 + 1}", rounds, start)
+                     for i, email in enumerate(emails)]
+            for user in crowd:
+                user.start()
+            time.sleep(0.5)  # sign-ins are not measured; let them finish before the clock starts
+            began = time.monotonic()
+            start.set()
+            for user in crowd:
+                user.join(600)
+            seconds = time.monotonic() - began
     finally:
         echo.stopping.set()
-        for process in (server, worker):
-            process.terminate()
-        for process in (server, worker):
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(worker)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     dashboard = [ms for u in crowd for ms in u.dashboard_ms]
@@ -231,7 +208,7 @@ def run(users: int, rounds: int) -> dict:
             errors[what] = errors.get(what, 0) + count
     return {
         "bench": "front_door", "users": users, "rounds": rounds,
-        "server": f"gunicorn gthread {WORKERS}x{THREADS}", "seconds": round(seconds, 2),
+        "server": server.description, "seconds": round(seconds, 2),
         "dashboard_ttfb_ms": {"n": len(dashboard), "p50": round(percentile(dashboard, 50), 1),
                               "p99": round(percentile(dashboard, 99), 1)},
         "chat_stream_ttfb_ms": {"n": len(stream), "p50": round(percentile(stream, 50), 1),
@@ -240,15 +217,6 @@ def run(users: int, rounds: int) -> dict:
                           "p99": round(percentile(final, 99), 1)},
         "errors": errors,
     }
-
-
-def _up(base: str, server: subprocess.Popen) -> bool:
-    if server.poll() is not None:
-        raise RuntimeError(f"gunicorn exited with code {server.returncode}")
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> None:

@@ -133,7 +133,8 @@ def main() -> None:
                 loaded += concurrent_latencies(manager, transport, args.concurrency)
             figures[f"{transport}_p50_ms"] = round(percentile(sequential, 0.5), 2)
             figures[f"{transport}_p99_ms"] = round(percentile(sequential, 0.99), 2)
-            figures[f"{transport}_sdk_p50_ms"] = round(percentile(sdk_latencies(manager, transport, args.calls), 0.5), 2)
+            sdk = sdk_latencies(manager, transport, args.calls)
+            figures[f"{transport}_sdk_p50_ms"] = round(percentile(sdk, 0.5), 2)
             figures[f"{transport}_concurrent_p50_ms"] = round(percentile(loaded, 0.5), 2)
             figures[f"{transport}_concurrent_p99_ms"] = round(percentile(loaded, 0.99), 2)
     finally:

@@ -44,7 +44,7 @@ class CachingEmbedder(Embedder):
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
         if missing:
             vectors = self._inner.embed([texts[i] for i in missing])
-            for i, vector in zip(missing, vectors):
+            for i, vector in zip(missing, vectors, strict=True):
                 self._cache[keys[i]] = vector
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

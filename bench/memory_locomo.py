@@ -14,8 +14,8 @@ per-category recall and ingest timing. ``--set NAME=VALUE`` overrides a Retrieva
 ingest timing meaningless). ``--grid NAME=V1,V2,...`` (repeatable) runs every combination and
 reports leave-one-conversation-out recall: for each conversation, the combination best on the
 others (question-weighted) is scored on it; held-out recall is averaged over conversations
-("loo_recall_mean") and over questions ("loo_recall_pooled"). ``--scale N`` instead measures search latency over N synthetic
-memories (see bench/memory_scale.py).
+("loo_recall_mean") and over questions ("loo_recall_pooled"). ``--scale N`` instead measures search
+latency over N synthetic memories (see bench/memory_scale.py).
 
 Findings on dev (2026-11, all-MiniLM-L6-v2 + FTS5; details in the issue-3 closing notes):
 recall@5 0.743 (0.741 held out by conversation). Perfect reordering of our top 10 would give
@@ -126,7 +126,7 @@ def parse_overrides(pairs: list[str]) -> RetrievalConfig:
 def leave_one_out(results: list[dict]) -> dict:
     """Leave-one-conversation-out recall over ``results`` (one run() result per configuration)."""
     counts = results[0]["questions_by_conversation"]
-    sums = [[r * n for r, n in zip(result["recall_by_conversation"], counts)] for result in results]
+    sums = [[r * n for r, n in zip(result["recall_by_conversation"], counts, strict=True)] for result in results]
     held_out, held_out_sum, chosen = [], 0.0, []
     for out in range(len(counts)):
         others = sum(n for i, n in enumerate(counts) if i != out)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                    for overrides in combinations]
         result = leave_one_out(results)
         result["loo_chosen"] = [combinations[g] for g in result["loo_chosen"]]
-        result["all_dev_best"] = max(zip(results, combinations), key=lambda rc: rc[0]["recall_at_k"])[1]
+        result["all_dev_best"] = max(zip(results, combinations, strict=True), key=lambda rc: rc[0]["recall_at_k"])[1]
     else:
         result = run(args.data, args.k, config, embedder)
     if args.embed_cache:

@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, nullcontext, suppress
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -144,10 +144,8 @@ def open_loop(stack: Stack, pool: ChatPool, rate: float, seconds: float, drain: 
     if not replies:
         return {**result, "lost": failed}
     texts = [f"{tag}-{i}" for i in range(count)]
-    try:
+    with suppress(TimeoutError):
         wait_until(lambda: all(stack.reply_at(t) for t in texts), drain, "every reply", interval=0.05)
-    except TimeoutError:
-        pass
     shown = [stack.reply_at(t) for t in texts]
     delivered = [s for s in shown if s is not None]
     return {**result, "drain_s": round((max(delivered) - start) if delivered else 0.0, 1),

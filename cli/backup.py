@@ -45,7 +45,7 @@ def run() -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         database.close()
-    for entry in [report.control, *report.tenants]:
+    for entry in filter(None, [report.control, *report.tenants]):
         click.echo(f"stored {entry.key} ({entry.bytes} bytes)")
     for key in report.pruned:
         click.echo(f"pruned {key}")

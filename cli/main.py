@@ -27,6 +27,7 @@ COMMANDS = {
     "backup": "cli.backup:backup",
     "telegram": "cli.telegram:telegram",
     "discord": "cli.discord:discord",
+    "settings": "cli.settings:settings",
 }
 
 

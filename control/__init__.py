@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         # Host is not taken from X-Forwarded-Host: nginx sets Host itself and passes a
         # client's X-Forwarded-Host through untouched.
         hops = runtime.settings.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = 1 * 1024 * 1024  # bytes; webhooks are small.
     app.extensions["hermes"] = runtime
     auth.init_app(app, runtime.settings)
@@ -75,8 +75,15 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
 
     auth.csrf.exempt(mcp_proxy.bp)
     app.register_blueprint(mcp_proxy.bp)
+    from control.web import media
+
+    app.register_blueprint(media.bp)
     from control.web import slack
 
     auth.csrf.exempt(slack.bp)
     slack.init_app(app, runtime)
+    from control.web import whatsapp
+
+    auth.csrf.exempt(whatsapp.bp)
+    whatsapp.init_app(app, runtime)
     return app

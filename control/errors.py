@@ -19,7 +19,7 @@ class HermesError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str = "", *, code: str | None = None):
-        super().__init__(message or self.__class__.__doc__.strip().splitlines()[0])
+        super().__init__(message or (self.__class__.__doc__ or "").strip().splitlines()[0])
         if code:
             self.code = code
 
@@ -138,12 +138,12 @@ def register_error_handlers(app) -> None:
         # 15.5.6 "Allow"), a 429 its Retry-After.
         headers = [(k, v) for k, v in err.get_headers() if k.lower() != "content-type"]
         if wants_html():
-            return _page(err.code, _page_message(err), headers)
+            return _page(err.code or 500, _page_message(err), headers)
         body = jsonify(error=err.name.lower().replace(" ", "_"), message=err.description)
         return body, err.code, headers
 
     def render_unexpected(err: Exception):
-        app.logger.exception("unhandled error")
+        app.logger.error("unhandled error", exc_info=err)
         if wants_html():
             return _page(500, "Something went wrong on our side. Please try again later.")
         return jsonify(error="internal_error", message="internal error"), 500

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from peewee import (
+    AutoField,
     BooleanField,
     CharField,
     DateTimeField,
@@ -17,6 +18,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    ModelSelect,
     TextField,
 )
 
@@ -29,6 +31,11 @@ def utcnow() -> datetime:
 
 
 class BaseModel(Model):
+    # Declarations for the type checker only: peewee's metaclass adds ``id`` (the AutoField of a
+    # model without a primary key), ``<fk>_id`` accessors and backrefs when a class is created,
+    # and ignores bare annotations.
+    id: AutoField[int]
+
     class Meta:
         database = database
 
@@ -66,6 +73,15 @@ class Tenant(BaseModel):
     # and the Composio endpoint it is proxied to (SecretsBox-encrypted JSON).
     mcp_token_hash = CharField(null=True)
     mcp_upstream = TextField(null=True)
+    accounts: ModelSelect[Account]
+    subscriptions: ModelSelect[Subscription]
+    machines: ModelSelect[Machine]
+    link_tokens: ModelSelect[LinkToken]
+    chats: ModelSelect[ChatIdentity]
+    messages: ModelSelect[Message]
+    deliveries: ModelSelect[Delivery]
+    usage: ModelSelect[Usage]
+    connections: ModelSelect[Connection]
 
 
 class Account(BaseModel):
@@ -77,17 +93,20 @@ class Account(BaseModel):
     """
 
     tenant = ForeignKeyField(Tenant, backref="accounts", unique=True)
+    tenant_id: IntegerField[int]
     email = CharField(unique=True)
     password_hash = CharField()
     session_version = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
+    resets: ModelSelect[PasswordReset]
 
 
 class PasswordReset(BaseModel):
     """A single-use password reset link; only the SHA-256 of its token is stored."""
 
     account = ForeignKeyField(Account, backref="resets", on_delete="CASCADE")
+    account_id: IntegerField[int]
     token_hash = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
     expires_at = DateTimeField()
@@ -116,6 +135,7 @@ class Subscription(BaseModel):
 
     stripe_subscription_id = CharField(unique=True)
     tenant = ForeignKeyField(Tenant, backref="subscriptions", null=True)
+    tenant_id: IntegerField[int | None]
     stripe_customer_id = CharField(null=True, index=True)
     status = CharField(default="incomplete")
     plan = CharField(null=True)
@@ -156,6 +176,7 @@ class Machine(BaseModel):
     """
 
     tenant = ForeignKeyField(Tenant, backref="machines", unique=True)
+    tenant_id: IntegerField[int]
     plan = CharField()
     state = CharField(default=MachineState.REQUESTED.value)
     address = CharField(null=True)
@@ -187,6 +208,7 @@ class LinkToken(BaseModel):
 
     token = CharField(unique=True)
     tenant = ForeignKeyField(Tenant, backref="link_tokens")
+    tenant_id: IntegerField[int]
     created_at = DateTimeField(default=utcnow)
     expires_at = DateTimeField()
     used_at = DateTimeField(null=True)
@@ -199,6 +221,7 @@ class ChatIdentity(BaseModel):
     chat_id = CharField()
     user_id = CharField(default="")
     tenant = ForeignKeyField(Tenant, backref="chats")
+    tenant_id: IntegerField[int]
     linked_at = DateTimeField(default=utcnow)
 
     class Meta:
@@ -211,6 +234,7 @@ class Message(BaseModel):
     chat is not linked), each with its platform message id."""
 
     tenant = ForeignKeyField(Tenant, backref="messages", null=True)
+    tenant_id: IntegerField[int | None]
     envelope_id = CharField()
     direction = CharField()
     channel = CharField()
@@ -227,11 +251,14 @@ class DeliveryState(StrEnum):
     """The states of a ``Delivery`` (stored as their string values).
 
     ``sending``: the platform message exists or is being sent, and is still being edited;
-    ``delivered``: the final text is on the platform and is never sent again.
+    ``delivered``: the final text is on the platform and is never sent again;
+    ``failed``: the platform refused the reply for good or reported it undeliverable
+    (``Delivery.failure`` says why); it is not retried.
     """
 
     SENDING = "sending"
     DELIVERED = "delivered"
+    FAILED = "failed"
 
 
 class Delivery(BaseModel):
@@ -241,11 +268,14 @@ class Delivery(BaseModel):
     being answered. ``pending_text`` is set while a ``sendMessage`` whose outcome is not yet
     recorded is in flight (the send intent), with ``pending_after`` the highest platform message
     id of the chat known before it; ``chunk_message_ids`` lists (comma-separated) the ids of the
-    continuation messages of a reply longer than the platform's limit.
+    continuation messages of a reply longer than the platform's limit.  ``platform_status`` is
+    the latest status the platform reported for the reply (WhatsApp: ``sent``, ``delivered``,
+    ``read``, ``failed``; null until one arrives) and ``failure`` why it was not delivered.
     """
 
     envelope_id = CharField(unique=True)
     tenant = ForeignKeyField(Tenant, backref="deliveries")
+    tenant_id: IntegerField[int]
     channel = CharField()
     chat_id = CharField(index=True)
     platform_message_id = CharField(null=True)
@@ -258,12 +288,15 @@ class Delivery(BaseModel):
     recovered = BooleanField(default=False)
     created_at = DateTimeField(default=utcnow)
     delivered_at = DateTimeField(null=True)
+    platform_status = CharField(null=True)
+    failure = TextField(default="")
 
 
 class Usage(BaseModel):
     """One LLM call's usage: tokens, cost in cents (float), latency in milliseconds."""
 
     tenant = ForeignKeyField(Tenant, backref="usage")
+    tenant_id: IntegerField[int]
     envelope_id = CharField(null=True)
     model = CharField(default="")
     input_tokens = IntegerField(default=0)
@@ -306,6 +339,7 @@ class Connection(BaseModel):
     """
 
     tenant = ForeignKeyField(Tenant, backref="connections")
+    tenant_id: IntegerField[int]
     service = CharField()
     status = CharField(default=ConnectionStatus.INITIATED.value)
     composio_account_id = CharField(null=True, index=True)
@@ -365,7 +399,15 @@ class GatewayState(BaseModel):
     connected = BooleanField(default=False)
     seen_at = DateTimeField(default=utcnow)
 
+
+class WhatsAppWindow(BaseModel):
+    """A WhatsApp user's 24-hour customer-service window: the time of their last message
+    (``control.services.whatsapp_window``)."""
+
+    wa_id = CharField(unique=True)
+    last_inbound_at = DateTimeField(default=utcnow)
+
 ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
               Delivery, Usage, AttentionItem, Account, PasswordReset, OutboxMail, Connection,
               SlackInstallation, SlackOAuthState,
-              DiscordInteraction, GatewayState]
+              DiscordInteraction, GatewayState, WhatsAppWindow]

@@ -80,7 +80,8 @@ class Runtime:
     def channel_adapters(self) -> dict:
         """The delivery worker's adapters besides Telegram's: ``{channel: ChannelAdapter}`` for
         every platform that is configured (Discord: ``DISCORD_BOT_TOKEN`` set; Slack:
-        ``SLACK_SIGNING_SECRET`` set, tokens from the installation store)."""
+        ``SLACK_SIGNING_SECRET`` set, tokens from the installation store; WhatsApp:
+        ``WHATSAPP_APP_SECRET``, ``WHATSAPP_ACCESS_TOKEN`` and ``WHATSAPP_PHONE_NUMBER_ID`` set)."""
         adapters = {}
         if self.settings.discord_bot_token:
             adapters["discord"] = self.discord_adapter
@@ -88,7 +89,21 @@ class Runtime:
             from control.services.slack_install import slack_adapter
 
             adapters["slack"] = slack_adapter(self.secrets_box, self.settings.slack_api_base)
+        if self.whatsapp_adapter is not None:
+            adapters["whatsapp"] = self.whatsapp_adapter
         return adapters
+
+    @cached_property
+    def whatsapp_adapter(self):
+        """The ``WhatsAppAdapter`` when WhatsApp is configured (``WhatsAppConfig.enabled``), else None."""
+        from control.channels.whatsapp import Template, WhatsAppAdapter, WhatsAppConfig
+        from control.services.whatsapp_window import in_window
+
+        config = WhatsAppConfig.from_settings(self.settings)
+        if not config.enabled:
+            return None
+        return WhatsAppAdapter(config.access_token, config.phone_number_id, in_window,
+                               config.api_base, Template.parse(config.template))
 
     def agent_env(self) -> dict[str, str]:
         """Environment handed to every agent, whatever its plan (``agent_settings.base_agent_env``):
@@ -114,4 +129,6 @@ class Runtime:
             self.bot.close()
         if "discord_rest" in self.__dict__:
             self.discord_rest.close()
+        if self.__dict__.get("whatsapp_adapter") is not None:
+            self.whatsapp_adapter.close()
         self.db.close()

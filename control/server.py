@@ -11,12 +11,16 @@ import gc
 import logging
 import signal
 import threading
+from typing import TYPE_CHECKING, Any
 
 from control import create_app
 from control.runtime import Runtime
 from control.services.delivery import DeliveryWorker
 from control.services.provisioning import ready_tenant_ids
 from control.settings import Settings
+
+if TYPE_CHECKING:
+    from waitress.server import BaseWSGIServer, MultiSocketServer
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,8 @@ class Server:
         self.app = create_app(settings, self.runtime)
         self.host = host
         self.stopping = threading.Event()
-        self._consumer = None
-        self._http = None
+        self._consumer: Any = None  # huey.consumer.Consumer (huey has no type hints)
+        self._http: MultiSocketServer | BaseWSGIServer | None = None
 
     def start_workers(self, huey_workers: int = 2) -> None:
         """Adopt existing local agents, start the Huey consumer and the delivery worker.
@@ -74,7 +78,7 @@ class Server:
 
     def serve_forever(self) -> None:
         """Start the workers and serve HTTP until SIGINT/SIGTERM; then stop everything."""
-        from waitress import create_server
+        from waitress.server import create_server
 
         self.start_workers()
         if not self.settings.smtp_url:

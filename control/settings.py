@@ -3,18 +3,23 @@
 ``Settings.from_env()`` reads every variable once; everything else receives a ``Settings``.
 Defaults make the embedded mode work with no servers and no keys (DESIGN.md, "Defaults that
 make it run anywhere").
+
+Each setting is declared once, as a ``setting(...)`` field (``wire/declared.py``): its variable,
+default, parser and meaning.  ``from_env``, the class docstring and README's configuration table
+(``hermes settings --markdown``) all come from those declarations.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
 from wire import logs
+from wire.declared import documented, read_env, setting
 
 
 def _default_data_dir() -> str:
@@ -23,207 +28,373 @@ def _default_data_dir() -> str:
 
 # The Slack app's bot scopes (https://docs.slack.dev/reference/scopes): app_mention events,
 # chat.postMessage/update, the /hermes command, DM events (im:history) and opening DMs
-# (conversations.open needs im:write; im:read reads their metadata).
-SLACK_SCOPES = ("app_mentions:read", "chat:write", "commands", "im:history", "im:read", "im:write")
+# (conversations.open needs im:write; im:read reads their metadata); files:read downloads the
+# files people send (https://api.slack.com/scopes/files:read).
+SLACK_SCOPES = ("app_mentions:read", "chat:write", "commands", "files:read", "im:history",
+                "im:read", "im:write")
+
+# The agent's LLM, logging and error-reporting variables (names as in ``agent/config.py``),
+# handed unchanged to every agent this control plane starts.
+AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES_MODEL",
+                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+                  "HERMES_OPENAI_MODEL", "HERMES_LOG_FORMAT", "SENTRY_DSN",
+                  "HERMES_OPENAI_VISION", "HERMES_TRANSCRIBE_URL", "HERMES_TRANSCRIBE_API_KEY",
+                  "HERMES_TRANSCRIBE_MODEL")
 
 
+def _url(raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(filter(None, (item.strip() for item in raw.split(","))))
+
+
+def _parse_pairs(raw: str) -> dict[str, str]:
+    pairs = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"entry {pair!r} must look like key=value")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _parse_price_plans(raw: str) -> dict[str, str]:
+    plans = _parse_pairs(raw)
+    bad = {price: plan for price, plan in plans.items() if plan not in ("light", "heavy")}
+    if bad:
+        raise ValueError(f"plans must be light or heavy, not {bad}")
+    return plans
+
+
+def _parse_budgets(raw: str) -> dict[str, int]:
+    budgets = dict(DEFAULT_PLAN_BUDGET_CENTS)
+    for plan, cents in _parse_pairs(raw).items():
+        try:
+            budgets[plan] = int(cents)
+        except ValueError:
+            raise ValueError(f"{plan}={cents!r} is not whole cents") from None
+    return budgets
+
+
+def _parse_scopes(raw: str) -> tuple[str, ...]:
+    return _parse_list(raw) or SLACK_SCOPES
+
+
+def _bus_url(env) -> str:
+    choice = env.get("HERMES_BUS", "")
+    if choice not in ("", "redis", "sqlite"):
+        raise ConfigError(f"HERMES_BUS must be redis or sqlite, not {choice!r}")
+    if choice == "sqlite":
+        return env.get("HERMES_BUS_URL", "")
+    if choice == "redis" or env.get("REDIS_URL"):
+        if not env.get("REDIS_URL"):
+            raise ConfigError("HERMES_BUS=redis needs REDIS_URL")
+        return env["REDIS_URL"]
+    return env.get("HERMES_BUS_URL", "")
+
+
+def _agent_env(env) -> dict[str, str]:
+    return {k: env[k] for k in AGENT_ENV_KEYS if env.get(k)}
+
+
+@documented
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the control plane.
+    """Every knob of the control plane (declarations: ``wire/declared.py``)."""
 
-    Attributes (environment variable in brackets, default after ``=``):
-        data_dir: [HERMES_DATA_DIR] = ``~/.hermes``; database, bus, queue and agent data.
-        database_url: [DATABASE_URL] = ``sqlite:///<data_dir>/control.db``; ``postgresql://`` for Postgres.
-        bus_url: [HERMES_BUS_URL, or REDIS_URL when HERMES_BUS=redis] = ``sqlite:///<data_dir>/bus.db``.
-        bus_ca_file: [HERMES_BUS_CA_FILE] = ``""``; PEM CA that signed the Redis server certificate,
-            used to verify ``rediss://`` bus URLs (issued by ``roles/redis``; ``""`` = system CAs).
-        port: [HERMES_PORT] = 8000.
-        public_url: [HERMES_PUBLIC_URL] = ``http://127.0.0.1:<port>``; how agents reach us.
-        stripe_webhook_secret: [STRIPE_WEBHOOK_SECRET] = ``""`` (every Stripe webhook is refused).
-        stripe_price_plans: [STRIPE_PRICE_PLANS] = ``{}``; ``price_id=plan,...`` fallback map.
-        stripe_tolerance: seconds a Stripe signature timestamp may be old (Stripe's SDK default 300).
-        telegram_bot_token: [TELEGRAM_BOT_TOKEN] = ``""``.
-        telegram_bot_username: [TELEGRAM_BOT_USERNAME] = ``HermesMaxBot``; used in deep links.
-        telegram_webhook_secret: [TELEGRAM_WEBHOOK_SECRET] = ``""`` (every update is refused).
-        telegram_api_base: [TELEGRAM_API_BASE] = ``https://api.telegram.org``.
-        discord_public_key: [DISCORD_PUBLIC_KEY] = ``""``; the application's Ed25519 public key
-            (hex) that verifies interactions (every interaction is refused without it).
-        discord_bot_token: [DISCORD_BOT_TOKEN] = ``""``; the bot's token (REST and Gateway).
-        discord_application_id: [DISCORD_APPLICATION_ID] = ``""``; the application's id.
-        discord_api_base: [DISCORD_API_BASE] = ``https://discord.com/api/v10``.
-        discord_gateway_url: [DISCORD_GATEWAY_URL] = ``""``; Gateway URL override (empty:
-            ``GET /gateway/bot`` tells it).
-        link_token_ttl: [HERMES_LINK_TOKEN_TTL] = 86400 seconds (24 h, issue #2).
-        edit_interval: [HERMES_EDIT_INTERVAL] = 1.0 second between edits of one chat's message.
-        provisioner: [HERMES_PROVISIONER] = ``local`` | ``hetzner``.
-        agent_env: LLM settings handed to every agent, the variables in ``AGENT_ENV_KEYS``
-            (only those that are set; names as in ``agent/config.py``).
-        plan_budget_cents: [HERMES_PLAN_BUDGET_CENTS] = ``light=50,heavy=150``; each plan's
-            paid LLM budget per tenant per UTC day, US cents (justified against the plan prices
-            in ``control/services/agent_settings.py``).
-        default_tz: [HERMES_DEFAULT_TZ, else HERMES_TZ] = ``UTC``; IANA time zone given to
-            agents as HERMES_TZ (a zone the user sets on the dashboard overrides it).
-        visibility_timeout: [HERMES_VISIBILITY_TIMEOUT] = 30 seconds before a bus entry is redelivered.
-        env: [HERMES_ENV] = ``local``; the label ``env`` on every machine.
-        huey_immediate: run Huey tasks inline (tests only).
-        ready_timeout: [HERMES_READY_TIMEOUT] = 600 seconds from the provider saying "running" to
-            the agent's lifecycle ``ready`` event.  A Hetzner server from a snapshot boots in
-            about a minute, then cloud-init writes the env file and the agent loads its models;
-            10 minutes leaves room for a slow location without hiding a broken agent for long.
-        heartbeat_interval: [HERMES_HEARTBEAT_INTERVAL] = 30 seconds between agent heartbeats
-            (handed to agents, so both sides agree).
-        missed_heartbeats: [HERMES_MISSED_HEARTBEATS] = 3 intervals without a lifecycle event
-            before a ready machine is ``unhealthy``.
-        provision_attempts: [HERMES_PROVISION_ATTEMPTS] = 3 provisioning attempts (first
-            included) on transient failures (Hetzner 429/5xx, ready timeout) before ``failed``.
-        provision_retry_delay: [HERMES_PROVISION_RETRY_DELAY] = 60 seconds before the second
-            attempt, doubled for each later one.
-        backup_retention_days: [HERMES_BACKUP_RETENTION_DAYS] = 14 UTC days of nightly backups
-            kept (``control/services/backups.py``: the newest backup of each day).
-        backup_hour: [HERMES_BACKUP_HOUR] = 3; the UTC hour (0-23) of the nightly backup run.
-        metrics_multiproc_dir: [PROMETHEUS_MULTIPROC_DIR] = ``""``; prometheus_client's
-            multiprocess directory (it reads the variable itself): set under gunicorn so
-            ``/metrics`` adds up every worker; ``""`` = one process, in-memory metrics.
-        sentry_dsn: [SENTRY_DSN] = ``""``; Sentry project DSN for unhandled errors (``""`` = off);
-            also handed to the agents (``AGENT_ENV_KEYS``), whose events say ``environment=agent``.
-        log_format: [HERMES_LOG_FORMAT] = ``console`` (readable lines) or ``json`` (one JSON
-            object per line: production, ``roles/control``); ``wire.logs``.  Also handed to the
-            agents this control plane starts (``AGENT_ENV_KEYS``), so both sides log alike.
-        secret_key: [HERMES_SECRET_KEY] = ``""``; signs web sessions and CSRF tokens.  ``""``
-            in local mode: a random key is created once in ``<data_dir>/secret_key`` (0600);
-            production (``HERMES_ENV`` not ``local``) refuses to start without it.
-        stripe_secret_key: [STRIPE_SECRET_KEY] = ``""``; Stripe API key for Checkout, the
-            customer portal and invoices (``""``: the billing pages say billing is not set up).
-        stripe_api_base: [STRIPE_API_BASE] = ``""`` (the SDK's ``https://api.stripe.com``); the
-            local Stripe stand-in's URL in ``hermes demo`` and tests.
-        stripe_price_light / stripe_price_heavy: [STRIPE_PRICE_LIGHT] / [STRIPE_PRICE_HEAVY] =
-            ``""``; the recurring Price ids Checkout sells for each plan.
-        grace_days: [HERMES_GRACE_DAYS] = 7 days a canceled tenant's agent stays paused, data
-            kept, before its machine is archived and destroyed (issue #10).
-        archive_retention_days: [HERMES_ARCHIVE_RETENTION_DAYS] = 30 days an archive is kept;
-            resubscribing within them restores it onto the new machine.
-        smtp_url: [SMTP_URL] = ``""``; ``smtp://`` or ``smtps://user:password@host:port`` (add
-            ``?starttls=1`` for STARTTLS).  ``""``: mail stays in the outbox table, which
-            ``hermes serve`` prints (local mode).
-        mail_from: [HERMES_MAIL_FROM] = ``Hermes Max <no-reply@localhost>``; the From header.
-        rate_limit_storage: [HERMES_RATE_LIMIT_STORAGE] = ``memory://``; flask-limiter storage
-            URI; production uses ``redis://`` so every gunicorn worker shares the counters.
-        encryption_keys: [HERMES_ENCRYPTION_KEYS] = ``()``; comma-separated Fernet keys, newest
-            first, encrypting third-party credentials at rest (``control/services/secrets_box.py``).
-            Empty in local mode: a key is created once in ``<data_dir>/encryption_key`` (0600).
-        composio_api_key: [COMPOSIO_API_KEY] = ``""``; the Composio project API key behind the
-            users' connections (``control/services/composio_client.py``; ``""``: the
-            connections API answers 503 "not set up").
-        composio_api_base: [COMPOSIO_API_BASE] = ``https://backend.composio.dev``; Composio's API
-            (the local stand-in ``standins/composio_api.py`` in tests).
-        composio_webhook_secret: [COMPOSIO_WEBHOOK_SECRET] = ``""``; the project's webhook
-            signing secret (``""``: every Composio webhook is refused, 401).
-        proxy_hops: [HERMES_PROXY_HOPS] = 0; reverse proxies in front of the app whose
-            ``X-Forwarded-For``/``-Proto`` are trusted (werkzeug ``ProxyFix``).  1 behind
-            the control role's nginx, so rate limits key on the client's address, not nginx's.
-        slack_signing_secret: [SLACK_SIGNING_SECRET] = ``""``; verifies every Slack request (v0
-            signature, ``control/web/slack.py``); ``""``: Slack is off (its webhooks answer 401).
-        slack_client_id / slack_client_secret: [SLACK_CLIENT_ID] / [SLACK_CLIENT_SECRET] =
-            ``""``; the Slack app's OAuth credentials for ``/slack/install`` (``""``: no install).
-        slack_api_base: [SLACK_API_BASE] = ``https://slack.com/api``; the Web API base URL (the
-            local stand-in's in tests and ``hermes demo``).
-        slack_scopes: [SLACK_SCOPES] = ``SLACK_SCOPES``, comma-separated bot scopes asked for at
-            install: mentions, posting, ``/hermes`` and DMs.
-
-    Production machines (``HERMES_PROVISIONER=hetzner``; see ``control/providers/hetzner/config.py``):
-        hcloud_token [HCLOUD_TOKEN], hcloud_endpoint [HCLOUD_ENDPOINT], hetzner_location
-        [HETZNER_LOCATION], hetzner_snapshot_id [HETZNER_SNAPSHOT_ID], hetzner_network_id
-        [HETZNER_NETWORK_ID], hetzner_firewall_label [HETZNER_FIREWALL_LABEL],
-        hetzner_server_types [HETZNER_SERVER_TYPES, ``light=cx23,heavy=cx33``],
-        hetzner_ssh_key_names [HETZNER_SSH_KEY_NAMES, comma-separated],
-        hetzner_image_llm_backends [HETZNER_IMAGE_LLM_BACKENDS, comma-separated, default
-        ``anthropic,openai_compat``: the LLM backends the pinned snapshot installs,
-        agent_image ``hermes_llm_backends``], hetzner_ssh_key_path
-        [HETZNER_SSH_KEY_PATH], pulumi_backend_url [PULUMI_BACKEND_URL],
-        pulumi_config_passphrase [PULUMI_CONFIG_PASSPHRASE], pulumi_home [PULUMI_HOME],
-        archive_s3_endpoint [ARCHIVE_S3_ENDPOINT], archive_bucket [ARCHIVE_BUCKET],
-        archive_access_key [ARCHIVE_ACCESS_KEY], archive_secret_key [ARCHIVE_SECRET_KEY],
-        archive_region [ARCHIVE_REGION], drift_delay [HERMES_DRIFT_DELAY] seconds between
-        stack previews in ``hermes drift``.
-    """
-
-    data_dir: str = field(default_factory=_default_data_dir)
-    database_url: str = ""
-    bus_url: str = ""
-    bus_ca_file: str = ""
-    port: int = 8000
-    public_url: str = ""
-    stripe_webhook_secret: str = ""
-    stripe_price_plans: dict[str, str] = field(default_factory=dict)
-    stripe_tolerance: int = 300
-    telegram_bot_token: str = ""
-    telegram_bot_username: str = "HermesMaxBot"
-    telegram_webhook_secret: str = ""
-    telegram_api_base: str = "https://api.telegram.org"
-    discord_public_key: str = ""
-    discord_bot_token: str = ""
-    discord_application_id: str = ""
-    discord_api_base: str = "https://discord.com/api/v10"
-    discord_gateway_url: str = ""
-    link_token_ttl: int = 86400
-    edit_interval: float = 1.0
-    provisioner: str = "local"
-    agent_env: dict[str, str] = field(default_factory=dict)
-    plan_budget_cents: dict[str, int] = field(
-        default_factory=lambda: dict(DEFAULT_PLAN_BUDGET_CENTS))
-    default_tz: str = "UTC"
-    visibility_timeout: float = 30.0
-    env: str = "local"
-    huey_immediate: bool = False
-    ready_timeout: float = 600.0
-    heartbeat_interval: float = 30.0
-    missed_heartbeats: int = 3
-    provision_attempts: int = 3
-    provision_retry_delay: float = 60.0
-    backup_retention_days: int = 14
-    backup_hour: int = 3
-    metrics_multiproc_dir: str = ""
-    sentry_dsn: str = ""
-    log_format: str = "console"
-    hcloud_token: str = ""
-    hcloud_endpoint: str = ""
-    hetzner_location: str = ""
-    hetzner_snapshot_id: str = ""
-    hetzner_network_id: str = ""
-    hetzner_firewall_label: str = ""
-    hetzner_server_types: dict[str, str] = field(default_factory=dict)
-    hetzner_ssh_key_names: tuple[str, ...] = ()
-    hetzner_image_llm_backends: tuple[str, ...] = ()
-    hetzner_ssh_key_path: str = ""
-    pulumi_backend_url: str = ""
-    pulumi_config_passphrase: str = ""
-    pulumi_home: str = ""
-    archive_s3_endpoint: str = ""
-    archive_bucket: str = ""
-    archive_access_key: str = ""
-    archive_secret_key: str = ""
-    archive_region: str = ""
-    drift_delay: float = 5.0
-    secret_key: str = ""
-    stripe_secret_key: str = ""
-    stripe_api_base: str = ""
-    stripe_price_light: str = ""
-    stripe_price_heavy: str = ""
-    grace_days: int = 7
-    archive_retention_days: int = 30
-    smtp_url: str = ""
-    mail_from: str = "Hermes Max <no-reply@localhost>"
-    rate_limit_storage: str = "memory://"
-    proxy_hops: int = 0
-    encryption_keys: tuple[str, ...] = ()
-    slack_signing_secret: str = ""
-    slack_client_id: str = ""
-    slack_client_secret: str = ""
-    slack_api_base: str = "https://slack.com/api"
-    slack_scopes: tuple[str, ...] = SLACK_SCOPES
-    composio_api_key: str = ""
-    composio_api_base: str = "https://backend.composio.dev"
-    composio_webhook_secret: str = ""
+    data_dir: str = setting(
+        "HERMES_DATA_DIR", factory=_default_data_dir, shown="`~/.hermes`",
+        doc="database, bus, queue, agents' data")
+    database_url: str = setting(
+        "DATABASE_URL", "", shown="`sqlite:///$HERMES_DATA_DIR/control.db`",
+        doc="`postgresql://…` for Postgres (Supabase works)")
+    port: int = setting("HERMES_PORT", 8000, parse=int, doc="HTTP port of `hermes serve`")
+    public_url: str = setting(
+        "HERMES_PUBLIC_URL", "", shown="`http://127.0.0.1:$HERMES_PORT`",
+        doc="how agents, Telegram and Stripe reach the control plane")
+    bus_url: str = setting(
+        ("REDIS_URL", "HERMES_BUS", "HERMES_BUS_URL"), "", read=_bus_url,
+        shown="`sqlite:///$HERMES_DATA_DIR/bus.db`",
+        doc="the bus: `REDIS_URL` (Redis 7, `rediss://` for TLS) selects Redis when set; "
+            "`HERMES_BUS` = `redis` or `sqlite` forces one (`redis` needs `REDIS_URL`); "
+            "`HERMES_BUS_URL` is the bus URL when not Redis")
+    bus_ca_file: str = setting(
+        "HERMES_BUS_CA_FILE", "",
+        doc="PEM CA that verifies a `rediss://` bus (issued by `roles/redis`); unset → system CAs")
+    stripe_webhook_secret: str = setting(
+        "STRIPE_WEBHOOK_SECRET", "",
+        doc="endpoint secret (`whsec_…`); unset → Stripe webhooks answer 503 (Stripe retries)")
+    stripe_price_plans: dict[str, str] = setting(
+        "STRIPE_PRICE_PLANS", {}, parse=_parse_price_plans,
+        doc="`price_id=light,price_id2=heavy` fallback when a price has no "
+            "`lookup_key`/`metadata.plan`")
+    stripe_tolerance: int = setting(
+        default=300, doc="seconds a Stripe signature timestamp may be old (Stripe's SDK default)")
+    telegram_bot_token: str = setting("TELEGRAM_BOT_TOKEN", "", doc="the bot's token")
+    telegram_bot_username: str = setting(
+        "TELEGRAM_BOT_USERNAME", "HermesMaxBot", doc="used in deep links")
+    telegram_webhook_secret: str = setting(
+        "TELEGRAM_WEBHOOK_SECRET", "",
+        doc="the `secret_token` given to `setWebhook`; unset → every update is refused")
+    telegram_api_base: str = setting(
+        "TELEGRAM_API_BASE", "https://api.telegram.org", parse=_url, doc="Bot API base URL")
+    discord_public_key: str = setting(
+        "DISCORD_PUBLIC_KEY", "",
+        doc="the application's Ed25519 public key (hex); unset → every interaction is refused (401)")
+    discord_bot_token: str = setting(
+        "DISCORD_BOT_TOKEN", "", doc="the bot's token (REST API and Gateway)")
+    discord_application_id: str = setting(
+        "DISCORD_APPLICATION_ID", "",
+        doc="the application's id (`hermes discord setup`, interaction webhooks)")
+    discord_api_base: str = setting(
+        "DISCORD_API_BASE", "https://discord.com/api/v10", parse=_url,
+        doc="Discord REST API base URL")
+    discord_gateway_url: str = setting(
+        "DISCORD_GATEWAY_URL", "", doc="Gateway URL override; unset → `GET /gateway/bot`")
+    slack_signing_secret: str = setting(
+        "SLACK_SIGNING_SECRET", "",
+        doc="the Slack app's signing secret, verifying every Slack request (v0 signature, "
+            "`control/web/slack.py`); unset: Slack is off, its webhooks answer 401")
+    slack_client_id: str = setting(
+        "SLACK_CLIENT_ID", "",
+        doc="the Slack app's OAuth client id for \"Add to Slack\" at `/slack/install` (unset: no "
+            "install); bot tokens are stored encrypted (`HERMES_ENCRYPTION_KEYS`)")
+    slack_client_secret: str = setting(
+        "SLACK_CLIENT_SECRET", "", doc="the Slack app's OAuth client secret (oauth.v2.access)")
+    slack_api_base: str = setting(
+        "SLACK_API_BASE", "https://slack.com/api", parse=_url,
+        doc="Slack Web API base URL (the local stand-in in tests and `hermes demo`)")
+    slack_scopes: tuple[str, ...] = setting(
+        "SLACK_SCOPES", SLACK_SCOPES, parse=_parse_scopes,
+        doc="comma-separated bot scopes asked for at install: mentions, posting, `/hermes` and DMs")
+    whatsapp_verify_token: str = setting(
+        "WHATSAPP_VERIFY_TOKEN", "",
+        doc="the verify token typed into the Meta app's webhook settings; `GET /webhooks/whatsapp` "
+            "echoes `hub.challenge` only for it (unset: the handshake answers 403)")
+    whatsapp_app_secret: str = setting(
+        "WHATSAPP_APP_SECRET", "",
+        doc="the Meta app secret verifying `X-Hub-Signature-256` on every WhatsApp webhook; "
+            "unset: WhatsApp is off, its webhooks answer 401")
+    whatsapp_access_token: str = setting(
+        "WHATSAPP_ACCESS_TOKEN", "",
+        doc="the system user's permanent Graph API token sending replies and fetching media "
+            "(`runbooks/whatsapp-setup.md`)")
+    whatsapp_phone_number_id: str = setting(
+        "WHATSAPP_PHONE_NUMBER_ID", "",
+        doc="the business number's Graph id, the sender of every reply (Meta app → WhatsApp → "
+            "API Setup)")
+    whatsapp_business_number: str = setting(
+        "WHATSAPP_BUSINESS_NUMBER", "",
+        doc="the business number, digits only with country code; the dashboard's `wa.me` link "
+            "to link WhatsApp (unset: no link shown)")
+    whatsapp_api_base: str = setting(
+        "WHATSAPP_API_BASE", "https://graph.facebook.com/v23.0", parse=_url,
+        doc="Graph API base URL with its version (the local stand-in in tests and benches)")
+    whatsapp_template: str = setting(
+        "WHATSAPP_TEMPLATE", "",
+        doc="`name:language_code` of the approved template carrying cron output and notices "
+            "outside the 24-hour window (its one body parameter is the text); unset: such "
+            "messages are recorded as failed and raise an attention item")
+    link_token_ttl: int = setting(
+        "HERMES_LINK_TOKEN_TTL", 86400, parse=int, doc="link token lifetime, seconds (issue #2)")
+    edit_interval: float = setting(
+        "HERMES_EDIT_INTERVAL", 1.0, parse=float,
+        doc="seconds between edits of one chat's streaming reply")
+    visibility_timeout: float = setting(
+        "HERMES_VISIBILITY_TIMEOUT", 30.0, parse=float,
+        doc="seconds before an unacknowledged bus entry is redelivered")
+    provisioner: str = setting(
+        "HERMES_PROVISIONER", "local",
+        doc="`local` (agents as local processes) or `hetzner` for production machines (see below)")
+    env: str = setting("HERMES_ENV", "local", doc="the `env` label on machines")
+    agent_env: dict[str, str] = setting(
+        AGENT_ENV_KEYS, {}, read=_agent_env,
+        doc="handed unchanged to every agent (only those set): the agent's LLM backend, chain, "
+            "policy and model, Claude and OpenAI-compatible credentials and vision, the voice "
+            "transcription service, log format and Sentry DSN (meanings in the agent's table)")
+    plan_budget_cents: dict[str, int] = setting(
+        "HERMES_PLAN_BUDGET_CENTS", DEFAULT_PLAN_BUDGET_CENTS, parse=_parse_budgets,
+        doc="each plan's paid LLM budget per tenant per UTC day, US cents, sent to agents as "
+            "`HERMES_DAILY_BUDGET_CENTS` (`control/services/agent_settings.py` justifies the "
+            "defaults against the plan prices)")
+    default_tz: str = setting(
+        ("HERMES_DEFAULT_TZ", "HERMES_TZ"), "UTC",
+        doc="IANA zone sent to every agent as `HERMES_TZ` (a zone the user sets on the dashboard "
+            "overrides it); `HERMES_TZ` is read when `HERMES_DEFAULT_TZ` is unset")
+    huey_immediate: bool = setting(default=False, doc="run Huey tasks inline (tests only)")
+    ready_timeout: float = setting(
+        "HERMES_READY_TIMEOUT", 600.0, parse=float,
+        doc="seconds from \"server running\" to the agent's `ready` event before the attempt "
+            "counts as failed: a Hetzner server from a snapshot boots in about a minute, then "
+            "cloud-init writes the env file and the agent loads its models; 10 minutes leaves "
+            "room for a slow location without hiding a broken agent for long")
+    heartbeat_interval: float = setting(
+        "HERMES_HEARTBEAT_INTERVAL", 30.0, parse=float,
+        doc="seconds between agent heartbeats (handed to agents, so both sides agree)")
+    missed_heartbeats: int = setting(
+        "HERMES_MISSED_HEARTBEATS", 3, parse=int,
+        doc="heartbeat intervals without a lifecycle event before a ready machine is `unhealthy`")
+    provision_attempts: int = setting(
+        "HERMES_PROVISION_ATTEMPTS", 3, parse=int,
+        doc="provisioning attempts (first included) on transient failures (Hetzner 429/5xx, "
+            "ready timeout) before the machine is `failed`")
+    provision_retry_delay: float = setting(
+        "HERMES_PROVISION_RETRY_DELAY", 60.0, parse=float,
+        doc="seconds before the second provisioning attempt, doubled for each later one")
+    backup_retention_days: int = setting(
+        "HERMES_BACKUP_RETENTION_DAYS", 14, parse=int,
+        doc="UTC days of nightly backups kept (control DB + each tenant's agent data, "
+            "`hermes backup`; `control/services/backups.py` keeps the newest backup of each day; "
+            "`runbooks/backup-restore.md`)")
+    backup_hour: int = setting(
+        "HERMES_BACKUP_HOUR", 3, parse=int, doc="the UTC hour (0-23) of the nightly backup run")
+    log_format: str = setting(
+        "HERMES_LOG_FORMAT", "console", read=logs.format_from_env,
+        shown="`console` (`json` on the control host and tenant VMs)",
+        doc="log lines of control and agent (`wire/logs.py`): `json` is one object per line with "
+            "`request_id`, `tenant`, `envelope_id`, so `grep <envelope_id>` follows one message "
+            "from webhook to agent turn to delivery; `console` is readable lines; the control "
+            "plane passes it to the agents it starts; answers carry `X-Request-ID` (an incoming "
+            "well-formed one is kept)")
+    metrics_multiproc_dir: str = setting(
+        "PROMETHEUS_MULTIPROC_DIR", "", shown="unset (`/run/hermes-control/metrics` on the control host)",
+        doc="control under gunicorn: prometheus_client's multiprocess directory (it reads the "
+            "variable itself), so `/metrics` sums every worker (`control/web/metrics.py`, "
+            "`control/gunicorn_conf.py`); unset: one process, in-memory metrics")
+    sentry_dsn: str = setting(
+        "SENTRY_DSN", "", shown="unset (off)",
+        doc="control and agent: Sentry project for unhandled errors, without request bodies, "
+            "cookies, `Authorization` or any configured secret (`wire/sentry.py`); agents' "
+            "events say `environment=agent`")
+    secret_key: str = setting(
+        "HERMES_SECRET_KEY", "",
+        shown="generated once in `$HERMES_DATA_DIR/secret_key` (0600) when `HERMES_ENV=local`; "
+              "required otherwise",
+        doc="signs web sessions and CSRF tokens")
+    stripe_secret_key: str = setting(
+        "STRIPE_SECRET_KEY", "",
+        doc="Stripe API key for Checkout, the customer portal and invoices (unset: the billing "
+            "pages say billing is not set up)")
+    stripe_api_base: str = setting(
+        "STRIPE_API_BASE", "", parse=_url, shown="`https://api.stripe.com` (the SDK's)",
+        doc="Stripe API base URL (the local stand-in in `make demo` and tests)")
+    stripe_price_light: str = setting(
+        "STRIPE_PRICE_LIGHT", "", doc="the recurring Price id Checkout sells for the light plan")
+    stripe_price_heavy: str = setting(
+        "STRIPE_PRICE_HEAVY", "", doc="the recurring Price id Checkout sells for the heavy plan")
+    grace_days: int = setting(
+        "HERMES_GRACE_DAYS", 7, parse=int,
+        doc="days a canceled tenant's agent stays paused (data kept, chats told why) before its "
+            "machine is archived and destroyed (issue #10); `0` = paused until the next "
+            "`end_grace` run")
+    archive_retention_days: int = setting(
+        "HERMES_ARCHIVE_RETENTION_DAYS", 30, parse=int,
+        doc="days an archive is kept; resubscribing within them restores memories, skills, cron "
+            "jobs and history onto the new machine")
+    smtp_url: str = setting(
+        "SMTP_URL", "",
+        doc="`smtp[s]://user:password@host:port[?starttls=1]` for account mail (sent from the "
+            "outbox every minute); unset: mail stays in the outbox table and `hermes serve` "
+            "prints each mail")
+    mail_from: str = setting(
+        "HERMES_MAIL_FROM", "Hermes Max <no-reply@localhost>", doc="the From header of account mail")
+    rate_limit_storage: str = setting(
+        "HERMES_RATE_LIMIT_STORAGE", "memory://",
+        doc="flask-limiter storage URI (`redis://…` so every gunicorn worker shares the counters)")
+    encryption_keys: tuple[str, ...] = setting(
+        "HERMES_ENCRYPTION_KEYS", (), parse=_parse_list,
+        shown="generated once in `$HERMES_DATA_DIR/encryption_key` (0600) when `HERMES_ENV=local`; "
+              "required otherwise",
+        doc="comma-separated Fernet keys, newest first, encrypting third-party credentials at "
+            "rest (`control/services/secrets_box.py`)")
+    composio_api_key: str = setting(
+        "COMPOSIO_API_KEY", "",
+        doc="Composio project key behind users' connections (`control/services/composio_client.py`; "
+            "unset: the Connections page and API say connections are not set up, 503)")
+    composio_api_base: str = setting(
+        "COMPOSIO_API_BASE", "https://backend.composio.dev", parse=_url,
+        doc="Composio's API base URL (the local stand-in `standins/composio_api.py` in tests)")
+    composio_webhook_secret: str = setting(
+        "COMPOSIO_WEBHOOK_SECRET", "",
+        doc="the Composio project's webhook signing secret (unset: `/webhooks/composio` refuses "
+            "every delivery, 401)")
+    proxy_hops: int = setting(
+        "HERMES_PROXY_HOPS", 0, parse=int, shown="`0` (`1` on the control host)",
+        doc="trusted reverse proxies whose `X-Forwarded-For`/`-Proto` are used (werkzeug "
+            "`ProxyFix`): behind the control role's nginx, rate limits key on the client's "
+            "address, not nginx's")
+    media_max_bytes: int = setting(
+        "HERMES_MEDIA_MAX_BYTES", 20 * 1024 * 1024, parse=int, shown="`20971520` (20 MB)",
+        doc="largest file a user may send, bytes; larger ones reach the agent as `too_large` "
+            "(20 MB: the Bot API's download limit, https://core.telegram.org/bots/api#getfile)")
+    media_bucket: str = setting(
+        "MEDIA_BUCKET", "",
+        doc="bucket for the files users send, on the `ARCHIVE_S3_ENDPOINT` Object Storage with "
+            "the `ARCHIVE_*` credentials; unset → `$HERMES_DATA_DIR/media`")
+    media_retention_days: int = setting(
+        "HERMES_MEDIA_RETENTION_DAYS", 30, parse=int,
+        doc="days a file users sent is kept (a daily task deletes older ones; its URL works 7 days)")
+    hcloud_token: str = setting(
+        "HCLOUD_TOKEN", "", doc="Hetzner provisioner: Hetzner Cloud API token, read+write")
+    hcloud_endpoint: str = setting(
+        "HCLOUD_ENDPOINT", "", shown="unset (the public API)",
+        doc="Hetzner provisioner: Hetzner API base URL")
+    hetzner_location: str = setting(
+        "HETZNER_LOCATION", "", shown="unset (`nbg1`, `control/providers/hetzner/config.py`)",
+        doc="Hetzner provisioner: location of tenant servers (stack output `location`)")
+    hetzner_snapshot_id: str = setting(
+        "HETZNER_SNAPSHOT_ID", "",
+        doc="Hetzner provisioner: the agent base snapshot (stack output `snapshotId`)")
+    hetzner_network_id: str = setting(
+        "HETZNER_NETWORK_ID", "",
+        doc="Hetzner provisioner: the private network (stack output `networkId`)")
+    hetzner_firewall_label: str = setting(
+        "HETZNER_FIREWALL_LABEL", "",
+        doc="Hetzner provisioner: label selector of the tenant firewall (stack output "
+            "`tenantFirewallLabel`)")
+    hetzner_server_types: dict[str, str] = setting(
+        "HETZNER_SERVER_TYPES", {}, parse=_parse_pairs, shown="unset (`light=cx23,heavy=cx33`)",
+        doc="Hetzner provisioner: `plan=server type,...`")
+    hetzner_ssh_key_names: tuple[str, ...] = setting(
+        "HETZNER_SSH_KEY_NAMES", (), parse=_parse_list,
+        doc="Hetzner provisioner: comma-separated Hetzner SSH key names (stack output `sshKeyNames`)")
+    hetzner_image_llm_backends: tuple[str, ...] = setting(
+        "HETZNER_IMAGE_LLM_BACKENDS", (), parse=_parse_list,
+        shown="unset (`anthropic,openai_compat`)",
+        doc="Hetzner provisioner: comma-separated LLM backends the pinned snapshot installs "
+            "(agent_image `hermes_llm_backends`); provisioning refuses an LLM chain the VM could "
+            "not start")
+    hetzner_ssh_key_path: str = setting(
+        "HETZNER_SSH_KEY_PATH", "",
+        doc="Hetzner provisioner: private key for tenant servers on this host; unset: no SSH")
+    pulumi_backend_url: str = setting(
+        "PULUMI_BACKEND_URL", "",
+        doc="Hetzner provisioner: state backend of the tenant stacks (`s3://…`, `file://…`)")
+    pulumi_config_passphrase: str = setting(
+        "PULUMI_CONFIG_PASSPHRASE", "",
+        doc="Hetzner provisioner: encrypts the tenant stacks' secrets")
+    pulumi_home: str = setting(
+        "PULUMI_HOME", "", shown="unset (`~/.pulumi`)",
+        doc="Hetzner provisioner: Pulumi plugins and credentials")
+    archive_s3_endpoint: str = setting(
+        "ARCHIVE_S3_ENDPOINT", "",
+        doc="Hetzner provisioner: Object Storage endpoint of archives and backups (stack output "
+            "`archiveEndpoint`)")
+    archive_bucket: str = setting(
+        "ARCHIVE_BUCKET", "", doc="Hetzner provisioner: archive bucket (stack output `archiveBucket`)")
+    archive_access_key: str = setting(
+        "ARCHIVE_ACCESS_KEY", "",
+        doc="Hetzner provisioner: Object Storage access key (stack output `archiveAccessKey`)")
+    archive_secret_key: str = setting(
+        "ARCHIVE_SECRET_KEY", "",
+        doc="Hetzner provisioner: Object Storage secret key (stack output `archiveSecretKey`)")
+    archive_region: str = setting(
+        "ARCHIVE_REGION", "", doc="Hetzner provisioner: archive region (stack output `archiveRegion`)")
+    drift_delay: float = setting(
+        "HERMES_DRIFT_DELAY", 5.0, parse=float,
+        doc="seconds between two stack previews in `hermes drift`")
 
     def __post_init__(self):
         data = str(Path(self.data_dir).expanduser().resolve())
@@ -243,6 +414,9 @@ class Settings:
         if self.grace_days < 0 or self.archive_retention_days < 1:
             raise ConfigError(f"HERMES_GRACE_DAYS must be >= 0 and HERMES_ARCHIVE_RETENTION_DAYS "
                               f">= 1, not {self.grace_days} and {self.archive_retention_days}")
+        if self.media_max_bytes < 1 or self.media_retention_days < 1:
+            raise ConfigError(f"HERMES_MEDIA_MAX_BYTES and HERMES_MEDIA_RETENTION_DAYS must be "
+                              f">= 1, not {self.media_max_bytes} and {self.media_retention_days}")
 
     @property
     def stripe_prices(self) -> dict[str, str]:
@@ -266,122 +440,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``).
+        """Build settings from ``environ`` (default ``os.environ``): every declared variable
+        that is set and non-empty, the declared default for the others.
 
         Raises:
             ConfigError: a variable has an invalid value.
         """
-        env = os.environ if environ is None else environ
-        try:
-            port = int(env.get("HERMES_PORT", "8000"))
-            ttl = int(env.get("HERMES_LINK_TOKEN_TTL", "86400"))
-            edit_interval = float(env.get("HERMES_EDIT_INTERVAL", "1.0"))
-            visibility = float(env.get("HERMES_VISIBILITY_TIMEOUT", "30"))
-            drift_delay = float(env.get("HERMES_DRIFT_DELAY", "5"))
-            proxy_hops = int(env.get("HERMES_PROXY_HOPS", "0"))
-            lifecycle_days = {"grace_days": int(env.get("HERMES_GRACE_DAYS", "7")),
-                              "archive_retention_days":
-                                  int(env.get("HERMES_ARCHIVE_RETENTION_DAYS", "30"))}
-            backups = {"backup_retention_days": int(env.get("HERMES_BACKUP_RETENTION_DAYS", "14")),
-                       "backup_hour": int(env.get("HERMES_BACKUP_HOUR", "3"))}
-            lifecycle = {"ready_timeout": float(env.get("HERMES_READY_TIMEOUT", "600")),
-                         "heartbeat_interval": float(env.get("HERMES_HEARTBEAT_INTERVAL", "30")),
-                         "missed_heartbeats": int(env.get("HERMES_MISSED_HEARTBEATS", "3")),
-                         "provision_attempts": int(env.get("HERMES_PROVISION_ATTEMPTS", "3")),
-                         "provision_retry_delay": float(env.get("HERMES_PROVISION_RETRY_DELAY", "60"))}
-        except ValueError as exc:
-            raise ConfigError(f"invalid numeric setting: {exc}") from exc
-        return cls(
-            data_dir=env.get("HERMES_DATA_DIR") or _default_data_dir(),
-            database_url=env.get("DATABASE_URL", ""),
-            bus_url=_bus_url(env),
-            bus_ca_file=env.get("HERMES_BUS_CA_FILE", ""),
-            port=port,
-            public_url=env.get("HERMES_PUBLIC_URL", ""),
-            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", ""),
-            stripe_price_plans=_parse_price_plans(env.get("STRIPE_PRICE_PLANS", "")),
-            telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", ""),
-            telegram_bot_username=env.get("TELEGRAM_BOT_USERNAME", "HermesMaxBot"),
-            telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET", ""),
-            telegram_api_base=env.get("TELEGRAM_API_BASE", "https://api.telegram.org").rstrip("/"),
-            discord_public_key=env.get("DISCORD_PUBLIC_KEY", ""),
-            discord_bot_token=env.get("DISCORD_BOT_TOKEN", ""),
-            discord_application_id=env.get("DISCORD_APPLICATION_ID", ""),
-            discord_api_base=env.get("DISCORD_API_BASE", "https://discord.com/api/v10").rstrip("/"),
-            discord_gateway_url=env.get("DISCORD_GATEWAY_URL", ""),
-            link_token_ttl=ttl,
-            edit_interval=edit_interval,
-            provisioner=env.get("HERMES_PROVISIONER", "local"),
-            agent_env={k: env[k] for k in AGENT_ENV_KEYS if env.get(k)},
-            plan_budget_cents=_parse_budgets(env.get("HERMES_PLAN_BUDGET_CENTS", "")),
-            default_tz=env.get("HERMES_DEFAULT_TZ") or env.get("HERMES_TZ") or "UTC",
-            visibility_timeout=visibility,
-            env=env.get("HERMES_ENV", "local"),
-            drift_delay=drift_delay,
-            **lifecycle,
-            **lifecycle_days,
-            **backups,
-            secret_key=env.get("HERMES_SECRET_KEY", ""),
-            stripe_secret_key=env.get("STRIPE_SECRET_KEY", ""),
-            stripe_api_base=env.get("STRIPE_API_BASE", "").rstrip("/"),
-            stripe_price_light=env.get("STRIPE_PRICE_LIGHT", ""),
-            stripe_price_heavy=env.get("STRIPE_PRICE_HEAVY", ""),
-            smtp_url=env.get("SMTP_URL", ""),
-            mail_from=env.get("HERMES_MAIL_FROM", "Hermes Max <no-reply@localhost>"),
-            rate_limit_storage=env.get("HERMES_RATE_LIMIT_STORAGE", "memory://"),
-            proxy_hops=proxy_hops,
-            encryption_keys=_parse_list(env.get("HERMES_ENCRYPTION_KEYS", "")),
-            slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
-            slack_client_id=env.get("SLACK_CLIENT_ID", ""),
-            slack_client_secret=env.get("SLACK_CLIENT_SECRET", ""),
-            slack_api_base=(env.get("SLACK_API_BASE") or "https://slack.com/api").rstrip("/"),
-            slack_scopes=_parse_list(env.get("SLACK_SCOPES", "")) or SLACK_SCOPES,
-            composio_api_key=env.get("COMPOSIO_API_KEY", ""),
-            composio_api_base=(env.get("COMPOSIO_API_BASE", "").rstrip("/")
-                               or "https://backend.composio.dev"),
-            composio_webhook_secret=env.get("COMPOSIO_WEBHOOK_SECRET", ""),
-            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
-            sentry_dsn=env.get("SENTRY_DSN", ""),
-            log_format=_log_format(env),
-            hetzner_server_types=_parse_pairs(env.get("HETZNER_SERVER_TYPES", ""), "HETZNER_SERVER_TYPES"),
-            hetzner_ssh_key_names=_parse_list(env.get("HETZNER_SSH_KEY_NAMES", "")),
-            hetzner_image_llm_backends=_parse_list(env.get("HETZNER_IMAGE_LLM_BACKENDS", "")),
-            **{attr: env.get(var, "") for attr, var in HETZNER_ENV.items()},
-        )
-
-
-HETZNER_ENV = {
-    "hcloud_token": "HCLOUD_TOKEN", "hcloud_endpoint": "HCLOUD_ENDPOINT",
-    "hetzner_location": "HETZNER_LOCATION", "hetzner_snapshot_id": "HETZNER_SNAPSHOT_ID",
-    "hetzner_network_id": "HETZNER_NETWORK_ID", "hetzner_firewall_label": "HETZNER_FIREWALL_LABEL",
-    "hetzner_ssh_key_path": "HETZNER_SSH_KEY_PATH", "pulumi_backend_url": "PULUMI_BACKEND_URL",
-    "pulumi_config_passphrase": "PULUMI_CONFIG_PASSPHRASE", "pulumi_home": "PULUMI_HOME",
-    "archive_s3_endpoint": "ARCHIVE_S3_ENDPOINT", "archive_bucket": "ARCHIVE_BUCKET",
-    "archive_access_key": "ARCHIVE_ACCESS_KEY", "archive_secret_key": "ARCHIVE_SECRET_KEY",
-    "archive_region": "ARCHIVE_REGION",
-}
-
-AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES_MODEL",
-                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                  "HERMES_OPENAI_MODEL", "HERMES_LOG_FORMAT", "SENTRY_DSN")
-
-
-def _log_format(env) -> str:
-    try:
-        return logs.format_from_env(env)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _parse_budgets(raw: str) -> dict[str, int]:
-    budgets = dict(DEFAULT_PLAN_BUDGET_CENTS)
-    for plan, cents in _parse_pairs(raw, "HERMES_PLAN_BUDGET_CENTS").items():
-        try:
-            budgets[plan] = int(cents)
-        except ValueError:
-            raise ConfigError(f"HERMES_PLAN_BUDGET_CENTS {plan}={cents!r} is not whole cents") \
-                from None
-    return budgets
+        return cls(**read_env(cls, os.environ if environ is None else environ, ConfigError))
 
 
 def _check_agent_settings(settings: Settings) -> None:
@@ -395,38 +460,3 @@ def _check_agent_settings(settings: Settings) -> None:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"HERMES_DEFAULT_TZ must be an IANA time zone such as Europe/Berlin, "
                           f"not {settings.default_tz!r}") from exc
-
-
-def _bus_url(env) -> str:
-    choice = env.get("HERMES_BUS", "")
-    if choice not in ("", "redis", "sqlite"):
-        raise ConfigError(f"HERMES_BUS must be redis or sqlite, not {choice!r}")
-    if choice == "sqlite":
-        return env.get("HERMES_BUS_URL", "")
-    if choice == "redis" or env.get("REDIS_URL"):
-        if not env.get("REDIS_URL"):
-            raise ConfigError("HERMES_BUS=redis needs REDIS_URL")
-        return env["REDIS_URL"]
-    return env.get("HERMES_BUS_URL", "")
-
-
-def _parse_list(raw: str) -> tuple[str, ...]:
-    return tuple(filter(None, (item.strip() for item in raw.split(","))))
-
-
-def _parse_pairs(raw: str, name: str) -> dict[str, str]:
-    pairs = {}
-    for pair in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{name} entry {pair!r} must look like key=value")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def _parse_price_plans(raw: str) -> dict[str, str]:
-    plans = _parse_pairs(raw, "STRIPE_PRICE_PLANS")
-    bad = {price: plan for price, plan in plans.items() if plan not in ("light", "heavy")}
-    if bad:
-        raise ConfigError(f"STRIPE_PRICE_PLANS plans must be light or heavy, not {bad}")
-    return plans

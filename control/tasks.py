@@ -6,7 +6,9 @@ comes from settings; in tests ``huey_immediate`` runs them inline with the same 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from functools import cached_property
 
 from huey import MemoryHuey, SqliteHuey, crontab
 
@@ -14,6 +16,9 @@ from control.channels.telegram import BotApiError
 from control.services import machine_health, provisioning, routing
 
 log = logging.getLogger(__name__)
+
+# Attempts after the first for a message's file downloads (``ingest_media``).
+MEDIA_RETRIES = 5
 
 
 def create_huey(settings):
@@ -56,6 +61,21 @@ class ControlTasks:
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
         self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
+        # The control plane's own answers on other platforms (WhatsApp's "not linked yet").
+        self.send_channel_text = huey.task(retries=5, retry_delay=2, name="send_channel_text")(
+            self._send_channel_text)
+        # A WhatsApp status that came before the delivery worker saved the reply's wamid is
+        # matched again for about two minutes (10 s, then doubling), then dropped.
+        self.record_whatsapp_status = huey.task(retries=4, retry_delay=10, retry_backoff=2.0,
+                                                name="record_whatsapp_status")(
+            self._record_whatsapp_status)
+        # Media (issue #12): a message's files are downloaded and stored before it is published;
+        # transient failures (5xx, timeouts, object storage) retried after 5, 10, 20, 40, 80 s,
+        # then published with the file marked unavailable (the task knows its attempt: context).
+        self.ingest_media = huey.task(retries=MEDIA_RETRIES, retry_delay=5, retry_backoff=2.0,
+                                      context=True, name="ingest_media")(self._ingest_media)
+        self.prune_media = huey.periodic_task(crontab(minute="41", hour="4"), name="prune_media")(
+            self._prune_media)
         # Nightly backups (control DB + every running tenant's agent data), at a fixed UTC hour.
         self.run_backups = huey.periodic_task(crontab(minute="0", hour=str(settings.backup_hour)),
                                               name="run_backups")(self._run_backups)
@@ -122,7 +142,7 @@ class ControlTasks:
             report = backups.run_from_settings(rt.settings)
         if report.failures:
             log.error("nightly backup: %d tenant(s) failed: %s", len(report.failures), report.failures)
-        return {"control": report.control.key, "tenants": len(report.tenants),
+        return {"control": report.control and report.control.key, "tenants": len(report.tenants),
                 "failed": sorted(report.failures), "pruned": len(report.pruned)}
 
     def _send_mail(self) -> int:
@@ -152,7 +172,7 @@ class ControlTasks:
             tenant = Tenant.get_by_id(tenant_id)
             notice = lifecycle.pause_notice(tenant, self.billing_url(), rt.settings.archive_retention_days)
             machine = lifecycle.pause_machine(tenant_id, rt.provisioner, self.send_text, notice)
-            return machine and str(machine.state)
+            return str(machine.state) if machine else None
 
     def _resume_machine(self, tenant_id: int) -> str | None:
         from control.services import lifecycle
@@ -160,7 +180,7 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             machine = lifecycle.resume_machine(tenant_id, rt.provisioner, self.health_policy)
-            return machine and str(machine.state)
+            return str(machine.state) if machine else None
 
     def _end_grace(self) -> dict[str, object]:
         from control.models import utcnow
@@ -178,6 +198,73 @@ class ControlTasks:
             log.error("end of grace: %d tenant(s) failed: %s", len(report.failures), report.failures)
         return {"archived": report.archived, "failed": sorted(report.failures),
                 "pruned": len(report.pruned)}
+
+    def _send_channel_text(self, channel: str, chat_id: str, text: str) -> None:
+        """Send a control-plane answer through ``channel``'s adapter; a refusal is logged, a
+        rate limit or an unreachable platform raises so Huey retries."""
+        from control.channels.base import ChannelError
+
+        rt = self.runtime
+        adapter = rt.channel_adapters().get(channel)
+        if adapter is None:
+            log.error("no %s adapter configured; answer to chat %s dropped", channel, chat_id)
+            return
+        try:
+            message_id = adapter.send(chat_id, text)
+        except ChannelError as exc:
+            if exc.permanent:
+                log.error("answer to %s chat %s refused: %s", channel, chat_id, exc)
+                return
+            raise
+        with rt.db.connection_context():
+            routing.record_control_reply(channel, chat_id, text, message_id)
+
+    def _record_whatsapp_status(self, message_id: str, status: str, recipient: str,
+                                timestamp: str, error: str) -> str:
+        """Match a status callback to its reply again; raises ``StatusNotMatched`` (Huey
+        retries) while no reply has the wamid."""
+        from control.channels.whatsapp_inbound import StatusUpdate
+        from control.services import whatsapp_status
+
+        update = StatusUpdate(message_id, status, recipient, timestamp, error)
+        with self.runtime.db.connection_context():
+            outcome = whatsapp_status.record_status(update)
+        if outcome == "unknown":
+            raise whatsapp_status.StatusNotMatched(f"no WhatsApp reply has {message_id} yet")
+        return outcome
+
+    @cached_property
+    def media(self):
+        """``(store, signer, adapters)`` of the media pipeline (``control.services.media``):
+        the media store, the URL signer, and every configured channel's adapter."""
+        from control.channels.telegram_adapter import TelegramAdapter
+        from control.services import media
+        from control.web.auth import secret_key
+
+        rt = self.runtime
+        signer = media.MediaSigner(secret_key(rt.settings), rt.settings.public_url)
+        adapters = {"telegram": TelegramAdapter(rt.bot), **rt.channel_adapters()}
+        return media.store_from_settings(rt.settings), signer, adapters
+
+    def _ingest_media(self, envelope_json: str, task=None) -> str:
+        from control.services import media
+
+        rt = self.runtime
+        store, signer, adapters = self.media
+        # Slack's bot tokens are read from the database; in immediate mode (tests) the task runs
+        # inside the webhook's open transaction, whose connection must stay open.
+        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+            envelope = media.ingest_and_publish(
+                envelope_json, rt.bus, adapters, store, signer, env=rt.settings.env,
+                max_bytes=rt.settings.media_max_bytes,
+                final_attempt=task is None or not task.retries)
+        return envelope.id
+
+    def _prune_media(self) -> int:
+        from control.services import media
+
+        settings = self.runtime.settings
+        return len(media.prune(self.media[0], settings.env, settings.media_retention_days))
 
     def _send_text(self, chat_id: str, text: str) -> None:
         rt = self.runtime

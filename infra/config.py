@@ -94,7 +94,8 @@ def _cidrs(key: str, values: list[str], *, allow_world: bool = False) -> tuple[s
 
 def _check_within(key: str, inner: str, outer: str) -> None:
     inner_net = ipaddress.ip_network(inner if "/" in inner else f"{inner}/32")
-    if not inner_net.subnet_of(ipaddress.ip_network(outer)):
+    outer_net = ipaddress.ip_network(outer)
+    if inner_net.version != outer_net.version or not inner_net.subnet_of(outer_net):  # type: ignore[arg-type]
         raise pulumi.RunError(f"config {key}: {inner} is not inside {outer}")
 
 
@@ -158,6 +159,18 @@ def _tenant_value(cfg: pulumi.Config, key: str) -> str | None:
     return cfg.require(spec.name)
 
 
+def _required_value(cfg: pulumi.Config, key: str) -> str:
+    """``_tenant_value`` of a key the tenant program cannot do without.
+
+    Raises:
+        pulumi.RunError: the key is optional in ``infra.tenant_config`` and unset.
+    """
+    value = _tenant_value(cfg, key)
+    if value is None:
+        raise pulumi.RunError(f"tenant stack config: {key} is required")
+    return value
+
+
 def load_tenant_config() -> TenantConfig:
     """Read and validate a tenant stack's config (namespace ``hermes``).
 
@@ -168,22 +181,22 @@ def load_tenant_config() -> TenantConfig:
             not an equality label selector.
     """
     cfg = pulumi.Config(tc.NAMESPACE)
-    network_id = _tenant_value(cfg, tc.NETWORK_ID)
+    network_id = _required_value(cfg, tc.NETWORK_ID)
     try:
         network = int(network_id)
-        firewall_labels = tc.parse_label_selector(_tenant_value(cfg, tc.FIREWALL_LABEL))
-        env = tc.check_label_value(_tenant_value(cfg, tc.ENV), "env")
+        firewall_labels = tc.parse_label_selector(_required_value(cfg, tc.FIREWALL_LABEL))
+        env = tc.check_label_value(_required_value(cfg, tc.ENV), "env")
     except ValueError as exc:
         raise pulumi.RunError(f"tenant stack config: {exc}") from exc
     ssh_keys = _tenant_value(cfg, tc.SSH_KEY_NAMES) or ""
     return TenantConfig(
         env=env,
-        location=_tenant_value(cfg, tc.LOCATION),
-        snapshot_id=_tenant_value(cfg, tc.SNAPSHOT_ID),
+        location=_required_value(cfg, tc.LOCATION),
+        snapshot_id=_required_value(cfg, tc.SNAPSHOT_ID),
         network_id=network,
         firewall_labels=firewall_labels,
         server_types={
-            plan: _tenant_value(cfg, key) for plan, key in tc.PLAN_SERVER_TYPE_KEYS.items()
+            plan: _required_value(cfg, key) for plan, key in tc.PLAN_SERVER_TYPE_KEYS.items()
         },
         ssh_key_names=tuple(name.strip() for name in ssh_keys.split(",") if name.strip()),
         agent_settings=_agent_settings(cfg),
@@ -197,6 +210,7 @@ def _agent_settings(cfg: pulumi.Config) -> dict[str, str | pulumi.Output[str]]:
     keys = [spec.key for spec in tc.AGENT_SETTINGS] + [f.key for f in tc.AGENT_FILES]
     for key in keys:
         spec = tc.TENANT_CONFIG_KEYS[key]
+        value: str | pulumi.Output[str] | None
         if not spec.secret:
             value = _tenant_value(cfg, key)
         elif spec.optional:

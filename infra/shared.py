@@ -136,8 +136,9 @@ def build_shared_stack(cfg: SharedConfig | None = None) -> None:
         "archiveEndpoint": cfg.archive_endpoint,
         "archiveBucket": cfg.archive_bucket,
         "archiveRegion": cfg.archive_region,
-        "archiveAccessKey": pulumi.Output.secret(cfg.archive_access_key),
-        "archiveSecretKey": pulumi.Output.secret(cfg.archive_secret_key),
+        # Secret already: read with ``require_secret`` (infra/config.py).
+        "archiveAccessKey": cfg.archive_access_key,
+        "archiveSecretKey": cfg.archive_secret_key,
     }
     for name, value in outputs.items():
         pulumi.export(name, value)

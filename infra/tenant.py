@@ -71,7 +71,7 @@ def build(tenant_id: str, plan: str) -> None:
     server_type = server_type_for(cfg, plan)
     labels = tenant_labels(cfg, tenant_id, plan)
     name = tc.server_name(cfg.env, tenant_id)
-    user_data = pulumi.Output.secret(
+    user_data: pulumi.Output[str] = pulumi.Output.secret(
         pulumi.Output.all(**cfg.agent_settings).apply(
             lambda settings: tc.render_cloud_init(tenant_id, settings)
         )

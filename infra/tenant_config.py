@@ -54,6 +54,17 @@ class ConfigKey:
         """The key without its namespace (what ``pulumi.Config("hermes")`` takes)."""
         return self.key.split(":", 1)[1]
 
+    @property
+    def agent_variable(self) -> str:
+        """``env_var`` of a key that has one (every ``AGENT_SETTINGS`` entry).
+
+        Raises:
+            ValueError: the key becomes no agent variable.
+        """
+        if self.env_var is None:
+            raise ValueError(f"{self.key} becomes no agent variable")
+        return self.env_var
+
 
 ENV = "hermes:env"
 LOCATION = "hermes:location"
@@ -101,6 +112,14 @@ AGENT_SETTINGS: tuple[ConfigKey, ...] = (
               optional=True, env_var="OPENAI_API_KEY"),
     ConfigKey("hermes:openaiModel", "Model id for the openai_compat backend.", optional=True,
               env_var="HERMES_OPENAI_MODEL"),
+    ConfigKey("hermes:openaiVision", "1 when the openai_compat model can see images.",
+              optional=True, env_var="HERMES_OPENAI_VISION"),
+    ConfigKey("hermes:transcribeUrl", "OpenAI-compatible /audio/transcriptions root for voice "
+              "notes (agent/media/transcribe.py).", optional=True, env_var="HERMES_TRANSCRIBE_URL"),
+    ConfigKey("hermes:transcribeApiKey", "Key of the transcription service.", secret=True,
+              optional=True, env_var="HERMES_TRANSCRIBE_API_KEY"),
+    ConfigKey("hermes:transcribeModel", "Transcription model (e.g. whisper-1).", optional=True,
+              env_var="HERMES_TRANSCRIBE_MODEL"),
     ConfigKey(DAILY_BUDGET_CENTS, "The plan's paid LLM budget per tenant per UTC day, US cents "
               "(control/services/agent_settings.py).", env_var="HERMES_DAILY_BUDGET_CENTS"),
     ConfigKey("hermes:tz", "The user's IANA time zone.", default="UTC", env_var="HERMES_TZ"),
@@ -161,7 +180,7 @@ TENANT_CONFIG_KEYS: dict[str, ConfigKey] = {
     )
 }
 
-AGENT_ENV_KEYS: dict[str, ConfigKey] = {k.env_var: k for k in AGENT_SETTINGS}
+AGENT_ENV_KEYS: dict[str, ConfigKey] = {k.agent_variable: k for k in AGENT_SETTINGS}
 """Agent variable -> the config key that carries it."""
 
 PLAN_SERVER_TYPE_KEYS: dict[str, str] = {"light": SERVER_TYPE_LIGHT, "heavy": SERVER_TYPE_HEAVY}
@@ -294,7 +313,7 @@ def agent_env(tenant: str, settings: Mapping[str, str]) -> dict[str, str]:
     for spec in AGENT_SETTINGS:
         value = settings.get(spec.key) or spec.default
         if value:
-            env[spec.env_var] = value
+            env[spec.agent_variable] = value
         elif not spec.optional:
             raise KeyError(f"tenant setting {spec.key} ({spec.env_var}) is required")
     env["HERMES_DATA_DIR"] = AGENT_DATA_DIR

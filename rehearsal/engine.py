@@ -317,7 +317,7 @@ class ProviderMocks:
 
     @staticmethod
     def _state(inputs: dict, server: dict) -> dict:
-        state = {k: v for k, v in inputs.items()}
+        state = dict(inputs)
         state.update(name=server["name"], serverType=server["server_type"]["name"],
                      status=server["status"], labels=server["labels"],
                      ipv4Address=(server["public_net"].get("ipv4") or {}).get("ip", ""))
@@ -357,7 +357,7 @@ def _run_isolated(ref: StackRef, stack: dict, mocks: ProviderMocks) -> dict:
     import pulumi
     from pulumi.runtime import mocks as pulumi_mocks
     from pulumi.runtime.settings import ROOT, get_root_resource
-    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.stack import Stack, run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
     class _Mocks(pulumi_mocks.Mocks):
@@ -373,6 +373,8 @@ def _run_isolated(ref: StackRef, stack: dict, mocks: ProviderMocks) -> dict:
     pulumi.runtime.set_all_config(config, secret_keys)
     pulumi.runtime.set_mocks(_Mocks(), project=ref.project, stack=ref.name, preview=False)
     root = get_root_resource()
+    if ref.program is None or not isinstance(root, Stack):
+        raise RuntimeError(f"stack {ref.name} has no program, or the mocks made no root stack")
     _sync_await(run_pulumi_func(ref.program))
     outputs = {}
     for name, value in root.outputs.items():

@@ -33,5 +33,6 @@ def install() -> None:
     def archiver(key_path=None):
         return SshTarArchiver(key_path=key_path, ssh_binary=ssh_binary)
 
-    provisioner.PulumiStackWorkspace = MockEngineWorkspace
-    provisioner.SshTarArchiver = archiver
+    # A deliberate patch of the module's names for this process (so setattr, not assignment).
+    setattr(provisioner, "PulumiStackWorkspace", MockEngineWorkspace)  # noqa: B010
+    setattr(provisioner, "SshTarArchiver", archiver)  # noqa: B010

@@ -259,7 +259,8 @@ def use_snapshot(cache_dir: Path | None = None, wait: float = 1800.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise ImageBuildError(f"another rehearsal held {lock.name} for {wait:.0f}s")
+                    raise ImageBuildError(
+                        f"another rehearsal held {lock.name} for {wait:.0f}s") from None
                 time.sleep(1)
         snapshot = build_snapshot(cache_dir)
         fcntl.flock(lock, fcntl.LOCK_SH)

@@ -98,8 +98,8 @@ def issue_tls(directory: Path, host: str = "127.0.0.1") -> dict[str, Path]:
 def rendered_redis_settings(conf: Path) -> dict[str, str]:
     """Return redis.conf directives (last value wins) as ``name -> rest of line``."""
     settings = {}
-    for line in conf.read_text().splitlines():
-        line = line.strip()
+    for raw in conf.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             name, _, value = line.partition(" ")
             settings[name] = value.strip().strip('"')

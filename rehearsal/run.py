@@ -27,15 +27,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography.fernet import Fernet
 
+from control.models import MachineState
 from rehearsal import roles, services
 from rehearsal.units import parse_environment_file, read_unit
+
+if TYPE_CHECKING:
+    from rehearsal.vm import ChrootMachines
 
 EMAIL = "grace@example.com"
 CHAT_ID = 515151
@@ -60,7 +66,7 @@ class RehearsalFailed(RuntimeError):
 class Transcript:
     """Timestamped lines, printed as they happen (like ``hermes demo``)."""
 
-    echo: object = print
+    echo: Callable[[str], object] = print
     t0: float = field(default_factory=time.monotonic)
     lines: list[str] = field(default_factory=list)
 
@@ -84,7 +90,7 @@ class Rehearsal:
         self.telegram_secret = secrets.token_urlsafe(24)
         self.control_env: dict[str, str] = {}
         self.process_env: dict[str, str] = {}
-        self.machines = None
+        self.machines: ChrootMachines | None = None
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self) -> dict:
@@ -137,7 +143,7 @@ class Rehearsal:
         tls = roles.issue_tls(base / "tls")
         password = secrets.token_urlsafe(24)
         port = services.free_port()
-        variables = {
+        variables: dict[str, Any] = {
             "redis_manage_packages": False, "redis_manage_repository": False,
             "redis_manage_service": False, "redis_verify": False,
             "redis_conf_path": str(base / "etc/redis.conf"),
@@ -238,8 +244,9 @@ class Rehearsal:
                 return False
 
         services.wait_for(healthy, 60, "gunicorn to answer /healthz")
+        worker_cmd = " ".join([Path(worker.argv[0]).name, *worker.argv[1:]])
         self.t.say("control", f"gunicorn ({' '.join(web.argv[1:3])} ... "
-                              f"'{web.argv[-1]}') and `{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(worker.argv))}` "
+                              f"'{web.argv[-1]}') and `{worker_cmd}` "
                               f"started from the role's units; /healthz 200")
 
     def upgrade_schema(self) -> None:
@@ -274,7 +281,7 @@ class Rehearsal:
             email=EMAIL, customer="cus_rehearsal", subscription="sub_rehearsal",
             event_id="evt_rehearsal_checkout"))
         self.t.say("stripe", f"signed checkout.session.completed ({EMAIL}, plan light) accepted")
-        self.wait_machine(database, "ready", "light")
+        self.wait_machine(database, MachineState.READY, "light")
         results["payment_to_ready_seconds"] = time.monotonic() - paid
         server = self.only_server(hcloud)
         results["server_id"] = server["id"]
@@ -325,7 +332,7 @@ class Rehearsal:
             event_id="evt_rehearsal_cancel", status="canceled",
             event_type="customer.subscription.deleted"))
         self.t.say("stripe", "signed customer.subscription.deleted accepted")
-        self.wait_machine(database, "paused", None)
+        self.wait_machine(database, MachineState.PAUSED, None)
         services.wait_for(lambda: hcloud.servers[server["id"]]["status"] == "off", self.timeout,
                           "the paused server to be powered off")
         notice = services.wait_for(lambda: self.bot_says(telegram, "Your Hermes subscription has ended"),
@@ -334,7 +341,7 @@ class Rehearsal:
         self.t.say("hcloud", f"server {server['id']} powered off (agent paused, data kept; "
                              f"HERMES_GRACE_DAYS=0 here)")
         self.end_grace()
-        self.wait_machine(database, "deprovisioned", None)
+        self.wait_machine(database, MachineState.DEPROVISIONED, None)
         archive = services.wait_for(lambda: self.archive_object(s3), 30, "the archive in S3")
         self.t.say("s3", f"archive s3://{s3['bucket']}/{archive['Key']} "
                          f"({archive['Size']} bytes) holds {self.archive_members(s3, archive)}")
@@ -366,7 +373,7 @@ class Rehearsal:
             raise RehearsalFailed(f"Telegram webhook answered {response.status_code}: "
                                   f"{response.text[:300]}")
 
-    def wait_machine(self, database, state: str, plan: str | None) -> None:
+    def wait_machine(self, database, state: MachineState, plan: str | None) -> None:
         last = {}
 
         def reached():
@@ -376,7 +383,7 @@ class Rehearsal:
                 "ON m.tenant_id = t.id WHERE t.email = %s", EMAIL)
             if rows:
                 last["row"] = rows[0]
-                if rows[0][0] == "failed":
+                if rows[0][0] == MachineState.FAILED:
                     raise RehearsalFailed(f"machine failed: {rows[0][2]}\n"
                                           f"{self.processes.tail('hermes-control-huey')}"
                                           f"{self.server_logs()}")

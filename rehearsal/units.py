@@ -45,7 +45,7 @@ def read_unit(path: Path) -> ServiceUnit:
         ValueError: the unit has no ``[Service] ExecStart``.
     """
     parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep keys' case (configparser docs)
     parser.read_string(path.read_text())
     if not parser.has_option("Service", "ExecStart"):
         raise ValueError(f"{path} has no [Service] ExecStart")

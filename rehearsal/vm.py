@@ -14,6 +14,7 @@ unit's process group, for commands the archive step runs "over SSH" (``ssh_stand
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -266,18 +267,12 @@ class ChrootMachines:
 def stop_process_group(process: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM the process group of ``process`` (started with ``start_new_session``), then
     SIGKILL it after ``timeout`` seconds."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if process.poll() is None:
         process.wait(5)
     deadline = time.monotonic() + 5

@@ -19,10 +19,17 @@ Usage::
 
 Responses are taken from the script in order; when it is empty the ``responder`` callable
 (``request_json -> Reply``) answers, by default echoing the last user text.
+
+Image content blocks (https://docs.anthropic.com/en/docs/build-with-claude/vision) are checked
+as the API checks them — base64 source, a JPEG/PNG/GIF/WebP ``media_type`` that matches the
+bytes, at most 5 MB of base64 — and refused with a 400 ``invalid_request_error`` otherwise;
+``image_blocks(request_json)`` lists the ones a request carried.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.server
 import itertools
 import json
@@ -104,6 +111,38 @@ def last_user_text(request: dict) -> str:
     return ""
 
 
+IMAGE_TYPES = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+               "image/gif": (b"GIF87a", b"GIF89a"), "image/webp": (b"RIFF",)}
+IMAGE_MAX_BASE64 = 5 * 1024 * 1024
+
+
+def image_blocks(request: dict) -> list[dict]:
+    """Return every ``image`` content block of a Messages API request body, in order."""
+    return [block for message in request.get("messages", []) if isinstance(message.get("content"), list)
+            for block in message["content"] if block.get("type") == "image"]
+
+
+def _image_problem(request: dict) -> str | None:
+    """Return the API's complaint about the first bad image block, or None when all are fine."""
+    for block in image_blocks(request):
+        source = block.get("source") or {}
+        if source.get("type") != "base64":
+            return "image.source.type: Input should be 'base64'"
+        media_type, data = source.get("media_type"), source.get("data") or ""
+        if media_type not in IMAGE_TYPES:
+            return ("image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+                    "'image/gif' or 'image/webp'")
+        if len(data) > IMAGE_MAX_BASE64:
+            return f"image exceeds 5 MB maximum: {len(data)} bytes > {IMAGE_MAX_BASE64} bytes"
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            return "image.source.base64.data: invalid base64 data"
+        if not raw.startswith(IMAGE_TYPES[media_type]):
+            return f"Image does not match the provided media type {media_type}"
+    return None
+
+
 def _estimate_tokens(value: Any) -> int:
     return max(1, len(json.dumps(value)) // 4)
 
@@ -145,6 +184,10 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
         self.owner.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
         if not self.path.startswith("/v1/messages"):
             self._error(404, "not_found_error", f"no route {self.path}")
+            return
+        problem = _image_problem(body)
+        if problem is not None:
+            self._error(400, "invalid_request_error", problem)
             return
         reply = self.owner._next_reply(body)
         if reply.delay:

@@ -11,6 +11,13 @@ REST (``DiscordApiStandin``), in Discord's wire format (https://discord.com/deve
 ``spend_bucket`` an answer with ``Remaining: 0``.  Errors are ``{"message", "code"}`` with
 Discord's JSON codes (10008 Unknown Message, 50027 Invalid Webhook Token, 0 for 401).
 
+CDN (https://discord.com/developers/docs/reference#signed-attachment-cdn-urls): ``add_attachment``
+makes an attachment object (``id``, ``filename``, ``size``, ``url``, ``proxy_url``,
+``content_type``) whose signed ``url`` (``/attachments/{channel}/{id}/{filename}?ex=&is=&hm=``)
+serves the bytes with no authentication; an unknown or tampered link is 404 "This content is no
+longer available.", as Discord's.  ``fail_cdn`` scripts error statuses; ``cdn_requests`` logs
+every CDN GET with its status and monotonic arrival time.
+
 Gateway (``DiscordGatewayStandin``) over websockets with the real payloads
 (https://discord.com/developers/docs/events/gateway): HELLO (op 10, ``heartbeat_interval``),
 IDENTIFY (op 2) → READY (op 0 with ``session_id`` and ``resume_gateway_url``), heartbeats
@@ -28,6 +35,7 @@ does; the app under test gets ``public_key_hex``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -35,10 +43,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from nacl.signing import SigningKey
+
+from standins.scripted_server import ScriptedServer, send_json
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,15 @@ def command_interaction(name: str, user_id: str, options: dict | None = None, *,
 
 
 @dataclass
+class CdnFile:
+    """An attachment the CDN serves: bytes, type, whether ``Content-Length`` is sent."""
+
+    content: bytes
+    content_type: str
+    announce_length: bool = True
+
+
+@dataclass
 class DiscordMessage:
     """A message as users see it now; ``history`` holds every text it showed, in order."""
 
@@ -121,8 +140,10 @@ class DiscordMessage:
                 **({"nonce": self.nonce} if self.nonce else {})}
 
 
-class DiscordApiStandin:
-    """Threaded HTTP server on 127.0.0.1 that behaves like Discord's REST API for one bot.
+class DiscordApiStandin(ScriptedServer):
+    """Threaded HTTP server on 127.0.0.1 that behaves like Discord's REST API for one bot
+    (``ScriptedServer``: ``start``/``stop``/context manager; ``base_url`` is the API base,
+    ``DISCORD_API_BASE``).
 
     Args:
         bot_token: the token ``Authorization: Bot`` must carry on bot routes.
@@ -138,8 +159,12 @@ class DiscordApiStandin:
         gateway_url: what ``GET /gateway/bot`` answers (set it to the Gateway stand-in's).
     """
 
+    thread_name = "discord-api"
+    base_path = "/api/v10"
+
     def __init__(self, bot_token: str = "discord-bot-token", application_id: str = "775799577604522054",
                  bucket_limit: int = 5):
+        super().__init__(responder=lambda body: None)
         self.bot_token = bot_token
         self.application_id = application_id
         self.bucket_limit = bucket_limit
@@ -149,59 +174,15 @@ class DiscordApiStandin:
         self.commands: list[dict] = []
         self.typing: list[str] = []
         self.gateway_url = "wss://gateway.discord.gg"
+        self.cdn: dict[str, CdnFile] = {}  # signed path -> file
+        self.cdn_requests: list[tuple[str, int, float]] = []
+        self._cdn_failures: list[int] = []
         self._tokens: dict[str, str] = {}  # interaction token -> interaction id
         self._originals: dict[str, str] = {}  # interaction token -> original message id
         self._rate_limits: list[tuple[float, bool]] = []
         self._spent_reset: float | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._server: ThreadingHTTPServer | None = None
-        self.base_url = ""
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> DiscordApiStandin:
-        """Serve in a daemon thread; ``base_url`` is the API base (``DISCORD_API_BASE``)."""
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body, headers = owner._dispatch(self.command, self.path, self.headers, raw)
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if body is not None:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="discord-api", daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/api/v10"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # -- scripting and inspection -----------------------------------------------------------
 
@@ -220,6 +201,39 @@ class DiscordApiStandin:
             self._changed.notify_all()
         if status >= 400:
             raise ValueError(f"Discord would refuse this interaction response: {answer}")
+
+    def add_attachment(self, channel_id: str, content: bytes, filename: str,
+                       content_type: str | None = None, announce_length: bool = True) -> dict:
+        """Put ``content`` on the CDN; return the attachment object a message carries (without
+        ``content_type`` when None, as Discord omits it for types it does not know)."""
+        attachment_id = snowflake()
+        expires = f"{int(time.time()) + 86400:x}"
+        digest = hashlib.sha256(f"{attachment_id}:{expires}".encode()).hexdigest()
+        path = f"/attachments/{channel_id}/{attachment_id}/{filename}?ex={expires}&is={expires}&hm={digest}"
+        with self._lock:
+            self.cdn[path] = CdnFile(content, content_type or "application/octet-stream",
+                                     announce_length)
+        root = self.base_url.removesuffix("/api/v10")
+        attachment = {"id": attachment_id, "filename": filename, "size": len(content),
+                      "url": root + path, "proxy_url": root + path}
+        if content_type:
+            attachment["content_type"] = content_type
+        return attachment
+
+    def fail_cdn(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` CDN downloads with HTTP ``status``."""
+        with self._lock:
+            self._cdn_failures.extend([status] * times)
+
+    def _cdn_get(self, path: str) -> tuple[int, CdnFile | None]:
+        with self._changed:
+            file = self.cdn.get(path)
+            status = 200 if file is not None else 404
+            if file is not None and self._cdn_failures:
+                status, file = self._cdn_failures.pop(0), None
+            self.cdn_requests.append((path, status, time.monotonic()))
+            self._changed.notify_all()
+        return status, file
 
     def rate_limit_next(self, retry_after: float, times: int = 1, is_global: bool = False) -> None:
         """Answer the next ``times`` requests with 429 and ``retry_after`` seconds."""
@@ -401,6 +415,49 @@ class DiscordApiStandin:
         return 200, commands
 
 
+class _ApiHandler(BaseHTTPRequestHandler):
+    owner: DiscordApiStandin
+
+    def _handle(self):
+        if self.command == "GET" and self.path.startswith("/attachments/"):
+            self._cdn()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, body, headers = self.owner._dispatch(self.command, self.path, self.headers, raw)
+        if body is not None:
+            send_json(self, status, body, headers)
+            return
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cdn(self):
+        status, file = self.owner._cdn_get(self.path)
+        body = file.content if file else b"This content is no longer available."
+        self.send_response(status)
+        self.send_header("Content-Type", file.content_type if file else "text/plain")
+        if file is None or file.announce_length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.close_connection = True
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+            self.close_connection = True
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+    def log_message(self, *args):
+        pass
+
+
+DiscordApiStandin.handler_class = _ApiHandler
+
+
 class DiscordGatewayStandin:
     """A Gateway server for one bot on 127.0.0.1 (module docstring).
 
@@ -487,18 +544,21 @@ class DiscordGatewayStandin:
                 self._changed.wait(min(left, 0.2))
         return True
 
-    def dm(self, user_id: str, channel_id: str, content: str) -> dict:
+    def dm(self, user_id: str, channel_id: str, content: str, attachments: list | None = None,
+           flags: int = 0) -> dict:
         """Dispatch MESSAGE_CREATE for a DM from ``user_id``; returns the message.
 
-        Sent at once when a session is connected; otherwise kept for the next RESUME.
+        ``attachments`` are attachment objects (``DiscordApiStandin.add_attachment``); ``flags``
+        the message flags (``1 << 13``: a voice message).  Sent at once when a session is
+        connected; otherwise kept for the next RESUME.
         """
         message = {"id": snowflake(), "channel_id": channel_id, "content": content,
                    "author": {"id": user_id, "username": "Mason", "discriminator": "0",
                               "avatar": None},
-                   "attachments": [], "embeds": [], "mentions": [], "mention_roles": [],
-                   "pinned": False, "mention_everyone": False, "tts": False, "type": 0,
-                   "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": None,
-                   "flags": 0, "components": [], "channel_type": 1}
+                   "attachments": list(attachments or ()), "embeds": [], "mentions": [],
+                   "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False,
+                   "type": 0, "timestamp": "2026-01-01T00:00:00.000000+00:00",
+                   "edited_timestamp": None, "flags": flags, "components": [], "channel_type": 1}
         self._call(self._dispatch("MESSAGE_CREATE", message))
         return message
 

@@ -28,7 +28,7 @@ import queue
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 _NOW = "2026-01-05T10:00:00+00:00"
@@ -66,8 +66,8 @@ def server_type_payload(tid, name, cores, memory, disk, cpu_type, deprecated) ->
 def _matches(labels: dict[str, str], selector: str) -> bool:
     """Evaluate a Hetzner label selector (``k=v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``,
     ``k notin (a,b)``; terms joined by commas) against ``labels``."""
-    for term in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
-        term = term.strip()
+    for raw in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
+        term = raw.strip()
         if m := re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", term):
             key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
             if (labels.get(key) in values) != (op == "in"):
@@ -114,7 +114,8 @@ class HcloudStandin:
         self._failures: list[int] = []
         self._lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
-        self._hooks: queue.Queue | None = None
+        self._hooks: queue.Queue = queue.Queue()
+        self._hook_thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> HcloudStandin:
@@ -150,6 +151,8 @@ class HcloudStandin:
     @property
     def url(self) -> str:
         """The API endpoint to hand to ``hcloud.Client(api_endpoint=...)``."""
+        if self._httpd is None:
+            raise RuntimeError("the hcloud stand-in is not started")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def inject(self, status: int, count: int = 1) -> None:
@@ -183,9 +186,9 @@ class HcloudStandin:
         if self.machines is None:
             return
         with self._lock:
-            if self._hooks is None:
-                self._hooks = queue.Queue()
-                threading.Thread(target=self._run_hooks, daemon=True).start()
+            if self._hook_thread is None:
+                self._hook_thread = threading.Thread(target=self._run_hooks, daemon=True)
+                self._hook_thread.start()
             self._hooks.put((getattr(self.machines, name), args))
 
     def _run_hooks(self) -> None:
@@ -198,7 +201,7 @@ class HcloudStandin:
 
     def wait_for_machines(self) -> None:
         """Block until every queued machine hook has run."""
-        if self._hooks is not None:
+        if self._hook_thread is not None:
             self._hooks.join()
 
     # -- object shapes ----------------------------------------------------------------------
@@ -238,7 +241,7 @@ class HcloudStandin:
         }
 
     def _action(self, command: str, resource_id: int, kind: str = "server") -> dict:
-        action = {"id": next(self._ids), "command": command, "status": "running", "progress": 0,
+        action: dict[str, Any] = {"id": next(self._ids), "command": command, "status": "running", "progress": 0,
                   "started": _NOW, "finished": None, "error": None,
                   "resources": [{"id": resource_id, "type": kind}]}
         self.actions[action["id"]] = action

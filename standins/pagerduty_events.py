@@ -81,7 +81,7 @@ class _EnqueueHandler(http.server.BaseHTTPRequestHandler):
             return send_json(self, 400, {"status": "invalid event",
                                          "message": "Event object is invalid", "errors": errors})
         self.owner.events.append(event)
-        send_json(self, 202, {"status": "success", "message": "Event processed",
+        return send_json(self, 202, {"status": "success", "message": "Event processed",
                               "dedup_key": event.get("dedup_key") or uuid.uuid4().hex})
 
     def log_message(self, *_args):

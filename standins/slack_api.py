@@ -13,6 +13,13 @@ Methods: ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEpheme
 keeps every channel's bot messages (with their edit history and ``thread_ts``), the published
 App Home views and opened modals, so tests read what a user would see.
 
+Files (https://docs.slack.dev/messaging/working-with-files#downloading_files): ``add_file``
+returns a file object as a ``file_share`` message carries it; its ``url_private_download``
+(``/files-pri/{team}-{id}/download/{name}``) serves the bytes to ``Authorization: Bearer`` with
+a bot token of that workspace, and to anyone else Slack's HTML sign-in page with status 200.
+``fail_files`` scripts error statuses; ``file_requests`` logs each download (path, status,
+monotonic arrival time).
+
 ``sign`` / ``signed_headers`` sign a request body as Slack does (``v0=`` hex HMAC-SHA256 of
 ``v0:{timestamp}:{body}`` with the signing secret,
 https://docs.slack.dev/authentication/verifying-requests-from-slack).
@@ -29,10 +36,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import ClassVar
 from urllib.parse import parse_qsl
+
+from standins.scripted_server import ScriptedServer, send_json
 
 # chat.postMessage truncates text beyond 40,000 characters; chat.update refuses it with
 # ``msg_too_long`` (https://docs.slack.dev/reference/methods/chat.update#errors).
@@ -85,6 +94,19 @@ class SlackCall:
 
 
 @dataclass
+class SlackFile:
+    """A file the stand-in serves: its workspace, bytes, type and whether ``Content-Length`` is sent."""
+
+    team: str
+    content: bytes
+    mimetype: str
+    announce_length: bool = True
+
+
+SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
+
+
+@dataclass
 class SlackMessage:
     """A message the bot posted, as the channel shows it now (``history``: every text it had)."""
 
@@ -96,8 +118,9 @@ class SlackMessage:
     history: list = field(default_factory=list)
 
 
-class SlackApiStandin:
-    """Threaded HTTP server on 127.0.0.1 that behaves like the Slack Web API for one app.
+class SlackApiStandin(ScriptedServer):
+    """Threaded HTTP server on 127.0.0.1 that behaves like the Slack Web API for one app
+    (``ScriptedServer``: ``start``/``stop``/context manager).
 
     Args:
         client_id, client_secret: the app credentials ``oauth.v2.access`` accepts.
@@ -114,8 +137,12 @@ class SlackApiStandin:
         on_call: optional ``callback(call, status)`` run after each request was applied.
     """
 
+    thread_name = "slack-standin"
+    base_path = "/api/"
+
     def __init__(self, client_id: str = "1234.5678", client_secret: str = "slack-client-secret",
                  codes: tuple[str, ...] = ("good-code",)):
+        super().__init__(responder=lambda body: None)
         self.client_id = client_id
         self.client_secret = client_secret
         self.codes = set(codes)
@@ -126,57 +153,14 @@ class SlackApiStandin:
         self.modals: list[dict] = []
         self.ephemerals: list[dict] = []
         self.on_call = None
+        self.files: dict[str, SlackFile] = {}  # download path -> file
+        self.file_requests: list[tuple[str, int, float]] = []
+        self._file_failures: list[int] = []
         self._rate_limits: list[int] = []
         self._failures: list[tuple[str, str]] = []
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._server: ThreadingHTTPServer | None = None
-        self.base_url = ""
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> SlackApiStandin:
-        """Start serving on a free port; returns self."""
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, body, headers = standin._dispatch(self.path, dict(self.headers), raw)
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-
-            def log_message(self, *args):
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/api/"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # -- scripting and reading ---------------------------------------------------------------
 
@@ -184,6 +168,45 @@ class SlackApiStandin:
         """Accept ``token`` as a bot token of workspace ``team_id``."""
         with self._lock:
             self.tokens[token] = team_id
+
+    def add_file(self, team: str, content: bytes, name: str, mimetype: str,
+                 announce_length: bool = True) -> dict:
+        """Store a file a person shared in ``team``; return its file object (the fields of
+        https://docs.slack.dev/reference/objects/file-object a download reads)."""
+        file_id = f"F{next(self._seq):08d}"
+        path = f"/files-pri/{team}-{file_id}/download/{name}"
+        root = self.base_url.removesuffix("/api/")
+        with self._lock:
+            self.files[path] = SlackFile(team, content, mimetype, announce_length)
+        return {"id": file_id, "created": int(time.time()), "timestamp": int(time.time()),
+                "name": name, "title": name, "mimetype": mimetype,
+                "filetype": name.rsplit(".", 1)[-1], "pretty_type": name.rsplit(".", 1)[-1].upper(),
+                "user": "U2147483697", "mode": "hosted", "editable": False, "is_external": False,
+                "external_type": "", "is_public": False, "size": len(content),
+                "url_private": f"{root}/files-pri/{team}-{file_id}/{name}",
+                "url_private_download": root + path,
+                "permalink": f"https://standin.slack.com/files/U2147483697/{file_id}/{name}"}
+
+    def fail_files(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` file downloads with HTTP ``status``."""
+        with self._lock:
+            self._file_failures.extend([status] * times)
+
+    def _download(self, path: str, auth: str) -> tuple[int, str, bytes, bool]:
+        with self._changed:
+            file = self.files.get(path)
+            token = auth[7:] if auth.startswith("Bearer ") else ""
+            if file is None:
+                answer = (404, "text/plain", b"file_not_found", True)
+            elif self.tokens.get(token) != file.team:
+                answer = (200, "text/html; charset=utf-8", SIGN_IN_PAGE, True)
+            elif self._file_failures:
+                answer = (self._file_failures.pop(0), "text/plain", b"", True)
+            else:
+                answer = (200, file.mimetype, file.content, file.announce_length)
+            self.file_requests.append((path, answer[0], time.monotonic()))
+            self._changed.notify_all()
+        return answer
 
     def rate_limit_next(self, retry_after: int, times: int = 1) -> None:
         """Answer the next ``times`` chat.postMessage/chat.update calls with 429 + Retry-After."""
@@ -344,6 +367,39 @@ class SlackApiStandin:
         "chat.postEphemeral": _post_ephemeral, "conversations.open": _conversations_open,
         "views.publish": _views_publish, "views.open": _views_open,
     }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: SlackApiStandin
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body, headers = self.owner._dispatch(self.path, dict(self.headers), raw)
+        try:
+            send_json(self, status, body, headers)
+        except (BrokenPipeError, ConnectionResetError):  # the caller died (fault tests)
+            self.close_connection = True
+
+    def do_GET(self):
+        status, content_type, body, announce = self.owner._download(
+            self.path, self.headers.get("Authorization", ""))
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            if announce:
+                self.send_header("Content-Length", str(len(body)))
+            else:
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
+            self.close_connection = True
+
+    def log_message(self, *args):
+        return
+
+
+SlackApiStandin.handler_class = _Handler
 
 
 def _decode(content_type: str, raw: bytes) -> dict | None:

@@ -747,11 +747,12 @@ class StripeStandin(ScriptedServer):
         return event
 
     def _send_webhooks(self) -> None:
-        while (event := self._outbox.get()) is not None:
+        while (event := self._outbox.get()) is not None and self.webhook_url:
             body = json.dumps(event).encode()
             headers = {"Content-Type": "application/json; charset=utf-8",
                        "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
                        "Stripe-Signature": stripe_events.sign(body, self.webhook_secret)}
+            status: int | str
             try:
                 status = httpx.post(self.webhook_url, content=body, headers=headers,
                                     timeout=30).status_code

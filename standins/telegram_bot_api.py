@@ -13,6 +13,12 @@ tests use ``hold_next`` to freeze the answer to a call that Telegram already app
 ``setWebhook``/``getWebhookInfo`` and ``setMyCommands``/``getMyCommands`` keep the webhook and
 the command menu (per scope and language) with the Bot API's validation, so ``hermes telegram
 setup`` runs against it for real.
+
+Files (https://core.telegram.org/bots/api#getfile): ``add_file`` makes a file known; ``getFile``
+answers its File object (``file_id``, ``file_unique_id``, ``file_size``, ``file_path``), or 400
+"Bad Request: invalid file_id", or 400 "Bad Request: file is too big" above 20 MB; ``GET
+/file/bot<token>/<file_path>`` serves the bytes.  ``fail_downloads`` scripts error statuses,
+and every download is logged in ``downloads`` with its arrival time.
 """
 
 from __future__ import annotations
@@ -41,6 +47,32 @@ class BotApiCall:
 
     method: str
     params: dict
+    at: float
+
+
+# Bots may download files of at most 20 MB (Bot API, "getFile").
+GETFILE_MAX_BYTES = 20 * 1024 * 1024
+
+
+@dataclass
+class StandinFile:
+    """A file the stand-in serves: its bytes, ``file_path``, the ``Content-Type`` the file
+    server answers, whether ``Content-Length`` is sent (False: the body ends at close) and
+    whether ``getFile`` reports ``file_size`` (optional in the Bot API's File object)."""
+
+    content: bytes
+    file_path: str
+    content_type: str = "application/octet-stream"
+    announce_length: bool = True
+    report_size: bool = True
+
+
+@dataclass
+class FileDownload:
+    """One ``GET /file/...``: the file path, the answer's status, monotonic arrival (seconds)."""
+
+    file_path: str
+    status: int
     at: float
 
 
@@ -90,12 +122,16 @@ class TelegramBotApiStandin:
         self.webhook: dict = {"url": "", "allowed_updates": None, "secret_token": "",
                               "max_connections": 40}
         self.commands: dict[tuple[str, str], list[dict]] = {}
+        self.files: dict[str, StandinFile] = {}
+        self.downloads: list[FileDownload] = []
+        self._download_failures: list[int] = []
 
     @property
     def base_url(self) -> str:
         """The API base to use as ``TELEGRAM_API_BASE``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        if self._server is None:
+            raise RuntimeError("the Telegram stand-in is not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> TelegramBotApiStandin:
         """Start serving on a free port; returns self."""
@@ -114,6 +150,24 @@ class TelegramBotApiStandin:
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the caller died (fault tests)
+                    self.close_connection = True
+
+            def do_GET(self):
+                status, file = standin._download(self.path)
+                try:
+                    self.send_response(status)
+                    if file is None:
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_header("Content-Type", file.content_type)
+                    if file.announce_length:
+                        self.send_header("Content-Length", str(len(file.content)))
+                    else:
+                        self.close_connection = True
+                    self.end_headers()
+                    self.wfile.write(file.content)
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading
                     self.close_connection = True
 
             def log_message(self, *args):
@@ -152,6 +206,33 @@ class TelegramBotApiStandin:
         with self._lock:
             self._holds[method] = (accepted, release)
         return accepted, release
+
+    def add_file(self, file_id: str, content: bytes, file_path: str | None = None,
+                 content_type: str = "application/octet-stream",
+                 announce_length: bool = True, report_size: bool = True) -> StandinFile:
+        """Make ``file_id`` downloadable (``getFile`` + the file route); returns the file."""
+        file = StandinFile(content, file_path or f"documents/file_{len(self.files)}",
+                           content_type, announce_length, report_size)
+        with self._lock:
+            self.files[file_id] = file
+        return file
+
+    def fail_downloads(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` file downloads with HTTP ``status`` and no body."""
+        with self._lock:
+            self._download_failures.extend([status] * times)
+
+    def _download(self, path: str) -> tuple[int, StandinFile | None]:
+        prefix = f"/file/bot{self.token}/"
+        file_path = path[len(prefix):] if path.startswith(prefix) else None
+        with self._changed:
+            file = next((f for f in self.files.values() if f.file_path == file_path), None)
+            status = 404 if file is None else 200
+            if file is not None and self._download_failures:
+                status, file = self._download_failures.pop(0), None
+            self.downloads.append(FileDownload(file_path or path, status, time.monotonic()))
+            self._changed.notify_all()
+        return status, file
 
     def user_message(self, chat_id: str | int, text: str) -> int:
         """Record a message the user sent to the bot in ``chat_id``; return its message id."""
@@ -264,6 +345,19 @@ class TelegramBotApiStandin:
     def _true(self, params: dict) -> tuple[int, dict]:
         return 200, {"ok": True, "result": True}
 
+    def _get_file(self, params: dict) -> tuple[int, dict]:
+        """``getFile``: the File object of a known ``file_id`` (module docstring)."""
+        file = self.files.get(str(params.get("file_id") or ""))
+        if file is None:
+            return _bad_request("invalid file_id")
+        if len(file.content) > GETFILE_MAX_BYTES:
+            return _bad_request("file is too big")
+        result = {"file_id": params["file_id"], "file_unique_id": f"u{params['file_id'][:16]}",
+                  "file_path": file.file_path}
+        if file.report_size:
+            result["file_size"] = len(file.content)
+        return 200, {"ok": True, "result": result}
+
     def _get_me(self, params: dict) -> tuple[int, dict]:
         return 200, {"ok": True, "result": {"id": int(self.token.split(":")[0]), "is_bot": True,
                                             "first_name": "Hermes", "username": self.username}}
@@ -347,4 +441,5 @@ class TelegramBotApiStandin:
         "setMyCommands": _set_my_commands,
         "getMyCommands": _get_my_commands,
         "getMe": _get_me,
+        "getFile": _get_file,
     }

@@ -92,9 +92,10 @@ class Bus(abc.ABC):
 
         Raises:
             BusUnavailable: the backend cannot be reached.
+            ValueError: ``idempotency_keys`` does not have one entry per payload.
         """
         keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
-        return [self.append(stream, payload, key) for payload, key in zip(payloads, keys)]
+        return [self.append(stream, payload, key) for payload, key in zip(payloads, keys, strict=True)]
 
     @abc.abstractmethod
     def ack(self, stream: str, group: str, entry_id: str) -> None:

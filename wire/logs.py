@@ -116,7 +116,8 @@ def configure(fmt: str = "console", level: int = logging.INFO) -> None:
     )
     if fmt == "json":
         os.environ.setdefault("TQDM_DISABLE", "1")
-        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        renderers: list[structlog.typing.Processor] = [structlog.processors.format_exc_info,
+                                                      structlog.processors.JSONRenderer()]
     else:
         # Plain tracebacks: Rich's default shows local variables, which may hold secrets.
         renderers = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),

@@ -40,6 +40,12 @@ PREFERENCE_KEYS = ("timezone", "language", "model", "about")
 MESSAGE = "message"
 MCP_CONFIG = "mcp_config"
 ENVELOPE_KINDS = frozenset({MESSAGE, MCP_CONFIG})
+# Attachment kinds and the errors a file that was not kept carries (Envelope docstring).
+ATTACHMENT_KINDS = frozenset({"image", "voice", "audio", "document", "video", "sticker", "file"})
+ATTACHMENT_ERRORS = frozenset({"too_large", "unsupported", "unavailable"})
+# Seconds a signed media URL stays valid: long enough for an agent that was down for days to
+# catch up on its stream (the grace period is 7 days, HERMES_GRACE_DAYS).
+MEDIA_URL_TTL = 7 * 24 * 3600
 
 # Consumer groups: agents read their inbox as AGENT_GROUP, the control plane reads every
 # events stream as DELIVERY_GROUP.
@@ -73,7 +79,7 @@ class Envelope:
         chat_id: the platform's chat/conversation id, as a string.
         sender_id: the platform's user id of the sender, as a string.
         text: message text (or media caption); may be empty when only attachments arrived.
-        attachments: list of ``{"kind", "file_id", ...}`` dicts as the channel adapter found them.
+        attachments: list of dicts, one per file the user sent (the attachment contract below).
         received_at: Unix time in seconds (float) when the control plane accepted the message.
         platform_message_id: the platform's id of the inbound message, as a string, if any.
         request_id: the id of the control plane's HTTP request (the webhook) that accepted the
@@ -85,6 +91,19 @@ class Envelope:
             an empty dict means every setting is unset).
         kind: ``"message"`` (default; absent in older envelopes) or ``"mcp_config"``.
         mcp_servers: for kind ``mcp_config`` only: the tenant's MCP servers, else ``None``.
+
+    The attachment contract (control plane → agent, issue #12).  Each item has ``kind``
+    (``image``, ``voice``, ``audio``, ``document``, ``video``, ``sticker`` or ``file``) and the
+    platform's ``file_id``.  The control plane downloads every file before it publishes the
+    envelope (never inside the webhook request), keeps it per tenant in object storage and adds
+    ``mime_type``, ``size`` (bytes), ``name`` (the sender's file name or ``""``), ``sha256``
+    (hex) and ``url``: an HTTPS (local: HTTP) address on the control plane that answers the
+    bytes to a plain GET, signed for this tenant and valid for ``MEDIA_URL_TTL`` seconds (seven
+    days).  A file that was not kept carries ``error`` instead of ``url``: ``too_large`` (with
+    ``size`` and ``limit`` in bytes), ``unsupported`` (its ``mime_type`` is not accepted) or
+    ``unavailable`` (the platform would not give it); the agent tells the user so in its reply
+    and answers the rest of the message.  Envelopes without ``url`` or ``error`` items (older
+    senders) carry only ``kind`` and ``file_id``, which the agent ignores.
 
     The ``mcp_config`` contract (control plane → agent, issue #13).  The control plane appends
     to ``hermes:messages:{tenant}`` an envelope with ``kind="mcp_config"``, a fresh ``id``,

@@ -51,6 +51,7 @@ import re
 import ssl
 import time
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import structlog
@@ -343,15 +344,16 @@ class RedisBus(Bus):
         keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
         with self._errors(f"append to {stream}"):
             pipe = self._client.pipeline(transaction=False)
-            for payload, key in zip(payloads, keys):
+            for payload, key in zip(payloads, keys, strict=True):
                 pipe.evalsha(_APPEND_SHA, *self._script_args(stream, payload, key))
             replies = pipe.execute(raise_on_error=False)
             ids = []
-            for payload, key, reply in zip(payloads, keys, replies):
-                if isinstance(reply, redis.exceptions.NoScriptError):
+            for payload, key, piped in zip(payloads, keys, replies, strict=True):
+                reply = piped
+                if isinstance(piped, redis.exceptions.NoScriptError):
                     reply = self._run_append(stream, payload, key)  # the script did not run
-                elif isinstance(reply, Exception):
-                    raise reply
+                elif isinstance(piped, Exception):
+                    raise piped
                 if reply[0] == "oom":
                     self._trim_acked(stream)  # so that the caller's retry can succeed
                 ids.append(self._entry_id(stream, reply))
@@ -388,9 +390,10 @@ class RedisBus(Bus):
         taken = self._claim_expired(streams, group, consumer, count)
         if len(taken) < count:
             block_ms = int(wait * 1000) if wait > 0 and not taken else None
-            reply = self._client.xreadgroup(group, consumer, {s: ">" for s in streams},
+            reply = self._client.xreadgroup(group, consumer, dict.fromkeys(streams, ">"),
                                             count=count - len(taken), block=block_ms or None)
-            items = reply.items() if isinstance(reply, dict) else (reply or [])
+            # RESP3 answers a dict, RESP2 a list of [stream, entries] (redis-py's XREADGROUP).
+            items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
             taken += [(stream, entry_id, fields, 1)
                       for stream, entries in items for entry_id, fields in entries]
         return self._deliveries(taken, group)
@@ -402,19 +405,19 @@ class RedisBus(Bus):
         pipe = self._client.pipeline(transaction=False)
         for stream in missing:
             pipe.xgroup_create(stream, group, id="0", mkstream=True)
-        for stream, reply in zip(missing, pipe.execute(raise_on_error=False)):
+        for stream, reply in zip(missing, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(reply, Exception) and reply_code(reply) != "BUSYGROUP":
                 raise reply
             self._groups.add((stream, group))
 
-    def _claim_expired(self, streams, group, consumer, count) -> list[tuple]:
+    def _claim_expired(self, streams, group, consumer, count) -> list[tuple[str, str, Any, int]]:
         idle_ms = int(self.visibility_timeout * 1000)
         pipe = self._client.pipeline(transaction=False)
         for stream in streams:
             pipe.xautoclaim(stream, group, consumer, idle_ms,
                             start_id=self._cursors.get((stream, group), "0-0"), count=count)
-        claimed = []
-        for stream, reply in zip(streams, pipe.execute()):
+        claimed: list[tuple[str, str, Any]] = []  # fields: a dict, or None for a deleted entry
+        for stream, reply in zip(streams, pipe.execute(), strict=True):
             cursor, entries, *rest = reply
             self._cursors[(stream, group)] = cursor
             if rest and rest[0]:
@@ -427,7 +430,7 @@ class RedisBus(Bus):
         for stream, entry_id, _ in claimed:
             pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
         attempts = [rows[0]["times_delivered"] if rows else 2 for rows in pipe.execute()]
-        return [(*entry, n) for entry, n in zip(claimed, attempts)]
+        return [(*entry, n) for entry, n in zip(claimed, attempts, strict=True)]
 
     def _deliveries(self, taken: list[tuple], group: str) -> list[Delivery]:
         out = []

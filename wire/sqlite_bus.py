@@ -105,7 +105,7 @@ class SqliteBus(Bus):
         """See ``Bus.append_many``; the whole batch is one transaction (all or nothing)."""
         keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
         with self._immediate(f"append to {stream}") as conn:
-            ids = [self._append_once(conn, stream, p, k) for p, k in zip(payloads, keys)]
+            ids = [self._append_once(conn, stream, p, k) for p, k in zip(payloads, keys, strict=True)]
         return [str(entry_id) for entry_id in ids]
 
     @staticmethod

@@ -33,7 +33,8 @@ def backend_from_config(config, name: str | None = None) -> LLMBackend:
         from agent.llm.openai_backend import OpenAICompatBackend
 
         return OpenAICompatBackend(base_url=config.openai_base_url, api_key=config.openai_api_key,
-                                   model=model or config.openai_model)
+                                   model=model or config.openai_model,
+                                   supports_images=config.openai_vision)
     from agent.llm.local_backend import LocalBackend
 
     return LocalBackend(model_path=model or None)

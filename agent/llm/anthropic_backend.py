@@ -8,6 +8,8 @@ API.  Streaming format: https://docs.anthropic.com/en/api/messages-streaming —
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 
 from agent.config import DEFAULT_ANTHROPIC_MODEL
@@ -35,6 +37,7 @@ class AnthropicBackend(LLMBackend):
 
     name = "anthropic"
     supports_tools = True
+    supports_images = True  # every current Claude model has vision (docs: build-with-claude/vision)
     context_window = 200_000
 
     def __init__(self, api_key: str, base_url: str | None = None, model: str | None = None,
@@ -45,7 +48,7 @@ class AnthropicBackend(LLMBackend):
 
     def stream(self, request: LLMRequest):
         """See ``LLMBackend.stream``."""
-        kwargs = {"model": request.model or self.model, "max_tokens": request.max_tokens,
+        kwargs: dict[str, Any] = {"model": request.model or self.model, "max_tokens": request.max_tokens,
                   "system": request.system, "messages": request.messages}
         if request.tools:
             kwargs["tools"] = request.tools

@@ -2,8 +2,11 @@
 
 Messages and tools use the Anthropic Messages API shapes as the one internal format
 (https://docs.anthropic.com/en/api/messages): a message is ``{"role", "content"}`` where
-``content`` is a string or a list of content blocks (``text``, ``tool_use``, ``tool_result``);
-a tool is ``{"name", "description", "input_schema"}``.  Backends for other APIs translate.
+``content`` is a string or a list of content blocks (``text``, ``image``, ``tool_use``,
+``tool_result``); a tool is ``{"name", "description", "input_schema"}``.  Backends for other
+APIs translate.  An ``image`` block (``{"type": "image", "source": {"type": "base64",
+"media_type", "data"}}``, https://docs.anthropic.com/en/docs/build-with-claude/vision) reaches
+only a backend with ``supports_images``; the router replaces it with a text note for the others.
 
 A backend's ``stream`` yields ``TextDelta`` pieces and ``ToolUse`` requests in order and returns
 a final ``Completion`` (``StopIteration.value``) carrying token counts for cost accounting.
@@ -121,12 +124,14 @@ class LLMBackend(abc.ABC):
         model: default model id.
         supports_tools: whether the backend can really call tools; the loop sends no tools
             to one that cannot (it then just answers in text).
+        supports_images: whether the model can see ``image`` blocks (vision).
         context_window: input+output tokens the model accepts.
     """
 
     name: str = ""
     model: str = ""
     supports_tools: bool = True
+    supports_images: bool = False
     context_window: int = 200_000
 
     @abc.abstractmethod
@@ -171,3 +176,34 @@ def content_text(content: str | list[dict]) -> str:
             inner = block.get("content", "")
             parts.append(f"[tool result: {content_text(inner) if not isinstance(inner, str) else inner}]")
     return "\n".join(parts)
+
+
+# Replaces each image for a model that cannot see, so it neither guesses nor asks what it shows.
+UNSEEN_IMAGE_NOTE = "(An image is attached here, but you cannot see it: do not describe or guess it.)"
+
+
+def has_images(messages: list[dict]) -> bool:
+    """Return True when any message's content holds an ``image`` block."""
+    return any(isinstance(m["content"], list) and any(b.get("type") == "image" for b in m["content"])
+               for m in messages)
+
+
+def without_images(messages: list[dict]) -> list[dict]:
+    """Return ``messages`` with every ``image`` block replaced by ``UNSEEN_IMAGE_NOTE`` text."""
+    if not has_images(messages):
+        return messages
+    return [{**m, "content": [{"type": "text", "text": UNSEEN_IMAGE_NOTE} if b.get("type") == "image"
+                              else b for b in m["content"]]} if isinstance(m["content"], list) else m
+            for m in messages]
+
+
+def cannot_see_notice(model: str) -> str:
+    """Return the sentence that tells the user ``model`` did not look at their image."""
+    return (f"(I can't see images with {model}, so I haven't looked at your image; this answer "
+            "is from your words alone.)")
+
+
+def cannot_see_reply(model: str) -> str:
+    """Return the reply to a photo with no words when no backend can see (no model call)."""
+    return (f"I can't see images with {model}, so I can't tell what's in your image. Describe "
+            "it in words, or ask for a model that can see images, and I'll help.")

@@ -11,11 +11,12 @@ import atexit
 import importlib.util
 import threading
 from pathlib import Path
+from typing import Any
 
 from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDelta, content_text
 
 _LOCK = threading.Lock()
-_MODELS: dict[str, object] = {}
+_MODELS: dict[str, Any] = {}
 
 
 @atexit.register
@@ -62,6 +63,7 @@ class LocalBackend(LLMBackend):
 
     name = "local"
     supports_tools = False
+    supports_images = False  # SmolLM2 is a text-only model
 
     def __init__(self, model_path: str | None = None, n_ctx: int = 4096, threads: int = 2):
         self.model_path = model_path or bundled_model_path()

@@ -1,8 +1,11 @@
 """OpenAI-compatible Chat Completions backend (OpenRouter, Ollama ``/v1``, vLLM, llama.cpp server).
 
 Uses the official ``openai`` SDK with ``base_url``.  Messages in the internal (Anthropic) shape
-are translated: ``tool_use`` blocks become ``tool_calls`` of the assistant message and
-``tool_result`` blocks become ``role: tool`` messages.  Streaming format:
+are translated: ``tool_use`` blocks become ``tool_calls`` of the assistant message,
+``tool_result`` blocks become ``role: tool`` messages and ``image`` blocks become ``image_url``
+content parts with a ``data:`` URL
+(https://platform.openai.com/docs/guides/images-vision, "Passing a Base64 encoded image"); the
+router sends images only when the backend is configured as vision-capable.  Streaming format:
 https://platform.openai.com/docs/api-reference/chat/streaming — tool-call arguments arrive as
 string fragments per ``index``; usage arrives in a last chunk with no choices when
 ``stream_options.include_usage`` is set.
@@ -11,6 +14,7 @@ string fragments per ``index``; usage arrives in a last chunk with no choices wh
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 
@@ -52,9 +56,21 @@ def to_openai_messages(system: str, messages: list[dict]) -> list[dict]:
                 out.append({"role": "tool", "tool_call_id": block["tool_use_id"],
                             "content": ("ERROR: " + text) if block.get("is_error") else text})
         texts = [b["text"] for b in content if b["type"] == "text"]
-        if texts:
+        if any(b["type"] == "image" for b in content):
+            out.append({"role": "user", "content": [_part(b) for b in content
+                                                    if b["type"] in ("text", "image")]})
+        elif texts:
             out.append({"role": "user", "content": "\n".join(texts)})
     return out
+
+
+def _part(block: dict) -> dict:
+    """A Chat Completions user content part for a ``text`` or base64 ``image`` block."""
+    if block["type"] == "text":
+        return {"type": "text", "text": block["text"]}
+    source = block["source"]
+    return {"type": "image_url",
+            "image_url": {"url": f"data:{source['media_type']};base64,{source['data']}"}}
 
 
 def to_openai_tools(tools: list[dict]) -> list[dict]:
@@ -72,22 +88,26 @@ class OpenAICompatBackend(LLMBackend):
         model: model id as the server names it.
         timeout: seconds for the whole request.
         supports_tools: False for servers/models without function calling.
+        supports_images: True for a vision model (``HERMES_OPENAI_VISION``); the server cannot
+            tell us, and a text-only model would answer an image with an error or a guess.
         context_window: tokens the model accepts.
     """
 
     name = "openai_compat"
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = 120.0,
-                 supports_tools: bool = True, context_window: int = 128_000):
+                 supports_tools: bool = True, context_window: int = 128_000,
+                 supports_images: bool = False):
         self.model = model or "default"
         self.supports_tools = supports_tools
+        self.supports_images = supports_images
         self.context_window = context_window
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed",
                                     timeout=timeout, max_retries=0)
 
     def stream(self, request: LLMRequest):
         """See ``LLMBackend.stream``."""
-        kwargs = {"model": request.model or self.model, "max_tokens": request.max_tokens,
+        kwargs: dict[str, Any] = {"model": request.model or self.model, "max_tokens": request.max_tokens,
                   "messages": to_openai_messages(request.system, request.messages),
                   "stream": True, "stream_options": {"include_usage": True}}
         if request.tools and self.supports_tools:

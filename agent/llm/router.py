@@ -14,6 +14,10 @@ and a per-tenant daily budget.  It is itself an ``LLMBackend``, so the tool loop
   user, or ``BudgetExhausted`` carries a clear message when there is none.
 * Accounting: every successful call is recorded in the ``UsageLedger`` and in the calling
   thread's collector (``collect()``), so a turn can publish its calls.
+* Images: a request carrying ``image`` blocks tries the backends that can see first (chain
+  order kept among them).  A backend that cannot see gets each image replaced by a text note,
+  and the reply starts with a ``Notice`` saying it did not look (once per turn: only when the
+  user's message is the last one, not on tool-loop continuations).
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ from agent.llm.base import (
     LLMError,
     LLMRequest,
     Notice,
+    cannot_see_notice,
     complete_text,
+    has_images,
+    without_images,
 )
 from agent.llm.pricing import cost_cents, is_paid
 from agent.usage import CallRecord, UsageLedger
@@ -105,6 +112,11 @@ class Router(LLMBackend):
         return any(b.supports_tools for b in self.backends)
 
     @property
+    def supports_images(self) -> bool:  # type: ignore[override]
+        """True when any backend can see images (image turns are routed to it)."""
+        return any(b.supports_images for b in self.backends)
+
+    @property
     def context_window(self) -> int:  # type: ignore[override]
         """The window of the backend tried first; a smaller failover target (the local model)
         trims the context to its own window."""
@@ -129,7 +141,7 @@ class Router(LLMBackend):
         chain = list(self.backends)
         if self.policy == "cost_first":
             chain.sort(key=lambda b: cost_cents(b.model, 1_000_000, 1_000_000, self.prices))
-        order = [(b, None) for b in chain]
+        order: list[tuple[LLMBackend, str | None]] = [(b, None) for b in chain]
         if choice:
             name, _, model = choice.partition(":")
             target = next((b for b in chain if b.name == name), None)
@@ -165,12 +177,19 @@ class Router(LLMBackend):
         """See ``LLMBackend.stream``; may also yield one ``Notice`` before the reply."""
         refused_paid = False
         last_error: LLMError | None = None
-        for backend, model in self.ordered():
+        images = has_images(request.messages)
+        order = self.ordered()
+        if images:  # stable: the backends that can see first, each group in chain order
+            order.sort(key=lambda pair: not pair[0].supports_images)
+        for backend, model in order:
             if self.is_paid(backend, model) and self._over_budget():
                 refused_paid = True
                 continue
+            blind = images and not backend.supports_images
             call_request = replace(request, model=model or request.model,
-                                   tools=request.tools if backend.supports_tools else [])
+                                   tools=request.tools if backend.supports_tools else [],
+                                   messages=without_images(request.messages) if blind
+                                   else request.messages)
             started = time.monotonic()
             try:
                 first, events = self._open(backend, call_request)
@@ -184,6 +203,8 @@ class Router(LLMBackend):
                 continue
             if refused_paid:
                 yield Notice(self._budget_notice(backend))
+            if blind and has_images(request.messages[-1:]):
+                yield Notice(cannot_see_notice(model or request.model or backend.model))
             completion = yield from self._drain(first, events)
             return self._account(backend, completion, started)
         if refused_paid and last_error is None:
@@ -202,7 +223,7 @@ class Router(LLMBackend):
             wait=tenacity.wait_exponential(multiplier=self.backoff, max=self.max_backoff),
             retry=tenacity.retry_if_exception(_retryable), reraise=True, sleep=self.sleep,
             before_sleep=lambda state: log.info("retrying %s after: %s", backend.name,
-                                                state.outcome.exception()))
+                                                state.outcome and state.outcome.exception()))
         return retrying(attempt)
 
     @staticmethod

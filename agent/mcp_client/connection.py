@@ -121,6 +121,8 @@ class ServerConnection:
 
     async def _hold(self, ready: asyncio.Future) -> None:
         """Open the session, list tools, then keep it open (listening for changes) until stopped."""
+        stop = self._stop
+        assert stop is not None  # set by _connect_once before this task starts
         errlog = None
         if not self.spec.url and self.stderr_path is not None:
             fd = os.open(self.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -135,7 +137,7 @@ class ServerConnection:
                 listener = None
                 if client.protocol_version in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
                     listener = asyncio.create_task(self._listen(client))
-                await self._stop.wait()
+                await stop.wait()
                 if listener is not None:
                     listener.cancel()
         except Exception as exc:  # noqa: BLE001 - reported to the connector, or ends the session

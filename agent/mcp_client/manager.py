@@ -30,12 +30,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pybreaker
 
 from agent.mcp_client.config import ServerSpec, redact
 from agent.mcp_client.naming import input_schema, result_text, tool_name
 from agent.tools.registry import Tool, ToolError
+
+if TYPE_CHECKING:
+    from agent.mcp_client.connection import ServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ STDERR_DIR = "mcp_logs"  # <data_dir>/mcp_logs/<server>.stderr: what stdio serve
 @dataclass
 class _Server:
     spec: ServerSpec
-    connection: object  # agent.mcp_client.connection.ServerConnection
+    connection: ServerConnection
     breaker: pybreaker.CircuitBreaker
     problem: str = ""  # why it is down ("" when connected or not tried yet)
 
@@ -148,19 +152,23 @@ class McpManager:
             servers, self._servers = list(self._servers.values()), {}
         for server in servers:
             self.registry.set_group(server.spec.name, [])
+        reviver = self._reviver
+
         async def close_all():
-            self._reviver.cancel()
-            await asyncio.gather(self._reviver, *(s.connection.close() for s in servers),
-                                 return_exceptions=True)
+            if reviver is not None:
+                reviver.cancel()
+            await asyncio.gather(*([reviver] if reviver else []),
+                                 *(s.connection.close() for s in servers), return_exceptions=True)
 
         try:
             self._run(close_all(), timeout=15.0)
         except TimeoutError:
             log.warning("MCP sessions did not close within 15 s")
-        loop, self._loop = self._loop, None
+        loop, self._loop, thread = self._loop, None, self._thread
         loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(5.0)
-        if not self._thread.is_alive():
+        assert thread is not None  # started together with the loop
+        thread.join(5.0)
+        if not thread.is_alive():
             loop.close()
 
     # -- calls -------------------------------------------------------------------------------
@@ -289,6 +297,8 @@ class McpManager:
             TimeoutError: it took longer than ``timeout`` seconds (it is cancelled).
             whatever ``coro`` raised.
         """
+        if self._loop is None:
+            raise RuntimeError("the MCP loop is not running (start() first)")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout)

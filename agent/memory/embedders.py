@@ -136,7 +136,7 @@ def _onnx_session(transformer: Any) -> Any:
             self.inner = inner
 
         def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+            return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
     sample = transformer.tokenizer(["warm up"], return_tensors="pt")
     buffer = io.BytesIO()
@@ -145,7 +145,9 @@ def _onnx_session(transformer: Any) -> Any:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Encoder(transformer.auto_model).eval(), tuple(sample[n] for n in names), buffer,
+            # The legacy (dynamo=False) exporter writes to a file object too; torch types a path.
+            torch.onnx.export(_Encoder(transformer.auto_model).eval(), tuple(sample[n] for n in names),
+                              buffer,  # type: ignore[arg-type]
                               input_names=names, output_names=["last_hidden_state"],
                               dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
                               opset_version=17, dynamo=False)
@@ -215,7 +217,7 @@ _shared: LocalEmbedder | None = None
 
 def default_embedder() -> LocalEmbedder:
     """The process-wide LocalEmbedder, created once and loaded on first use."""
-    global _shared
+    global _shared  # noqa: PLW0603 - one model per process, loaded on first use
     with _shared_lock:
         if _shared is None:
             _shared = LocalEmbedder()

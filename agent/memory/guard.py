@@ -25,14 +25,20 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
           r"(now|always|from now on|henceforth)\b")),
         ("addresses the assistant with an order", r"\b(you|assistant)\s+must\s+now\b"),
         ("redefines the assistant",
-         r"\b(from now on|henceforth|starting now)\b[,\s]*(you|the assistant|the ai)\b\s+(are|will|must|should|shall)\b"),
+         (r"\b(from now on|henceforth|starting now)\b[,\s]*(you|the assistant|the ai)\b"
+          r"\s+(are|will|must|should|shall)\b")),
         ("redefines the assistant", r"\byou are (now|no longer)\b"),
-        ("redefines the assistant", r"\b(pretend|act) (to be|as if you|as an?|like an?)\b.{0,40}\b(ai|assistant|model|bot|unrestricted|jailbroken)\b"),
+        ("redefines the assistant",
+         (r"\b(pretend|act) (to be|as if you|as an?|like an?)\b.{0,40}"
+          r"\b(ai|assistant|model|bot|unrestricted|jailbroken)\b")),
         ("new instructions", r"\bnew (instructions?|rules|directives?)\s*[:\-]"),
         ("asks to reveal hidden instructions",
-         r"\b(reveal|print|show|output|repeat|leak|dump)\b.{0,30}\b(instructions|prompt|hidden|secret|api key|credentials)\b"),
+         (r"\b(reveal|print|show|output|repeat|leak|dump)\b.{0,30}"
+          r"\b(instructions|prompt|hidden|secret|api key|credentials)\b")),
         ("jailbreak vocabulary", r"\b(jailbreak|jailbroken|developer mode|DAN mode|do anything now)\b"),
-        ("chat-template markup", r"(<\|im_start\|>|<\|im_end\|>|<\|system\|>|\[/?INST\]|<</?SYS>>|^\s*#{2,}\s*(system|instruction)s?\b|^\s*(system|assistant)\s*:)"),
+        ("chat-template markup",
+         (r"(<\|im_start\|>|<\|im_end\|>|<\|system\|>|\[/?INST\]|<</?SYS>>"
+          r"|^\s*#{2,}\s*(system|instruction)s?\b|^\s*(system|assistant)\s*:)")),
         ("tells the assistant to hide things from the user",
          r"\b(do not|don't|never)\s+(tell|inform|mention to|reveal to)\s+the user\b"),
     )

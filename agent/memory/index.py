@@ -13,6 +13,8 @@ agent/memory/priors.py), computed once on write for the retrieval priors.
 
 from __future__ import annotations
 
+from typing import Any
+
 import apsw
 import numpy as np
 import sqlite_vec
@@ -71,7 +73,7 @@ def _add_shape_columns(connection: apsw.Connection) -> None:
         return
     for column in SHAPE_COLUMNS:
         connection.execute(f"ALTER TABLE memories ADD COLUMN {column} INTEGER")
-    rows = connection.execute("SELECT id, text FROM memories").fetchall()
+    rows: list[tuple[Any, ...]] = connection.execute("SELECT id, text FROM memories").fetchall()
     connection.executemany("UPDATE memories SET body_chars = ?, is_question = ?, mentions_time = ? WHERE id = ?",
                            [(*shape(text), memory_id) for memory_id, text in rows])
 
@@ -137,7 +139,7 @@ def replace_text(connection: apsw.Connection, memory_id: int, text: str, speaker
 
 
 def _upsert_vectors(connection: apsw.Connection, table: str, ids: list[int], vectors: np.ndarray) -> None:
-    for memory_id, vector in zip(ids, vectors):
+    for memory_id, vector in zip(ids, vectors, strict=True):
         connection.execute(f"DELETE FROM {table} WHERE rowid = ?", (memory_id,))
         connection.execute(f"INSERT INTO {table}(rowid, embedding) VALUES (?, ?)",
                            (memory_id, vector.astype(np.float32).tobytes()))
@@ -145,7 +147,7 @@ def _upsert_vectors(connection: apsw.Connection, table: str, ids: list[int], vec
 
 def flush(connection: apsw.Connection, embedder: Embedder) -> list[int]:
     """Embed every pending memory and window; returns the ids (re)indexed."""
-    pending = connection.execute(
+    pending: list[tuple[Any, ...]] = connection.execute(
         "SELECT m.id, m.text, m.needs_vector, m.needs_window, p.text FROM memories m "
         "LEFT JOIN memories p ON p.id = m.prev_id WHERE m.needs_vector = 1 OR m.needs_window = 1 "
         "ORDER BY m.id").fetchall()

@@ -11,7 +11,15 @@ SECONDS_PER_DAY = 86_400.0
 # Function words that carry no topic (a subset of Lucene's EnglishAnalyzer stop set plus
 # question words); dropped from keyword queries so OR-matching does not reward them.
 STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with", "what", "when", "where", "which", "who", "whom", "whose", "why", "how", "do", "does", "did", "done", "has", "have", "had", "i", "me", "my", "we", "our", "you", "your", "he", "him", "his", "she", "her", "its", "them", "were", "been", "being", "am", "can", "could", "would", "should", "shall", "may", "might", "must", "from", "about", "than", "so", "too", "very", "just", "also", "any", "some", "all", "ever", "much", "many", "more", "most", "other", "into", "over", "after", "before", "up", "down", "out", "off", "again", "further", "once"]
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+     "they", "this", "to", "was", "will", "with", "what", "when", "where", "which", "who", "whom",
+     "whose", "why", "how", "do", "does", "did", "done", "has", "have", "had", "i", "me", "my",
+     "we", "our", "you", "your", "he", "him", "his", "she", "her", "its", "them", "were", "been",
+     "being", "am", "can", "could", "would", "should", "shall", "may", "might", "must", "from",
+     "about", "than", "so", "too", "very", "just", "also", "any", "some", "all", "ever", "much",
+     "many", "more", "most", "other", "into", "over", "after", "before", "up", "down", "out", "off",
+     "again", "further", "once"]
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -106,7 +114,7 @@ def min_max(scores: dict[int, float], floor: float | None = None, min_span: floa
     low = min(scores.values()) if floor is None else floor
     span = max(max(scores.values()) - low, min_span)
     if span <= 0:
-        return {key: 0.0 for key in scores}
+        return dict.fromkeys(scores, 0.0)
     return {key: max(0.0, (value - low) / span) for key, value in scores.items()}
 
 

@@ -114,7 +114,7 @@ def score_candidates(db: apsw.Connection, vectors: VectorMirror, query: str, vec
     dense = min_max(dense)
     share = config.keyword_neighbour_weight
     lexical = min_max({i: keyword.get(i, 0.0) + share * (keyword.get(meta[i][0], 0.0)
-                                                          + keyword.get(successor.get(i), 0.0))
+                                                          + (keyword.get(successor[i], 0.0) if i in successor else 0.0))
                        for i in meta}, floor=0.0, min_span=config.keyword_scale_floor)
     fused = {i: config.weight_vector * dense.get(i, 0.0) + config.weight_keyword * lexical[i] for i in meta}
     best_in_episode: dict[int, float] = {}

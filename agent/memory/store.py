@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from agent.memory import index, retrieval
 from agent.memory.embedders import Embedder, default_embedder
@@ -142,7 +142,7 @@ class MemoryStore:
     def _mirror(self) -> VectorMirror:
         # PRAGMA data_version changes when another connection (another process of this tenant's
         # agent) commits; the in-memory vectors are then re-read so they never go stale.
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        version = self._scalar("PRAGMA data_version")
         if self._vectors is None or version != self._data_version:
             index.ensure_vector_tables(self._db, self.embedder)
             self._vectors = VectorMirror.load(self._db, self.embedder.dim)
@@ -189,7 +189,7 @@ class MemoryStore:
     def list_recent(self, limit: int = 20) -> list[MemoryItem]:
         """Up to ``limit`` memories, newest first (by created_at, then id)."""
         with self._lock:
-            rows = self._db.execute(
+            rows: list[tuple[Any, ...]] = self._db.execute(
                 "SELECT id FROM memories ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)).fetchall()
             items = {item.id: item for item in self._load([row[0] for row in rows])} if rows else {}
         return [items[row[0]] for row in rows]
@@ -197,7 +197,13 @@ class MemoryStore:
     def count(self) -> int:
         """How many memories are stored."""
         with self._lock:
-            return self._db.execute("SELECT count(*) FROM memories").fetchone()[0]
+            return self._scalar("SELECT count(*) FROM memories")
+
+    def _scalar(self, sql: str) -> Any:
+        """The one value ``sql`` selects (a PRAGMA or an aggregate: always one row)."""
+        row = self._db.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
 
     def __len__(self) -> int:
         return self.count()
@@ -225,7 +231,7 @@ class MemoryStore:
                 return []
             query_vector = self.embedder.embed([query])[0]
             vectors = self.embedder.embed([item.text for item in candidates])
-            doomed = [item for item, similarity in zip(candidates, vectors @ query_vector)
+            doomed = [item for item, similarity in zip(candidates, vectors @ query_vector, strict=True)
                       if similarity >= min_similarity]
             for item in doomed:
                 self.forget(item.id)

@@ -25,8 +25,8 @@ def to_utc(value: datetime | str | float | None, *, default: datetime | None = N
     """Turn ``value`` into an aware UTC datetime.
 
     Accepts a datetime (naive means UTC), a Unix time in seconds, ISO 8601 text, or text in
-    one of ``_FORMATS`` (strptime matches names case-insensitively; extra spaces are ignored). ``None`` gives ``default``,
-    or the current time when no default is given. Raises ValueError for text no format fits,
+    one of ``_FORMATS`` (strptime matches names case-insensitively; extra spaces are ignored).
+    ``None`` gives ``default``, or the current time when no default is given. Raises ValueError for text no format fits,
     TypeError for other types.
     """
     if value is None:

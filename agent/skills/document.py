@@ -17,7 +17,11 @@ from pathlib import Path
 import yaml
 
 NAME_MAX = 64
-STOP_WORDS = frozenset(["a", "an", "the", "and", "or", "to", "of", "for", "in", "on", "at", "by", "with", "me", "my", "please", "can", "you", "could", "would", "i", "it", "this", "that", "then", "is", "are", "be"])
+STOP_WORDS = frozenset([
+    "a", "an", "the", "and", "or", "to", "of", "for", "in", "on", "at", "by", "with", "me",
+    "my", "please", "can", "you", "could", "would", "i", "it", "this", "that", "then", "is",
+    "are", "be",
+])
 
 
 class SkillFormatError(ValueError):
@@ -76,7 +80,7 @@ def steps_markdown(steps) -> str:
 
 def bump(version: str) -> str:
     """Return ``version`` with the minor part incremented (``1.0.0`` → ``1.1.0``)."""
-    parts = (version.split(".") + ["0", "0"])[:3]
+    parts = [*version.split("."), "0", "0"][:3]
     try:
         return f"{int(parts[0])}.{int(parts[1]) + 1}.0"
     except ValueError:

@@ -12,6 +12,7 @@ skills are picked up.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import shutil
 import threading
@@ -56,7 +57,7 @@ class SkillLibrary:
     def delete(self, name: str) -> bool:
         """Delete skill ``name``; return whether it existed."""
         skill = self.get(name)
-        if skill is None:
+        if skill is None or skill.path is None:
             return False
         shutil.rmtree(skill.path.parent)
         return True
@@ -122,7 +123,7 @@ class SkillLibrary:
             candidate, n = f"{name[:60]}-{n}", n + 1
         return candidate
 
-    def _index(self) -> tuple[list[Skill], np.ndarray]:
+    def _index(self) -> tuple[builtins.list[Skill], np.ndarray]:
         files = sorted(self.directory.glob("*/SKILL.md"))
         key = tuple((str(p), p.stat().st_mtime_ns) for p in files)
         with self._lock:

@@ -12,6 +12,9 @@ BASE_PACKAGES = [
     "tar",
     "unattended-upgrades",
     "software-properties-common",
+    # Converts voice notes the transcription API does not accept (AMR, 3GP...) to Ogg/Opus
+    # (agent/media/audio.py).
+    "ffmpeg",
 ]
 
 

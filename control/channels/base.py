@@ -108,7 +108,7 @@ def split_text(text: str, limit: int) -> list[str]:
         cut = cut if cut >= limit // 2 else limit
         chunks.append(text[:cut])
         text = text[cut:].lstrip("\n")
-    return chunks + [text]
+    return [*chunks, text]
 
 
 class ChannelAdapter(ABC):
@@ -189,8 +189,62 @@ class ChannelAdapter(ABC):
         """
         return None
 
+    def fetch_media(self, attachment: dict, max_bytes: int) -> MediaFile:
+        """Download the file an inbound attachment names (issue #12, "media on every channel").
+
+        Args:
+            attachment: one ``InboundMessage.attachments`` entry as this adapter's inbound side
+                built it (``kind``, ``file_id`` and whatever else the platform needs: Telegram's
+                ``file_id`` for ``getFile``, Discord's attachment ``url``, Slack's
+                ``url_private_download``, WhatsApp's media id).
+            max_bytes: the largest file accepted, in bytes; the download stops as soon as more
+                arrives (or the platform announces a larger size) and nothing is kept.
+
+        Returns:
+            The file's bytes with its MIME type and name (``MediaFile``).
+
+        Raises:
+            MediaTooLarge: the file is larger than ``max_bytes``.
+            ChannelError: the platform refused or could not be reached; ``permanent`` when
+                this platform cannot download media at all (the default).
+        """
+        raise ChannelError(f"{self.name} attachments cannot be downloaded", permanent=True)
+
     def close(self) -> None:
         """Release the HTTP connections.  Default: nothing to release."""
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """One downloaded attachment.
+
+    Attributes:
+        content: the file's bytes (at most the ``max_bytes`` the caller allowed).
+        mime_type: the platform's MIME type (``image/jpeg``, ``audio/ogg``, ...), else one
+            inferred from the bytes, else ``application/octet-stream``.
+        name: the file name the sender gave, or ``""``.
+    """
+
+    content: bytes
+    mime_type: str
+    name: str = ""
+
+
+class MediaTooLarge(ChannelError):
+    """An attachment is larger than the limit the caller passed to ``fetch_media``.
+
+    Attributes:
+        size: the size in bytes the platform announced or the download reached.
+        limit: the limit in bytes that was exceeded.
+    """
+
+    code = "media_too_large"
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"file of {size} bytes exceeds the {limit}-byte limit",
+                         status=413, permanent=True)
+        self.size = size
+        self.limit = limit
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,15 @@ import httpx
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from control.channels.base import ChannelAdapter, ChannelError, ChannelLimits, InboundMessage
+from control.channels import downloads
+from control.channels.base import (
+    ChannelAdapter,
+    ChannelError,
+    ChannelLimits,
+    InboundMessage,
+    MediaFile,
+    MediaTooLarge,
+)
 from control.errors import BadRequest, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -132,12 +140,12 @@ def parse_interaction(data: object, application_id: str = "") -> Interaction:
         raise BadRequest("a Discord interaction needs an integer type and a token")
     app = data.get("application_id") or application_id
     if kind == PING:
-        return Interaction(data["id"], kind, token, str(app))
-    command = data.get("data") if isinstance(data.get("data"), dict) else {}
-    member = data.get("member") if isinstance(data.get("member"), dict) else {}
-    user = member.get("user") if isinstance(member.get("user"), dict) else data.get("user")
+        return Interaction(data["id"], kind, str(token), str(app))
+    command = _object(data.get("data"))
+    member = _object(data.get("member"))
+    user = _object(member.get("user")) or data.get("user")
     user_id = user.get("id") if isinstance(user, dict) else None
-    channel = data.get("channel") if isinstance(data.get("channel"), dict) else {}
+    channel = _object(data.get("channel"))
     channel_id = data.get("channel_id") or channel.get("id")
     if kind == APPLICATION_COMMAND and not (_text(command.get("name")) and _snowflake(user_id)
                                             and _snowflake(channel_id)):
@@ -149,7 +157,7 @@ def parse_interaction(data: object, application_id: str = "") -> Interaction:
             if isinstance(value, str) and "\x00" in value:
                 raise BadRequest("an option value must not contain NUL characters")
             options.append((option["name"], value))
-    return Interaction(data["id"], kind, token, str(app), str(user_id or ""), str(channel_id or ""),
+    return Interaction(data["id"], kind, str(token), str(app), str(user_id or ""), str(channel_id or ""),
                        str(command.get("name") or ""), tuple(options))
 
 
@@ -181,22 +189,46 @@ def dm_message(message: dict) -> InboundMessage | None:
     Guild messages (``guild_id`` present), bot authors (the bot's own replies included) and
     malformed payloads are None: only a person's direct message reaches routing.
     """
-    author = message.get("author") if isinstance(message.get("author"), dict) else {}
+    author = _object(message.get("author"))
     if message.get("guild_id") or author.get("bot") or not _snowflake(message.get("id")) \
             or not _snowflake(author.get("id")) or not _snowflake(message.get("channel_id")):
         return None
-    text = message.get("content") if isinstance(message.get("content"), str) else ""
-    text = text.replace("\x00", "")
+    content = message.get("content")
+    text = content.replace("\x00", "") if isinstance(content, str) else ""
     command = None
     if text.startswith("/"):
         head, _, argument = text.partition(" ")
         command = (head[1:].lower(), argument.strip())
-    attachments = tuple({"kind": "attachment", "file_id": str(item.get("url", ""))}
-                        for item in message.get("attachments") or () if isinstance(item, dict))
+    voice = isinstance(message.get("flags"), int) and message["flags"] & IS_VOICE_MESSAGE
+    attachments = tuple(_attachment(item, bool(voice)) for item in message.get("attachments") or ()
+                        if isinstance(item, dict) and _snowflake(item.get("id"))
+                        and isinstance(item.get("url"), str) and item["url"].startswith("http"))
     return InboundMessage(channel="discord", event_id=message["id"], event_type="dm",
                           identity=author["id"], user_id=author["id"],
                           chat_id=message["channel_id"], message_id=message["id"], text=text,
                           command=command, attachments=attachments)
+
+
+# Message flag of a voice message (https://discord.com/developers/docs/resources/message#message-object-message-flags).
+IS_VOICE_MESSAGE = 1 << 13
+
+
+def _attachment(item: dict, voice: bool) -> dict:
+    """An attachment object (https://discord.com/developers/docs/resources/message#attachment-object)
+    → ``{"kind", "file_id", "url", "size"?, "mime_type"?, "name"?}``; ``kind`` from
+    ``content_type`` (``voice`` for a voice message's audio)."""
+    mime_type = item["content_type"] if isinstance(item.get("content_type"), str) else ""
+    kind = downloads.kind_for(mime_type)
+    if voice and kind == "audio":
+        kind = "voice"
+    attachment = {"kind": kind, "file_id": item["id"], "url": item["url"]}
+    if isinstance(item.get("size"), int) and not isinstance(item["size"], bool):
+        attachment["size"] = item["size"]
+    if mime_type:
+        attachment["mime_type"] = mime_type
+    if isinstance(item.get("filename"), str):
+        attachment["name"] = item["filename"]
+    return attachment
 
 
 def _snowflake(value) -> bool:
@@ -205,6 +237,11 @@ def _snowflake(value) -> bool:
 
 def _text(value) -> bool:
     return isinstance(value, str) and bool(value) and "\x00" not in value
+
+
+def _object(value) -> dict:
+    """``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 class DiscordRestClient:
@@ -320,6 +357,8 @@ class DiscordAdapter(ChannelAdapter):
     def __init__(self, client: DiscordRestClient, targets: Callable[[str], InteractionTarget]):
         self.client = client
         self.targets = targets
+        self._downloads: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     def send(self, chat_id: str, text: str, reply_to: str | None = None) -> str:
         """A follow-up message (interaction) or a channel message (DM); return its id.
@@ -369,6 +408,30 @@ class DiscordAdapter(ChannelAdapter):
         """``@original`` for a slash command: the deferred response is the reply's first message."""
         return "@original" if chat_id.startswith(INTERACTION_PREFIX) else None
 
+    def fetch_media(self, attachment: dict, max_bytes: int) -> MediaFile:
+        """GET the attachment's CDN ``url`` (no bot token: CDN links are signed themselves and
+        expire, https://discord.com/developers/docs/reference#signed-attachment-cdn-urls).
+
+        Raises:
+            MediaTooLarge: the announced ``size`` or the bytes received exceed ``max_bytes``.
+            ChannelError: refused (permanent: an expired or deleted link, 403/404) or unreachable.
+        """
+        size = attachment.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            raise MediaTooLarge(size, max_bytes)
+        url = attachment.get("url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise ChannelError("the attachment has no URL", permanent=True)
+        with self._lock:
+            if self._downloads is None:
+                self._downloads = downloads.new_client()
+            http = self._downloads
+        content, served_type = downloads.download(http, url, max_bytes)
+        return MediaFile(content, str(attachment.get("mime_type") or served_type),
+                         str(attachment.get("name") or ""))
+
     def close(self) -> None:
         """Close the REST client."""
         self.client.close()
+        if self._downloads is not None:
+            self._downloads.close()

@@ -25,6 +25,7 @@ session state for the channel watchdog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -91,10 +92,8 @@ class GatewayClient:
             except (TimeoutError, OSError, WebSocketException, _ConnectionLost) as exc:
                 log.warning("gateway connection lost (%s); resuming", exc)
                 self.on_state(False)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
                 delay = min(delay * 2, 30.0)
         self.on_state(False)
 
@@ -121,9 +120,9 @@ class GatewayClient:
                     beat.cancel()
                     stop.cancel()
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
+            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, "")
             if code in FATAL_CLOSE_CODES:
-                raise GatewayFatal(f"gateway closed with {code}: {exc.rcvd.reason}") from exc
+                raise GatewayFatal(f"gateway closed with {code}: {reason}") from exc
             raise _ConnectionLost(f"closed ({code})") from exc
 
     async def _open_session(self, ws) -> None:
@@ -185,7 +184,7 @@ class GatewayClient:
             self.resume_url = data.get("resume_gateway_url") or self.url
         if kind in ("READY", "RESUMED"):
             self.on_state(True)
-        await asyncio.to_thread(self.on_dispatch, kind, data)
+        await asyncio.to_thread(self.on_dispatch, str(kind or ""), data)
 
 
 class _ConnectionLost(Exception):

@@ -17,18 +17,35 @@ split at 4,000 (``MAX_TEXT``).  Rate limits (https://docs.slack.dev/apis/web-api
 ``chat.update`` is Tier 3 (50+ per minute); beyond them Slack answers HTTP 429 with a
 ``Retry-After`` header in seconds, which becomes ``ChannelError.retry_after``.  Text is
 converted from Markdown to mrkdwn (``control.channels.slack_mrkdwn``).
+
+Files: a message with files (``message`` subtype ``file_share``, ``app_mention``) lists them in
+``files`` (https://docs.slack.dev/reference/objects/file-object); ``file_attachments`` keeps what
+a download needs and ``fetch_media`` GETs ``url_private_download`` with the workspace's bot
+token as ``Authorization: Bearer`` (https://docs.slack.dev/messaging/working-with-files#downloading_files),
+which needs the ``files:read`` scope.  Without it Slack answers its HTML sign-in page with
+status 200, which is taken as a refusal.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from control.channels.base import ChannelAdapter, ChannelError, ChannelLimits
+from control.channels import downloads
+from control.channels.base import (
+    ChannelAdapter,
+    ChannelError,
+    ChannelLimits,
+    MediaFile,
+    MediaTooLarge,
+)
 from control.channels.slack_mrkdwn import to_mrkdwn
 
 log = logging.getLogger(__name__)
@@ -58,6 +75,34 @@ def parse_chat_id(chat_id: str) -> tuple[str, str, str | None]:
     return team, conversation, thread or None
 
 
+# Where Slack serves files (``url_private_download``); the bot token is sent nowhere else.
+FILES_HOST = "files.slack.com"
+
+
+def file_attachments(event: dict, team: str) -> tuple[dict, ...]:
+    """The files of a message event as attachments: ``{"kind", "file_id", "url", "team",
+    "size"?, "mime_type"?, "name"?}`` (``team`` picks the bot token for ``fetch_media``).
+
+    Files without a download URL (``mode`` ``external``, ``tombstone``: deleted) are left out.
+    """
+    attachments = []
+    for item in event.get("files") or ():
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) \
+                or not isinstance(item.get("url_private_download"), str):
+            continue
+        mime_type = item["mimetype"] if isinstance(item.get("mimetype"), str) else ""
+        attachment = {"kind": downloads.kind_for(mime_type), "file_id": item["id"],
+                      "url": item["url_private_download"], "team": team}
+        if isinstance(item.get("size"), int) and not isinstance(item["size"], bool):
+            attachment["size"] = item["size"]
+        if mime_type:
+            attachment["mime_type"] = mime_type
+        if isinstance(item.get("name"), str):
+            attachment["name"] = item["name"]
+        attachments.append(attachment)
+    return tuple(attachments)
+
+
 def chat_id_for(team: str, conversation: str, thread_ts: str | None = None) -> str:
     """Build the chat id ``team:conversation[:thread_ts]`` (``parse_chat_id``'s inverse)."""
     return f"{team}:{conversation}" + (f":{thread_ts}" if thread_ts else "")
@@ -84,6 +129,9 @@ class SlackAdapter(ChannelAdapter):
         self._clients: dict[str, WebClient] = {}
         self._dm_channels: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._downloads: httpx.Client | None = None
+        # The stand-in serves files next to its Web API (tests); production: files.slack.com.
+        self._file_hosts = {FILES_HOST, urlsplit(self._api_base).hostname}
 
     def client(self, team: str) -> WebClient:
         """The ``WebClient`` for workspace ``team`` (one per token, reused).
@@ -98,7 +146,8 @@ class SlackAdapter(ChannelAdapter):
         with self._lock:
             client = self._clients.get(token)
             if client is None:
-                client = WebClient(token=token, base_url=self._api_base, timeout=self._timeout)
+                client = WebClient(token=token, base_url=self._api_base,
+                                   timeout=math.ceil(self._timeout))  # the SDK takes whole seconds
                 self._clients[token] = client
             return client
 
@@ -132,6 +181,35 @@ class SlackAdapter(ChannelAdapter):
         channel = self._channel(client, team, conversation)
         self._call(client.chat_update, "chat.update", channel=channel, ts=message_id,
                    text=to_mrkdwn(text))
+
+    def fetch_media(self, attachment: dict, max_bytes: int) -> MediaFile:
+        """GET ``url_private_download`` with the workspace's bot token (module docstring).
+
+        Raises:
+            MediaTooLarge: the announced ``size`` or the bytes received exceed ``max_bytes``.
+            ChannelError: (permanent) not installed, a URL off Slack's file host, a deleted
+                file or no ``files:read`` (the sign-in page); (transient) 5xx or unreachable.
+        """
+        size = attachment.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            raise MediaTooLarge(size, max_bytes)
+        url = str(attachment.get("url") or "")
+        if urlsplit(url).hostname not in self._file_hosts:
+            raise ChannelError("the file is not on Slack's file host", permanent=True)
+        token = self._bot_token(str(attachment.get("team") or ""))
+        if not token:
+            raise ChannelError("the Slack app is not installed in that workspace", permanent=True)
+        with self._lock:
+            if self._downloads is None:
+                self._downloads = downloads.new_client()
+            http = self._downloads
+        content, served_type = downloads.download(http, url, max_bytes,
+                                                  headers={"Authorization": f"Bearer {token}"})
+        declared = str(attachment.get("mime_type") or "")
+        if served_type == "text/html" and not declared.startswith("text/html"):
+            raise ChannelError("Slack answered its sign-in page (files:read missing?)",
+                               status=200, permanent=True)
+        return MediaFile(content, declared or served_type, str(attachment.get("name") or ""))
 
     def _channel(self, client: WebClient, team: str, conversation: str) -> str:
         """Resolve ``@<user>`` to the DM channel id (``conversations.open``, cached)."""

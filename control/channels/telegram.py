@@ -12,6 +12,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -22,6 +23,13 @@ log = logging.getLogger(__name__)
 # Update fields that carry a Message (https://core.telegram.org/bots/api#update).
 MESSAGE_KINDS = ("message", "edited_message", "channel_post", "edited_channel_post",
                  "business_message", "edited_business_message")
+
+# Message fields holding a file (https://core.telegram.org/bots/api#message) and the attachment
+# kind each becomes (``wire.protocol.ATTACHMENT_KINDS``); ``photo`` is an array of PhotoSize.
+MEDIA_FIELDS = {"photo": "image", "voice": "voice", "audio": "audio", "document": "document",
+                "video": "video", "sticker": "sticker"}
+# Bots download files of at most 20 MB (https://core.telegram.org/bots/api#getfile).
+GETFILE_MAX_BYTES = 20 * 1024 * 1024
 
 
 def verify_secret(header_value: str | None, expected: str) -> None:
@@ -50,7 +58,8 @@ class InboundUpdate:
         user_id: the sender's id, when known.
         message_id: the message's id, when the update carries a message.
         text: message text or media caption (empty if none).
-        attachments: ``[{"kind": "photo"|"voice"|"document"|..., "file_id": ...}]``.
+        attachments: ``[{"kind": "image"|"voice"|"document"|..., "file_id", "size"?,
+            "mime_type"?, "name"?}]`` (``MEDIA_FIELDS``).
     """
 
     update_id: int
@@ -75,8 +84,13 @@ class InboundUpdate:
         return head[1:].split("@", 1)[0].lower(), arg.strip()
 
 
-def parse_update(data: object) -> InboundUpdate:
+def parse_update(data: object, max_photo_bytes: int = GETFILE_MAX_BYTES) -> InboundUpdate:
     """Parse a decoded Update.
+
+    Args:
+        data: the decoded JSON.
+        max_photo_bytes: a photo's attachment is its largest size that fits (``GETFILE_MAX_BYTES``
+            by default: the Bot API's download limit).
 
     Structure is read tolerantly (a field of the wrong shape counts as absent), but every
     value that is stored or forwarded is checked: ids are integers, text and file ids are
@@ -92,7 +106,7 @@ def parse_update(data: object) -> InboundUpdate:
     if not _FIELD_NAME.fullmatch(kind):
         raise BadRequest("the Update's field name is not a Bot API field name")
     if kind in MESSAGE_KINDS and isinstance(data[kind], dict):
-        return _from_message(update_id, kind, data[kind])
+        return _from_message(update_id, kind, data[kind], max_photo_bytes)
     if kind == "callback_query" and isinstance(data[kind], dict):
         sender = _obj(data[kind].get("from"))
         chat = _obj(_obj(data[kind].get("message")).get("chat"))
@@ -101,20 +115,49 @@ def parse_update(data: object) -> InboundUpdate:
     return InboundUpdate(update_id, kind)
 
 
-def _from_message(update_id: int, kind: str, message: dict) -> InboundUpdate:
+def _from_message(update_id: int, kind: str, message: dict, max_photo_bytes: int) -> InboundUpdate:
     chat = _obj(message.get("chat"))
     sender = _obj(message.get("from"))
     text = message.get("text") or message.get("caption") or ""
     attachments = []
-    for media in ("photo", "voice", "audio", "document", "video", "sticker"):
-        item = message.get(media)
-        if isinstance(item, list) and item:
-            item = item[-1]
+    for field, attachment_kind in MEDIA_FIELDS.items():
+        item = message.get(field)
+        if isinstance(item, list):
+            item = _photo_size(item, max_photo_bytes)
         if isinstance(item, dict) and item.get("file_id"):
-            attachments.append({"kind": media, "file_id": _text(item["file_id"], "file_id")})
+            attachments.append(_attachment(attachment_kind, item))
     return InboundUpdate(update_id, kind, _id(chat.get("id"), "chat.id"), _text(chat.get("type")),
                          _id(sender.get("id"), "from.id"), _id(message.get("message_id"), "message_id"),
                          _text(text) or "", tuple(attachments))
+
+
+def _photo_size(sizes: list, max_bytes: int) -> dict | None:
+    """The largest PhotoSize whose ``file_size`` fits ``max_bytes`` (by pixels when sizes are
+    unknown); the smallest when none fits, so the user hears it was too large."""
+    sizes = [s for s in sizes if isinstance(s, dict) and s.get("file_id")]
+    if not sizes:
+        return None
+
+    def weight(size: dict) -> tuple[int, int]:
+        file_size = size["file_size"] if _is_int(size.get("file_size")) else 0
+        width, height = size.get("width"), size.get("height")
+        return file_size, width * height if isinstance(width, int) and isinstance(height, int) else 0
+
+    fitting = [s for s in sizes if weight(s)[0] <= max_bytes]
+    return max(fitting, key=weight) if fitting else min(sizes, key=weight)
+
+
+def _attachment(kind: str, item: dict) -> dict:
+    """``{"kind", "file_id"}`` plus ``size`` (``file_size``, bytes), ``mime_type`` and ``name``
+    (``file_name``) when Telegram sent them: what ``TelegramAdapter.fetch_media`` needs."""
+    attachment = {"kind": kind, "file_id": _text(item["file_id"], "file_id")}
+    if _is_int(item.get("file_size")):
+        attachment["size"] = item["file_size"]
+    for source, target in (("mime_type", "mime_type"), ("file_name", "name")):
+        value = _text(item.get(source))
+        if value:
+            attachment[target] = value
+    return attachment
 
 
 # Update field names are snake_case (https://core.telegram.org/bots/api#update); the kind is
@@ -177,9 +220,10 @@ class BotApiClient:
 
     def __init__(self, token: str, api_base: str = "https://api.telegram.org", timeout: float = 10.0):
         self._url = f"{api_base.rstrip('/')}/bot{token}/"
+        self._file_url = f"{api_base.rstrip('/')}/file/bot{token}/"
         self._http = httpx.Client(timeout=timeout)
 
-    def call(self, method: str, **params) -> object:
+    def call(self, method: str, **params) -> Any:
         """Call ``method`` with JSON ``params``; return its ``result``.
 
         Raises:
@@ -214,6 +258,21 @@ class BotApiClient:
     def send_chat_action(self, chat_id: str, action: str = "typing") -> None:
         """Show ``action`` (e.g. typing) in the chat for about 5 seconds."""
         self.call("sendChatAction", chat_id=chat_id, action=action)
+
+    def get_file(self, file_id: str) -> tuple[str, int | None]:
+        """``getFile``: return the file's ``(download URL, file_size or None)``.
+
+        The URL is ``<api base>/file/bot<token>/<file_path>``, valid for at least an hour
+        (https://core.telegram.org/bots/api#getfile); it carries the token, so never log it.
+
+        Raises:
+            BotApiError: refused (400 for an unknown file id or "file is too big") or unreachable.
+        """
+        result = self.call("getFile", file_id=file_id)
+        if not isinstance(result, dict) or not isinstance(result.get("file_path"), str):
+            raise BotApiError("getFile returned no file_path", 400)
+        size = result.get("file_size")
+        return self._file_url + result["file_path"], size if isinstance(size, int) else None
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

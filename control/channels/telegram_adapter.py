@@ -7,11 +7,26 @@ delivery worker did before adapters existed: 429 is a rate limit with ``paramete
 400 "message to edit not found" means the message is gone, any other 400 or 403 is a refusal
 (bad chat, bot blocked), everything else (5xx, transport) is transient.  A lost ``sendMessage``
 answer is searched for with ``control.services.delivery_recovery.SentMessageFinder``.
+
+Files (``fetch_media``): ``getFile`` gives the download path, then ``GET
+<api base>/file/bot<token>/<file_path>`` the bytes (https://core.telegram.org/bots/api#getfile).
+Bots download at most 20 MB; ``getFile`` refuses a larger file with 400 "file is too big".
 """
 
 from __future__ import annotations
 
-from control.channels.base import ChannelAdapter, ChannelError, ChannelLimits
+import threading
+
+import httpx
+
+from control.channels import downloads
+from control.channels.base import (
+    ChannelAdapter,
+    ChannelError,
+    ChannelLimits,
+    MediaFile,
+    MediaTooLarge,
+)
 from control.channels.telegram import BotApiClient, BotApiError
 from control.services.delivery_recovery import SentMessageFinder
 
@@ -38,6 +53,8 @@ class TelegramAdapter(ChannelAdapter):
     def __init__(self, client: BotApiClient):
         self.client = client
         self.finder = SentMessageFinder(client)
+        self._downloads: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     def send(self, chat_id: str, text: str, reply_to: str | None = None) -> str:
         """``sendMessage``; return the new message's id (``ChannelError`` on failure)."""
@@ -67,6 +84,39 @@ class TelegramAdapter(ChannelAdapter):
         except BotApiError as exc:
             raise channel_error(exc) from exc
 
+    def fetch_media(self, attachment: dict, max_bytes: int) -> MediaFile:
+        """``getFile`` then the download (module docstring); the MIME type is the one the
+        message announced (voice, audio, document, video), else the file server's, else ``""``
+        (inferred from the bytes by the caller: photos are JPEG).
+
+        Raises:
+            MediaTooLarge: ``size``/``file_size`` above ``max_bytes``, "file is too big", or
+                more bytes than ``max_bytes`` arrived.
+            ChannelError: refused (permanent: unknown file id) or unreachable (transient).
+        """
+        announced = attachment.get("size")
+        if isinstance(announced, int) and announced > max_bytes:
+            raise MediaTooLarge(announced, max_bytes)
+        try:
+            url, size = self.client.get_file(str(attachment.get("file_id") or ""))
+        except BotApiError as exc:
+            if exc.error_code == 400 and "too big" in str(exc):
+                raise MediaTooLarge(announced or max_bytes + 1, max_bytes) from exc
+            raise channel_error(exc) from exc
+        if size is not None and size > max_bytes:
+            raise MediaTooLarge(size, max_bytes)
+        content, served_type = downloads.download(self._http(), url, max_bytes)
+        return MediaFile(content, str(attachment.get("mime_type") or served_type or ""),
+                         str(attachment.get("name") or ""))
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._downloads is None:
+                self._downloads = downloads.new_client()
+            return self._downloads
+
     def close(self) -> None:
         """Close the Bot API client's connections."""
         self.client.close()
+        if self._downloads is not None:
+            self._downloads.close()

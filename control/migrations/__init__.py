@@ -32,12 +32,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from peewee import (
     CharField,
+    Database,
     DateTimeField,
     IntegerField,
     Model,
@@ -83,7 +85,7 @@ class Step:
     version: int
     name: str
     summary: str
-    upgrade: object
+    upgrade: Callable[[SchemaMigrator, Database], None]
 
 
 class SchemaMigration(Model):

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Protocol, cast
 
 from control.errors import ProvisioningError
 
@@ -56,11 +56,17 @@ def archive_key(env: str, tenant: str, now: dt.datetime | None = None) -> str:
     return f"archives/{env}/{tenant}/{moment:%Y%m%dT%H%M%SZ}.tar.gz"
 
 
+class ByteSource(Protocol):
+    """What the stores read an upload from: a binary file, a pipe, or a wrapper of one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ObjectStore(abc.ABC):
     """A flat key → bytes store with per-object string metadata."""
 
     @abc.abstractmethod
-    def put_stream(self, key: str, stream: BinaryIO, metadata: dict[str, str]) -> None:
+    def put_stream(self, key: str, stream: ByteSource, metadata: dict[str, str]) -> None:
         """Store everything readable from ``stream`` under ``key`` with ``metadata``.
 
         Raises:
@@ -103,7 +109,7 @@ class LocalObjectStore(ObjectStore):
             raise ProvisioningError(f"object key escapes the store: {key!r}")
         return path
 
-    def put_stream(self, key: str, stream: BinaryIO, metadata: dict[str, str]) -> None:
+    def put_stream(self, key: str, stream: ByteSource, metadata: dict[str, str]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
@@ -180,12 +186,12 @@ class S3ObjectStore(ObjectStore):
         )
         self._transfer = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
 
-    def put_stream(self, key: str, stream: BinaryIO, metadata: dict[str, str]) -> None:
+    def put_stream(self, key: str, stream: ByteSource, metadata: dict[str, str]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._client.upload_fileobj(
-                stream,
+                cast(IO[bytes], stream),  # it needs only read() (boto3's upload_fileobj docs)
                 self.bucket,
                 key,
                 ExtraArgs={"Metadata": metadata, "ContentType": _content_type(key)},
@@ -210,7 +216,7 @@ class S3ObjectStore(ObjectStore):
 
     def list_keys(self, prefix: str = "") -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")
-        keys = []
+        keys: list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             keys.extend(item["Key"] for item in page.get("Contents", []))
         return sorted(keys)
@@ -227,7 +233,7 @@ def _content_type(key: str) -> str:
 class _HashingReader:
     """Wraps a binary stream, counting bytes and hashing them as they are read."""
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self, raw: ByteSource):
         self._raw = raw
         self.bytes = 0
         self._sha = hashlib.sha256()
@@ -244,7 +250,7 @@ class _HashingReader:
 
 
 def archive_stream(
-    store: ObjectStore, stream: BinaryIO, key: str, metadata: dict[str, str] | None = None
+    store: ObjectStore, stream: ByteSource, key: str, metadata: dict[str, str] | None = None
 ) -> ArchiveResult:
     """Upload a ``.tar.gz`` stream to ``key`` and write its manifest; return what was stored.
 

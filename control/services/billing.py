@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeGuard
 
 import stripe
 
@@ -95,7 +96,7 @@ def verify_signature(payload: bytes, header: str, secret: str, tolerance: int) -
 # .../invoices/object). Webhook
 # payloads are never expanded except where the reference says "expandable" and we accept it.
 _TEXT, _OBJECT, _LIST, _TIME = "text", "object", "list", "timestamp"
-_SHAPES = {
+_SHAPES: dict[str, dict[tuple[str, ...], Any]] = {
     "checkout.session": {
         ("mode",): _TEXT, ("customer",): _TEXT, ("customer_email",): _TEXT,
         ("customer_details",): _OBJECT, ("customer_details", "email"): _TEXT,
@@ -149,14 +150,14 @@ def check_object(event_type: str, obj: dict) -> None:
 
 def _check_shape(obj: dict, shape: dict, name: str) -> None:
     for path, kinds in shape.items():
-        value = obj
+        value: Any = obj
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             continue
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if not any(_has_kind(value, kind) for kind in kinds):
-            raise BadRequest(f"{name}.{'.'.join(path)} must be {' or '.join(kinds)}")
+        allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not any(_has_kind(value, kind) for kind in allowed):
+            raise BadRequest(f"{name}.{'.'.join(path)} must be {' or '.join(allowed)}")
 
 
 def _has_kind(value, kind: str) -> bool:
@@ -167,7 +168,7 @@ def _has_kind(value, kind: str) -> bool:
     return isinstance(value, dict if kind == _OBJECT else list)
 
 
-def _is_short_text(value) -> bool:
+def _is_short_text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= MAX_TEXT and "\x00" not in value
 
 

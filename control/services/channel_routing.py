@@ -7,13 +7,18 @@ an unlinked identity answered here and never forwarded to any agent, a paused te
 and the envelope id derived from the chat and message ids so a retried delivery is published
 once.  The answer is returned, not sent: a Discord interaction answers in its HTTP response,
 a Gateway DM or a Slack event through the platform's API.
+
+Files (issue #12): ``publish`` is every platform's way onto the bus.  An envelope with
+attachments is not appended here: it goes to ``ingest_media`` (the ``ingest_media`` Huey task),
+which downloads and stores the files and then appends it (``control.services.media``), so the
+webhook answers without downloading anything.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from control.channels.base import InboundMessage
 from control.db import write_transaction
@@ -57,8 +62,14 @@ class InboundResult:
     envelope: Envelope | None = None
 
 
+#: ``ingest_media(envelope_json)`` queues the download of an envelope's files and its publication
+#: (``ControlTasks.ingest_media``).
+IngestMedia = Callable[[str], object]
+
+
 def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
-                  paused_notice: Callable[[Tenant], str] | None = None) -> InboundResult:
+                  paused_notice: Callable[[Tenant], str] | None = None,
+                  ingest_media: IngestMedia | None = None) -> InboundResult:
     """Route one verified message from ``message.channel``.
 
     Args:
@@ -67,6 +78,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
         texts: the platform's answers.
         paused_notice: the answer for a tenant whose subscription ended
             (``lifecycle.pause_notice``); None answers ``lifecycle.ENDED_TEXT``.
+        ingest_media: where an envelope with attachments goes (``publish``).
 
     Returns:
         ``InboundResult``; nothing reaches an agent unless the outcome is ``published``.
@@ -94,7 +106,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
             return InboundResult("answered", texts.linked_help)
         if not message.text and not message.attachments:
             return InboundResult("ignored")
-        envelope = _publish(message, tenant, bus)
+        envelope = _publish(message, tenant, bus, ingest_media)
     return InboundResult("published", envelope=envelope)
 
 
@@ -110,7 +122,30 @@ def _link(message: InboundMessage, token: str, tenant: Tenant | None,
     return InboundResult("linked", texts.linked_ok)
 
 
-def _publish(message: InboundMessage, tenant: Tenant, bus: Bus) -> Envelope:
+def publish(envelope: Envelope, bus: Bus, ingest_media: IngestMedia | None = None) -> None:
+    """Send a routed envelope on its way (call inside the routing transaction, after the
+    ``Message`` row is written): appended to the tenant's inbox at once when it has no
+    attachments, else handed to ``ingest_media`` (its files are downloaded and stored, then it
+    is appended: ``control.services.media``).  Without ``ingest_media`` (a caller that cannot
+    queue tasks) the files are marked ``unavailable`` so the agent says so instead of
+    pretending it saw them.
+
+    Raises:
+        wire.errors.BusUnavailable: the envelope could not be appended (nothing is recorded
+            when called inside the routing transaction).
+    """
+    if envelope.attachments and ingest_media is not None:
+        ingest_media(envelope.to_json())
+        return
+    if envelope.attachments:
+        log.warning("envelope %s: no media task to download its files", envelope.id)
+        envelope = replace(envelope, attachments=[{**a, "error": "unavailable"}
+                                                  for a in envelope.attachments])
+    bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+
+
+def _publish(message: InboundMessage, tenant: Tenant, bus: Bus,
+             ingest_media: IngestMedia | None) -> Envelope:
     envelope = Envelope(
         id=envelope_id_for(message.channel, message.chat_id, message.message_id),
         tenant=str(tenant.id), channel=message.channel, chat_id=message.chat_id,
@@ -120,7 +155,7 @@ def _publish(message: InboundMessage, tenant: Tenant, bus: Bus) -> Envelope:
     Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel=message.channel,
                    chat_id=message.chat_id, text=message.text,
                    platform_message_id=message.message_id).on_conflict_ignore().execute()
-    bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+    publish(envelope, bus, ingest_media)
     with logs.bound(tenant=envelope.tenant, envelope_id=envelope.id):
         log.info("%s %s %s published for the agent", message.channel, message.event_type,
                  message.event_id)

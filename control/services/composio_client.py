@@ -23,10 +23,12 @@ The MCP headers are what the SDK itself exports with a session (``session.mcp.he
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from control.errors import HermesError
 from control.integrations import Service
@@ -128,8 +130,9 @@ class ComposioProvider(IntegrationsProvider):
         from composio import Composio
 
         # allow_tracking=False: no telemetry calls to Composio's analytics host.
-        self._sdk = Composio(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2,
-                             allow_tracking=False)
+        # The SDK types timeout as int but hands it to httpx, which takes seconds as a float.
+        self._sdk = Composio(api_key=api_key, base_url=base_url,  # type: ignore[call-overload]
+                             timeout=timeout, max_retries=2, allow_tracking=False)
         self._client = self._sdk.client
         self._auth_configs: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -208,9 +211,10 @@ class ComposioProvider(IntegrationsProvider):
 
     def list_accounts(self, user_id: str) -> list[ConnectedAccount]:
         """``GET /api/v3.1/connected_accounts?user_ids=`` over every page (``next_cursor``)."""
-        accounts, cursor = [], None
+        accounts: list[ConnectedAccount] = []
+        cursor = None
         while True:
-            kwargs = {"user_ids": [user_id], "limit": 100}
+            kwargs: dict[str, Any] = {"user_ids": [user_id], "limit": 100}
             if cursor:
                 kwargs["cursor"] = cursor
             page = self._call("list connections", self._client.connected_accounts.list, **kwargs)
@@ -223,10 +227,8 @@ class ComposioProvider(IntegrationsProvider):
         """``DELETE /api/v3.1/connected_accounts/{id}``; 404 (already gone) is success."""
         from composio_client import NotFoundError
 
-        try:
+        with contextlib.suppress(NotFoundError):
             self._call("remove the connection", self._client.connected_accounts.delete, account_id)
-        except NotFoundError:
-            pass
 
     def mcp_endpoint(self, user_id: str, services: list[Service]) -> McpEndpoint:
         """``POST /api/v3.1/tool_router/session`` enabling only ``services``' toolkits and their

@@ -200,6 +200,7 @@ class Connections:
         if row is None:
             raise NotFound("No such connection.")
         account = self.provider.get_account(account_id)
+        status: str
         if account is None or account.user_id != composio_user_id(tenant):
             status = ConnectionStatus.FAILED
         else:
@@ -239,7 +240,7 @@ class Connections:
         Raises:
             BadRequest: a connection event without ``data.id``.
         """
-        event_type = event.get("type") if isinstance(event.get("type"), str) else ""
+        event_type = event["type"] if isinstance(event.get("type"), str) else ""
         account_id = None
         if event_type == EXPIRED_EVENT:
             data = event.get("data")
@@ -285,7 +286,7 @@ class Connections:
                 continue  # logged by the provider; the next run tries this tenant again
             accounts = {a.id: a for a in listed}
             for row in tenant_rows:
-                account = accounts.get(row.composio_account_id)
+                account = accounts.get(row.composio_account_id or "")
                 new = account.status if account else ConnectionStatus.REMOVED
                 old = row.status
                 if self._set_status(row, new):

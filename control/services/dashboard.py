@@ -153,7 +153,7 @@ def usage_summary(tenant: Tenant, plan_budgets: dict[str, int], now: datetime | 
     start = period_start(tenant, now)
     counts = dict(Message.select(Message.direction, fn.COUNT(Message.id))
                   .where((Message.tenant == tenant) & (Message.created_at >= start))
-                  .group_by(Message.direction).tuples())
+                  .group_by(Message.direction).tuples().iterator())
     tokens_in, tokens_out, cost = (Usage.select(fn.SUM(Usage.input_tokens), fn.SUM(Usage.output_tokens),
                                                 fn.SUM(Usage.cost_cents))
                                    .where((Usage.tenant == tenant) & (Usage.created_at >= start))

@@ -46,6 +46,7 @@ from control.services.routing import record_control_reply
 from control.services.usage import record_usage
 from wire import logs
 from wire.bus import Bus
+from wire.bus import Delivery as BusDelivery
 from wire.errors import MalformedMessage
 from wire.protocol import DELIVERY_GROUP, LIFECYCLE, Event, events_stream
 
@@ -64,7 +65,7 @@ class PendingReply:
     event: Event
     text: str
     final: bool = False
-    final_delivery: object = None
+    final_delivery: BusDelivery | None = None
     sent_text: str = ""
 
 
@@ -272,7 +273,8 @@ class DeliveryWorker:
             if len(chunks) > 1:
                 ledger.save()
                 self._send_continuations(adapter, ledger, chunks[1:])
-            ledger.recovered = reply.sent_text == "" and reply.final_delivery.attempts > 1
+            ledger.recovered = (reply.sent_text == "" and reply.final_delivery is not None
+                                and reply.final_delivery.attempts > 1)
             ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
             # "delivered" short-circuits a redelivered final (``_take_event``), so the reply's
             # conversation-log row and its usage must commit with it or not at all.
@@ -312,6 +314,8 @@ class DeliveryWorker:
                 could not be reached (the intent stays, so the next attempt searches first).
         """
         if ledger is None:
+            if event is None:
+                raise ValueError("the first message of a reply needs its event")
             ledger = open_ledger(event, text)
         elif ledger.pending_text is not None and (found := adapter.find_sent(ledger)) is not None:
             return ledger, found, ledger.pending_text
@@ -338,8 +342,12 @@ class DeliveryWorker:
         elif exc.permanent:
             log.error("reply %s to chat %s refused: %s", event.message_id, event.chat_id, exc)
             raise_attention("delivery_refused", event.message_id, f"chat {event.chat_id}: {exc}")
+            # Recorded as failed with the platform's reason, so nothing shows it as sent.
+            Delivery.update(state=DeliveryState.FAILED.value, failure=str(exc)[:1000]).where(
+                (Delivery.envelope_id == event.message_id)
+                & (Delivery.state != DeliveryState.DELIVERED.value)).execute()
             if reply.final:
-                self.bus.ack(reply.final_delivery.stream, DELIVERY_GROUP, reply.final_delivery.entry_id)
+                self._ack_final(reply)
             del self.pending[event.message_id]
         else:
             clock.next_send_at = self.clock() + TRANSIENT_BACKOFF
@@ -347,8 +355,12 @@ class DeliveryWorker:
 
     def _complete(self, reply: PendingReply) -> None:
         event = reply.event
-        self.bus.ack(reply.final_delivery.stream, DELIVERY_GROUP, reply.final_delivery.entry_id)
+        self._ack_final(reply)
         log.info("reply delivered to %s chat %s", event.channel, event.chat_id)
+
+    def _ack_final(self, reply: PendingReply) -> None:
+        if reply.final_delivery is not None:
+            self.bus.ack(reply.final_delivery.stream, DELIVERY_GROUP, reply.final_delivery.entry_id)
 
     def run(self, stopping) -> None:
         """Loop ``step`` until ``stopping`` (a ``threading.Event``) is set."""

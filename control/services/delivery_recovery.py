@@ -70,7 +70,7 @@ class SentMessageFinder:
             if candidate in known:
                 misses = 0
                 continue
-            outcome = self.probe(ledger.chat_id, candidate, ledger.pending_text)
+            outcome = self.probe(ledger.chat_id, candidate, ledger.pending_text or "")
             if outcome in ("match", "edited"):
                 log.info("reply %s: found the message sent before the restart: %s (%s)",
                          ledger.envelope_id, candidate, outcome)
@@ -102,7 +102,7 @@ class SentMessageFinder:
         return "edited"
 
 
-def open_ledger(event: Event, pending_text: str) -> Delivery:
+def open_ledger(event: Event, pending_text: str | None) -> Delivery:
     """Create the ledger row of a reply with its first send intent (one write)."""
     inbound = Message.get_or_none(Message.envelope_id == event.message_id, Message.direction == "in")
     reply_to = inbound.platform_message_id if inbound else None
@@ -137,7 +137,7 @@ def _logged_ids(chat_id: str) -> set[int]:
     """Return the platform ids the conversation log holds for ``chat_id`` (both directions)."""
     rows = Message.select(Message.platform_message_id).where(
         Message.chat_id == chat_id, Message.platform_message_id.is_null(False))
-    return {int(row.platform_message_id) for row in rows if row.platform_message_id.isdigit()}
+    return {int(pid) for row in rows if (pid := row.platform_message_id) and pid.isdigit()}
 
 
 def highest_known_id(chat_id: str, reply_to: str | None) -> str | None:

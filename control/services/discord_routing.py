@@ -61,7 +61,8 @@ def _message(text: str) -> dict:
 
 
 def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, str], object],
-                        paused_notice: Callable[[Tenant], str] | None = None) -> str | None:
+                        paused_notice: Callable[[Tenant], str] | None = None,
+                        ingest_media: Callable[[str], object] | None = None) -> str | None:
     """Route one Gateway dispatch; DMs only (``discord.dm_message``), everything else ignored.
 
     Args:
@@ -70,6 +71,7 @@ def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, st
         bus: where envelopes go.
         send: ``send(channel_id, text)`` delivers the control plane's answer (REST).
         paused_notice: as for ``route_inbound``.
+        ingest_media: as for ``route_inbound`` (a DM's attachments).
 
     Returns:
         The routing outcome, or None for a dispatch that is not a person's DM.  A replayed
@@ -80,7 +82,7 @@ def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, st
     message = discord.dm_message(data)
     if message is None:
         return None
-    result = route_inbound(message, bus, TEXTS, paused_notice)
+    result = route_inbound(message, bus, TEXTS, paused_notice, ingest_media)
     if result.answer:
         send(message.chat_id, result.answer)
     return result.outcome

@@ -266,9 +266,9 @@ def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_da
             report.failures[tenant.id] = str(exc)
             continue
         report.archived.append(tenant.id)
-        tenant = Tenant.get_by_id(tenant.id)
-        if tenant.status == "active" and tenant.plan:
-            request(tenant, tenant.plan)
+        fresh = Tenant.get_by_id(tenant.id)
+        if fresh.status == "active" and fresh.plan:
+            request(fresh, fresh.plan)
     report.pruned = prune_archives(provisioner.store, env, retention_days, now)
     return report
 
@@ -295,7 +295,8 @@ def _delete_connections(tenant: Tenant, runtime) -> None:
         control.services.composio_client.IntegrationError: Composio failed (retry).
     """
     accounts = [row.composio_account_id for row in Connection.select().where(
-        (Connection.tenant == tenant) & Connection.composio_account_id.is_null(False))]
+        (Connection.tenant == tenant) & Connection.composio_account_id.is_null(False))
+        if row.composio_account_id]
     if not accounts:
         return
     from control.services.composio_client import provider_from_settings
@@ -310,7 +311,8 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
 
     The caller has cancelled the Stripe subscriptions first.  In order: the machine is destroyed
     WITHOUT an archive, the tenant's Redis bus user revoked, every deprovision archive
-    (``archives/<env>/<tenant>/``) and nightly backup (``backups/tenants/<tenant>/``) deleted,
+    (``archives/<env>/<tenant>/``), nightly backup (``backups/tenants/<tenant>/``) and file the
+    user sent (``media/<env>/<tenant>/``, ``control.services.media``) deleted,
     then the rows of its account, password resets, chats, link tokens, messages, deliveries,
     usage and machine.  The tenant row stays as a tombstone: ``stripe_customer_id`` and the
     subscriptions keep late Stripe events idempotent and harmless (``billing`` ignores a
@@ -328,6 +330,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
         ProvisioningError: the machine could not be destroyed (nothing else was deleted; retry).
         wire.errors.WireError: the bus user could not be revoked (retry).
     """
+    from control.services import media
     from control.services.backups import store_from_settings
 
     settings, provisioner = runtime.settings, runtime.provisioner
@@ -339,6 +342,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
                           (store_from_settings(settings), f"backups/tenants/{key}/")):
         for name in store.list_keys(prefix):
             store.delete(name)
+    media.delete_tenant(media.store_from_settings(settings), settings.env, key)  # files sent
     now = now or utcnow()
     with write_transaction():
         accounts = Account.select(Account.id).where(Account.tenant == tenant)

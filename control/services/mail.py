@@ -100,6 +100,7 @@ def _message(mail: OutboxMail, mail_from: str) -> EmailMessage:
 
 def _connect(target: SmtpTarget) -> smtplib.SMTP:
     context = ssl.create_default_context()
+    smtp: smtplib.SMTP
     if target.implicit_tls:
         smtp = smtplib.SMTP_SSL(target.host, target.port, timeout=SMTP_TIMEOUT, context=context)
     else:

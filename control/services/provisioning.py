@@ -300,7 +300,8 @@ def apply_due_downgrades(provisioner: Provisioner) -> list[int]:
         Ids of the tenants resized.
     """
     scheduled = getattr(provisioner, "scheduled_resizes", None)
-    if scheduled is None:
+    apply_resize = getattr(provisioner, "apply_scheduled_resize", None)
+    if scheduled is None or apply_resize is None:
         return []
     done = []
     for record in scheduled():
@@ -308,7 +309,7 @@ def apply_due_downgrades(provisioner: Provisioner) -> list[int]:
                       .where(Subscription.tenant == int(record.tenant)).scalar())
         if period_end is None or period_end > utcnow():
             continue
-        status = provisioner.apply_scheduled_resize(record.tenant)
+        status = apply_resize(record.tenant)
         if status is not None:
             Machine.update(plan=status.plan or record.to_plan, detail=status.detail,
                            updated_at=utcnow()).where(Machine.tenant == int(record.tenant)).execute()

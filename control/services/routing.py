@@ -22,7 +22,7 @@ from control.models import Message, Tenant, WebhookEvent
 from control.services import lifecycle, linking
 from wire import logs
 from wire.bus import Bus
-from wire.protocol import Envelope, messages_stream
+from wire.protocol import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def envelope_id_for(channel: str, chat_id: str, message_id: str) -> str:
 
 def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str, str], object],
                           bot_username: str,
-                          paused_notice: Callable[[Tenant], str] | None = None) -> RoutingResult:
+                          paused_notice: Callable[[Tenant], str] | None = None,
+                          ingest_media: Callable[[str], object] | None = None) -> RoutingResult:
     """Route one verified, parsed Telegram update.
 
     Args:
@@ -66,6 +67,8 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         paused_notice: the answer for a chat whose tenant's subscription ended
             (``lifecycle.pause_notice``): its messages never reach the (paused or archived)
             agent; None answers ``lifecycle.ENDED_TEXT``.
+        ingest_media: queues the download of a message's files before it is published
+            (``channel_routing.publish``; ``control.services.media``).
 
     Returns:
         ``RoutingResult`` with outcome ``duplicate``, ``ignored``, ``answered`` or ``published``.
@@ -82,37 +85,38 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
             return RoutingResult("duplicate")
         if not update.is_private_message or update.chat_id is None:
             return RoutingResult("ignored")
-        tenant = linking.tenant_for_chat("telegram", update.chat_id)
+        chat_id = update.chat_id
+        tenant = linking.tenant_for_chat("telegram", chat_id)
         command = update.command()
         if command is not None and command[0] == "start":
-            return _start(update, command[1], tenant, reply, bot_username)
+            return _start(update, chat_id, command[1], tenant, reply, bot_username)
         if tenant is None:
-            reply(update.chat_id, HELP_UNLINKED.format(bot=bot_username))
+            reply(chat_id, HELP_UNLINKED.format(bot=bot_username))
             return RoutingResult("answered")
         if lifecycle.is_paused(tenant):
-            reply(update.chat_id, paused_notice(tenant) if paused_notice
+            reply(chat_id, paused_notice(tenant) if paused_notice
                   else lifecycle.ENDED_TEXT.format(url="/billing"))
             return RoutingResult("answered")
         if command is not None and command[0] == "help":
-            reply(update.chat_id, HELP_LINKED)
+            reply(chat_id, HELP_LINKED)
             return RoutingResult("answered")
         if not update.text and not update.attachments:
             return RoutingResult("ignored")
-        envelope = _publish(update, tenant, bus)
+        envelope = _publish(update, chat_id, tenant, bus, ingest_media)
     return RoutingResult("published", envelope)
 
 
-def _start(update: InboundUpdate, token: str, tenant: Tenant | None,
+def _start(update: InboundUpdate, chat_id: str, token: str, tenant: Tenant | None,
            reply: Callable[[str, str], object], bot_username: str) -> RoutingResult:
     if not token:
-        reply(update.chat_id, HELP_LINKED if tenant else HELP_UNLINKED.format(bot=bot_username))
+        reply(chat_id, HELP_LINKED if tenant else HELP_UNLINKED.format(bot=bot_username))
         return RoutingResult("answered")
     try:
-        linking.redeem(token, "telegram", update.chat_id, update.user_id or "")
+        linking.redeem(token, "telegram", chat_id, update.user_id or "")
     except LinkError as exc:
-        reply(update.chat_id, f"{exc} " + HELP_UNLINKED.format(bot=bot_username))
+        reply(chat_id, f"{exc} " + HELP_UNLINKED.format(bot=bot_username))
         return RoutingResult("answered")
-    reply(update.chat_id, LINKED_OK)
+    reply(chat_id, LINKED_OK)
     return RoutingResult("answered")
 
 
@@ -140,12 +144,16 @@ def record_control_reply(channel: str, chat_id: str, text: str, platform_message
                           platform_message_id=platform_message_id)
 
 
-def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
+def _publish(update: InboundUpdate, chat_id: str, tenant: Tenant, bus: Bus,
+             ingest_media: Callable[[str], object] | None) -> Envelope:
+    # channel_routing imports this module (envelope_id_for) at import time.
+    from control.services.channel_routing import publish
+
     envelope = Envelope(
-        id=envelope_id_for("telegram", update.chat_id, update.message_id or str(update.update_id)),
+        id=envelope_id_for("telegram", chat_id, update.message_id or str(update.update_id)),
         tenant=str(tenant.id),
         channel="telegram",
-        chat_id=update.chat_id,
+        chat_id=chat_id,
         sender_id=update.user_id or "",
         text=update.text,
         attachments=list(update.attachments),
@@ -154,9 +162,9 @@ def _publish(update: InboundUpdate, tenant: Tenant, bus: Bus) -> Envelope:
         preferences=tenant_preferences(tenant),
     )
     Message.insert(envelope_id=envelope.id, direction="in", tenant=tenant, channel="telegram",
-                   chat_id=update.chat_id, text=update.text,
+                   chat_id=chat_id, text=update.text,
                    platform_message_id=update.message_id).on_conflict_ignore().execute()
-    bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
+    publish(envelope, bus, ingest_media)
     with logs.bound(tenant=envelope.tenant, envelope_id=envelope.id):
         log.info("telegram update %s published for the agent", update.update_id)
     return envelope

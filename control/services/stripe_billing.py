@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import stripe
 from peewee import fn
+from stripe.params.checkout import SessionCreateParams
 
 from control.errors import BadRequest, Conflict, NotFound, PaymentProviderError, ServiceUnavailable
 from control.models import Tenant, Usage
@@ -72,9 +73,9 @@ class StripeBilling:
         if not settings.stripe_secret_key:
             raise ServiceUnavailable(NOT_SET_UP, code="billing_not_configured")
         self.settings = settings
-        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
-            settings.stripe_secret_key, base_addresses=base,
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else None,
             http_client=stripe.new_default_http_client(timeout=REQUEST_TIMEOUT))
         self._price_plans = {**settings.stripe_price_plans,
                              **{price: plan for plan, price in settings.stripe_prices.items()}}
@@ -126,19 +127,21 @@ class StripeBilling:
             raise ServiceUnavailable(f"{NOT_SET_UP} (no Stripe price for the {plan} plan)",
                                      code="billing_not_configured")
         metadata = {"plan": plan, "tenant_id": str(tenant.id)}
-        params: dict = {"mode": "subscription", "line_items": [{"price": price, "quantity": 1}],
+        params: SessionCreateParams = {"mode": "subscription", "line_items": [{"price": price, "quantity": 1}],
                         "client_reference_id": str(tenant.id), "success_url": success_url,
                         "cancel_url": cancel_url, "metadata": metadata,
                         "subscription_data": {"metadata": metadata}}
         if tenant.stripe_customer_id:
             params["customer"] = tenant.stripe_customer_id
-        else:
+        elif tenant.email:
             params["customer_email"] = tenant.email
         window = int(time.time()) // CHECKOUT_IDEMPOTENCY_WINDOW
         key = hashlib.sha256(repr((sorted(params.items()), window)).encode()).hexdigest()
         with self._calling("start the checkout"):
             session = self._client.v1.checkout.sessions.create(
                 params=params, options={"idempotency_key": f"checkout-{key}"})
+        if not session.url:  # set for every hosted (ui_mode "hosted") session, per Stripe's API
+            raise PaymentProviderError("Stripe returned a checkout session without a URL")
         return session.url
 
     def checkout_session(self, tenant: Tenant, session_id: str) -> dict:
@@ -155,11 +158,11 @@ class StripeBilling:
             if isinstance(exc.__cause__, stripe.InvalidRequestError) and exc.__cause__.http_status == 404:
                 raise NotFound("no such checkout session") from None
             raise
-        session = session.to_dict()
-        if session.get("client_reference_id") != str(tenant.id):
+        found = session.to_dict()
+        if found.get("client_reference_id") != str(tenant.id):
             raise NotFound("no such checkout session")
-        return {"status": session.get("status"), "payment_status": session.get("payment_status"),
-                "plan": (session.get("metadata") or {}).get("plan")}
+        return {"status": found.get("status"), "payment_status": found.get("payment_status"),
+                "plan": (found.get("metadata") or {}).get("plan")}
 
     def portal_url(self, tenant: Tenant, return_url: str) -> str:
         """Create a customer portal session; return its URL.
@@ -243,7 +246,7 @@ class StripeBilling:
     def _subscriptions(self, tenant: Tenant, what: str) -> list[dict]:
         """Every subscription of the tenant's customers, newest first, as plain dicts."""
         customers = {tenant.stripe_customer_id} | {s.stripe_customer_id for s in tenant.subscriptions}
-        found = []
+        found: list[dict] = []
         for customer in sorted(c for c in customers if c):
             with self._calling(what):
                 page = self._client.v1.subscriptions.list(

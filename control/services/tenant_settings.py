@@ -7,6 +7,7 @@ Validated here, stored on the ``Tenant`` and sent to the agent on every envelope
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -60,10 +61,8 @@ def model_catalog(agent_env: Mapping[str, str]) -> list[ModelChoice]:
     choices = [ModelChoice("", "Default (the operator's model chain)")]
     if "anthropic" in chain:
         prices = dict(PRICES_CENTS_PER_MTOK)
-        try:
+        with contextlib.suppress(ValueError):
             prices.update(json.loads(agent_env.get("HERMES_PRICES_JSON") or "{}"))
-        except ValueError:
-            pass
         for model, (price_in, price_out) in prices.items():
             choices.append(ModelChoice(model, f"{model} (${price_in / 100:.2f} in / "
                                               f"${price_out / 100:.2f} out per million tokens)"))
@@ -82,6 +81,20 @@ class SettingsForm:
     timezone: str = ""
     language: str = ""
     preferences: str = ""
+
+
+class InvalidSettings(BadRequest):
+    """Some fields of the settings form are invalid (400 ``invalid_settings``).
+
+    Attributes:
+        errors: field name -> what is wrong with it, shown next to the field.
+    """
+
+    code = "invalid_settings"
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("Please correct the marked fields.")
+        self.errors = errors
 
 
 def validate(form: SettingsForm, catalog: list[ModelChoice]) -> dict[str, str | None]:
@@ -112,9 +125,7 @@ def validate(form: SettingsForm, catalog: list[ModelChoice]) -> dict[str, str | 
         errors["preferences"] = (f"At most {PREFERENCES_MAX_CHARS} characters "
                                  f"(this has {len(preferences)}).")
     if errors:
-        exc = BadRequest("Please correct the marked fields.", code="invalid_settings")
-        exc.errors = errors
-        raise exc
+        raise InvalidSettings(errors)
     return {"model": model or None, "timezone": zone or None, "language": language or None,
             "preferences": preferences or None}
 

@@ -147,11 +147,11 @@ def signup():
     form = SignupForm()
     if form.validate_on_submit():
         try:
-            account = create_account(form.email.data, form.password.data)
+            account = create_account(form.email.data or "", form.password.data or "")
         except BadRequest as exc:
             form.email.errors = [*form.email.errors, exc.message]
         except Conflict:
-            _tell_owner_of_signup_attempt(form.email.data)
+            _tell_owner_of_signup_attempt(form.email.data or "")
             return render_template("accounts/check_email.html", email=form.email.data)
         else:
             _log_in(account, remember=False)
@@ -186,7 +186,7 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            account = authenticate(form.email.data, form.password.data)
+            account = authenticate(form.email.data or "", form.password.data or "")
         except Unauthorized as exc:
             form.form_errors.append(exc.message)
         else:
@@ -214,7 +214,7 @@ def reset_request():
     form = ResetRequestForm()
     if form.validate_on_submit():
         try:
-            password_reset.request_reset(form.email.data, _settings().public_url)
+            password_reset.request_reset(form.email.data or "", _settings().public_url)
         except BadRequest as exc:
             form.email.errors = [*form.email.errors, exc.message]
         else:
@@ -230,7 +230,7 @@ def reset_form(token: str):
     form = ResetForm()
     if form.validate_on_submit():
         try:
-            account = password_reset.finish_reset(token, form.password.data)
+            account = password_reset.finish_reset(token, form.password.data or "")
         except BadRequest as exc:
             if exc.code == "invalid_reset_link":
                 raise

@@ -53,10 +53,11 @@ bp = Blueprint("billing", __name__)
 # (``MachineState``: requested -> provisioning -> booting -> ready).
 STEPS = [("queued", "Queued"), ("server", "Creating your server"), ("agent", "Starting your agent"),
          ("ready", "Agent ready")]
-STEP_OF_STATE = {MachineState.REQUESTED: "queued", MachineState.PROVISIONING: "server",
-                 MachineState.BOOTING: "agent", MachineState.READY: "ready",
-                 MachineState.UNHEALTHY: "ready", MachineState.FAILED: "failed",
-                 MachineState.DEPROVISIONING: "stopped", MachineState.DEPROVISIONED: "stopped"}
+STEP_OF_STATE: dict[str, str] = {
+    MachineState.REQUESTED: "queued", MachineState.PROVISIONING: "server",
+    MachineState.BOOTING: "agent", MachineState.READY: "ready",
+    MachineState.UNHEALTHY: "ready", MachineState.FAILED: "failed",
+    MachineState.DEPROVISIONING: "stopped", MachineState.DEPROVISIONED: "stopped"}
 # What the success page says at each step (``billing.js`` swaps them as the state moves).
 STEP_NOTES = {
     "payment": "Waiting for Stripe's confirmation of your payment…",
@@ -137,7 +138,7 @@ def _status(tenant: Tenant) -> dict:
     ready the Telegram deep link (a link token is issued for it if none is current)."""
     machine = Machine.get_or_none(Machine.tenant == tenant)
     state = machine.state if machine is not None else None
-    step = STEP_OF_STATE.get(state, "payment")
+    step = STEP_OF_STATE.get(state or "", "payment")
     link = None
     if step == "ready":
         settings = runtime().settings
@@ -204,7 +205,7 @@ def delete_account():
         return render_template("billing/account_delete.html", form=form), (
             400 if form.is_submitted() else 200)
     account = current_user.account
-    if not _confirmed(account, form.email.data, form.password.data):
+    if not _confirmed(account, form.email.data or "", form.password.data or ""):
         form.form_errors.append("That is not this account's e-mail address and password; "
                                 "nothing was deleted.")
         return render_template("billing/account_delete.html", form=form), 400

@@ -24,6 +24,7 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from control.channels.whatsapp import link_url
 from control.db import write_transaction
 from control.errors import BadRequest, NotFound
 from control.services import dashboard, linking, tenant_settings, web_chat
@@ -115,7 +116,7 @@ def settings():
                                                 ("model", "timezone", "language", "preferences")})
         try:
             values = tenant_settings.validate(form, catalog)
-        except BadRequest as exc:
+        except tenant_settings.InvalidSettings as exc:
             errors, status = exc.errors, 400
             flash(exc.message, "error")
         else:
@@ -137,7 +138,7 @@ def settings():
 @bp.get("/dashboard/chats")
 @login_required
 def chats():
-    """Linked chats, and how to link Telegram (deep link and QR code)."""
+    """Linked chats, and how to link Telegram (deep link and QR code) and WhatsApp (wa.me link)."""
     tenant = _tenant()
     settings_ = _runtime().settings
     with write_transaction():
@@ -145,9 +146,13 @@ def chats():
     link = linking.deep_link(settings_.telegram_bot_username, token.token)
     qr_svg = segno.make(link, error="m").svg_inline(scale=4, dark="#e6e8ee", light="#171a21",
                                                     title="QR code of the Telegram link")
+    whatsapp = current_app.extensions.get("whatsapp")
+    whatsapp_link = (link_url(whatsapp.business_number, token.token)
+                     if whatsapp and whatsapp.business_number else None)
     return render_template("dashboard/chats.html", chats=dashboard.linked_chats(tenant),
                            mask=dashboard.mask_chat_id, link=link, qr_svg=qr_svg,
-                           expires_at=token.expires_at, code=token.token)
+                           expires_at=token.expires_at, code=token.token,
+                           whatsapp_link=whatsapp_link)
 
 
 @bp.post("/dashboard/chats/<identity_id>/unlink")

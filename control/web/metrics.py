@@ -54,7 +54,7 @@ class FleetCollector:
         with self.runtime.db.connection_context():
             machines = GaugeMetricFamily("hermes_machines", "Machines by state", labels=["state"])
             for state, count in (Machine.select(Machine.state, fn.COUNT(Machine.id))
-                                 .group_by(Machine.state).tuples()):
+                                 .group_by(Machine.state).tuples().iterator()):
                 machines.add_metric([state], count)
             yield machines
             failures = AttentionItem.select().where(AttentionItem.kind == "provisioning_failed").count()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from importlib.metadata import version
+from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 from werkzeug.routing import Map, Rule
@@ -23,7 +24,10 @@ bp = Blueprint("openapi", __name__)
 
 # Error codes Werkzeug's exceptions render as (control.errors.register_error_handlers: the
 # exception's name, lower-cased, spaces as underscores).
-NOT_FOUND, METHOD_NOT_ALLOWED, TOO_LARGE = "not_found", "method_not_allowed", "request_entity_too_large"
+# Annotated: control.web.slack_openapi imports them while this module is still loading.
+NOT_FOUND: str = "not_found"
+METHOD_NOT_ALLOWED: str = "method_not_allowed"
+TOO_LARGE: str = "request_entity_too_large"
 
 
 def _error(description: str, *codes: str) -> dict:
@@ -45,11 +49,12 @@ def _codes(*errors: type[HermesError]) -> list[str]:
     return [err.code for err in errors]
 
 
-_TOO_LARGE = _error(f"The body exceeds {WEBHOOK_MAX_BYTES} bytes (refused before it is read).",
-                    TOO_LARGE)
-_BODY_NOTE = ("UTF-8 JSON (RFC 8259) nested at most 64 levels, at most "
-              f"{WEBHOOK_MAX_BYTES} bytes; anything else is 400 (413 when too large), and a "
-              "refused request stores nothing.")
+# Annotated, like the codes above: the per-channel route tables import these.
+_TOO_LARGE: dict = _error(f"The body exceeds {WEBHOOK_MAX_BYTES} bytes (refused before it is read).",
+                          TOO_LARGE)
+_BODY_NOTE: str = ("UTF-8 JSON (RFC 8259) nested at most 64 levels, at most "
+                   f"{WEBHOOK_MAX_BYTES} bytes; anything else is 400 (413 when too large), "
+                   "and a refused request stores nothing.")
 
 # One request per webhook, as the platforms send them (Telegram's: a published Update from its
 # webhook guide; Stripe's: the 2026 event and subscription shapes, fields trimmed to those read).
@@ -176,7 +181,7 @@ OPERATIONS[("/webhooks/discord", "POST")] = {
 
 # The signed-in user's dashboard (control/web/dashboard.py, issue #10).  Without a session every
 # route redirects to the login page; a POST is checked for its CSRF token first (flask-wtf).
-_SIGN_IN = {"description": "Not signed in: a redirect to `/login?next=<this path>` (or, after a "
+_SIGN_IN: dict = {"description": "Not signed in: a redirect to `/login?next=<this path>` (or, after a "
                            "successful form POST, back to the page).",
             "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
 _CSRF = "The CSRF token (form field `csrf_token` or header `X-CSRFToken`) is missing or wrong; nothing is stored."
@@ -431,6 +436,26 @@ from control.web.slack_openapi import OPERATIONS as _SLACK
 
 OPERATIONS.update(_SLACK)
 
+# The WhatsApp webhook (control/web/whatsapp.py, issue 12), likewise.
+from control.web.whatsapp_openapi import OPERATIONS as _WHATSAPP
+
+OPERATIONS.update(_WHATSAPP)
+
+# The media URLs (control/web/media.py, issue #12).
+OPERATIONS[("/media/<token>", "GET")] = {
+    "summary": "A file a user sent, for the tenant's agent (signed URL, valid 7 days)",
+    "description": "The token is signed by the control plane (itsdangerous, salt `media`) over "
+                   "the tenant and the object's key. The answer carries the stored type, "
+                   "`Content-Disposition: attachment`, `X-Content-Type-Options: nosniff` and "
+                   "`Cache-Control: private`. Any bad, expired, tampered or unknown token, or a "
+                   "deleted file, is a 404 that does not say which.",
+    "responses": {
+        "200": {"description": "The file's bytes.",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "404": _error("No such file.", NOT_FOUND),
+    },
+}
+
 # The MCP proxy (control/web/mcp_proxy.py, issue #13), likewise.
 from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
 
@@ -468,6 +493,7 @@ def describe(rule: Rule, method: str) -> dict | None:
         rule: a Werkzeug URL rule of the app.
         method: an HTTP method the rule answers, upper case.
     """
+    operation: dict[str, Any]
     if method == "OPTIONS":
         operation = {"summary": "Allowed methods (Flask's automatic OPTIONS)",
                      "responses": {"200": {"description": "Empty; the methods are in `Allow`.",

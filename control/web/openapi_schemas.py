@@ -8,6 +8,7 @@ Request bodies follow the platforms' published objects: typed for every field th
 
 from __future__ import annotations
 
+from control.models import MachineState
 from control.services.billing import MAX_TEXT, MAX_TIMESTAMP
 
 REF = "#/components/schemas/"
@@ -159,7 +160,7 @@ SCHEMAS: dict[str, dict] = {
             "text": {"type": "string", "maxLength": 4096},
             "caption": {"type": "string", "maxLength": 1024},
             "photo": {"type": "array", "items": _TG_FILE},
-            **{media: _TG_FILE for media in ("voice", "audio", "document", "video", "sticker")},
+            **dict.fromkeys(("voice", "audio", "document", "video", "sticker"), _TG_FILE),
         },
     },
     "TelegramCallbackQuery": {
@@ -245,9 +246,7 @@ SCHEMAS.update({
         "description": "The signed-in user's provisioning progress (the checkout success page "
                        "polls it every second).",
         "properties": {
-            "state": _nullable({"enum": ["requested", "provisioning", "booting", "ready",
-                                         "unhealthy", "failed", "deprovisioning",
-                                         "deprovisioned"]}),
+            "state": _nullable({"enum": [state.value for state in MachineState]}),
             "step": {"enum": ["payment", "queued", "server", "agent", "ready", "failed",
                               "stopped"]},
             "plan": _nullable({"enum": ["light", "heavy"]}),

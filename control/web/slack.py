@@ -50,7 +50,7 @@ from slack_sdk.errors import SlackApiError
 
 from control.channels import slack_views as views
 from control.channels.base import InboundMessage
-from control.channels.slack import chat_id_for
+from control.channels.slack import chat_id_for, file_attachments
 from control.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
 from control.services import channel_routing, lifecycle, linking
 from control.services.slack_install import (
@@ -116,7 +116,9 @@ def build_bolt_app(rt) -> App:
     bolt = App(signing_secret=settings.slack_signing_secret,
                client=WebClient(base_url=settings.slack_api_base.rstrip("/") + "/", timeout=10),
                installation_store=store, installation_store_bot_only=True,
-               authorize=StoreAuthorize(store), oauth_settings=oauth,
+               # bolt's own Authorize classes return None too; App's annotation omits it.
+               authorize=StoreAuthorize(store),  # type: ignore[arg-type]
+               oauth_settings=oauth,
                process_before_response=True, raise_error_for_unhandled_request=False,
                logger=log)
     _Listeners(rt).register(bolt)
@@ -149,7 +151,8 @@ class _Listeners:
         result = channel_routing.route_inbound(
             message, rt.bus, TEXTS,
             paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                                  retention_days=rt.settings.archive_retention_days))
+                                  retention_days=rt.settings.archive_retention_days),
+            ingest_media=rt.tasks.ingest_media)
         g.slack_outcome = result.outcome
         return result
 
@@ -162,7 +165,8 @@ class _Listeners:
 
     def direct_message(self, event: dict, body: dict, context, client) -> None:
         """``message.im``: a person's message in their DM with the bot."""
-        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+        if event.get("channel_type") != "im" or event.get("subtype") not in (None, "file_share") \
+                or event.get("bot_id"):
             g.slack_outcome = "ignored"
             return
         key = _key(context)
@@ -170,7 +174,8 @@ class _Listeners:
         result = self.route(InboundMessage(
             channel=CHANNEL, event_id=str(body["event_id"]), event_type="message.im",
             identity=f"{key}:{user}", user_id=user, chat_id=chat_id_for(key, f"@{user}"),
-            message_id=str(event.get("ts") or ""), text=str(event.get("text") or "")))
+            message_id=str(event.get("ts") or ""), text=str(event.get("text") or ""),
+            attachments=file_attachments(event, key)))
         if result.answer:
             _ephemeral(client, event.get("channel"), user, result.answer)
 
@@ -184,7 +189,8 @@ class _Listeners:
             channel=CHANNEL, event_id=str(body["event_id"]), event_type="app_mention",
             identity=f"{key}:{user}", user_id=user,
             chat_id=chat_id_for(key, str(event.get("channel")), thread),
-            message_id=str(event.get("ts") or ""), text=text))
+            message_id=str(event.get("ts") or ""), text=text,
+            attachments=file_attachments(event, key)))
         if result.answer:
             _ephemeral(client, event.get("channel"), user, result.answer, thread)
 

@@ -96,16 +96,21 @@ def stripe_webhook():
 
 @bp.post("/telegram")
 def telegram_webhook():
-    """Verify ``X-Telegram-Bot-Api-Secret-Token`` (https://core.telegram.org/bots/api#setwebhook) and route the update."""
+    """Verify ``X-Telegram-Bot-Api-Secret-Token`` and route the update.
+
+    https://core.telegram.org/bots/api#setwebhook
+    """
     rt = runtime()
     telegram.verify_secret(request.headers.get("X-Telegram-Bot-Api-Secret-Token"),
                            rt.settings.telegram_webhook_secret)
-    update = telegram.parse_update(json_body(request.get_data(cache=False)))
+    update = telegram.parse_update(json_body(request.get_data(cache=False)),
+                                   max_photo_bytes=rt.settings.media_max_bytes)
     try:
         result = routing.route_telegram_update(
             update, rt.bus, rt.tasks.send_text, rt.settings.telegram_bot_username,
             paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                                  retention_days=rt.settings.archive_retention_days))
+                                  retention_days=rt.settings.archive_retention_days),
+            ingest_media=rt.tasks.ingest_media)
     except BusUnavailable as exc:
         log.error("bus unavailable; asking Telegram to retry update %s: %s", update.update_id, exc)
         raise ServiceUnavailable("message bus unavailable, retry later") from exc
@@ -114,7 +119,9 @@ def telegram_webhook():
 
 @bp.post("/discord")
 def discord_webhook():
-    """Verify Discord's Ed25519 signature (https://discord.com/developers/docs/interactions/overview#setting-up-an-endpoint-validating-security-request-headers) and answer the interaction.
+    """Verify Discord's Ed25519 signature and answer the interaction.
+
+    https://discord.com/developers/docs/interactions/overview#setting-up-an-endpoint-validating-security-request-headers
 
     PING gets PONG; a command for the agent a deferred response within Discord's 3 seconds
     (``control.services.discord_routing``).

@@ -47,7 +47,8 @@ HOST_FIREWALLS: dict[str, tuple[str, ...]] = {
 """Shared host role -> the firewalls attached to it (80/443 only on the control host)."""
 
 
-def firewall_rules(role: str, ops_cidrs: list[str], private_cidr: str) -> list[dict]:
+def firewall_rules(role: str, ops_cidrs: list[str],
+                   private_cidr: str) -> list[hcloud.FirewallRuleArgsDict]:
     """Inbound TCP rules of the firewall named ``role`` in ``FIREWALL_TABLE``.
 
     Returns:
@@ -104,7 +105,7 @@ class Firewalls(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.firewalls: dict[str, hcloud.Firewall] = {}
         for role in FIREWALL_TABLE:
-            apply_tos = (
+            apply_tos: list[hcloud.FirewallApplyToArgsDict] | None = (
                 [{"label_selector": args.tenant_label_selector}] if role == "tenant" else None
             )
             self.firewalls[role] = hcloud.Firewall(

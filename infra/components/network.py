@@ -44,7 +44,8 @@ class PrivateNetwork(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("hermes:infra:PrivateNetwork", name, None, opts)
-        if ipaddress.ip_network(args.tenant_subnet) <= ipaddress.ip_network(args.shared_subnet):
+        # Hetzner networks are IPv4 only (https://docs.hetzner.cloud/reference/cloud#networks).
+        if ipaddress.IPv4Network(args.tenant_subnet) <= ipaddress.IPv4Network(args.shared_subnet):
             raise pulumi.RunError("tenant subnet must sort after the shared subnet")
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app": "hermes", "env": args.env}

@@ -37,7 +37,9 @@ class RedisHost(SharedHost):
     ROLE = "redis"
     TYPE = "hermes:infra:RedisHost"
 
-    def _role_outputs(self, args: RedisHostArgs) -> dict[str, pulumi.Output]:
+    def _role_outputs(self, args: HostArgs) -> dict[str, pulumi.Output]:
+        if not isinstance(args, RedisHostArgs):
+            raise TypeError(f"RedisHost takes RedisHostArgs, not {type(args).__name__}")
         self.tls_port = args.tls_port
         self.url = pulumi.Output.concat("rediss://", self.private_ip, f":{args.tls_port}")
         return {"url": self.url}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pulumi_policy import (
     EnforcementLevel,
+    Policy,
     PolicyConfigSchema,
     ReportViolation,
     ResourceValidationArgs,
@@ -39,7 +40,7 @@ def _validator(rule: rules.Rule):
     return validate
 
 
-def build_policies() -> list[ResourceValidationPolicy]:
+def build_policies() -> list[Policy]:
     """One mandatory ``ResourceValidationPolicy`` per rule, named as in ``rules.RULES``."""
     return [
         ResourceValidationPolicy(

@@ -41,7 +41,7 @@ def _simulate(tmp_path, expr: str, tz: str, start: datetime, hours: int) -> list
     return fired
 
 
-@pytest.mark.parametrize("tz, start, expected", [
+@pytest.mark.parametrize(("tz", "start", "expected"), [
     # Europe/Berlin springs forward 29 Mar 2026 02:00 CET -> 03:00 CEST: 02:30 does not exist.
     ("Europe/Berlin", _utc(2026, 3, 28, 0), ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00",
                                                "2026-03-30T02:30:00+02:00"]),

@@ -54,7 +54,7 @@ def test_agent_reports_ready_then_heartbeats_then_stops_cleanly(tmp_path, agent_
             proc.wait(10)
 
 
-@pytest.mark.parametrize("broken, reason", [
+@pytest.mark.parametrize(("broken", "reason"), [
     ({"ANTHROPIC_API_KEY": None}, "ANTHROPIC_API_KEY"),
     ({"HERMES_LLM": "local", "HERMES_MODEL": "{tmp}/missing.gguf"}, "missing.gguf"),
 ], ids=["anthropic_chain_without_a_key", "missing_local_model"])

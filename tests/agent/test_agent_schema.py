@@ -43,9 +43,9 @@ def test_history_written_before_versioning_keeps_its_turns(tmp_path):
     assert _user_version(path) == len(history.STEPS)
 
 
-@pytest.mark.parametrize("module, open_store, table", [
-    (usage, lambda p: usage.UsageLedger(p), "llm_calls"),
-    (inbox, lambda p: inbox.InboxLedger(p), "inbox"),
+@pytest.mark.parametrize(("module", "open_store", "table"), [
+    (usage, usage.UsageLedger, "llm_calls"),
+    (inbox, inbox.InboxLedger, "inbox"),
     (cron, lambda p: cron.CronStore(p, "t1"), "cron_jobs"),
 ], ids=["usage", "inbox", "cron"])
 def test_each_store_opens_its_pre_versioning_file_with_rows_intact(tmp_path, module, open_store,

@@ -67,7 +67,7 @@ def test_fetch_url_returns_page_text_and_fails_cleanly_when_unreachable():
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         assert call("fetch_url", {"url": url}, fetcher=fetcher) == "HTTP 200\nHello world"
-        with pytest.raises(ToolError, match="refused: 127.0.0.1 is a loopback address"):
+        with pytest.raises(ToolError, match=r"refused: 127\.0\.0\.1 is a loopback address"):
             call("fetch_url", {"url": url})
     finally:
         server.shutdown()

@@ -16,13 +16,19 @@ def span(start: datetime, end: datetime) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("What did Maria plan on the evening of 7 July, 2023?", span(datetime(2023, 7, 7, tzinfo=UTC), datetime(2023, 7, 8, tzinfo=UTC))),
-    ("What painting did she show on October 13, 2023?", span(datetime(2023, 10, 13, tzinfo=UTC), datetime(2023, 10, 14, tzinfo=UTC))),
-    ("What happened on the 3rd of June 2023?", span(datetime(2023, 6, 3, tzinfo=UTC), datetime(2023, 6, 4, tzinfo=UTC))),
-    ("Which class did she start in December 2023?", span(datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))),
-    ("What did he win in the beginning of Nov 2022?", span(datetime(2022, 11, 1, tzinfo=UTC), datetime(2022, 12, 1, tzinfo=UTC))),
-    ("What charity event did John organise in 2024?", span(datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))),
+@pytest.mark.parametrize(("query", "expected"), [
+    ("What did Maria plan on the evening of 7 July, 2023?",
+     span(datetime(2023, 7, 7, tzinfo=UTC), datetime(2023, 7, 8, tzinfo=UTC))),
+    ("What painting did she show on October 13, 2023?",
+     span(datetime(2023, 10, 13, tzinfo=UTC), datetime(2023, 10, 14, tzinfo=UTC))),
+    ("What happened on the 3rd of June 2023?",
+     span(datetime(2023, 6, 3, tzinfo=UTC), datetime(2023, 6, 4, tzinfo=UTC))),
+    ("Which class did she start in December 2023?",
+     span(datetime(2023, 12, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))),
+    ("What did he win in the beginning of Nov 2022?",
+     span(datetime(2022, 11, 1, tzinfo=UTC), datetime(2022, 12, 1, tzinfo=UTC))),
+    ("What charity event did John organise in 2024?",
+     span(datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))),
     ("What did I tell you yesterday?", span(datetime(2026, 3, 17, tzinfo=UTC), datetime(2026, 3, 18, tzinfo=UTC))),
     ("What did we plan last week?", span(datetime(2026, 3, 9, tzinfo=UTC), datetime(2026, 3, 16, tzinfo=UTC))),
     ("Anything new last month?", span(datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))),

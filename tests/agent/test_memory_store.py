@@ -149,7 +149,7 @@ def test_created_at_accepts_locomo_dates_iso_text_and_datetimes(store):
     assert store.get(locomo).created_at == datetime(2024, 3, 12, 16, 5, tzinfo=UTC)
     assert store.get(iso).created_at == datetime(2024, 3, 12, 14, 5, tzinfo=UTC)
     assert store.get(aware).created_at == datetime(2024, 1, 2, 3, 4, tzinfo=UTC)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unrecognised timestamp"):
         store.add("Priya: hello", created_at="the day after tomorrow-ish")
 
 
@@ -311,7 +311,8 @@ def test_question_naming_a_date_finds_what_was_said_that_day(store):
 
 
 def test_query_path_and_batch_path_give_the_same_vectors(embedder):
-    texts = ["Where does the user's sister live?", "The user is allergic to peanuts.", "Ben: I won my first tournament!"]
+    texts = ["Where does the user's sister live?", "The user is allergic to peanuts.",
+             "Ben: I won my first tournament!"]
     short = embedder.embed(texts)
     batched = embedder.embed(texts * 3)[:3]
     assert embedder._session is not None, "ONNX Runtime export failed; queries fall back to slower PyTorch"

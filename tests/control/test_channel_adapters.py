@@ -133,7 +133,7 @@ def test_discord_expired_interaction_token_is_a_permanent_failure(discord_api):
 def test_delivery_worker_waits_out_a_discord_429_and_delivers_a_long_dm_once(runtime, tenant,
                                                                               discord_api, telegram):
     from control.db import database
-    from control.models import Delivery
+    from control.models import Delivery, DeliveryState
     from control.services.delivery import DeliveryWorker
     from wire.protocol import Event, events_stream
 
@@ -147,7 +147,7 @@ def test_delivery_worker_waits_out_a_discord_429_and_delivers_a_long_dm_once(run
     started = time.monotonic()
     with database.connection_context():
         while (row := Delivery.get_or_none(Delivery.envelope_id == "env-discord-long")) is None \
-                or row.state != "delivered":
+                or row.state != DeliveryState.DELIVERED:
             assert time.monotonic() - started < 10, "the reply was not delivered"
             worker.step(block=0.05)
     assert time.monotonic() - started >= 0.5  # Discord's retry_after was honoured

@@ -111,7 +111,7 @@ def test_oauth_connect_consent_callback_makes_it_active_and_gives_the_agent_its_
     assert servers["composio"]["url"].endswith(f"/mcp/tenants/{tenant.id}")
     assert composio.api_key not in json.dumps(servers)
     session = [s for s in composio.sessions.values() if s["user_id"] == composio_user_id(tenant)][-1]
-    assert [name for name in composio.tools_for(session)] == [
+    assert list(composio.tools_for(session)) == [
         "GITHUB_SEARCH_REPOSITORIES", "GITHUB_LIST_PULL_REQUESTS", "GITHUB_CREATE_AN_ISSUE"]
 
     again = client.post("/api/hermes/connections/github", headers=headers)

@@ -81,7 +81,7 @@ def test_period_is_the_month_before_renewal_else_the_calendar_month(client):
         assert dashboard.period_start(tenant, now) == datetime(2026, 2, 28, 9, 0)
 
 
-@pytest.mark.parametrize("state_attr, text", [
+@pytest.mark.parametrize(("state_attr", "text"), [
     ("past_due", "Payment failed - update your card in billing"),
     ("paused", "Paused because your subscription ended; data kept until 2030-01-08"),
 ])

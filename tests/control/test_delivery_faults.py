@@ -255,7 +255,7 @@ def test_crash_while_logging_the_reply_leaves_it_undelivered_then_logs_and_bills
     monkeypatch.setattr(delivery, "record_usage", dies)
     worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
                             lambda: [tenant.id], edit_interval=0.05)
-    with database.connection_context(), pytest.raises(SystemExit):
+    with database.connection_context(), pytest.raises(SystemExit):  # noqa: PT012 - until it dies
         for _ in range(200):
             worker.step(block=0.05)
     ledger = _ledger("e9")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import time
+from functools import partial
 
 import pytest
+from support.delivery import delivered, delivery_bus, publish, run_until
 
 from control.channels.telegram import BotApiClient
 from control.db import database
 from control.models import Delivery, Message, Usage
 from control.services.delivery import DELIVERY_GROUP, DeliveryWorker, split_text
 from standins.telegram_bot_api import TelegramBotApiStandin
-from wire.protocol import Event, events_stream
-from wire.sqlite_bus import SqliteBus
+from wire.protocol import events_stream
 
 CHAT = "5551"
 
@@ -31,7 +31,7 @@ def telegram():
 
 @pytest.fixture
 def bus(tmp_path):
-    return SqliteBus(tmp_path / "bus.db", visibility_timeout=0.5, poll_interval=0.01)
+    return delivery_bus(tmp_path)
 
 
 def _worker(bus, telegram, tenant, interval=0.3, consumer="control"):
@@ -39,27 +39,7 @@ def _worker(bus, telegram, tenant, interval=0.3, consumer="control"):
     return DeliveryWorker(bus, client, lambda: [tenant.id], edit_interval=interval, consumer=consumer)
 
 
-def _publish(bus, tenant, message_id, seq, kind, text, usage=None):
-    event = Event(message_id=message_id, seq=seq, kind=kind, text=text, tenant=str(tenant.id),
-                  channel="telegram", chat_id=CHAT, usage=usage)
-    bus.append(events_stream(str(tenant.id)), event.to_json())
-
-
-def _run_until(worker, predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    with database.connection_context():
-        while time.monotonic() < deadline:
-            worker.step(block=0.05)
-            if predicate():
-                return
-    raise AssertionError("condition not reached before the deadline")
-
-
-def _delivered(message_id):
-    def check():
-        row = Delivery.get_or_none(Delivery.envelope_id == message_id)
-        return row is not None and row.state == "delivered"
-    return check
+_publish = partial(publish, channel="telegram", chat_id=CHAT)
 
 
 def test_streamed_reply_is_one_message_edited_at_most_once_per_interval(bus, telegram, tenant):
@@ -70,7 +50,7 @@ def test_streamed_reply_is_one_message_edited_at_most_once_per_interval(bus, tel
     usage = {"model": "claude-haiku-4-5", "input_tokens": 12, "output_tokens": 4, "cost_cents": 0.0032,
              "latency_ms": 80}
     _publish(bus, tenant, "m1", 5, "final", "Hello, world!", usage)
-    _run_until(worker, _delivered("m1"))
+    run_until(worker, delivered("m1"))
     [message] = telegram.chat_messages(CHAT)
     assert message.text == "Hello, world!"
     assert len(telegram.calls_for("sendMessage")) == 1
@@ -87,7 +67,7 @@ def test_rate_limited_chat_waits_retry_after(bus, telegram, tenant):
     telegram.rate_limit_next(retry_after=1, times=1)
     worker = _worker(bus, telegram, tenant, interval=0.05)
     _publish(bus, tenant, "m2", 1, "final", "after the limit")
-    _run_until(worker, _delivered("m2"))
+    run_until(worker, delivered("m2"))
     limited, sent = telegram.calls_for("sendMessage")
     assert sent.at - limited.at >= 0.95
     assert [m.text for m in telegram.chat_messages(CHAT)] == ["after the limit"]
@@ -96,10 +76,10 @@ def test_rate_limited_chat_waits_retry_after(bus, telegram, tenant):
 def test_replayed_final_after_delivery_is_not_sent_again(bus, telegram, tenant):
     worker = _worker(bus, telegram, tenant)
     _publish(bus, tenant, "m3", 1, "final", "only once")
-    _run_until(worker, _delivered("m3"))
+    run_until(worker, delivered("m3"))
     _publish(bus, tenant, "m3", 1, "final", "only once")
     restarted = _worker(bus, telegram, tenant)
-    _run_until(restarted, lambda: bus.pending_count(events_stream(str(tenant.id)), DELIVERY_GROUP) == 0
+    run_until(restarted, lambda: bus.pending_count(events_stream(str(tenant.id)), DELIVERY_GROUP) == 0
                and bus.length(events_stream(str(tenant.id))) == 2)
     assert len(telegram.chat_messages(CHAT)) == 1
 
@@ -109,7 +89,7 @@ def test_undelivered_final_is_sent_after_a_worker_crash_and_marked_recovered(bus
     crashed = bus.read([events_stream(str(tenant.id))], DELIVERY_GROUP, "control", count=10)
     assert len(crashed) == 1  # read, never acknowledged: the worker died here
     survivor = _worker(bus, telegram, tenant, consumer="control-2")
-    _run_until(survivor, _delivered("m4"))
+    run_until(survivor, delivered("m4"))
     assert [m.text for m in telegram.chat_messages(CHAT)] == ["recovered reply"]
     with database.connection_context():
         assert Delivery.get(Delivery.envelope_id == "m4").recovered is True
@@ -119,7 +99,7 @@ def test_long_final_reply_is_split_at_telegrams_limit(bus, telegram, tenant):
     text = "\n".join(f"line {i} " + "x" * 90 for i in range(100))
     worker = _worker(bus, telegram, tenant, interval=0.01)
     _publish(bus, tenant, "m5", 1, "final", text)
-    _run_until(worker, _delivered("m5"))
+    run_until(worker, delivered("m5"))
     messages = telegram.chat_messages(CHAT)
     assert len(messages) == 3
     assert all(len(m.text) <= 4096 for m in messages)
@@ -130,7 +110,7 @@ def test_malformed_event_is_dead_lettered_without_stopping_delivery(bus, telegra
     stream = events_stream(str(tenant.id))
     bus.append(stream, '{"v": 1, "type": "event", "kind": "explode"}')
     _publish(bus, tenant, "m6", 1, "final", "still here")
-    _run_until(_worker(bus, telegram, tenant), _delivered("m6"))
+    run_until(_worker(bus, telegram, tenant), delivered("m6"))
     assert bus.length(stream + ":dead") == 1
 
 

@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from support.dashboard import sign_in
+from support.discord import api_overrides
 from support.webhooks import stored_state
 
 from control.channels.telegram import BotApiClient
 from control.db import database
-from control.models import ChatIdentity, Delivery, DiscordInteraction, Message
+from control.models import ChatIdentity, Delivery, DeliveryState, DiscordInteraction, Message
 from control.services import linking
 from control.services.delivery import DeliveryWorker
 from standins.discord_api import DiscordApiStandin, InteractionSigner, command_interaction
@@ -44,10 +45,7 @@ def discord_api():
 
 @pytest.fixture
 def settings(settings, discord_api):
-    return replace(settings, discord_public_key=SIGNER.public_key_hex,
-                   discord_bot_token=discord_api.bot_token,
-                   discord_application_id=discord_api.application_id,
-                   discord_api_base=discord_api.base_url)
+    return replace(settings, discord_public_key=SIGNER.public_key_hex, **api_overrides(discord_api))
 
 
 def post(client, payload, *, raw: bytes | None = None, headers: dict | None = None,
@@ -189,7 +187,7 @@ def _step_until(worker, predicate, timeout: float = 10.0) -> None:
 
 def _delivered(envelope_id: str) -> bool:
     row = Delivery.get_or_none(Delivery.envelope_id == envelope_id)
-    return row is not None and row.state == "delivered"
+    return row is not None and row.state == DeliveryState.DELIVERED
 
 
 # Signed hostile bodies: past the verifier, the parser must answer 200 or 400, never 500, and a

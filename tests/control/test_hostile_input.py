@@ -108,7 +108,7 @@ def _paths(doc, prefix=()):
     yield prefix
     children = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
     for key, value in children:
-        yield from _paths(value, prefix + (key,))
+        yield from _paths(value, (*prefix, key))
 
 
 def _mutate(draw, doc):
@@ -186,14 +186,15 @@ def test_telegram_updates_with_wrong_field_types_never_answer_500(client, runtim
 @fuzz_settings(max_examples=60, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/healthz", "/readyz", "/metrics", "/webhooks/stripe",
-                             "/webhooks/telegram", "/webhooks/nope", "/nope"]),
+                             "/webhooks/telegram", "/webhooks/whatsapp", "/webhooks/nope", "/nope"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
        query=st.text(max_size=30), body=st.binary(max_size=100), header=HEADER_TEXT)
 def test_every_route_answers_hostile_requests_without_a_server_error(client, path, method, query,
                                                                      body, header):
     response = client.open(path, method=method, query_string={"q": query}, data=body,
                            headers={"X-Junk": header, "Stripe-Signature": header,
-                                    "X-Telegram-Bot-Api-Secret-Token": header})
+                                    "X-Telegram-Bot-Api-Secret-Token": header,
+                                    "X-Hub-Signature-256": header})
     assert response.status_code < 500
     assert "Traceback" not in response.get_data(as_text=True)
 

@@ -48,7 +48,8 @@ def composio():
 def served(tmp_path, composio):
     """The control app on a real 127.0.0.1 port (werkzeug, threaded); yields the app."""
     holder = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),
+    # A lambda, not holder["app"]: the app is made below, once the server's port is known.
+    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),  # noqa: PLW0108
                          threaded=True)
     public_url = f"http://127.0.0.1:{server.server_port}"
     settings = Settings(data_dir=str(tmp_path / "data"), public_url=public_url,

@@ -42,6 +42,7 @@ from control.db import database
 from control.services import linking
 from control.web.openapi_schemas import HANDLED_STRIPE_EVENTS
 from standins.stripe_events import sign
+from standins.whatsapp_api import sign as whatsapp_sign
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generated requests per operation: the webhooks' bodies are where the parsing is, the rest
@@ -53,6 +54,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # ready without workers (they run in `hermes worker`).
 STATE_503: set[str] = set()
 CHAT = 777003
+WHATSAPP_SECRET = "whatsapp-fuzz-secret"
 _ids = itertools.count()
 
 
@@ -63,7 +65,8 @@ def gunicorn(settings, runtime):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HERMES_DATA_DIR": settings.data_dir,
            "DATABASE_URL": settings.database_url, "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-           "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET, "TELEGRAM_BOT_TOKEN": "123456:TEST"}
+           "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET, "TELEGRAM_BOT_TOKEN": "123456:TEST",
+           "WHATSAPP_APP_SECRET": WHATSAPP_SECRET}
     log = open(Path(settings.data_dir) / "gunicorn.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
                                 "--workers", "2", "control:create_app()"],
@@ -107,6 +110,10 @@ def _signed(case, label: str, event_type: str | None) -> tuple[dict, dict]:
         if isinstance(body, dict) and type(body.get("update_id")) is int:
             body["update_id"] = 10_000_000 + serial
         return {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET}, {}
+    if label == "POST /webhooks/whatsapp":
+        data = (b"" if isinstance(body, NotSet) else body if isinstance(body, bytes)
+                else json.dumps(body).encode())
+        return {"X-Hub-Signature-256": whatsapp_sign(data, WHATSAPP_SECRET)}, {"data": data}
     if isinstance(body, dict) and isinstance(body.get("id"), str):
         body["id"] = f"evt_fuzz_{serial}"
         if event_type is not None:

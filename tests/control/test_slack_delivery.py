@@ -4,8 +4,10 @@ delivered only with Slack's ``ts``; a 429's Retry-After honoured; a long reply s
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
+from support.delivery import delivered, delivery_bus, publish, run_until
 
 from control.channels.telegram import BotApiClient
 from control.db import database
@@ -14,8 +16,7 @@ from control.services.delivery import DELIVERY_GROUP, DeliveryWorker
 from control.services.secrets_box import box_from_settings
 from control.services.slack_install import DatabaseInstallationStore, slack_adapter
 from standins.slack_api import SlackApiStandin
-from wire.protocol import Event, events_stream
-from wire.sqlite_bus import SqliteBus
+from wire.protocol import events_stream
 
 TEAM, TOKEN, DM = "T9TK3CUKW", "xoxb-delivery-test", "D024BE91L"
 CHAT = f"{TEAM}:{DM}"
@@ -41,40 +42,20 @@ def slack(settings, runtime):
 
 @pytest.fixture
 def worker(tmp_path, settings, slack, tenant):
-    bus = SqliteBus(tmp_path / "bus.db", visibility_timeout=0.5, poll_interval=0.01)
+    bus = delivery_bus(tmp_path)
     adapter = slack_adapter(box_from_settings(settings), slack.base_url)
     telegram = BotApiClient("123456:TEST", "http://127.0.0.1:9")
     return DeliveryWorker(bus, telegram, lambda: [tenant.id], adapters={"slack": adapter},
                           edit_interval=0.2)
 
 
-def publish(worker, tenant, message_id, seq, kind, text):
-    event = Event(message_id=message_id, seq=seq, kind=kind, text=text, tenant=str(tenant.id),
-                  channel="slack", chat_id=CHAT)
-    worker.bus.append(events_stream(str(tenant.id)), event.to_json())
-
-
-def run_until(worker, predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    with database.connection_context():
-        while time.monotonic() < deadline:
-            worker.step(block=0.05)
-            if predicate():
-                return
-    raise AssertionError("condition not reached before the deadline")
-
-
-def delivered(message_id):
-    def check():
-        row = Delivery.get_or_none(Delivery.envelope_id == message_id)
-        return row is not None and row.state == "delivered"
-    return check
+_publish = partial(publish, channel="slack", chat_id=CHAT)
 
 
 def test_streamed_reply_is_posted_then_updated_and_recorded_with_its_ts(worker, slack, tenant):
-    publish(worker, tenant, "s1", 1, "delta", "Hello")
+    _publish(worker.bus, tenant, "s1", 1, "delta", "Hello")
     run_until(worker, lambda: slack.channel_messages(DM))
-    publish(worker, tenant, "s1", 2, "final", "Hello, **world**")
+    _publish(worker.bus, tenant, "s1", 2, "final", "Hello, **world**")
     run_until(worker, delivered("s1"))
     [message] = slack.channel_messages(DM)
     assert message.history == ["Hello", "Hello, *world*"]
@@ -86,7 +67,7 @@ def test_streamed_reply_is_posted_then_updated_and_recorded_with_its_ts(worker, 
 
 def test_rate_limit_waits_retry_after_then_delivers_once(worker, slack, tenant):
     slack.rate_limit_next(1)
-    publish(worker, tenant, "s2", 1, "final", "after the pause")
+    _publish(worker.bus, tenant, "s2", 1, "final", "after the pause")
     run_until(worker, delivered("s2"))
     posts = slack.calls_for("chat.postMessage")
     assert len(posts) == 2 and posts[1].at - posts[0].at >= 0.95  # Retry-After: 1 second
@@ -95,7 +76,7 @@ def test_rate_limit_waits_retry_after_then_delivers_once(worker, slack, tenant):
 
 def test_long_reply_is_split_into_messages_of_at_most_4000_characters(worker, slack, tenant):
     text = "\n".join(f"paragraph {i}: " + "y" * 180 for i in range(50))  # about 9,800 characters
-    publish(worker, tenant, "s3", 1, "final", text)
+    _publish(worker.bus, tenant, "s3", 1, "final", text)
     run_until(worker, delivered("s3"))
     shown = [m.text for m in slack.channel_messages(DM)]
     assert len(shown) == 3 and all(len(t) <= 4000 for t in shown)

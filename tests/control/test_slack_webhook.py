@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
+from support.slack import SECRET, TEAM, USER, install, post, slack_settings
 from support.webhooks import stored_state
 
 from control.db import database
@@ -22,10 +23,7 @@ from control.services.secrets_box import box_from_settings
 from standins.slack_api import SlackApiStandin, oauth_response, published_payload, signed_headers
 from wire.protocol import Envelope, messages_stream
 
-SECRET = "slack-signing-secret"
-TEAM = oauth_response()["team"]["id"]  # the workspace of Slack's published oauth.v2.access answer
 TOKEN = oauth_response()["access_token"]
-USER = "U2147483697"
 EVENTS, INTERACTIONS, COMMANDS = ("/webhooks/slack/events", "/webhooks/slack/interactions",
                                   "/webhooks/slack/commands")
 
@@ -38,20 +36,7 @@ def slack_api():
 
 @pytest.fixture
 def settings(settings, slack_api):
-    return settings.with_overrides(
-        slack_signing_secret=SECRET, slack_client_id=slack_api.client_id,
-        slack_client_secret=slack_api.client_secret, slack_api_base=slack_api.base_url)
-
-
-def install(client) -> str:
-    """Run the OAuth install as a person would: the Add to Slack page, then Slack's redirect
-    with a code; return the state it used."""
-    page = client.get("/slack/install")
-    assert page.status_code == 200
-    state = re.search(r"state=([A-Za-z0-9_-]+)", page.get_data(as_text=True)).group(1)
-    answer = client.get(f"/slack/oauth_redirect?code=good-code&state={state}")
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    return state
+    return slack_settings(settings, slack_api)
 
 
 @pytest.fixture
@@ -67,11 +52,6 @@ def linked(client, installed, slack_api):
     answer = post_command(client, f"link {token}")
     assert answer.json["text"].startswith("Linked!")
     return installed
-
-
-def post(client, path: str, body: bytes, content_type: str, **headers):
-    signed = signed_headers(body, SECRET, content_type=content_type)
-    return client.post(path, data=body, headers={**signed, **headers})
 
 
 def post_event(client, event: dict, event_id: str = "Ev0PV52K21", **headers):
@@ -131,7 +111,7 @@ def test_bad_missing_or_stale_signatures_are_401_and_store_nothing(client, runti
     assert stored_state(runtime) == before
 
 
-@pytest.mark.parametrize("path,body,content_type", [
+@pytest.mark.parametrize(("path", "body", "content_type"), [
     (EVENTS, b"{oops", "application/json"),
     (EVENTS, b"[]", "application/json"),
     (EVENTS, b'{"type": "event_callback", "event": {"type": "message"}}', "application/json"),

@@ -161,8 +161,8 @@ def test_paying_on_the_hosted_page_sends_signed_webhooks_and_redirects(api, clie
     assert invoice["status"] == "paid" and invoice["amount_paid"] == 2900
     assert invoice["parent"]["subscription_details"]["subscription"] == sub["id"]
     assert api.deliveries == [(e["type"], 200) for e in events]
+    body, headers = receiver.posts[0]
     with pytest.raises(stripe.SignatureVerificationError):
-        body, headers = receiver.posts[0]
         stripe.Webhook.construct_event(body.decode(), headers["Stripe-Signature"], "whsec_other")
     # The SDK reads back what the page created.
     customer = client.v1.customers.retrieve(done["customer"])

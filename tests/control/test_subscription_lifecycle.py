@@ -356,7 +356,8 @@ def test_after_retention_the_archive_is_gone_and_a_resubscriber_gets_a_fresh_age
     post_stripe(client, sub_event("customer.subscription.deleted", status="canceled", event_id="evt_del"))
     tenant = tenant_row()
     settings, provisioner = runtime.settings, runtime.provisioner
-    request = lambda t, plan: provisioning.request_machine(t, plan, runtime.tasks.provision_machine)
+    def request(t, plan):
+        return provisioning.request_machine(t, plan, runtime.tasks.provision_machine)
     with database.connection_context():
         lifecycle.end_grace(tenant.grace_until + timedelta(hours=1), provisioner, env=settings.env,
                             retention_days=settings.archive_retention_days, request=request)

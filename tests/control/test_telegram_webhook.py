@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from support.webhooks import post_telegram, row_counts
+from support.webhooks import link_telegram_chat, post_telegram, row_counts
 
 from control.db import database
 from control.models import ChatIdentity, LinkToken, Message, utcnow
@@ -18,10 +18,7 @@ CHAT = 777001
 
 @pytest.fixture
 def linked(client, tenant):
-    with database.connection_context():
-        token = linking.current_token(tenant, 3600).token
-    assert post_telegram(client, text_update(900, CHAT, f"/start {token}")).json["outcome"] == "answered"
-    return tenant
+    return link_telegram_chat(client, tenant, CHAT)
 
 
 def _inbox(runtime, tenant):
@@ -95,9 +92,11 @@ def test_photo_caption_reaches_the_agent_with_its_attachment(client, runtime, li
     update["message"]["chat"]["id"] = CHAT
     update["message"]["chat"]["type"] = "private"
     post_telegram(client, update)
-    [envelope] = _inbox(runtime, linked)
+    assert _inbox(runtime, linked) == []  # its file is stored first: tests/control/test_media_*.py
+    [task] = [t for t in runtime.huey.pending() if t.name == "ingest_media"]
+    envelope = Envelope.from_json(task.args[0])
     assert envelope.text == update["message"]["caption"]
-    assert envelope.attachments[0]["kind"] == "photo"
+    assert envelope.attachments[0]["kind"] == "image"
 
 
 @pytest.mark.parametrize("name", [

@@ -43,7 +43,8 @@ def stack(tmp_path_factory):
     with ComposioStandin(api_key="ak_contract") as composio, AnthropicStandin() as llm:
         # Served over HTTP: the agent reaches Composio through the control plane's MCP proxy.
         holder = {}
-        server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),
+        # A lambda, not holder["app"]: the app is made below, once the server's port is known.
+        server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),  # noqa: PLW0108
                              threaded=True)
         settings = Settings(data_dir=str(data / "control"), composio_api_key=composio.api_key,
                             composio_api_base=composio.url, composio_webhook_secret="s",
@@ -111,7 +112,7 @@ def test_service_connects_and_the_agent_calls_its_three_tools(stack, service):
         if tool.hint == "destructive":  # writes ask first; the user allowed them for good
             assert "allow" in _say(agent, f"/tools allow {name}")
 
-    calls = [(name, {key: "x" for key in t.input_schema.get("required", [])})
+    calls = [(name, dict.fromkeys(t.input_schema.get("required", []), "x"))
              for t, name in zip(service.tools, names, strict=True)]
     llm.script([tool_reply(*calls), text_reply(f"{service.name}: done")])
     assert _say(agent, f"use {service.name}") == f"{service.name}: done"

@@ -10,6 +10,7 @@ Hetzner computes (server addresses, ``<network id>-<ip range>`` subnet ids).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import itertools
@@ -197,6 +198,12 @@ def _run_isolated(
     program: Callable[[], None], stack: str, config: dict, secret_keys: set[str], project: str
 ) -> ProgramRun:
     ROOT.set(None)
+    # Pulumi's runtime asks asyncio for this thread's loop; an earlier ``asyncio.run`` in the
+    # same thread (another test) leaves none set, and then asyncio will not make one itself.
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_all_config(dict(config), sorted(secret_keys))
     mocks = HcloudMocks()
     monitor = RecordingMonitor(mocks)

@@ -183,9 +183,11 @@ def test_contract_lists_every_key_with_secrets_marked():
     keys = tc.TENANT_CONFIG_KEYS
     assert all(k.startswith("hermes:") and spec.description for k, spec in keys.items())
     assert {k for k, spec in keys.items() if spec.secret} == {
-        "hermes:busUrl", "hermes:agentToken", "hermes:anthropicApiKey", "hermes:openaiApiKey"}
+        "hermes:busUrl", "hermes:agentToken", "hermes:anthropicApiKey", "hermes:openaiApiKey",
+        "hermes:transcribeApiKey"}
     assert {spec.env_var for spec in keys.values() if spec.secret} == {
-        "HERMES_BUS_URL", "HERMES_AGENT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"}
+        "HERMES_BUS_URL", "HERMES_AGENT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+        "HERMES_TRANSCRIBE_API_KEY"}
     assert keys["hermes:location"].default == "nbg1"
     assert (keys["hermes:serverTypeLight"].default, keys["hermes:serverTypeHeavy"].default) == (
         "cx23",

@@ -4,7 +4,6 @@ stand-in, moto's S3 server on loopback, and a provisioner wired to all three."""
 from __future__ import annotations
 
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from providers_workspace_standin import FakeStackWorkspace
+from support.moto_s3 import ACCESS_KEY, REGION, SECRET_KEY, moto_s3_server, new_bucket
 
 from control.providers.hetzner.archive import LocalDirectoryArchiver, LocalDirectoryRestorer
 from control.providers.hetzner.config import HetznerConfig
@@ -102,26 +102,16 @@ def spec_env():
 @pytest.fixture(scope="session")
 def moto_s3_endpoint():
     """moto's real S3 server on a free loopback port, for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def s3_store(moto_s3_endpoint):
     """An ``S3ObjectStore`` on a fresh bucket of the moto server."""
-    import boto3
-
     from control.providers.archive import S3ObjectStore
 
-    bucket = f"archives-{uuid.uuid4().hex[:16]}"
-    client = boto3.client("s3", endpoint_url=moto_s3_endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-    client.create_bucket(Bucket=bucket)
+    bucket = new_bucket(moto_s3_endpoint, "archives", length=16)
     # A 5 MiB part size (S3's minimum) makes multi-part uploads cheap to exercise.
-    return S3ObjectStore(bucket, endpoint_url=moto_s3_endpoint, access_key="testing",
-                         secret_key="testing", region="us-east-1", part_size=5 * 1024 * 1024)
+    return S3ObjectStore(bucket, endpoint_url=moto_s3_endpoint, access_key=ACCESS_KEY,
+                         secret_key=SECRET_KEY, region=REGION, part_size=5 * 1024 * 1024)

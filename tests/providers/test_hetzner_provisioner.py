@@ -122,7 +122,7 @@ def test_a_fatal_pulumi_error_is_not_retried(make_provisioner, workspace, sleeps
     assert sleeps == []
 
 
-@pytest.mark.parametrize("server_type, reason", [("cx21", "does not exist"),
+@pytest.mark.parametrize(("server_type", "reason"), [("cx21", "does not exist"),
                                                  ("cx22", "deprecated")])
 def test_unknown_or_deprecated_server_type_is_rejected(make_provisioner, workspace, hcloud_api,
                                                        spec_env, server_type, reason):
@@ -270,7 +270,7 @@ def test_llm_keys_are_secret_config_and_the_ca_travels_as_plain_text(make_provis
 
 def test_unreadable_ca_file_is_refused(make_provisioner, workspace, spec_env, tmp_path):
     env = {**spec_env, "HERMES_BUS_CA_FILE": str(tmp_path / "missing.pem")}
-    with pytest.raises(ProvisioningError, match="missing.pem"):
+    with pytest.raises(ProvisioningError, match=r"missing\.pem"):
         make_provisioner().provision(MachineSpec("alice", "light", env))
     assert workspace.stacks == {}
 

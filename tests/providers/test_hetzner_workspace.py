@@ -34,7 +34,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("output, kind", CASES)
+@pytest.mark.parametrize(("output", "kind"), CASES)
 def test_pulumi_output_is_classified(output, kind):
     assert classify_output(output) == kind
     assert StackOperationError("s", kind, output).retryable == (

@@ -3,7 +3,6 @@ complete control.env from the inventory and the Vault, Telegram registration, id
 
 from __future__ import annotations
 
-import ast
 import configparser
 import datetime
 import re
@@ -17,6 +16,7 @@ import yaml
 
 from control.settings import Settings
 from standins.telegram_bot_api import TelegramBotApiStandin
+from wire.declared import env_names
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/control"
@@ -37,25 +37,9 @@ SECRETS = {
 
 
 def settings_read_by_control() -> set[str]:
-    """Every environment variable control/settings.py reads: ``env.get("X")``, ``env["X"]``
-    and the names in its module-level maps (HETZNER_ENV, AGENT_ENV_KEYS, ...)."""
-    tree = ast.parse((REPO / "control/settings.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "get" and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "env" and node.args
-                and isinstance(node.args[0], ast.Constant)):
-            names.add(node.args[0].value)
-        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-              and node.value.id == "env" and isinstance(node.slice, ast.Constant)):
-            names.add(node.slice.value)
-        elif (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-              and node.targets[0].id.isupper() and node.targets[0].id.endswith(("_ENV", "_KEYS"))):
-            values = node.value.values if isinstance(node.value, ast.Dict) else getattr(
-                node.value, "elts", [])
-            names |= {v.value for v in values if isinstance(v, ast.Constant)}
-    return {name for name in names if isinstance(name, str)}
+    """Every environment variable control/settings.py declares (``wire.declared``), the
+    agent variables it hands on (AGENT_ENV_KEYS) included."""
+    return {name for names in env_names(Settings).values() for name in names}
 
 
 def read_env_file(path: Path) -> tuple[dict[str, str], set[str]]:

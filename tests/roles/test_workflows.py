@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 import subprocess
@@ -174,18 +173,11 @@ def test_every_pulumi_preview_and_up_uses_the_policy_pack(name):
 
 
 def settings_env_names() -> dict[str, str]:
-    """``Settings`` attribute -> environment variable, read from control/settings.py."""
-    from control.settings import HETZNER_ENV
+    """``Settings`` attribute -> environment variable, from control/settings.py's declarations."""
+    from control.settings import Settings
+    from wire.declared import env_names
 
-    tree = ast.parse((REPO / "control/settings.py").read_text())
-    names = {attr: var for attr, var in HETZNER_ENV.items()}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and isinstance(node.value, ast.Call):
-            call = node.value
-            if (isinstance(call.func, ast.Attribute) and call.func.attr == "get"
-                    and call.args and isinstance(call.args[0], ast.Constant)):
-                names.setdefault(node.arg, call.args[0].value)
-    return names
+    return {attr: names[0] for attr, names in env_names(Settings).items()}
 
 
 def test_drift_step_has_every_setting_the_hetzner_provisioner_requires():

@@ -6,7 +6,9 @@ import json
 
 from control.db import database
 from control.models import ALL_MODELS
+from control.services import linking
 from standins.stripe_events import sign
+from standins.telegram_updates import text_update
 
 STRIPE_SECRET = "whsec_test_secret"
 TELEGRAM_SECRET = "telegram-secret-token"
@@ -29,6 +31,19 @@ def post_telegram(client, update, secret: str | None = TELEGRAM_SECRET, raw: byt
         headers["X-Telegram-Bot-Api-Secret-Token"] = secret
     body = raw if raw is not None else json.dumps(update).encode()
     return client.post("/webhooks/telegram", data=body, headers=headers)
+
+
+def link_telegram_chat(client, tenant, chat: int):
+    """Link Telegram chat ``chat`` to ``tenant`` as a person does (``/start <token>`` sent from
+    it); returns ``tenant``.
+
+    Raises:
+        AssertionError: the bot did not answer the ``/start``.
+    """
+    with database.connection_context():
+        token = linking.current_token(tenant, 3600).token
+    assert post_telegram(client, text_update(900, chat, f"/start {token}")).json["outcome"] == "answered"
+    return tenant
 
 
 def row_counts() -> dict[str, int]:

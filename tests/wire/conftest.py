@@ -86,7 +86,7 @@ class RedisServer:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     self.stop(signal.SIGKILL)  # never leave a half-started server behind
                     log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
+                    raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}") from None
                 time.sleep(0.02)
             finally:
                 client.close()

@@ -115,9 +115,9 @@ def test_scripts_cannot_escape_the_acl(control, tenant_urls):
     try:
         with pytest.raises(redis.ResponseError, match="can't run this command"):
             client.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, A_EVENTS)
-        with pytest.raises(redis.ResponseError, match="can.t access at least one of the keys"):
+        with pytest.raises(redis.ResponseError, match=r"can.t access at least one of the keys"):
             client.eval("return redis.call('XLEN', 'hermes:messages:b')", 1, A_EVENTS)
-        with pytest.raises(redis.ResponseError, match="can.t access at least one of the keys"):
+        with pytest.raises(redis.ResponseError, match=r"can.t access at least one of the keys"):
             client.eval("return redis.call('XADD', 'hermes:events:b', '*', 'payload', 'x')",
                         1, A_EVENTS)
     finally:

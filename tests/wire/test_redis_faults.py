@@ -92,7 +92,7 @@ def test_slow_consumer_gets_backpressure_instead_of_losing_entries(redis_server_
     bus = RedisBus.from_url(server.admin_url, retention=100, max_backlog=50)
     bus.read([STREAM], "agent", "vm")  # the agent's group exists, but it is slow
     accepted = []
-    with pytest.raises(BusBackpressure, match="not yet acknowledged"):
+    with pytest.raises(BusBackpressure, match="not yet acknowledged"):  # noqa: PT012 - until full
         for i in range(200):
             bus.append(STREAM, f"m{i}")
             accepted.append(f"m{i}")
@@ -151,7 +151,7 @@ def test_append_to_a_frozen_redis_times_out_then_a_retry_is_safe(redis_server_fa
     server.pause()
     started = time.monotonic()
     try:
-        with pytest.raises(BusUnavailable, match="(?i)timeout"):
+        with pytest.raises(BusUnavailable, match=r"(?i)timeout"):
             bus.append(STREAM, "envelope", idempotency_key="env-1")
         assert time.monotonic() - started < 5.0  # bounded by the socket timeout, not forever
     finally:

@@ -207,20 +207,22 @@ def stream_command(argv: list[str], store: ObjectStore, key: str, metadata: dict
             or the upload failed.
     """
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are PIPEs
     errors: list[bytes] = []
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    drain = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
     drain.start()
     try:
-        result = archive_stream(store, proc.stdout, key, metadata)
+        result = archive_stream(store, stdout, key, metadata)
     finally:
-        proc.stdout.close()
+        stdout.close()
         code = proc.wait()
         drain.join()
     if code != 0:
         store.delete(key)
         store.delete(key + ".manifest.json")
-        stderr = b"".join(errors).decode(errors="replace").strip()
-        raise ProvisioningError(f"{what} failed (exit {code}): {stderr[-500:]}")
+        tail = b"".join(errors).decode(errors="replace").strip()[-500:]
+        raise ProvisioningError(f"{what} failed (exit {code}): {tail}")
     return result
 
 

@@ -171,7 +171,7 @@ class HetznerConfig:
                 unreadable or not PEM. Raised before any stack exists, so no VM boots into a
                 crash loop.
         """
-        required = [spec.env_var for spec in tc.AGENT_SETTINGS
+        required = [spec.agent_variable for spec in tc.AGENT_SETTINGS
                     if not (spec.optional or spec.default) and spec.key != tc.CONTROL_URL]
         missing = [name for name in required if not agent_env.get(name)]
         if missing:
@@ -182,8 +182,8 @@ class HetznerConfig:
             raise ProvisioningError(f"cannot provision {tenant}: {err}",
                                     code="llm_not_configured") from err
         _check_time_zone(tenant, agent_env.get("HERMES_TZ", ""))
-        entries = {spec.key: ConfigEntry(agent_env[spec.env_var], secret=spec.secret)
-                   for spec in tc.AGENT_SETTINGS if agent_env.get(spec.env_var)}
+        entries = {spec.key: ConfigEntry(agent_env[spec.agent_variable], secret=spec.secret)
+                   for spec in tc.AGENT_SETTINGS if agent_env.get(spec.agent_variable)}
         for agent_file in tc.AGENT_FILES:
             if agent_env.get(agent_file.env_var):
                 entries[agent_file.key] = ConfigEntry(

@@ -20,6 +20,7 @@ program is ``infra.tenant.build(tenant, plan)`` (one server from the pinned snap
 
 from __future__ import annotations
 
+import builtins
 import functools
 import time
 from collections.abc import Callable
@@ -294,7 +295,7 @@ class HetznerProvisioner(Provisioner):
             return self.status(tenant)
         downgrade = current in PLAN_ORDER and PLAN_ORDER.index(plan) < PLAN_ORDER.index(current)
         if downgrade if at_period_end is None else at_period_end:
-            record = self.resizes.schedule(tenant, current, plan)
+            record = self.resizes.schedule(tenant, current or "", plan)  # "": no plan output
             log.info("tenant_resize_scheduled", tenant=tenant, from_plan=current, to_plan=plan)
             return replace(self.status(tenant), detail=(
                 f"resize {current} -> {plan} scheduled for the end of the billing period "
@@ -472,8 +473,8 @@ class HetznerProvisioner(Provisioner):
 
     def _machine_status(self, tenant: str, server) -> MachineStatus:
         labels = dict(server.labels or {})
-        detail = f"server {server.id} {server.name}, type {server.server_type.name}, " \
-                 f"hcloud status {server.status}"
+        detail = (f"server {server.id} {server.name}, type {server.server_type.name}, "
+                  f"hcloud status {server.status}")
         scheduled = self.resizes.get(tenant)
         if scheduled:
             detail += f"; resize to {scheduled.to_plan} scheduled for the period end"
@@ -481,7 +482,7 @@ class HetznerProvisioner(Provisioner):
         return MachineStatus(tenant, state, plan=labels.get("plan"), address=server_address(server),
                              detail=detail, labels=labels)
 
-    def _remove_untracked_servers(self, ref: StackRef, pending: list[dict]) -> None:
+    def _remove_untracked_servers(self, ref: StackRef, pending: builtins.list[dict]) -> None:
         """After dropping pending creates, delete the tenant's servers the state does not track
         (the create reached Hetzner but its result never reached the state)."""
         creates = [p for p in pending if p.get("type") == "creating"

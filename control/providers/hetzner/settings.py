@@ -9,6 +9,7 @@ directories default to subdirectories of ``settings.data_dir``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from control.errors import ConfigError
 from control.providers.hetzner.config import HetznerConfig
@@ -45,7 +46,7 @@ def hetzner_config_from_settings(settings) -> HetznerConfig:
     Raises:
         ConfigError: a required value is missing or invalid (the message names the fields).
     """
-    values = {}
+    values: dict[str, Any] = {}
     for field_name, attribute in SETTINGS_FIELDS.items():
         value = getattr(settings, attribute, None)
         if value not in (None, "", (), {}):

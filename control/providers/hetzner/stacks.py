@@ -97,7 +97,7 @@ class StackRunner:
             return err.retryable
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            err = state.outcome.exception()
+            err = state.outcome.exception() if state.outcome else None
             log.warning("stack_operation_retry", stack=ref.name, operation=operation,
                         kind=getattr(err, "kind", None), attempt=state.attempt_number,
                         pause_s=state.next_action.sleep if state.next_action else None)
