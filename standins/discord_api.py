@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from nacl.signing import SigningKey
 
-from standins.scripted_server import ScriptedServer, send_json
+from standins.scripted_server import ScriptedServer, send_json, wait_notified
 
 log = logging.getLogger(__name__)
 
@@ -265,14 +265,7 @@ class DiscordApiStandin(ScriptedServer):
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Wait until ``predicate()`` is true after some request (or already); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 0.2))
-        return True
+        return wait_notified(self._changed, predicate, timeout)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -535,14 +528,7 @@ class DiscordGatewayStandin:
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Wait until ``predicate()`` holds (checked after each gateway event); False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(min(left, 0.2))
-        return True
+        return wait_notified(self._changed, predicate, timeout)
 
     def dm(self, user_id: str, channel_id: str, content: str, attachments: list | None = None,
            flags: int = 0) -> dict:

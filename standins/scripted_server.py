@@ -6,7 +6,26 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable
+
+
+def wait_notified(changed: threading.Condition, predicate: Callable[[], object],
+                  timeout: float) -> bool:
+    """Wait until ``predicate()`` is true, checking it whenever ``changed`` is notified (a
+    stand-in notifies after each request it records) and at least every 0.2 s.
+
+    Returns:
+        True once it holds, False after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        with changed:
+            changed.wait(min(remaining, 0.2))
+    return True
 
 
 def send_json(handler: http.server.BaseHTTPRequestHandler, status: int, payload: dict,

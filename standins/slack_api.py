@@ -41,7 +41,7 @@ from importlib import resources
 from typing import ClassVar
 from urllib.parse import parse_qsl
 
-from standins.scripted_server import ScriptedServer, send_json
+from standins.scripted_server import ScriptedServer, send_json, wait_notified
 
 # chat.postMessage truncates text beyond 40,000 characters; chat.update refuses it with
 # ``msg_too_long`` (https://docs.slack.dev/reference/methods/chat.update#errors).
@@ -230,14 +230,7 @@ class SlackApiStandin(ScriptedServer):
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Block until ``predicate(self)`` is true or ``timeout`` seconds pass; return the outcome."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with self._changed:
-                self._changed.wait(min(remaining, 0.2))
-        return True
+        return wait_notified(self._changed, lambda: predicate(self), timeout)
 
     # -- the wire ----------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from standins.scripted_server import wait_notified
+
 # Bot API limits (https://core.telegram.org/bots/api#setwebhook, #botcommand).
 _SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _COMMAND_RE = re.compile(r"[a-z0-9_]{1,32}")
@@ -261,14 +263,7 @@ class TelegramBotApiStandin:
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Block until ``predicate(self)`` is true or ``timeout`` seconds pass; return the outcome."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with self._changed:
-                self._changed.wait(min(remaining, 0.2))
-        return True
+        return wait_notified(self._changed, lambda: predicate(self), timeout)
 
     def _dispatch(self, path: str, raw: bytes) -> tuple[int, dict]:
         prefix = f"/bot{self.token}/"
