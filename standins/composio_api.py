@@ -17,7 +17,7 @@ Approve and Deny buttons; approving makes the account ``ACTIVE`` and answers 303
 ``callback_url`` with ``status=success&connected_account_id=<id>`` (deny: ``status=failed``).
 
 Webhooks (``expire``, ``send_event``) are V3 payloads shaped like the published
-``composio.connected_account.expired`` example (../shared/realdata/composio), signed per
+``composio.connected_account.expired`` example (standins/payloads/composio), signed per
 Standard Webhooks as Composio documents: ``webhook-id``, ``webhook-timestamp`` (Unix seconds),
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed with the
 webhook secret's text, and ``x-composio-webhook-version: V3``.

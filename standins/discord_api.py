@@ -24,7 +24,7 @@ IDENTIFY (op 2) → READY (op 0 with ``session_id`` and ``resume_gateway_url``),
 (op 1 → op 11), RESUME (op 6) → the dispatches after the client's ``seq`` then RESUMED, a
 wrong session → INVALID SESSION (op 9, ``d: false``), ``reconnect`` (op 7) and ``drop`` (the
 TCP connection cut with no close frame).  ``dm`` emits a MESSAGE_CREATE for a DM (fields from
-the docs' message object, ``../shared/realdata/discord/message_object_example.json``, without
+the docs' message object, ``standins/payloads/discord/message_object_example.json``, without
 ``guild_id``/``member`` as the docs' field table says for a DM); dispatches while no session is
 connected are kept and replayed on RESUME.
 
@@ -85,7 +85,7 @@ def command_interaction(name: str, user_id: str, options: dict | None = None, *,
                         channel_id: str = "645027906669510667",
                         guild_id: str | None = "290926798626357999") -> dict:
     """Return an APPLICATION_COMMAND interaction shaped like the docs' example
-    (``../shared/realdata/discord/interaction_application_command.json``) with a fresh id and
+    (``standins/payloads/discord/interaction_application_command.json``) with a fresh id and
     token, ``name`` and string ``options``; ``guild_id=None`` makes it a DM invocation
     (``user`` instead of ``member``)."""
     user = {"id": user_id, "username": "Mason", "avatar": None, "discriminator": "0",

@@ -18,7 +18,7 @@ Failures are scripted: ``fail_next(130429)`` (throughput), ``fail_next(131047)``
 keeps every message sent (``sent``), so tests read what the user would see.
 
 Webhooks: ``published_payload`` reads the published bodies (``payloads/whatsapp``, copied from
-``shared/realdata/whatsapp``); ``message_body`` / ``status_body`` set the fields a scenario
+``standins/payloads/whatsapp``); ``message_body`` / ``status_body`` set the fields a scenario
 needs; ``sign`` computes ``X-Hub-Signature-256``; ``post_webhook`` posts a signed body to the
 app, and ``post_statuses`` posts a status for every message sent, as Meta does after a send.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 
 import pytest
+import support.fuzz  # noqa: F401 - loads the Hypothesis profile (ci or dev) for every test
 
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "HERMES_LLM",
                    "HERMES_MODEL", "DATABASE_URL", "REDIS_URL", "HERMES_BUS", "HERMES_BUS_URL",
@@ -30,3 +31,20 @@ def fake_ssh(tmp_path):
     script.write_text('#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
+
+
+# Tests that build or enter a chroot share /var/tmp/hermes-rehearsal and mount points: one worker.
+CHROOT_TESTS = ("tests/image/", "tests/providers/test_image_build.py", "tests/e2e/test_rehearsal.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group tests for pytest-xdist's ``--dist loadgroup`` (``make test`` runs ``-n auto``).
+
+    A file's tests stay on one worker, so its module and session fixtures (a Redis server, an
+    Ansible run, the embedding model) are built once; the chroot users form one group.
+    """
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix()
+        group = "chroot" if path.startswith(CHROOT_TESTS) else path
+        item.add_marker(pytest.mark.xdist_group(group))

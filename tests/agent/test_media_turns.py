@@ -23,7 +23,7 @@ from standins.anthropic_api import image_blocks, last_user_text, text_reply
 from standins.openai_api import OpenAIStandin
 from wire.protocol import messages_stream
 
-REALDATA = Path("/work/shared/realdata")
+REALDATA = Path(__file__).resolve().parents[2] / "standins" / "payloads"
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg (Debian package) is not installed")
 
 

@@ -2,39 +2,62 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
 from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
 
 from control import create_app
-from control.db import database
+from control.db import database, init_database
 from control.runtime import Runtime
 from control.settings import Settings
 
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 
 
-def _postgres_url() -> str:
-    """Create a throwaway schema-free database on the local server; skip if it is down."""
-    name = f"hermes_test_{uuid.uuid4().hex[:10]}"
+def _admin():
     try:
-        conn = psycopg2.connect(POSTGRES_ADMIN.replace("postgresql://", "postgres://"), connect_timeout=3)
+        conn = psycopg2.connect(POSTGRES_ADMIN, connect_timeout=3)
     except psycopg2.OperationalError as exc:
         pytest.skip(f"PostgreSQL not available: {exc}")
     conn.autocommit = True
+    return conn
+
+
+def _migrate(url: str) -> None:
+    """Bring the database at ``url`` to the current schema, then let go of every connection."""
+    db = init_database(url)
+    close_all = getattr(db, "close_all", None)
+    if close_all is not None:
+        close_all()
+    db.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(worker_id):
+    """A database migrated once per session (and pytest-xdist worker); tests clone it.
+
+    ``CREATE DATABASE ... TEMPLATE`` copies the migrated schema in milliseconds instead of
+    running every migration per test (PostgreSQL docs, "Template Databases").
+    """
+    name = f"hermes_template_{worker_id}_{uuid.uuid4().hex[:6]}"
+    conn = _admin()
     conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-def _drop_postgres(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    conn = psycopg2.connect(POSTGRES_ADMIN.replace("postgresql://", "postgres://"))
-    conn.autocommit = True
+    _migrate(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    yield name
     conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A control database file migrated once per session; tests copy it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "control.db"
+    _migrate(f"sqlite:///{path}")
+    return path
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,14 +67,32 @@ def db_backend(request):
 
 
 @pytest.fixture
-def settings(tmp_path, db_backend):
-    url = _postgres_url() if db_backend == "postgres" else ""
-    yield Settings(data_dir=str(tmp_path / "data"), database_url=url,
-                   stripe_webhook_secret=STRIPE_SECRET, telegram_webhook_secret=TELEGRAM_SECRET,
-                   telegram_bot_token="123456:TEST", stripe_price_plans={"price_heavy_eur": "heavy"})
-    if url:
-        database.close()
-        _drop_postgres(url)
+def database_url(request, db_backend, tmp_path):
+    """A migrated, empty control database of ``db_backend`` for this test only."""
+    if db_backend == "sqlite":
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), data / "control.db")
+        yield ""  # Settings' default: sqlite:///<data_dir>/control.db
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"hermes_test_{uuid.uuid4().hex[:10]}"
+    conn = _admin()
+    conn.cursor().execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    database.close()
+    close_all = getattr(database.obj, "close_all", None)
+    if close_all is not None:
+        close_all()
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    return Settings(data_dir=str(tmp_path / "data"), database_url=database_url,
+                    stripe_webhook_secret=STRIPE_SECRET, telegram_webhook_secret=TELEGRAM_SECRET,
+                    telegram_bot_token="123456:TEST", stripe_price_plans={"price_heavy_eur": "heavy"})
 
 
 @pytest.fixture

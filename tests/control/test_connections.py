@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,6 +22,7 @@ from control.settings import Settings
 from standins.composio_api import ComposioStandin, sign
 from wire.protocol import Envelope, messages_stream
 
+PAYLOADS = Path(__file__).resolve().parents[2] / "standins" / "payloads"
 WEBHOOK_SECRET = "composio-webhook-secret-for-tests"
 STRIPE_KEY = "sk_test_51HermesConnectionsSecretKey0123"
 PG_URL = "postgresql://hermes:s3cret-pw@db.example.com:5432/app"
@@ -190,7 +192,7 @@ def _post_webhook(client, event: dict, *, webhook_id=None, timestamp=None, secre
 
 def test_webhook_signature_good_bad_stale_duplicate_and_malformed(app):
     client = app.test_client()
-    with open("../shared/realdata/composio/webhook_trigger_message_v3.json") as handle:
+    with open(PAYLOADS / "composio" / "webhook_trigger_message_v3.json") as handle:
         event = json.load(handle)
 
     def stored():
@@ -220,7 +222,7 @@ def test_expired_webhook_marks_it_expired_and_pushes_a_new_config(app, composio)
     account_id = composio.account_of(composio_user_id(tenant), "gmail")["id"]
     assert _configs(app, tenant)[-1]["composio"]["url"]
 
-    with open("../shared/realdata/composio/webhook_connected_account_expired.json") as handle:
+    with open(PAYLOADS / "composio" / "webhook_connected_account_expired.json") as handle:
         event = json.load(handle)
     event["data"]["id"] = account_id
     composio.set_status(account_id, "EXPIRED", "OAuth refresh token expired")

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from support.fuzz import examples
 from support.dashboard import sign_in
 from support.discord import api_overrides
 from support.webhooks import stored_state
@@ -29,11 +30,11 @@ SIGNER = InteractionSigner()
 USER = "53908232506183680"
 
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "discord"
+REALDATA = Path(__file__).resolve().parents[2] / "standins" / "payloads" / "discord"
 
 
 def _published(name: str) -> dict:
-    """A payload published by Discord (../shared/realdata/README.md)."""
+    """A payload published by Discord (standins/payloads/README.md)."""
     return json.loads((REALDATA / name).read_text())
 
 
@@ -207,7 +208,7 @@ _INTERACTIONS = st.fixed_dictionaries(
         "user": _VALUES, "channel_id": st.one_of(st.just("645027906669510667"), _LEAVES)})
 
 
-@hyp_settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@hyp_settings(max_examples=examples(60), deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=st.one_of(_INTERACTIONS, _VALUES))
 def test_signed_hostile_bodies_never_fail_the_server(client, runtime, tenant, body):

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from support.fuzz import examples
 from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET, post_telegram, stored_state
 
 from control.db import database
@@ -24,7 +25,7 @@ from standins import stripe_events as se
 from standins.stripe_events import sign
 from standins.telegram_updates import published_update, text_update
 
-FUZZ = fuzz_settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = fuzz_settings(max_examples=examples(150), deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow, HealthCheck.data_too_large])
 CHAT = 777002
@@ -183,7 +184,7 @@ def test_telegram_updates_with_wrong_field_types_never_answer_500(client, runtim
     _assert_answer_is_safe(response, before, runtime)
 
 
-@fuzz_settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@fuzz_settings(max_examples=examples(60), deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/healthz", "/readyz", "/metrics", "/webhooks/stripe",
                              "/webhooks/telegram", "/webhooks/whatsapp", "/webhooks/nope", "/nope"]),

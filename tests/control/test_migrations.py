@@ -46,6 +46,12 @@ def extra_postgres():
     conn.close()
 
 
+@pytest.fixture
+def database_url(db_backend, extra_postgres):
+    """These tests build old schemas themselves: an empty database, not the migrated template."""
+    return extra_postgres() if db_backend == "postgres" else ""
+
+
 def _scratch_url(settings, db_backend, extra_postgres, name: str) -> str:
     """A second empty database on the same backend as ``settings``."""
     if db_backend == "postgres":

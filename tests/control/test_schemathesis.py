@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.fuzz import examples
 from support.serve import free_port, wait_until
 from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET, stored_state
 
@@ -47,7 +48,7 @@ from standins.whatsapp_api import sign as whatsapp_sign
 ROOT = Path(__file__).resolve().parents[2]
 # Generated requests per operation: the webhooks' bodies are where the parsing is, the rest
 # have at most a path parameter (hypothesis stops early when it runs out of distinct cases).
-EXAMPLES, WEBHOOK_EXAMPLES = 50, 150
+EXAMPLES, WEBHOOK_EXAMPLES = examples(50), examples(150)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 # No route may answer 503 here: database and bus are up, and a web-only gunicorn process is

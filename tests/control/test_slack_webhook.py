@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
+from support.fuzz import examples
 from support.slack import SECRET, TEAM, USER, install, post, slack_settings
 from support.webhooks import stored_state
 
@@ -293,7 +294,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
 
 
-@settings_(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings_(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(event=st.fixed_dictionaries({"type": st.sampled_from(["message", "app_mention",
                                                              "app_home_opened"])},
                                    optional={"user": _JSON, "text": _JSON, "ts": _JSON,
@@ -312,7 +313,7 @@ def test_signed_hostile_events_never_500_and_refusals_store_nothing(client, runt
         assert stored_state(runtime) == before
 
 
-@settings_(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings_(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(["global_shortcut.json", "view_submission.json", "block_actions.json"]),
        changes=st.dictionaries(st.sampled_from(["user", "team", "view", "trigger_id", "callback_id",
                                                 "actions", "channel", "container", "type"]),

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
+from support.fuzz import examples
 from support.dashboard import sign_in
 from support.webhooks import stored_state
 from support.whatsapp import (
@@ -308,7 +309,7 @@ def test_a_status_of_a_control_plane_answer_is_not_retried(client, configured, r
 
 # -- hostile input ------------------------------------------------------------------------------
 
-FUZZ = fuzz_settings(max_examples=120, deadline=None, derandomize=True, database=None,
+FUZZ = fuzz_settings(max_examples=examples(120), deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
 LEAVES = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
