@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -121,6 +120,19 @@ def replies(telegram, chat_id: int, prefix: str) -> list[str]:
     return [m.text for m in telegram.chat_messages(chat_id) if m.text.startswith(prefix)]
 
 
+def settled(server: PrivateRedis, tenant_id: int) -> bool:
+    """Every message of the tenant handled and every event delivered: each consumer group has
+    read its stream to the end (lag 0) and acknowledged all of it (no pending entry), so a
+    duplicate answer, if there were one, would already be at the stand-in."""
+    admin = redis.Redis.from_url(server.admin_url, decode_responses=True)
+    try:
+        groups = [group for stream in (messages_stream(str(tenant_id)), events_stream(str(tenant_id)))
+                  for group in admin.xinfo_groups(stream)]
+    finally:
+        admin.close()
+    return bool(groups) and all(g["lag"] == 0 and g["pending"] == 0 for g in groups)
+
+
 def agent_env(serve: ServeProcess, tenant_id: int) -> dict:
     return json.loads((serve.data_dir / "agents" / str(tenant_id) / "machine.json").read_text())["env"]
 
@@ -146,7 +158,7 @@ def test_agent_on_redis_gets_only_its_tenant_user_and_answers(stack):
 
 
 def test_agent_killed_mid_turn_on_redis_answers_exactly_once(stack):
-    serve, _, telegram, responder = stack
+    serve, server, telegram, responder = stack
     tenant_id, chat_id = signup_and_link(serve, telegram, 2)
     ready = serve.data_dir / "agents" / str(tenant_id) / "agent.ready"
     pid = json.loads(ready.read_text())["pid"]
@@ -156,14 +168,14 @@ def test_agent_killed_mid_turn_on_redis_answers_exactly_once(stack):
     wait_until(lambda: ready.exists() and json.loads(ready.read_text())["pid"] != pid, 60,
                "the supervisor's restart")
     wait_until(lambda: replies(telegram, chat_id, "Considered"), 60, "the answer after the restart")
-    time.sleep(1.0)  # a second answer would be a duplicate: give it the chance to show
+    wait_until(lambda: settled(server, tenant_id), 30, "every message handled and every event delivered")
     texts = [m.text for m in telegram.chat_messages(chat_id) if m.text in ("too late", "Considered over Redis.")]
     assert texts == ["Considered over Redis."]
 
 
 def test_redis_down_makes_webhooks_503_and_loses_nothing(stack):
     serve, server, telegram, _ = stack
-    _, chat_id = signup_and_link(serve, telegram, 3)
+    tenant_id, chat_id = signup_and_link(serve, telegram, 3)
     before = text_update(3001, chat_id, "sent before the outage")
     assert serve.telegram(before).json()["outcome"] == "published"
     server.stop()
@@ -175,7 +187,7 @@ def test_redis_down_makes_webhooks_503_and_loses_nothing(stack):
                          "the retried update to be accepted")
     assert retried.json()["outcome"] == "published"
     wait_until(lambda: len(replies(telegram, chat_id, "echo:")) == 2, 90, "both answers")
-    time.sleep(1.0)
+    wait_until(lambda: settled(server, tenant_id), 30, "every message handled and every event delivered")
     assert sorted(replies(telegram, chat_id, "echo:")) == ["echo: sent before the outage",
                                                           "echo: sent during the outage"]
 
