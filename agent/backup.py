@@ -8,7 +8,12 @@ for stdout) holding:
   is one committed state even while the agent writes (https://sqlite.org/backup.html) — a raw
   copy of a live WAL database can miss committed pages or tear between the file and its WAL;
 * the ``skills/`` tree;
-* ``hermes-snapshot.json``: format version, creation time and each store's size and SHA-256.
+* ``mcp_servers.json``, the MCP servers the control plane pushed (``agent.mcp_client.config``),
+  so a restored agent has its connected services' tools before the control plane's next push
+  (issue 19, finding 9); restored with mode 0600, as the agent writes it (it holds the MCP proxy
+  token);
+* ``hermes-snapshot.json``: format version, creation time, each store's size and SHA-256, and
+  the same for each configuration file (``files``).
 
 The task queue (``huey.db``) and the embedded bus (``bus.db``) are transport, not user data: an
 envelope in flight is redelivered by the bus to whichever agent runs next, so neither is kept.
@@ -17,8 +22,8 @@ envelope in flight is redelivered by the bus to whichever agent runs next, so ne
 restores such a snapshot, or a deprovision archive (``control.providers.archive``: a tar of the
 stopped agent's whole data dir), into an EMPTY data dir; ``--force`` first removes the stores and
 skills a non-empty one holds.  Run it with the agent stopped.  Both formats go through the same
-selection (stores, a raw archive's ``-wal`` files, skills), path checks and ``PRAGMA
-quick_check`` of every restored store.  Exit status 0 on success, 1 on a refused or bad archive.
+selection (stores, a raw archive's ``-wal`` files, skills, ``CONFIG_FILES``), path checks and
+``PRAGMA quick_check`` of every restored store.  Exit status 0 on success, 1 on a refused or bad archive.
 """
 
 from __future__ import annotations
@@ -40,12 +45,15 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 from agent.config import AgentConfig
+from agent.mcp_client.config import SERVERS_FILE
 
 MANIFEST = "hermes-snapshot.json"
 FORMAT = 1
 SKILLS = "skills"
 #: Files of the data dir that are transport, not the user's data (see the module docstring).
 TRANSIENT = frozenset({"huey.db", "bus.db"})
+#: Top-level configuration files kept with the stores; they may hold credentials (mode 0600).
+CONFIG_FILES = frozenset({SERVERS_FILE})
 _SIDECARS = ("-wal", "-shm", "-journal")
 _CHUNK = 1024 * 1024
 DEFAULT_DATA_DIR = next(f.default for f in fields(AgentConfig) if f.name == "data_dir")
@@ -77,7 +85,8 @@ def snapshot(data_dir: str | Path, out: BinaryIO) -> dict:
 
     Returns:
         The manifest stored in the archive: ``{"format", "created_at", "stores": {name:
-        {"bytes", "sha256"}}, "skills": [relative paths]}``.
+        {"bytes", "sha256"}}, "skills": [relative paths], "files": {name: {"bytes", "sha256"}}}``
+        (``files``: the ``CONFIG_FILES`` present).
 
     Raises:
         BackupError: ``data_dir`` is not a directory or a store cannot be read.
@@ -86,7 +95,7 @@ def snapshot(data_dir: str | Path, out: BinaryIO) -> dict:
     if not source.is_dir():
         raise BackupError(f"no agent data dir at {source}")
     manifest: dict[str, Any] = {"format": FORMAT, "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                "stores": {}, "skills": []}
+                "stores": {}, "skills": [], "files": {}}
     with tempfile.TemporaryDirectory(prefix="hermes-snapshot-") as tmp, \
             tarfile.open(fileobj=out, mode="w|gz") as tar:
         for store in store_files(source):
@@ -107,6 +116,18 @@ def snapshot(data_dir: str | Path, out: BinaryIO) -> dict:
                     name = path.relative_to(source).as_posix()
                     manifest["skills"].append(name)
                     tar.add(path, arcname=name)
+        for name in sorted(CONFIG_FILES):
+            path = source / name
+            if path.is_file() and not path.is_symlink():
+                # Read once, so the recorded checksum is of exactly the bytes archived (the agent
+                # replaces the file atomically when a new configuration arrives).
+                content = path.read_bytes()
+                manifest["files"][name] = {"bytes": len(content),
+                                           "sha256": hashlib.sha256(content).hexdigest()}
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(content), 0o600
+                info.mtime = int(dt.datetime.now(dt.UTC).timestamp())
+                tar.addfile(info, io.BytesIO(content))
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mtime = len(body), int(dt.datetime.now(dt.UTC).timestamp())
@@ -127,9 +148,9 @@ def _member_name(member: tarfile.TarInfo) -> str | None:
 
 
 def _wanted(name: str, raw: bool) -> bool:
-    """Is ``name`` restored?  Stores and skills; a raw archive's WAL files too (taken with the agent
-    stopped after a crash, a WAL may still hold committed transactions)."""
-    if name.startswith(SKILLS + "/"):
+    """Is ``name`` restored?  Stores, skills and ``CONFIG_FILES``; a raw archive's WAL files too
+    (taken with the agent stopped after a crash, a WAL may still hold committed transactions)."""
+    if name.startswith(SKILLS + "/") or name in CONFIG_FILES:
         return True
     if "/" in name:
         return False
@@ -156,7 +177,8 @@ def restore(archive: IO[bytes], data_dir: str | Path, *, force: bool = False) ->
             other files such as ``machine.json`` stay).
 
     Returns:
-        ``{"format": "snapshot" | "archive", "stores": [names], "skills": count}``.
+        ``{"format": "snapshot" | "archive", "stores": [names], "skills": count, "files":
+        [configuration files restored]}``.
 
     Raises:
         BackupError: ``data_dir`` is not empty and not ``force``; the archive is not a gzipped
@@ -168,18 +190,20 @@ def restore(archive: IO[bytes], data_dir: str | Path, *, force: bool = False) ->
                           f"--force to replace its stores and skills")
     try:
         with tarfile.open(fileobj=archive, mode="r:gz") as tar:
-            stores, manifest = _extract(tar, target)
+            stores, files, manifest = _extract(tar, target)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise BackupError(f"not a readable gzipped tar archive: {exc}") from exc
     skills = target / SKILLS
     count = sum(1 for p in skills.rglob("*") if p.is_file()) if skills.is_dir() else 0
-    return {"format": "archive" if manifest is None else "snapshot", "stores": stores, "skills": count}
+    return {"format": "archive" if manifest is None else "snapshot", "stores": stores, "skills": count,
+            "files": files}
 
 
-def _extract(tar: tarfile.TarFile, target: Path) -> tuple[list[str], dict | None]:
-    """Stage the wanted members next to ``target``, check every store, then move them in.
+def _extract(tar: tarfile.TarFile, target: Path) -> tuple[list[str], list[str], dict | None]:
+    """Stage the wanted members next to ``target``, check every store and file, then move them in.
 
-    Returns the restored store names and the snapshot manifest (None for a raw archive).
+    Returns the restored store names, configuration file names and the snapshot manifest (None
+    for a raw archive).
     """
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=_parent(target)) as tmp:
         staging = Path(tmp)
@@ -205,11 +229,16 @@ def _extract(tar: tarfile.TarFile, target: Path) -> tuple[list[str], dict | None
             _check_store(staging / name, (manifest or {}).get("stores", {}).get(name))
         if manifest is not None and sorted(manifest["stores"]) != stores:
             raise BackupError(f"snapshot lists stores {sorted(manifest['stores'])} but holds {stores}")
+        files = sorted(name for name in CONFIG_FILES if (staging / name).is_file())
+        if manifest is not None and sorted(manifest.get("files", {})) != files:
+            raise BackupError(f"snapshot lists files {sorted(manifest['files'])} but holds {files}")
+        for name in files:
+            _check_file(staging / name, (manifest or {}).get("files", {}).get(name))
         target.mkdir(parents=True, exist_ok=True)
         clear(target)
         for path in sorted(staging.iterdir()):
             shutil.move(str(path), target / path.name)
-    return stores, manifest
+    return stores, files, manifest
 
 
 def _parent(target: Path) -> Path:
@@ -217,6 +246,13 @@ def _parent(target: Path) -> Path:
     parent = target.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     return parent
+
+
+def _check_file(path: Path, expected: dict | None) -> None:
+    """Raise BackupError unless ``path`` matches its manifest entry; make it 0600 (credentials)."""
+    if expected is not None and _sha256(path) != expected["sha256"]:
+        raise BackupError(f"{path.name} does not match the snapshot's SHA-256")
+    path.chmod(0o600)
 
 
 def _check_store(path: Path, expected: dict | None) -> None:

@@ -1,7 +1,7 @@
 """Slash commands, answered without the LLM (dispatch dict ``HANDLERS``).
 
-``/help``, ``/start``, ``/remember``, ``/forget``, ``/memory``, ``/cron``, ``/skills``, ``/model``,
-``/tools``, ``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
+``/help``, ``/start``, ``/remember``, ``/forget``, ``/memory``, ``/cron``, ``/goal``, ``/skills``,
+``/model``, ``/tools``, ``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
 LLM, and no command makes a paid LLM call.  ``/cmd@botname`` (Telegram groups) is accepted.
 """
 
@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from agent.cron import ScheduleError
+from agent.goals import GoalError
 from agent.history import History
 from wire.protocol import Envelope
 
@@ -20,6 +21,8 @@ HELP = """Commands:
 /memory [QUERY] — list recent memories, or search them
 /cron add "<min hour day month weekday>" [tz=Area/City] PROMPT — schedule a prompt
 /cron list · /cron pause|resume|remove ID
+/goal OBJECTIVE — let me work on it on my own, turn after turn, until done
+/goal status|pause|resume|cancel
 /skills [list|show NAME|delete NAME] — skills I learned
 /model [NAME|default] — show or choose the model
 /tools [allow NAME|ask NAME] — my tools; allow one to write without asking first
@@ -151,6 +154,46 @@ def cmd_cron(runtime, command: Command) -> str:
     if verb == "resume":
         return f"Resumed {done.describe()}"
     return f"Paused #{job_id}." if verb == "pause" else f"Removed #{job_id}."
+
+
+def cmd_goal(runtime, command: Command) -> str:
+    """``/goal OBJECTIVE`` starts a goal in this chat (``agent.goal_runner`` pursues it);
+    ``/goal [status]``, ``/goal pause|resume|cancel`` act on the chat's open goal."""
+    goals, env = runtime.goals, command.envelope
+    verb = command.args.lower()
+    if verb in ("", "status"):
+        goal = goals.open_in(env.channel, env.chat_id) or goals.latest_in(env.channel, env.chat_id)
+        return goal.describe() if goal else "No goal here yet. Start one with /goal OBJECTIVE."
+    if verb in ("pause", "resume", "cancel"):
+        goal = goals.open_in(env.channel, env.chat_id)
+        if goal is None:
+            return "There is no open goal here. Start one with /goal OBJECTIVE."
+        if verb == "pause":
+            done = goals.set_state(goal.id, "paused", only_from=("active",))
+            if done is None:
+                return f"Goal #{goal.id} is already paused."
+            return f"Paused goal #{goal.id}; /goal resume continues it."
+        if verb == "cancel":
+            goals.set_state(goal.id, "cancelled", "cancelled by you")
+            return f"Cancelled goal #{goal.id} after {goal.turns} turns (${goal.cost_cents / 100:.4f})."
+        if runtime.schedule_goal is None:
+            return "Goals need my task queue, which is not running here."
+        if goals.set_state(goal.id, "active", only_from=("paused",)) is None:
+            return f"Goal #{goal.id} is already active."
+        runtime.schedule_goal(goal.id)
+        return f"Resumed goal #{goal.id}."
+    if runtime.schedule_goal is None:
+        return "Goals need my task queue, which is not running here."
+    config = runtime.config
+    try:
+        goal = goals.create(env.channel, env.chat_id, command.args, config.goal_max_turns,
+                            config.goal_budget_cents)
+    except GoalError as exc:
+        return str(exc)
+    runtime.schedule_goal(goal.id)
+    return (f"Goal #{goal.id} set: {goal.objective}\nI'll work on it on my own, for up to {goal.max_turns} "
+            f"turns or ${goal.budget_cents / 100:.2f}, and report as I go. Writing to me pauses it "
+            "while I answer; /goal status|pause|resume|cancel.")
 
 
 def cmd_skills(runtime, command: Command) -> str:
@@ -289,6 +332,7 @@ def cmd_stop(runtime, command: Command) -> str:
 
 HANDLERS = {
     "help": cmd_help, "start": cmd_start, "remember": cmd_remember, "forget": cmd_forget,
-    "memory": cmd_memory, "cron": cmd_cron, "skills": cmd_skills, "model": cmd_model, "tools": cmd_tools,
+    "memory": cmd_memory, "cron": cmd_cron, "goal": cmd_goal, "skills": cmd_skills, "model": cmd_model,
+    "tools": cmd_tools,
     "usage": cmd_usage, "status": cmd_status, "reset": cmd_reset, "stop": cmd_stop,
 }

@@ -90,9 +90,13 @@ class AgentConfig:
     model: str = setting(
         "HERMES_MODEL", "", shown=f"`{DEFAULT_ANTHROPIC_MODEL}` / bundled GGUF",
         doc="model override (Claude Haiku 5.5 for anthropic, the bundled GGUF for local)")
-    anthropic_api_key: str = setting("ANTHROPIC_API_KEY", "", doc="Claude credentials")
+    anthropic_api_key: str = setting(
+        "ANTHROPIC_API_KEY", "",
+        doc="Claude credentials: from the control plane, the tenant's own LLM-gateway token "
+            "(the provider key never leaves the control plane)")
     anthropic_base_url: str = setting(
-        "ANTHROPIC_BASE_URL", "", shown="unset (the SDK's endpoint)", doc="Claude endpoint")
+        "ANTHROPIC_BASE_URL", "", shown="unset (the SDK's endpoint)",
+        doc="Claude endpoint: from the control plane, its LLM gateway (`/llm/anthropic`)")
     history_turns: int = setting(
         "HERMES_HISTORY_TURNS", 200, parse=int,
         doc="agent: previous messages considered for context (older ones beyond the token "
@@ -117,19 +121,39 @@ class AgentConfig:
         doc="`quality_first` (chain order) or `cost_first` (cheapest backend first)")
     openai_base_url: str = setting(
         "OPENAI_BASE_URL", "",
-        doc="an OpenAI-compatible backend (OpenRouter, vLLM, Ollama `/v1`, llama.cpp)")
+        doc="an OpenAI-compatible backend (OpenRouter, vLLM, Ollama `/v1`, llama.cpp); from the "
+            "control plane, its LLM gateway (`/llm/openai/v1`)")
     openai_api_key: str = setting(
-        "OPENAI_API_KEY", "", doc="its key (a placeholder is sent to keyless servers)")
+        "OPENAI_API_KEY", "",
+        doc="its key (a placeholder is sent to keyless servers); from the control plane, the "
+            "tenant's LLM-gateway token")
     openai_model: str = setting(
         "HERMES_OPENAI_MODEL", "", doc="the model id for `openai_compat`")
     daily_budget_cents: float = setting(
         "HERMES_DAILY_BUDGET_CENTS", 100.0, parse=float,
         doc="agent: cents of paid LLM use per tenant per UTC day; `0` disables the limit (the "
             "control plane sends its plan's `HERMES_PLAN_BUDGET_CENTS`)")
+    turn_budget_cents: float = setting(
+        "HERMES_TURN_BUDGET_CENTS", 25.0, parse=float,
+        doc="agent: cents one reply's model calls may cost before the loop guard ends it with an "
+            "explanation (`agent/loop_guard.py`); a quarter of the default daily budget, so no "
+            "single runaway reply can spend the day; `0` disables the cap")
+    goal_max_turns: int = setting(
+        "HERMES_GOAL_MAX_TURNS", 20, parse=int,
+        doc="agent: turns a `/goal` may take before it stops undone (Hermes Agent's default; the "
+            "backstop when the judge never says done, `agent/goal_runner.py`)")
+    goal_budget_cents: float = setting(
+        "HERMES_GOAL_BUDGET_CENTS", 50.0, parse=float,
+        doc="agent: cents one `/goal` may spend (its turns and judge calls) before it stops; half "
+            "the default daily budget, so a goal leaves room for the day's conversation")
+    goal_yield_delay: float = setting(
+        "HERMES_GOAL_YIELD_DELAY", 5.0, parse=float,
+        doc="agent: seconds a goal waits before looking again when the user's own message in its "
+            "chat is being answered")
     prices_json: str = setting(
         "HERMES_PRICES_JSON", "",
         doc="agent: JSON `{model: [in, out]}` in cents per million tokens, merged over "
-            "`agent.llm.pricing.PRICES_CENTS_PER_MTOK`")
+            "`wire.pricing.PRICES_CENTS_PER_MTOK`")
     llm_retries: int = setting(
         "HERMES_LLM_RETRIES", 3, parse=int, doc="agent: attempts per backend on retryable errors")
     llm_backoff: float = setting(
@@ -253,7 +277,7 @@ class AgentConfig:
     @property
     def prices(self) -> dict[str, tuple[float, float]]:
         """Model prices in cents per million tokens: defaults merged with ``prices_json``."""
-        from agent.llm.pricing import PRICES_CENTS_PER_MTOK
+        from wire.pricing import PRICES_CENTS_PER_MTOK
 
         table = dict(PRICES_CENTS_PER_MTOK)
         if self.prices_json:

@@ -100,6 +100,14 @@ class InboxLedger:
             return self._db.execute("SELECT 1 FROM inbox WHERE chat_key = ? AND state = 'running'",
                                     (chat_key,)).fetchone() is not None
 
+    def open_payloads(self, chat_key: str) -> list[str]:
+        """Return the payloads of ``chat_key``'s envelopes still ``queued`` or ``running``
+        (a goal yields to them, ``agent.goal_runner``)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT payload FROM inbox WHERE chat_key = ? AND state IN ('queued', 'running')",
+                (chat_key,))]
+
     def request_stop(self, chat_key: str, at: float | None = None) -> None:
         """Ask the running turn of ``chat_key`` to stop."""
         with self._lock:

@@ -1,8 +1,8 @@
 """The agent runtime of one tenant: every service wired once from ``AgentConfig``.
 
 Files under ``<data_dir>``: ``history.db`` (turns, processed ledger, summaries, prefs),
-``usage.db`` (LLM calls), ``memory.db`` (``agent.memory``), ``cron.db``, ``inbox.db`` (inbox
-ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue),
+``usage.db`` (LLM calls), ``memory.db`` (``agent.memory``), ``cron.db``, ``goals.db``
+(``agent.goals``), ``inbox.db`` (inbox ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue),
 ``mcp_servers.json`` (MCP servers pushed by the control plane, ``agent.mcp_client``),
 ``tool_permissions.json`` (tools the user allowed, pending confirmations), ``mcp_logs/``
 (stdio MCP servers' stderr).
@@ -21,6 +21,7 @@ from agent import commands, preferences
 from agent.config import AgentConfig
 from agent.context import ContextBuilder
 from agent.cron import CronStore
+from agent.goals import GoalStore
 from agent.history import History
 from agent.inbox import InboxLedger
 from agent.llm import router_from_config
@@ -73,6 +74,9 @@ class AgentRuntime:
         self.usage = UsageLedger(data / "usage.db", clock=clock)
         self.inbox = InboxLedger(data / "inbox.db")
         self.cron = CronStore(data / "cron.db", config.tenant, clock=clock)
+        self.goals = GoalStore(data / "goals.db", clock=clock)
+        # Set by ``agent.tasks.AgentTasks``: queues a goal's next step (``/goal`` uses it).
+        self.schedule_goal: Callable[[int], None] | None = None
         self._embedder = embedder
         self._memory: MemoryStore | None = None
         self._memory_lock = threading.Lock()
@@ -97,7 +101,8 @@ class AgentRuntime:
                                       skills=self.skills,
                                       summarise=lambda prompt: self.router.complete(prompt, purpose="summary"))
         self.loop = ToolLoop(self.router, self.registry, max_steps=config.max_steps,
-                             tool_timeout=config.tool_timeout, max_tokens=config.max_tokens)
+                             tool_timeout=config.tool_timeout, max_tokens=config.max_tokens,
+                             budget_cents=config.turn_budget_cents)
         if start_mcp:
             self.start_mcp()
 

@@ -7,8 +7,13 @@
   ``hermes:messages:{tenant}:dead`` and the inbox ledger marks it ``dead``.
 * ``cron_tick()``: a periodic task every minute; due cron slots become envelopes submitted
   like any message (``agent.cron.CronStore.claim_due``).
+* ``goal_step(goal_id)``: one step of a ``/goal`` (``agent.goal_runner``); it queues the next
+  step itself (at once, or after the user's turn when it yielded) until the goal ends or is
+  paused.  A step that raised ends its goal as ``failed`` with a message to the user: retrying
+  a step that crashed would spend the goal's budget on the same crash.
 * ``recover()``: at worker start-up, re-enqueue ledger envelopes that are unfinished and not in
-  Huey's queue (a worker SIGKILLed mid-turn took them off the queue), then claim missed cron
+  Huey's queue (a worker SIGKILLed mid-turn took them off the queue), queue a step for every
+  active goal that has none queued (goals persist in ``goals.db``), then claim missed cron
   slots within the grace window.
 """
 
@@ -19,6 +24,7 @@ import logging
 
 from huey import SqliteHuey, crontab
 
+from agent.goal_runner import GoalRunner
 from agent.history import History
 from agent.turn import TurnRunner
 from wire import logs
@@ -51,6 +57,16 @@ class AgentTasks:
             retries=max(0, config.task_attempts - 1), retry_delay=config.task_retry_delay,
             retry_backoff=2, context=True, name="handle_message")(self._handle_message)
         self.cron_tick = self.huey.periodic_task(crontab(minute="*"), name="cron_tick")(self._cron_tick)
+        self.goal_runner = GoalRunner(runtime, self.runner)
+        self.goal_step = self.huey.task(name="goal_step")(self._goal_step)
+        runtime.schedule_goal = self.schedule_goal
+
+    def schedule_goal(self, goal_id: int, delay: float = 0.0) -> None:
+        """Queue a step of goal ``goal_id`` (after ``delay`` seconds); durable on return."""
+        if delay > 0:
+            self.goal_step.schedule(args=(goal_id,), delay=delay)
+        else:
+            self.goal_step(goal_id)
 
     def submit(self, envelope: Envelope) -> str:
         """Durably queue ``envelope`` unless already handled; return its ledger state.
@@ -63,6 +79,11 @@ class AgentTasks:
         if state in ("queued", "running") and envelope.id not in self.queued_ids():
             self.handle_message(envelope.to_json())
         return state
+
+    def queued_goal_ids(self) -> set[int]:
+        """Return the ids of goals with a step waiting in Huey's queue or schedule."""
+        return {task.args[0] for task in list(self.huey.pending()) + list(self.huey.scheduled())
+                if task.name.endswith("goal_step") and task.args}
 
     def queued_ids(self) -> set[str]:
         """Return the envelope ids waiting in Huey's queue or schedule (retries)."""
@@ -88,8 +109,31 @@ class AgentTasks:
                 log.warning("re-enqueueing envelope %s left unfinished by a previous run", envelope_id)
                 self.handle_message(payload)
                 count += 1
+        goals = self.runtime.goals
+        goals.release_all()
+        waiting = self.queued_goal_ids()
+        for goal_id in goals.active_ids():
+            if goal_id not in waiting:
+                log.warning("re-queueing goal %d left without a step by a previous run", goal_id)
+                self.schedule_goal(goal_id)
         self._cron_tick()
         return count
+
+    def _goal_step(self, goal_id: int) -> None:
+        try:
+            delay = self.goal_runner.step(goal_id)
+        except Exception as exc:
+            log.exception("goal %d step failed; ending the goal", goal_id)
+            goal = self.runtime.goals.set_state(goal_id, "failed", f"an internal error ({type(exc).__name__})")
+            if goal is not None:
+                self.runtime.publish(Event(
+                    message_id=f"goal-{goal.key}-failed", seq=0, kind="final", tenant=self.runtime.tenant,
+                    channel=goal.channel, chat_id=goal.chat_id,
+                    text=f"Sorry — goal #{goal.id} stopped after {goal.turns} turns because something went "
+                         "wrong on my side. The team has been notified; /goal can start it again."))
+            return
+        if delay is not None:
+            self.schedule_goal(goal_id, delay)
 
     def _handle_message(self, payload: str, task=None) -> None:
         try:

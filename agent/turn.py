@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from agent import commands, metrics, preferences
 from agent.context import CHARS_PER_TOKEN
 from agent.history import History
 from agent.llm.base import BudgetExhausted, LLMError, ToolUse, cannot_see_reply
 from agent.media import MediaPreparer, PreparedMessage
+from agent.tools.egress import TurnEgress
 from agent.tools.permissions import confirmation_question, is_yes
 from agent.tools.registry import ToolContext
 from agent.usage import summarise_calls
@@ -68,18 +70,26 @@ class TurnRunner:
         self.media = media or MediaPreparer.from_config(
             runtime.config, document_chars=runtime.context.budget_tokens * CHARS_PER_TOKEN // 2)
 
-    def handle(self, envelope: Envelope) -> str:
+    def handle(self, envelope: Envelope, *, should_stop: Callable[[], bool] | None = None,
+               budget_cents: float | None = None) -> str:
         """Answer ``envelope``; return the reply text (also published as ``final``/``error``).
 
         Every line logged meanwhile carries the envelope's ``request_id``, ``tenant`` and
         ``envelope_id`` (``wire.logs``).
+
+        Args:
+            envelope: the message.
+            should_stop: polled with ``/stop`` (every ``stop_poll`` seconds); True ends the turn
+                like ``/stop`` (a goal's turn yields to the user this way, ``agent.goal_runner``).
+            budget_cents: this turn's spend cap in US cents instead of
+                ``HERMES_TURN_BUDGET_CENTS`` (a goal passes what its budget has left).
         """
         with logs.bound(**logs.envelope_ids(envelope)):
             if envelope.kind == MCP_CONFIG:
                 return self._configure_tools(envelope)
             log.info("turn started for %s chat %s", envelope.channel, envelope.chat_id)
             with metrics.turn(envelope.channel):
-                return self._answer(envelope)
+                return self._answer(envelope, should_stop, budget_cents)
 
     def _configure_tools(self, envelope: Envelope) -> str:
         """Apply an ``mcp_config`` envelope; return ``""`` (nothing is published).
@@ -99,7 +109,7 @@ class TurnRunner:
                  f", unavailable: {', '.join(down)}" if down else "")
         return ""
 
-    def _answer(self, envelope: Envelope) -> str:
+    def _answer(self, envelope: Envelope, should_stop=None, budget_cents: float | None = None) -> str:
         history = self.runtime.history
         earlier = history.processed_reply(envelope.id)
         if earlier is not None:
@@ -115,12 +125,13 @@ class TurnRunner:
             metrics.set_outcome("command")
             return reply
         with self.runtime.router.collect() as calls:
-            kind, reply, seq = self._converse(envelope)
+            kind, reply, seq = self._converse(envelope, should_stop, budget_cents)
         self._publish(envelope, seq, kind, reply, summarise_calls(calls))
         metrics.set_outcome(kind)
         return reply
 
-    def _converse(self, envelope: Envelope) -> tuple[str, str, int]:
+    def _converse(self, envelope: Envelope, should_stop=None,
+                  budget_cents: float | None = None) -> tuple[str, str, int]:
         """Run the conversational turn; return ``(event kind, reply text, seq of the last event)``."""
         runtime = self.runtime
         self._publish(envelope, 0, "status", "typing")
@@ -134,12 +145,14 @@ class TurnRunner:
         profile = preferences.profile_section(runtime.preferences(), runtime.clock())
         context = runtime.context.build(key, text, profile=profile, content=message.content() or None)
         tool_ctx = ToolContext(tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id,
-                               envelope_id=envelope.id, services=runtime.tool_services())
+                               envelope_id=envelope.id, services=runtime.tool_services(),
+                               egress=TurnEgress.for_turn(envelope.text, context.memories))
         streamer = _DeltaStreamer(self, envelope, preface)
         confirmed, step = self._confirmed_call(envelope, key, text, tool_ctx)
         try:
             result = runtime.loop.run(context.system, context.messages + confirmed, tool_ctx,
-                                      on_text=streamer, should_stop=self._stop_check(key))
+                                      on_text=streamer, should_stop=self._stop_check(key, should_stop),
+                                      budget_cents=budget_cents)
         except BudgetExhausted as exc:
             reply = _joined(preface, getattr(exc, "partial", ""), str(exc))
             runtime.history.record_exchange(key, envelope.id, text, reply)
@@ -163,7 +176,7 @@ class TurnRunner:
         if result.stopped:
             reply = _joined(preface, f"{result.text}\n\n{STOPPED_SUFFIX}".strip())
         runtime.history.record_exchange(key, envelope.id, text, reply)
-        if not result.stopped:
+        if not result.stopped and result.tripped is None:  # learn nothing from a runaway loop
             self._remember(envelope, text, reply)
             self._learn(context.skill, text, result)
         return "final", reply, streamer.seq
@@ -205,7 +218,7 @@ class TurnRunner:
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
                                               "content": step.result, "is_error": step.is_error}]}], step
 
-    def _stop_check(self, chat_key: str):
+    def _stop_check(self, chat_key: str, extra: Callable[[], bool] | None = None):
         started = time.time()
         state: dict[str, float | bool] = {"next": 0.0, "stop": False}
 
@@ -213,7 +226,8 @@ class TurnRunner:
             now = self.monotonic()
             if not state["stop"] and now >= state["next"]:
                 state["next"] = now + self.stop_poll
-                state["stop"] = self.runtime.inbox.stop_requested(chat_key, started)
+                state["stop"] = (self.runtime.inbox.stop_requested(chat_key, started)
+                                 or (extra is not None and extra()))
             return bool(state["stop"])
         return should_stop
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import structlog
 
+from agent_image.image_settings import ImageSettings
+
 log = structlog.get_logger(__name__)
 
 DEPLOY_PATH = Path(__file__).with_name("deploy.py")
@@ -130,8 +132,9 @@ def build_image(client, config: ImageBuildConfig, deploy: DeployRunner = run_pyi
         deploy: runs the deploy against the server's public IPv4 (tests replace only this).
 
     Raises:
-        ImageBuildError: any step failed; ``hcloud.APIException`` passes through from
-            the create call (no server exists then).
+        ImageBuildError: any step failed (a missing wheel or lock before any server
+            exists); ``hcloud.APIException`` passes through from the create call (no server
+            exists then).
     """
     from hcloud.images import Image
     from hcloud.locations import Location
@@ -140,6 +143,10 @@ def build_image(client, config: ImageBuildConfig, deploy: DeployRunner = run_pyi
 
     if not Path(config.wheel_path).is_file():
         raise ImageBuildError(f"wheel {config.wheel_path} does not exist")
+    # The deploy installs the default image's lock from this checkout's requirements/.
+    lock = ImageSettings(hermes_wheel=config.wheel_path).lock
+    if not Path(lock).is_file():
+        raise ImageBuildError(f"lock {lock} does not exist: run `make lock` in the checkout")
     created = client.servers.create(
         name=config.server_name, server_type=ServerType(name=config.server_type),
         image=Image(name=config.base_image), location=Location(name=config.location),

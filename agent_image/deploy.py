@@ -12,6 +12,7 @@ from pyinfra import host
 
 from agent_image.image_settings import ImageSettings
 from agent_image.operations.cleanup import clean_instance_state
+from agent_image.operations.metadata_guard import install_metadata_guard
 from agent_image.operations.node_exporter import install_node_exporter
 from agent_image.operations.packages import install_packages
 from agent_image.operations.python_env import create_user_and_dirs, install_agent
@@ -25,5 +26,6 @@ create_user_and_dirs(settings=settings)
 install_agent(settings=settings)
 install_units(settings=settings)
 install_node_exporter(settings=settings)
+install_metadata_guard(settings=settings)
 configure_unattended_upgrades(settings=settings)
 clean_instance_state()

@@ -29,6 +29,16 @@ class ImageSettingsError(ValueError):
 #: and the bundled GGUF model (``local-llm``, several hundred MB).
 BACKEND_EXTRAS = {"anthropic": "agent", "openai_compat": "agent", "local": "local-llm"}
 
+#: Where ``make lock`` writes the locks: ``requirements/`` of the checkout this deploy runs from
+#: (``hermes image build`` and the rehearsal both run ``agent_image/deploy.py`` from it).
+REQUIREMENTS_DIR = Path(__file__).resolve().parents[1] / "requirements"
+#: The image's extras (``wheel_extras``) -> its lock in ``REQUIREMENTS_DIR``, compiled with
+#: exactly those extras by the Makefile's ``lock`` target (requirements/README.md).
+LOCKS = {("agent",): "agent.txt", ("agent", "local-llm"): "agent-local-llm.txt"}
+#: PyTorch's index of CPU builds: PyPI's Linux torch is the CUDA build, and the locks pin
+#: ``torch==<v>+cpu`` (requirements/constraints.in), which only this index serves.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
 
 @dataclass(frozen=True)
 class ImageSettings:
@@ -42,11 +52,19 @@ class ImageSettings:
     (``BACKEND_EXTRAS``) on top of ``hermes_wheel_extras``. The control plane must only hand
     tenants a chain within it: ``HetznerConfig.image_llm_backends`` states the pinned
     snapshot's backends and provisioning refuses any other chain.
+
+    The venv gets exactly the lock of those extras (``LOCKS``; ``hermes_lock`` names another
+    file, a path on the machine running pyinfra), installed with ``--require-hashes``.
+    ``hermes_torch_index_url`` is given to pip as ``--extra-index-url`` when the lock pins
+    torch; empty leaves finding the CPU build to pip's own configuration (the rehearsal's
+    ``/opt/wheels``).
     """
 
     hermes_wheel: str
     hermes_wheel_extras: str = "agent"
     hermes_llm_backends: str = "anthropic,openai_compat"
+    hermes_lock: str = ""
+    hermes_torch_index_url: str = TORCH_CPU_INDEX
     hermes_user: str = "hermes"
     hermes_prefix: str = "/opt/hermes"
     hermes_config_dir: str = "/etc/hermes"
@@ -76,8 +94,8 @@ class ImageSettings:
     def from_host_data(cls, data: Any) -> ImageSettings:
         """Build settings from pyinfra ``host.data`` (anything with ``.get(key, default)``).
 
-        Raises ImageSettingsError when ``hermes_wheel`` is missing or not a ``.whl`` file
-        on the machine running pyinfra.
+        Raises ImageSettingsError when ``hermes_wheel`` is missing or not a ``.whl`` file,
+        or the lock is not a file, on the machine running pyinfra.
         """
         values = {}
         for field in fields(cls):
@@ -89,13 +107,22 @@ class ImageSettings:
             raise ImageSettingsError("host data 'hermes_wheel' (path to the project wheel) is required")
         if not str(wheel).endswith(".whl") or not Path(wheel).is_file():
             raise ImageSettingsError(f"hermes_wheel {wheel!r} is not an existing .whl file")
-        return cls(**values)
+        settings = cls(**values)
+        if not Path(settings.lock).is_file():
+            raise ImageSettingsError(f"lock {settings.lock} does not exist: run `make lock` in the "
+                                     "checkout, or name the lock with hermes_lock")
+        return settings
 
     def __post_init__(self):
         unknown = [b for b in self.llm_backends if b not in BACKEND_EXTRAS]
         if unknown or not self.llm_backends:
             raise ImageSettingsError(f"hermes_llm_backends {self.hermes_llm_backends!r} must name "
                                      f"some of {', '.join(BACKEND_EXTRAS)}")
+        if self.wheel_extras not in LOCKS:
+            known = "; ".join(",".join(extras) for extras in LOCKS)
+            raise ImageSettingsError(f"no lock installs the extras {','.join(self.wheel_extras)!r} "
+                                     f"(hermes_wheel_extras plus those of hermes_llm_backends); "
+                                     f"locked sets: {known} (requirements/README.md)")
 
     @property
     def llm_backends(self) -> tuple[str, ...]:
@@ -107,6 +134,12 @@ class ImageSettings:
         """Extras to install: ``hermes_wheel_extras`` plus those of ``llm_backends``, sorted."""
         base = set(_names(self.hermes_wheel_extras))
         return tuple(sorted(base | {BACKEND_EXTRAS[b] for b in self.llm_backends}))
+
+    @property
+    def lock(self) -> str:
+        """Path (on the machine running pyinfra) of the lock installed into the venv:
+        ``hermes_lock``, else ``REQUIREMENTS_DIR / LOCKS[wheel_extras]``."""
+        return self.hermes_lock or str(REQUIREMENTS_DIR / LOCKS[self.wheel_extras])
 
     @property
     def venv(self) -> str:

@@ -205,7 +205,8 @@ def _route_with_retry(kind: str, data: dict, rt, route) -> None:
     deadline = time.monotonic() + BUS_RETRY_FOR
     while True:
         try:
-            route(kind, data, rt.bus, send, ingest_media=rt.tasks.ingest_media)
+            route(kind, data, rt.bus, send, envelope_key=rt.envelope_key,
+                  ingest_media=rt.tasks.ingest_media)
             return
         except BusUnavailable as exc:
             if time.monotonic() > deadline:

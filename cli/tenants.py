@@ -1,4 +1,5 @@
-"""``hermes tenants``: list tenants, show one, print a link token, resize, reprovision, deprovision."""
+"""``hermes tenants``: list tenants, show one, print a link token, resize, reprovision, deprovision,
+export one's data."""
 
 from __future__ import annotations
 
@@ -75,9 +76,12 @@ def link_token(email: str):
 @click.argument("plan", type=click.Choice(["light", "heavy"]))
 def resize(email: str, plan: str):
     """Queue a resize of the tenant's machine (run by the serving control plane)."""
+    from control.services import audit
+
     rt = open_runtime()
     tenant = find_tenant(email)
     rt.tasks.resize_machine(tenant.id, plan)
+    audit.record(audit.Actor.cli(), "machine.resize", f"tenant:{tenant.id}", None, {"plan": plan})
     click.echo(f"resize of tenant {tenant.id} to {plan} queued")
 
 
@@ -89,7 +93,7 @@ def reprovision(email: str):
     A ready tenant is left alone ("already ready"), and so is one being provisioned.
     """
     from control.errors import Conflict
-    from control.services import provisioning
+    from control.services import audit, provisioning
 
     rt = open_runtime()
     tenant = find_tenant(email)
@@ -97,6 +101,8 @@ def reprovision(email: str):
         outcome = provisioning.reprovision(tenant, rt.tasks.provision_machine)
     except Conflict as exc:
         raise click.ClickException(str(exc)) from exc
+    audit.record(audit.Actor.cli(), "machine.reprovision", f"tenant:{tenant.id}", None,
+                 {"outcome": outcome})
     messages = {"requested": f"provisioning of tenant {tenant.id} queued",
                 "already_ready": f"tenant {tenant.id} is already ready; nothing to do",
                 "in_progress": f"tenant {tenant.id} is already being provisioned; nothing to do"}
@@ -109,10 +115,37 @@ def reprovision(email: str):
 def deprovision(email: str):
     """Queue archive + deletion of the tenant's machine (run by the serving control plane)."""
     from control.models import Machine, MachineState, utcnow
+    from control.services import audit
 
     rt = open_runtime()
     tenant = find_tenant(email)
     (Machine.update(state=MachineState.DEPROVISIONING, updated_at=utcnow())
      .where(Machine.tenant == tenant).execute())
     rt.tasks.deprovision_machine(tenant.id)
+    audit.record(audit.Actor.cli(), "machine.deprovision", f"tenant:{tenant.id}", None,
+                 {"state": MachineState.DEPROVISIONING.value})
     click.echo(f"deprovisioning of tenant {tenant.id} queued")
+
+
+@tenants.command()
+@click.argument("email")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="where to write the zip (default: hermes-export-<id>-<date>.zip here)")
+@click.option("--latest/--fresh", default=False,
+              help="use the newest stored backup instead of taking a fresh one from the running agent")
+def export(email: str, output: str | None, latest: bool):
+    """Write the tenant's data (memories, skills, cron jobs, goals, history, files, settings) as
+    one zip of documented JSON; archived tenants too, from their archive."""
+    from control.errors import HermesError
+    from control.services.export import export_tenant
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    try:
+        made = export_tenant(rt.settings, tenant, fresh=not latest)
+    except HermesError as exc:
+        raise click.ClickException(exc.message) from None
+    path = output or made.filename
+    with open(path, "wb") as handle:
+        handle.write(made.data)
+    click.echo(f"wrote {path} ({len(made.data)} bytes) from {made.source}")

@@ -75,6 +75,10 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
 
     auth.csrf.exempt(mcp_proxy.bp)
     app.register_blueprint(mcp_proxy.bp)
+    from control.web import llm_gateway
+
+    auth.csrf.exempt(llm_gateway.bp)
+    app.register_blueprint(llm_gateway.bp)
     from control.web import media
 
     app.register_blueprint(media.bp)
@@ -86,4 +90,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
 
     auth.csrf.exempt(whatsapp.bp)
     whatsapp.init_app(app, runtime)
+    from control.web import ops
+
+    ops.init_app(app)
     return app

@@ -50,6 +50,13 @@ class Unauthorized(HermesError):
     code = "unauthorized"
 
 
+class Forbidden(HermesError):
+    """Your role does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(HermesError):
     """The requested object does not exist."""
 
@@ -69,6 +76,18 @@ class ServiceUnavailable(HermesError):
 
     status = 503
     code = "unavailable"
+
+
+class TooManyRequests(HermesError):
+    """Too many requests at once; try again later."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str = "", *, retry_after: int, code: str | None = None):
+        """``retry_after``: seconds to wait, sent as ``Retry-After`` (RFC 9110, 10.2.3)."""
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class ProvisioningError(HermesError):
@@ -95,6 +114,15 @@ class LinkError(HermesError):
 
     status = 400
     code = "link_failed"
+
+
+class MisroutedEvent(HermesError):
+    """An agent's event may not be delivered: it names another tenant, another tenant's reply,
+    or a chat not linked to the tenant whose events stream it came from
+    (``control.services.event_guard``).  Never reaches a client: the event is dead-lettered."""
+
+    status = 403
+    code = "misrouted_event"
 
 
 def wants_html() -> bool:
@@ -129,9 +157,11 @@ def register_error_handlers(app) -> None:
     from werkzeug.exceptions import HTTPException
 
     def render_hermes(err: HermesError):
+        headers = ({"Retry-After": str(err.retry_after)} if isinstance(err, TooManyRequests)
+                   else {})
         if wants_html():
-            return _page(err.status, err.message)
-        return jsonify(error=err.code, message=err.message), err.status
+            return _page(err.status, err.message, headers)
+        return jsonify(error=err.code, message=err.message), err.status, headers
 
     def render_http(err: HTTPException):
         # Keep the exception's own headers: a 405 must name the allowed methods (RFC 9110,

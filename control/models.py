@@ -113,6 +113,21 @@ class PasswordReset(BaseModel):
     used_at = DateTimeField(null=True)
 
 
+class SignupRequest(BaseModel):
+    """A sign-up waiting for its address to be confirmed (``control.services.signup``): the
+    account is created, and attached to a tenant with that address, only when the mailed link
+    is used.  Only the SHA-256 of the link's token is kept; ``password_hash`` is the Argon2id
+    hash of the password chosen at sign-up; ``plan`` is the checkout to go on to, if any."""
+
+    email = CharField(index=True)
+    password_hash = CharField()
+    plan = CharField(null=True)
+    token_hash = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+
 class OutboxMail(BaseModel):
     """An e-mail to send (transactional outbox): written with the change that causes it,
     sent by a worker over SMTP when ``SMTP_URL`` is set, else printed by ``hermes serve``."""
@@ -244,7 +259,9 @@ class Message(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("envelope_id", "direction"), True),)
+        # The second serves mission control's time-window counts (issue 21, ops_overview).
+        indexes = ((("envelope_id", "direction"), True),
+                   (("created_at", "direction", "tenant"), False))
 
 
 class DeliveryState(StrEnum):
@@ -291,6 +308,10 @@ class Delivery(BaseModel):
     platform_status = CharField(null=True)
     failure = TextField(default="")
 
+    class Meta:
+        # Mission control's failed-reply rate over the last hour (issue 21, ops_overview).
+        indexes = ((("created_at", "state"), False),)
+
 
 class Usage(BaseModel):
     """One LLM call's usage: tokens, cost in cents (float), latency in milliseconds."""
@@ -306,14 +327,98 @@ class Usage(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+class LlmToken(BaseModel):
+    """A tenant's LLM-gateway token (issue #19, ``control/services/llm_gateway.py``): only its
+    SHA-256 (hex) is stored; one per tenant, replaced at every provisioning, deleted at
+    deprovisioning."""
+
+    tenant = ForeignKeyField(Tenant, backref="llm_tokens", unique=True)
+    tenant_id: IntegerField[int]
+    token_hash = CharField(unique=True)
+    issued_at = DateTimeField(default=utcnow)
+
+
+class LlmCall(BaseModel):
+    """One call through the LLM gateway, metered from the provider's own usage fields.
+
+    ``api``: ``anthropic`` | ``openai`` | ``transcription``; ``status``: the HTTP status the
+    agent got; tokens as the provider reported them; ``audio_seconds`` for transcriptions;
+    ``cost_cents`` (float, ``wire.pricing``) is what the plan's daily budget counts;
+    ``latency_ms``: until the provider's answer (headers) arrived.
+    """
+
+    tenant = ForeignKeyField(Tenant, backref="llm_calls")
+    tenant_id: IntegerField[int]
+    api = CharField()
+    model = CharField(default="")
+    status = IntegerField(default=0)
+    input_tokens = IntegerField(default=0)
+    output_tokens = IntegerField(default=0)
+    audio_seconds = FloatField(default=0.0)
+    cost_cents = FloatField(default=0.0)
+    latency_ms = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        # The second: mission control's fleet-wide spend and error rate (issue 21).
+        indexes = ((("tenant", "created_at"), False), (("created_at", "status"), False))
+
+
 class AttentionItem(BaseModel):
-    """Something an operator must look at (unknown plan, failed provisioning, dead letter)."""
+    """Something an operator must look at (unknown plan, failed provisioning, dead letter).
+
+    Handled from mission control (issue 21, ``control.services.attention``):
+    ``acknowledged_at``/``acknowledged_by``, ``assignee`` (an operator's e-mail),
+    ``snoozed_until`` (hidden from the open queue until then, naive UTC), and ``resolved_at``
+    with ``resolved_by`` (an operator's e-mail, or ``""`` when its cause cleared) and
+    ``resolution`` (the note).
+    """
 
     kind = CharField()
     subject = CharField(default="")
     detail = TextField(default="")
     created_at = DateTimeField(default=utcnow)
     resolved_at = DateTimeField(null=True)
+    acknowledged_at = DateTimeField(null=True)
+    acknowledged_by = CharField(null=True)
+    assignee = CharField(null=True)
+    snoozed_until = DateTimeField(null=True)
+    resolved_by = CharField(null=True)
+    resolution = TextField(null=True)
+
+
+class Operator(BaseModel):
+    """A mission-control operator (issue 21, ``control.services.operators``), separate from
+    users' accounts.  ``role``: ``viewer`` | ``operator`` | ``admin``; ``password_hash``:
+    Argon2id PHC string; ``totp_secret``: the RFC 6238 base32 secret, ``SecretsBox``-encrypted;
+    ``totp_last_step``: the last 30-second step accepted (a code is never accepted twice);
+    ``session_version`` is part of every operator session, bumped to end them all."""
+
+    email = CharField(unique=True)
+    role = CharField()
+    password_hash = CharField()
+    totp_secret = TextField()
+    totp_last_step = IntegerField(default=0)
+    session_version = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+
+class AuditEntry(BaseModel):
+    """One change made by an operator or through the CLI (issue 21, ``control.services.audit``);
+    rows are only ever inserted.  ``actor``: the operator's e-mail (or ``cli:<user>``);
+    ``role`` theirs at the time; ``action`` e.g. ``attention.resolve``; ``target`` what it
+    changed (``tenant:5``); ``before``/``after`` JSON text; ``source`` the client address or
+    ``cli``."""
+
+    actor = CharField()
+    role = CharField()
+    action = CharField(index=True)
+    target = CharField(default="")
+    before = TextField(default="")
+    after = TextField(default="")
+    source = CharField(default="")
+    created_at = DateTimeField(default=utcnow, index=True)
 
 
 class ConnectionStatus(StrEnum):
@@ -408,6 +513,8 @@ class WhatsAppWindow(BaseModel):
     last_inbound_at = DateTimeField(default=utcnow)
 
 ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
-              Delivery, Usage, AttentionItem, Account, PasswordReset, OutboxMail, Connection,
+              Delivery, Usage, AttentionItem, Account, PasswordReset, SignupRequest,
+              OutboxMail, Connection,
               SlackInstallation, SlackOAuthState,
-              DiscordInteraction, GatewayState, WhatsAppWindow]
+              DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall,
+              Operator, AuditEntry]

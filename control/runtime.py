@@ -56,6 +56,18 @@ class Runtime:
         return BotApiClient(self.settings.telegram_bot_token, self.settings.telegram_api_base)
 
     @cached_property
+    def envelope_key(self) -> bytes:
+        """The key of platform envelope ids (``routing.envelope_key`` of ``HERMES_SECRET_KEY``).
+
+        Raises:
+            ConfigError: no secret key outside local mode (``control.web.auth.secret_key``).
+        """
+        from control.services.routing import envelope_key
+        from control.web.auth import secret_key
+
+        return envelope_key(secret_key(self.settings))
+
+    @cached_property
     def secrets_box(self):
         """The ``SecretsBox`` for stored third-party secrets (``box_from_settings``)."""
         from control.services.secrets_box import box_from_settings

@@ -66,7 +66,8 @@ class Server:
                 return ready_tenant_ids()
 
         delivery = DeliveryWorker(rt.bus, rt.bot, tenants, adapters=rt.channel_adapters(),
-                                  edit_interval=self.settings.edit_interval)
+                                  edit_interval=self.settings.edit_interval,
+                                  on_ready=rt.tasks.agent_ready)
 
         def run_delivery():
             with rt.db.connection_context():

@@ -34,12 +34,14 @@ SLACK_SCOPES = ("app_mentions:read", "chat:write", "commands", "files:read", "im
                 "im:read", "im:write")
 
 # The agent's LLM, logging and error-reporting variables (names as in ``agent/config.py``),
-# handed unchanged to every agent this control plane starts.
+# handed unchanged to every agent this control plane starts.  Provider URLs and keys are not
+# among them: they stay here, in the LLM gateway (issue #19, ``llm_*`` below).
 AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES_MODEL",
-                  "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY",
                   "HERMES_OPENAI_MODEL", "HERMES_LOG_FORMAT", "SENTRY_DSN",
-                  "HERMES_OPENAI_VISION", "HERMES_TRANSCRIBE_URL", "HERMES_TRANSCRIBE_API_KEY",
-                  "HERMES_TRANSCRIBE_MODEL")
+                  "HERMES_OPENAI_VISION", "HERMES_TRANSCRIBE_MODEL")
+
+# The OpenAI API root: where a transcription key alone sends voice notes.
+OPENAI_API_URL = "https://api.openai.com/v1"
 
 
 def _url(raw: str) -> str:
@@ -93,6 +95,20 @@ def _bus_url(env) -> str:
             raise ConfigError("HERMES_BUS=redis needs REDIS_URL")
         return env["REDIS_URL"]
     return env.get("HERMES_BUS_URL", "")
+
+
+def _transcribe_url(env) -> str:
+    key = env.get("HERMES_TRANSCRIBE_API_KEY") or env.get("OPENAI_API_KEY")
+    url = env.get("HERMES_TRANSCRIBE_URL") or env.get("OPENAI_BASE_URL") or (OPENAI_API_URL if key else "")
+    return url.rstrip("/")
+
+
+def _parse_plan_models(raw: str) -> dict[str, tuple[str, ...]]:
+    plans = {plan: tuple(models.split()) for plan, models in _parse_pairs(raw).items()}
+    bad = sorted(set(plans) - {"light", "heavy"})
+    if bad:
+        raise ValueError(f"plans must be light or heavy, not {bad}")
+    return plans
 
 
 def _agent_env(env) -> dict[str, str]:
@@ -212,13 +228,46 @@ class Settings:
     agent_env: dict[str, str] = setting(
         AGENT_ENV_KEYS, {}, read=_agent_env,
         doc="handed unchanged to every agent (only those set): the agent's LLM backend, chain, "
-            "policy and model, Claude and OpenAI-compatible credentials and vision, the voice "
-            "transcription service, log format and Sentry DSN (meanings in the agent's table)")
+            "policy and model, the OpenAI-compatible model and vision, the transcription model, "
+            "log format and Sentry DSN (meanings in the agent's table); provider URLs and keys "
+            "stay in the LLM gateway (`llm_*` settings)")
     plan_budget_cents: dict[str, int] = setting(
         "HERMES_PLAN_BUDGET_CENTS", DEFAULT_PLAN_BUDGET_CENTS, parse=_parse_budgets,
-        doc="each plan's paid LLM budget per tenant per UTC day, US cents, sent to agents as "
-            "`HERMES_DAILY_BUDGET_CENTS` (`control/services/agent_settings.py` justifies the "
-            "defaults against the plan prices)")
+        doc="each plan's paid LLM budget per tenant per UTC day, US cents, enforced by the LLM "
+            "gateway (429 once spent) and sent to agents as `HERMES_DAILY_BUDGET_CENTS` "
+            "(`control/services/agent_settings.py` justifies the defaults against the plan "
+            "prices)")
+    llm_anthropic_api_key: str = setting(
+        "ANTHROPIC_API_KEY", "",
+        doc="LLM gateway (`/llm/anthropic`, `control/web/llm_gateway.py`): the Anthropic key it "
+            "adds to the agents' calls; no agent ever holds it (each gets its own revocable "
+            "gateway token as its `ANTHROPIC_API_KEY`); unset: agents get no Claude")
+    llm_anthropic_url: str = setting(
+        "ANTHROPIC_BASE_URL", "https://api.anthropic.com", parse=_url,
+        doc="LLM gateway: the Anthropic API root it forwards Messages calls to")
+    llm_openai_url: str = setting(
+        "OPENAI_BASE_URL", "", parse=_url,
+        doc="LLM gateway (`/llm/openai/v1`): the OpenAI-compatible API root (OpenRouter, vLLM, "
+            "Ollama `/v1`) it forwards chat completions to; unset: agents get no `openai_compat`")
+    llm_openai_api_key: str = setting(
+        "OPENAI_API_KEY", "", doc="LLM gateway: the key of that OpenAI-compatible API")
+    llm_transcribe_url: str = setting(
+        "HERMES_TRANSCRIBE_URL", "", read=_transcribe_url,
+        shown="`$OPENAI_BASE_URL`, else `https://api.openai.com/v1` when a transcription key "
+              "is set, else unset",
+        doc="LLM gateway (`/llm/openai/v1/audio/transcriptions`): the OpenAI-compatible "
+            "`/audio/transcriptions` root voice notes go to; unset: agents answer voice notes "
+            "with a sentence saying transcription is off")
+    llm_transcribe_api_key: str = setting(
+        ("HERMES_TRANSCRIBE_API_KEY", "OPENAI_API_KEY"), "", shown="`$OPENAI_API_KEY`",
+        doc="LLM gateway: the key of that transcription service")
+    llm_plan_models: dict[str, tuple[str, ...]] = setting(
+        "HERMES_PLAN_MODELS", {}, parse=_parse_plan_models,
+        shown="unset (every model with a price in `wire/pricing.py` plus `HERMES_MODEL`, "
+              "`HERMES_OPENAI_MODEL` and `HERMES_TRANSCRIBE_MODEL`, for both plans)",
+        doc="LLM gateway: the models each plan may call, `light=model model2,heavy=*` (`*`: the "
+            "default list; a dated id such as `claude-haiku-4-5-20251001` matches its alias); "
+            "any other model is refused with 403 in the provider's error format")
     default_tz: str = setting(
         ("HERMES_DEFAULT_TZ", "HERMES_TZ"), "UTC",
         doc="IANA zone sent to every agent as `HERMES_TZ` (a zone the user sets on the dashboard "
@@ -303,6 +352,11 @@ class Settings:
     rate_limit_storage: str = setting(
         "HERMES_RATE_LIMIT_STORAGE", "memory://",
         doc="flask-limiter storage URI (`redis://…` so every gunicorn worker shares the counters)")
+    streams_per_tenant: int = setting(
+        "HERMES_STREAMS_PER_TENANT", 4, parse=int,
+        doc="web-chat and MCP streams one tenant may hold open at once (more: 429 with "
+            "`Retry-After`), counted in `HERMES_RATE_LIMIT_STORAGE` across gunicorn workers; "
+            "keep it well under workers x threads (README, \"Request slots\")")
     encryption_keys: tuple[str, ...] = setting(
         "HERMES_ENCRYPTION_KEYS", (), parse=_parse_list,
         shown="generated once in `$HERMES_DATA_DIR/encryption_key` (0600) when `HERMES_ENV=local`; "

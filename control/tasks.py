@@ -48,6 +48,9 @@ class ControlTasks:
         # Ready deadlines and heartbeats are checked every minute: the interval is 30 s by default.
         self.check_machines = huey.periodic_task(crontab(minute="*"), name="check_machines")(
             self._check_machines)
+        # Paid machines whose provisioning task was never queued (issue 19, finding 8).
+        self.requeue_requested = huey.periodic_task(crontab(minute="*"), name="requeue_requested")(
+            self._requeue_requested)
         # Deaf chat channels (issue #11) are looked for every minute; expired Discord
         # interaction tokens are deleted on the way.
         self.watch_channels = huey.periodic_task(crontab(minute="*"), name="watch_channels")(
@@ -90,6 +93,10 @@ class ControlTasks:
         if settings.composio_api_key:
             self.reconcile_connections = huey.periodic_task(
                 crontab(minute="*/15"), name="reconcile_connections")(self._reconcile_connections)
+            # An agent that reports ready (new, restarted, restored) is sent its MCP configuration
+            # (issue 19, finding 9); Composio or the bus may be briefly away: retried.
+            self.publish_mcp_config = huey.task(retries=3, retry_delay=30, name="publish_mcp_config")(
+                self._publish_mcp_config)
         # Outbox mail goes out every minute over SMTP_URL; without it `hermes serve` prints it.
         if settings.smtp_url:
             self.send_mail = huey.periodic_task(crontab(minute="*"), name="send_mail")(self._send_mail)
@@ -109,6 +116,19 @@ class ControlTasks:
             return machine_health.check_machines(
                 self.health_policy, notify=self.send_text,
                 enqueue=lambda tenant_id, delay: self.provision_machine.schedule((tenant_id,), delay=delay))
+
+    def _requeue_requested(self, now=None) -> dict[str, list[int]]:
+        with self.runtime.db.connection_context():
+            return provisioning.requeue_requested(self.provision_machine, self.queued_provisioning,
+                                                  now=now)
+
+    def queued_provisioning(self) -> set[int]:
+        """Tenant ids with a ``provision_machine`` task waiting in the queue or the schedule
+        (a retry's backoff, ``machine_health.retry_or_fail``'s delay)."""
+        huey = self.runtime.huey
+        name = self.provision_machine.name
+        return {task.args[0] for task in (*huey.pending(), *huey.scheduled())
+                if task.name == name and task.args}
 
     def _watch_channels(self) -> dict[str, bool]:
         from control.services import channel_watchdog, discord_interactions
@@ -158,6 +178,31 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return connections.from_runtime(rt).reconcile()
+
+    def agent_ready(self, tenant_id: int) -> None:
+        """The delivery worker's hook for an agent's lifecycle ``ready``: queue
+        ``publish_mcp_config`` (only when Composio is configured).  A queue failure is logged,
+        not raised: the lifecycle event is recorded and the reconciliation publishes later."""
+        if not self.runtime.settings.composio_api_key:
+            return
+        try:
+            self.publish_mcp_config(tenant_id)
+        except Exception:  # a queue failure must not stop the delivery worker
+            log.exception("could not queue the MCP configuration of tenant %s", tenant_id)
+
+    def _publish_mcp_config(self, tenant_id: int) -> int | None:
+        """Publish the tenant's ``mcp_config`` (``Connections.publish_config``) when it ever had a
+        connection; returns the number of servers sent, None when nothing was sent."""
+        from control.models import Connection, Tenant
+        from control.services import connections
+
+        rt = self.runtime
+        with rt.db.connection_context():
+            tenant = Tenant.get_or_none(Tenant.id == tenant_id)
+            if (tenant is None or tenant.deleted_at is not None
+                    or not Connection.select().where(Connection.tenant == tenant).exists()):
+                return None
+            return len(connections.from_runtime(rt).publish_config(tenant).mcp_servers or {})
 
     def billing_url(self) -> str:
         """The page where a user pays or resubscribes."""

@@ -204,10 +204,11 @@ def load_tenant_config() -> TenantConfig:
 
 
 def _agent_settings(cfg: pulumi.Config) -> dict[str, str | pulumi.Output[str]]:
-    """Read every agent setting and file key; secrets only through ``require_secret`` /
+    """Read every agent setting and file key and the host key; secrets only through ``require_secret`` /
     ``get_secret`` so they never exist as plain strings in the program."""
     values: dict[str, str | pulumi.Output[str]] = {}
-    keys = [spec.key for spec in tc.AGENT_SETTINGS] + [f.key for f in tc.AGENT_FILES]
+    keys = [spec.key for spec in tc.AGENT_SETTINGS] + [f.key for f in tc.AGENT_FILES] + \
+        list(tc.HOST_KEY_KEYS)
     for key in keys:
         spec = tc.TENANT_CONFIG_KEYS[key]
         value: str | pulumi.Output[str] | None

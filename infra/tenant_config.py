@@ -78,6 +78,8 @@ CONTROL_URL = "hermes:controlUrl"
 BUS_URL = "hermes:busUrl"
 AGENT_TOKEN = "hermes:agentToken"
 BUS_CA_CERT = "hermes:busCaCert"
+SSH_HOST_KEY = "hermes:sshHostKey"
+SSH_HOST_PUBLIC_KEY = "hermes:sshHostPublicKey"
 DAILY_BUDGET_CENTS = "hermes:dailyBudgetCents"
 
 #: The agent's settings, one line each: config key, description, agent variable, secret flag,
@@ -102,13 +104,14 @@ AGENT_SETTINGS: tuple[ConfigKey, ...] = (
               optional=True, env_var="HERMES_LLM_POLICY"),
     ConfigKey("hermes:model", "Model id of the primary backend (Anthropic: e.g. a Haiku id).",
               optional=True, env_var="HERMES_MODEL"),
-    ConfigKey("hermes:anthropicApiKey", "Anthropic API key.", secret=True, optional=True,
+    ConfigKey("hermes:anthropicApiKey", "The tenant's LLM-gateway token (never a provider key: "
+              "control/services/llm_gateway.py).", secret=True, optional=True,
               env_var="ANTHROPIC_API_KEY"),
-    ConfigKey("hermes:anthropicBaseUrl", "Anthropic API base URL (empty: the SDK's).",
+    ConfigKey("hermes:anthropicBaseUrl", "The control plane's LLM gateway (/llm/anthropic).",
               optional=True, env_var="ANTHROPIC_BASE_URL"),
     ConfigKey("hermes:openaiBaseUrl", "OpenAI-compatible endpoint (OpenRouter, vLLM, ...).",
               optional=True, env_var="OPENAI_BASE_URL"),
-    ConfigKey("hermes:openaiApiKey", "API key of the OpenAI-compatible endpoint.", secret=True,
+    ConfigKey("hermes:openaiApiKey", "The tenant's LLM-gateway token.", secret=True,
               optional=True, env_var="OPENAI_API_KEY"),
     ConfigKey("hermes:openaiModel", "Model id for the openai_compat backend.", optional=True,
               env_var="HERMES_OPENAI_MODEL"),
@@ -116,7 +119,7 @@ AGENT_SETTINGS: tuple[ConfigKey, ...] = (
               optional=True, env_var="HERMES_OPENAI_VISION"),
     ConfigKey("hermes:transcribeUrl", "OpenAI-compatible /audio/transcriptions root for voice "
               "notes (agent/media/transcribe.py).", optional=True, env_var="HERMES_TRANSCRIBE_URL"),
-    ConfigKey("hermes:transcribeApiKey", "Key of the transcription service.", secret=True,
+    ConfigKey("hermes:transcribeApiKey", "The tenant's LLM-gateway token.", secret=True,
               optional=True, env_var="HERMES_TRANSCRIBE_API_KEY"),
     ConfigKey("hermes:transcribeModel", "Transcription model (e.g. whisper-1).", optional=True,
               env_var="HERMES_TRANSCRIBE_MODEL"),
@@ -176,9 +179,17 @@ TENANT_CONFIG_KEYS: dict[str, ConfigKey] = {
         ConfigKey(SSH_KEY_NAMES, "Comma-separated Hetzner SSH key names.", optional=True),
         ConfigKey(BUS_CA_CERT, "PEM text of the CA that signed Redis's TLS certificate (not "
                   "secret); written to /etc/hermes/redis-ca.pem.", optional=True),
+        ConfigKey(SSH_HOST_KEY, "The server's Ed25519 SSH host private key (OpenSSH PEM), made "
+                  "and pinned by the control plane (control/providers/hetzner/host_keys.py).",
+                  secret=True, optional=True),
+        ConfigKey(SSH_HOST_PUBLIC_KEY, "Its public key line (`ssh-ed25519 AAAA... comment`).",
+                  optional=True),
         *AGENT_SETTINGS,
     )
 }
+
+HOST_KEY_KEYS = (SSH_HOST_KEY, SSH_HOST_PUBLIC_KEY)
+"""Keys the tenant program reads for ``render_cloud_init`` besides the agent's settings."""
 
 AGENT_ENV_KEYS: dict[str, ConfigKey] = {k.agent_variable: k for k in AGENT_SETTINGS}
 """Agent variable -> the config key that carries it."""
@@ -349,6 +360,15 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _represent_str)
 
 
+def _host_keys(settings: Mapping[str, str]) -> dict:
+    """cloud-init's host key settings (cc_ssh): the pinned pair only, nothing generated."""
+    if not settings.get(SSH_HOST_KEY):
+        return {}
+    return {"ssh_deletekeys": True, "ssh_genkeytypes": [],
+            "ssh_keys": {"ed25519_private": settings[SSH_HOST_KEY].rstrip("\n") + "\n",
+                         "ed25519_public": settings[SSH_HOST_PUBLIC_KEY].strip()}}
+
+
 def render_cloud_init(tenant: str, settings: Mapping[str, str]) -> str:
     """Render the tenant server's cloud-init ``user_data`` (``#cloud-config`` YAML).
 
@@ -357,7 +377,9 @@ def render_cloud_init(tenant: str, settings: Mapping[str, str]) -> str:
     secret is ever on a command line) and each set ``AGENT_FILES`` entry (e.g. the Redis CA,
     0644: the agent reads it as ``hermes``), then enables and restarts ``hermes-agent.service``
     and ``hermes-huey.service`` so units the base image started before the files existed pick
-    them up.
+    them up.  With ``SSH_HOST_KEY`` set, cloud-init installs that key as the server's only SSH
+    host key (``ssh_keys``; ``ssh_genkeytypes: []``; the snapshot's keys are deleted), the one
+    the control plane pinned (control/providers/hetzner/host_keys.py).
 
     Args:
         tenant, settings: as for ``agent_env``.
@@ -388,6 +410,7 @@ def render_cloud_init(tenant: str, settings: Mapping[str, str]) -> str:
             },
             *files,
         ],
+        **_host_keys(settings),
         "runcmd": [
             ["systemctl", "enable", *AGENT_UNITS],
             ["systemctl", "restart", *AGENT_UNITS],

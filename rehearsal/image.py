@@ -9,7 +9,8 @@ directories are bound read-only at the same paths while the deploy runs); node_e
 from a loopback "GitHub release" (a stub binary: the internet's edge).
 
 The directory is kept between runs under ``cache_dir`` keyed by the image's dependency set
-(``dependency_key``); each run re-applies the deploy, which reinstalls only a changed wheel.
+(``dependency_key``, which covers the lock the image installs); each run re-applies the deploy,
+which reinstalls only a changed wheel.
 """
 
 from __future__ import annotations
@@ -164,16 +165,16 @@ def node_exporter_release(work: Path):
 
 
 def dependency_key() -> str:
-    """Return a short hash of what shapes the image apart from our own code: the project's
-    base and ``agent`` dependencies (pyproject.toml), the deploy itself (every file under
-    ``agent_image/``) and the interpreter building it.  Edits elsewhere keep the cached image
-    (only the wheel is reinstalled); a changed deploy builds a fresh one, so no file a former
-    deploy wrote and the current one no longer manages can survive in the image."""
-    import tomllib
+    """Return a short hash of what shapes the image apart from our own code: the lock the
+    image installs (``agent_image.image_settings``; the rehearsal builds the default image),
+    the deploy itself (every file under ``agent_image/``) and the interpreter building it.
+    Edits elsewhere keep the cached image (only the wheel is reinstalled); a new lock or a
+    changed deploy builds a fresh one, so no package a former lock pinned and no file a former
+    deploy wrote can survive in the image."""
+    from agent_image.image_settings import ImageSettings
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    parts = sorted(project["dependencies"]) + sorted(project["optional-dependencies"]["agent"])
-    parts.append(sys.version)
+    lock = Path(ImageSettings(hermes_wheel="").lock)
+    parts = [f"{lock.name}:{hashlib.sha256(lock.read_bytes()).hexdigest()}", sys.version]
     for path in sorted((REPO / "agent_image").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             parts.append(f"{path.relative_to(REPO)}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
@@ -218,6 +219,8 @@ def build_snapshot(cache_dir: Path | None = None, timeout: float = 1200.0) -> Sn
                 "hermes_install_packages": "false",
                 "hermes_manage_services": "false",
                 "hermes_python": "python3.11",
+                # torch's CPU build comes from this machine's pip configuration (/opt/wheels).
+                "hermes_torch_index_url": "",
                 "node_exporter_download_url": url,
                 "node_exporter_sha256": sha256,
             }

@@ -117,6 +117,7 @@ class TelegramBotApiStandin:
         self._holds: dict[str, tuple[threading.Event, threading.Event]] = {}
         self.on_call = None
         self._rate_limits: list[float] = []
+        self._unusable_chats: set[str] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
@@ -196,6 +197,14 @@ class TelegramBotApiStandin:
         """Answer the next ``times`` send/edit calls with 429 and ``retry_after`` seconds."""
         with self._lock:
             self._rate_limits.extend([retry_after] * times)
+
+    def answer_unusably(self, chat_id: str | int) -> None:
+        """Answer every later ``sendMessage`` to ``chat_id`` with ``{"ok": true, "result": true}``
+        and send nothing: the success shape Telegram gives an inline-message edit, which a
+        caller expecting a Message object cannot use (a platform answer no error handler
+        foresees)."""
+        with self._lock:
+            self._unusable_chats.add(str(chat_id))
 
     def hold_next(self, method: str) -> tuple[threading.Event, threading.Event]:
         """Apply the next ``method`` call but hold its answer until released.
@@ -280,6 +289,8 @@ class TelegramBotApiStandin:
             handler = self._HANDLERS.get(method)
             if handler is None:
                 result = (404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            elif method == "sendMessage" and str(params.get("chat_id")) in self._unusable_chats:
+                result = (200, {"ok": True, "result": True})
             elif method in ("sendMessage", "editMessageText") and self._rate_limits:
                 wait = self._rate_limits.pop(0)
                 result = (429, {"ok": False, "error_code": 429,

@@ -11,6 +11,7 @@ Semantics (DESIGN.md, "Contracts"; modelled on Redis Streams consumer groups):
 * ``append`` with an ``idempotency_key`` appends at most once per key and stream (``RedisBus``
   remembers a key for ``idempotency_ttl`` seconds, 7 days by default).
 * ``dead_letter`` moves an entry that can never be processed to ``<stream>:dead`` and acks it.
+* ``delete_stream`` forgets a stream for good (a deleted account's data, issue #19).
 
 ``SqliteBus`` (embedded default) and ``RedisBus`` (production) implement this; one contract
 test suite runs against both.
@@ -109,6 +110,33 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, group: str, reason: str) -> None:
         """Copy ``delivery`` with ``reason`` to ``<stream>:dead`` and ack it for ``group``."""
+
+    @abc.abstractmethod
+    def delete_stream(self, stream: str) -> None:
+        """Delete ``stream`` with its dead letters (``<stream>:dead``), its idempotency keys and
+        every consumer group's state; idempotent (a stream that does not exist is fine).
+
+        A consumer still reading ``stream`` afterwards finds it empty (a read creates its group
+        again, with no entries).
+
+        Raises:
+            BusUnavailable: the backend cannot be reached; nothing or part was deleted (retry).
+        """
+
+    @abc.abstractmethod
+    def dead_letter_streams(self) -> list[str]:
+        """Return the names of the dead-letter streams (``<stream>:dead``) holding entries, sorted
+        (mission control, issue 21)."""
+
+    @abc.abstractmethod
+    def entries(self, stream: str, count: int = 100) -> list[tuple[str, str]]:
+        """Return up to ``count`` entries of ``stream``, oldest first, as ``(entry id, payload)``;
+        no consumer group is involved and nothing changes (Redis ``XRANGE``)."""
+
+    @abc.abstractmethod
+    def remove(self, stream: str, entry_id: str) -> bool:
+        """Delete one entry of ``stream`` (Redis ``XDEL``; only ever a dead letter, a stream no
+        group reads); return True when it was there."""
 
     @abc.abstractmethod
     def pending_count(self, stream: str, group: str) -> int:

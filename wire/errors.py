@@ -18,6 +18,11 @@ class BusBackpressure(BusUnavailable):
     Redis reached ``maxmemory`` and refuses writes (``OOM command not allowed``)."""
 
 
+class BusEntryTooLarge(WireError):
+    """An entry is larger than the bus carries (``wire.redis_bus.MAX_ENTRY_BYTES``); it was not
+    written, and retrying will not help."""
+
+
 class BusAuthError(WireError):
     """The bus rejected our credentials (e.g. a wrong Redis ACL password)."""
 

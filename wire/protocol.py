@@ -219,14 +219,71 @@ class Event:
         """Parse versioned JSON text into an Event.
 
         Raises:
-            MalformedMessage: not JSON, not an event, unknown version or kind, missing field.
+            MalformedMessage: not JSON, not an event, unknown version or kind, missing field,
+                or a field of the wrong JSON type (``_check_event_types``: e.g. ``"text": 1``).
         """
         data = _decode(raw, "event")
         if data.get("kind") not in EVENT_KINDS:
             raise MalformedMessage(f"unknown event kind {data.get('kind')!r}")
         if data["kind"] == LIFECYCLE and data.get("lifecycle") not in LIFECYCLE_STATES:
             raise MalformedMessage(f"unknown lifecycle state {data.get('lifecycle')!r}")
+        _check_event_types(data)
         return _build(cls, data)
+
+
+# The JSON type each Event field must have: an event is written by an untrusted tenant VM
+# (DESIGN.md "Trust boundaries"), so a wrong type is refused here, before any consumer uses it.
+_EVENT_TYPES: dict[str, tuple[type, ...]] = {
+    "message_id": (str,), "seq": (int,), "kind": (str,), "text": (str,), "tenant": (str,),
+    "channel": (str,), "chat_id": (str,), "usage": (dict, type(None)),
+    "lifecycle": (str, type(None)), "at": (int, float, type(None)),
+}
+_USAGE_NUMBERS = ("input_tokens", "output_tokens", "cost_cents", "latency_ms")
+
+
+def _check_event_types(data: dict[str, Any]) -> None:
+    """Raise ``MalformedMessage`` naming the first Event field whose JSON type is wrong.
+
+    Checks every field of ``_EVENT_TYPES`` (``bool`` is not a number here), a reply's
+    ``channel`` against ``CHANNELS``, ``seq`` >= 0, and the ``usage`` shape: ``model`` a
+    string, each of ``_USAGE_NUMBERS`` a non-negative number, ``calls`` a list of such objects.
+    """
+    for name, types in _EVENT_TYPES.items():
+        if name not in data:
+            continue  # a missing required field is reported by ``_build``
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join("null" if t is type(None) else _JSON_NAMES[t] for t in types)
+            raise MalformedMessage(f"event field {name!r} must be {expected}, not "
+                                   f"{type(value).__name__} {value!r:.40}")
+    if data.get("seq", 0) < 0:
+        raise MalformedMessage(f"event field 'seq' must be >= 0, not {data['seq']}")
+    if data["kind"] != LIFECYCLE and data.get("channel") not in CHANNELS:
+        raise MalformedMessage(f"unknown channel {data.get('channel')!r}")
+    usage = data.get("usage")
+    if usage is not None:
+        calls = usage.get("calls")
+        if calls is not None and not isinstance(calls, list):
+            raise MalformedMessage("event usage 'calls' must be a list")
+        for call in [usage, *(calls or [])]:
+            _check_usage(call)
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object"}
+
+
+def _check_usage(call: Any) -> None:
+    if not isinstance(call, dict):
+        raise MalformedMessage("event usage calls must be objects")
+    if not isinstance(call.get("model", ""), str):
+        raise MalformedMessage("event usage 'model' must be a string")
+    for name in _USAGE_NUMBERS:
+        value = call.get(name, 0)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise MalformedMessage(f"event usage {name!r} must be a non-negative number, "
+                                   f"not {value!r:.40}")
 
 
 def _decode(raw: str | bytes, expected_type: str) -> dict[str, Any]:

@@ -3,24 +3,29 @@
 Each bus stream is a Redis stream whose entries hold one field, ``payload`` (the JSON text).
 Command semantics follow the Redis documentation (https://redis.io/docs/data-types/streams/):
 
-* ``append`` runs ``APPEND_SCRIPT`` (one Lua script, so atomic): it returns the earlier id
-  when the idempotency key ``{stream}:idem:{key}`` exists, refuses the entry while a consumer
-  group has ``max_backlog`` entries or more unacknowledged (backpressure, see below), else
-  ``XADD {stream} MAXLEN ~ retention * payload ...`` and ``SET {stream}:idem:{key} id EX ttl``.
-  When Redis is out of memory (``maxmemory`` with ``noeviction``, roles/redis) the ``XADD``
-  is refused with ``OOM``; ``append`` then runs ``TRIM_ACKED_SCRIPT`` (``XTRIM MINID`` below
-  the oldest entry some group still needs: its oldest pending entry, else the entry after its
-  last delivered one; never with no group) and tries once more only when that freed entries,
-  else raises ``BusBackpressure``.  ``XTRIM`` is not a ``denyoom`` command, so it runs while
-  Redis refuses writes; ``XADD`` and the idempotency ``SET`` stay one atomic step because a
-  script is refused only at its first write.
-  Idempotency keys live under the stream's own key prefix so a tenant's ACL covers them.
+* ``append`` calls ``hermes_append``, a Redis Function of the ``LIBRARY`` the admin loads
+  (``load_functions``; tenant users may ``FCALL`` it but run no script of their own, issue #19):
+  one atomic step that returns the earlier id when the idempotency key ``{stream}:idem:{key}``
+  exists, refuses an entry over ``MAX_ENTRY_BYTES``, refuses the entry while a consumer group
+  has ``max_backlog`` entries or more unacknowledged (backpressure, see below), else
+  ``XADD {stream} MAXLEN ~ retention * payload ...`` and ``SET {stream}:idem:{key} id EX ttl``
+  (retention, backlog and TTL clamped on the server to ``MAX_STREAM_ENTRIES`` and 7 days).
+  When Redis is out of memory (``maxmemory`` with ``noeviction``, roles/redis) it refuses the
+  whole call with ``OOM`` before it runs; ``append`` then answers a retried key with its
+  earlier id (``hermes_lookup``, a no-writes function), else runs ``hermes_trim_acked``
+  (``XTRIM MINID`` below the oldest entry some group still needs: its oldest pending entry,
+  else the entry after its last delivered one; never with no group; flagged ``allow-oom``
+  since it only frees) and tries once more only when that freed entries, else raises
+  ``BusBackpressure``.  Idempotency keys live under the stream's own key prefix so a tenant's
+  ACL covers them.
 * ``read`` creates the group on first use (``XGROUP CREATE ... 0 MKSTREAM``, BUSYGROUP is
   fine), claims entries idle longer than the visibility timeout (``XAUTOCLAIM``; attempts
   come from the delivery counter that ``XPENDING`` reports), then takes new entries
   (``XREADGROUP ... STREAMS s1 s2 > >``, blocking at most ``block`` seconds).
 * ``ack`` is ``XACK``; ``dead_letter`` is ``XADD {stream}:dead`` + ``XACK`` in one
-  ``MULTI``; ``pending_count`` is the ``XPENDING`` summary; ``length`` is ``XLEN``.
+  ``MULTI``; ``pending_count`` is the ``XPENDING`` summary; ``length`` is ``XLEN``;
+  ``delete_stream`` is ``UNLINK`` of the stream, ``{stream}:dead`` and every
+  ``{stream}:idem:*`` key (found with ``SCAN MATCH``; needs an admin user).
 
 A consumer must ``ack`` only after it has durably taken the message (e.g. its task is
 committed to the agent's Huey queue); an entry never acked is handed out again after
@@ -44,7 +49,6 @@ an append that timed out may still have happened, so retries pass an idempotency
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -59,7 +63,14 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from wire.bus import Bus, Delivery
-from wire.errors import BusAuthError, BusBackpressure, BusTLSError, BusUnavailable, WireError
+from wire.errors import (
+    BusAuthError,
+    BusBackpressure,
+    BusEntryTooLarge,
+    BusTLSError,
+    BusUnavailable,
+    WireError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -71,70 +82,135 @@ _UNAVAILABLE_CODES = {"OOM", "MISCONF", "READONLY", "LOADING", "MASTERDOWN", "BU
 # redis-py prefixes errors from a pipeline with "Command # n (...) of pipeline caused error: ".
 _ERROR_CODE = re.compile(r"(?:^|caused error: )([A-Z]+)\b")
 
-APPEND_SCRIPT = """
-local stream, idem_key = KEYS[1], KEYS[2]
-local payload, retention, max_backlog, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if idem_key then
-  local earlier = redis.call('GET', idem_key)
-  if earlier then return {'duplicate', earlier} end
-end
-local backlog = redis.call('XLEN', stream)
-if backlog > 0 then
-  local groups = redis.call('XINFO', 'GROUPS', stream)
-  if #groups > 0 then backlog = 0 end
-  for _, group in ipairs(groups) do
-    local info = {}
-    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-    local waiting = info['pending'] + (info['lag'] or 0)
-    if waiting > backlog then backlog = waiting end
-  end
-end
-if backlog >= max_backlog then return {'full', tostring(backlog)} end
-local id = redis.pcall('XADD', stream, 'MAXLEN', '~', retention, '*', 'payload', payload)
-if type(id) == 'table' and id.err then
-  if string.sub(id.err, 1, 4) == 'OOM ' then return {'oom', id.err} end
-  return id
-end
-if idem_key then redis.call('SET', idem_key, id, 'EX', ttl) end
-return {'appended', id}
-"""
-_APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+# Largest payload one entry may carry (bytes of its UTF-8 JSON).  Half of the 1 MiB
+# ``proto-max-bulk-len`` roles/redis sets (Redis's own minimum), so a legal entry never nears the
+# protocol limit; the biggest honest entries (a long final reply, an envelope with attachment
+# metadata) are a few tens of KiB.  ``hermes_append`` enforces it on the server, where a tenant
+# cannot skip the check (issue #19, finding 3).
+MAX_ENTRY_BYTES = 512 * 1024
+# Upper bound on ``retention`` and ``max_backlog`` and on an idempotency key's TTL that the
+# server-side function accepts from any caller: a tenant passing its own arguments cannot make
+# its stream keep more entries, or its keys live longer, than an honest publisher would.
+MAX_STREAM_ENTRIES = 100_000
+LIBRARY_NAME = "hermes_bus"
 
-# Trim the entries every consumer group of KEYS[1] has acknowledged. Returns {removed, ''},
-# or {0, error} when the ACL user may not run XPENDING or XTRIM on the stream.
-TRIM_ACKED_SCRIPT = """
-local stream = KEYS[1]
-if redis.call('XLEN', stream) == 0 then return {0, ''} end
+# Redis Functions (https://redis.io/docs/interact/programmability/functions-intro/), loaded by
+# the admin (``load_functions``); tenant users may only FCALL them, never EVAL or FUNCTION
+# LOAD, so no tenant runs code of its own choosing (``while true do end`` would leave Redis
+# BUSY for every tenant).  Functions run with the caller's ACL: a tenant's call touches only
+# the keys its user may touch.
+#
+# hermes_append(stream[, idem_key]; payload, retention, max_backlog, ttl) -> {status, value}:
+#   status 'duplicate' (value: the earlier id), 'full' (value: the backlog), 'appended' (id);
+#   error 'ERR hermes entry too large ...' above MAX_ENTRY_BYTES.  No flags: Redis refuses the
+#   call with OOM at maxmemory before it runs, so nothing is half-written.
+# hermes_lookup(idem_key) -> the id appended under idem_key, or false (no-writes: runs at OOM).
+# hermes_trim_acked(stream) -> {removed, error}: XTRIM MINID below the oldest entry some group
+#   still needs (never with no group); allow-oom because XTRIM only frees memory.
+LIBRARY = f"""#!lua name={LIBRARY_NAME}
+local MAX_ENTRY_BYTES = {MAX_ENTRY_BYTES}
+local MAX_STREAM_ENTRIES = {MAX_STREAM_ENTRIES}
+local MAX_TTL = {7 * 24 * 3600}
+
+local function bounded(value, low, high)
+  local n = tonumber(value)
+  if n == nil or n < low then return low end
+  if n > high then return high end
+  return math.floor(n)
+end
+
+local function append(keys, args)
+  local stream, idem_key = keys[1], keys[2]
+  local payload = args[1]
+  if payload == nil then return redis.error_reply('ERR hermes_append needs a payload') end
+  if #payload > MAX_ENTRY_BYTES then
+    return redis.error_reply('ERR hermes entry too large: ' .. #payload .. ' bytes, limit ' ..
+                             MAX_ENTRY_BYTES)
+  end
+  local retention = bounded(args[2], 1, MAX_STREAM_ENTRIES)
+  local max_backlog = bounded(args[3], 1, MAX_STREAM_ENTRIES)
+  local ttl = bounded(args[4], 1, MAX_TTL)
+  if idem_key then
+    local earlier = redis.call('GET', idem_key)
+    if earlier then return {{'duplicate', earlier}} end
+  end
+  local backlog = redis.call('XLEN', stream)
+  if backlog > 0 then
+    local groups = redis.call('XINFO', 'GROUPS', stream)
+    if #groups > 0 then backlog = 0 end
+    for _, group in ipairs(groups) do
+      local info = {{}}
+      for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+      local waiting = info['pending'] + (info['lag'] or 0)
+      if waiting > backlog then backlog = waiting end
+    end
+  end
+  if backlog >= max_backlog then return {{'full', tostring(backlog)}} end
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', retention, '*', 'payload', payload)
+  if idem_key then redis.call('SET', idem_key, id, 'EX', ttl) end
+  return {{'appended', id}}
+end
+
+local function lookup(keys, args)
+  return redis.call('GET', keys[1])
+end
+
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
 end
+
 local function before(a, b)
   local ams, aseq = parse(a)
   local bms, bseq = parse(b)
   return ams < bms or (ams == bms and aseq < bseq)
 end
-local groups = redis.call('XINFO', 'GROUPS', stream)
-if #groups == 0 then return {0, ''} end
-local floor = nil
-for _, group in ipairs(groups) do
-  local info = {}
-  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
-  local needed
-  if info['pending'] > 0 then
-    local summary = redis.pcall('XPENDING', stream, info['name'])
-    if summary.err then return {0, summary.err} end
-    needed = summary[2]
-  else
-    local ms, seq = parse(info['last-delivered-id'])
-    needed = string.format('%d-%d', ms, seq + 1)
+
+local function trim_acked(keys, args)
+  local stream = keys[1]
+  if redis.call('XLEN', stream) == 0 then return {{0, ''}} end
+  local groups = redis.call('XINFO', 'GROUPS', stream)
+  if #groups == 0 then return {{0, ''}} end
+  local floor = nil
+  for _, group in ipairs(groups) do
+    local info = {{}}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    local needed
+    if info['pending'] > 0 then
+      local summary = redis.pcall('XPENDING', stream, info['name'])
+      if summary.err then return {{0, summary.err}} end
+      needed = summary[2]
+    else
+      local ms, seq = parse(info['last-delivered-id'])
+      needed = string.format('%d-%d', ms, seq + 1)
+    end
+    if floor == nil or before(needed, floor) then floor = needed end
   end
-  if floor == nil or before(needed, floor) then floor = needed end
+  local removed = redis.pcall('XTRIM', stream, 'MINID', floor)
+  if type(removed) == 'table' then return {{0, removed.err}} end
+  return {{removed, ''}}
 end
-local removed = redis.pcall('XTRIM', stream, 'MINID', floor)
-if type(removed) == 'table' then return {0, removed.err} end
-return {removed, ''}
+
+redis.register_function{{function_name='hermes_append', callback=append}}
+redis.register_function{{function_name='hermes_lookup', callback=lookup, flags={{'no-writes'}}}}
+redis.register_function{{function_name='hermes_trim_acked', callback=trim_acked,
+                         flags={{'allow-oom'}}}}
 """
+
+
+def load_functions(client: redis.Redis) -> None:
+    """Load (or replace) the ``hermes_bus`` function library on the server of ``client``.
+
+    Needs the ``FUNCTION`` permission: the control plane's admin user, never a tenant's.
+    Functions persist in the RDB and AOF like keys; ``bus_acl.grant`` and an admin bus that
+    finds them missing load them again.
+
+    Raises:
+        BusAuthError: ``client`` may not load functions.
+        BusUnavailable: Redis cannot be reached.
+    """
+    with translate_errors(client, "load the bus functions"):
+        client.function_load(LIBRARY, replace=True)
 
 
 def tls_options(url: str, ca_file: str = "") -> dict:
@@ -243,6 +319,10 @@ def translate_errors(client: redis.Redis, action: str):
         raise error(f"Redis refused {action} for {_describe(client)}: {exc}") from exc
 
 
+def _is_out_of_memory(exc: Exception) -> bool:
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or reply_code(exc) == "OOM"
+
+
 def _out_of_memory(client: redis.Redis, action: str, reply: str) -> BusBackpressure:
     return BusBackpressure(
         f"Redis is full and refused {action} for {_describe(client)} ({reply}); nothing was "
@@ -298,20 +378,47 @@ class RedisBus(Bus):
 
     # -- append ------------------------------------------------------------------------------
 
-    def _script_args(self, stream: str, payload: str, key: str | None) -> list:
-        keys = [stream] if key is None else [stream, f"{stream}:idem:{key}"]
-        return [len(keys), *keys, payload, self.retention, self.max_backlog, self.idempotency_ttl]
+    def _fcall(self, function: str, keys: list[str], args: list) -> Any:
+        """Call one of the ``LIBRARY`` functions, loading the library first if Redis lacks it.
 
-    def _run_append(self, stream: str, payload: str, key: str | None) -> list:
-        args = self._script_args(stream, payload, key)
+        Only the admin may load it; a tenant's bus then raises ``BusUnavailable``.
+        """
         try:
-            return self._client.evalsha(_APPEND_SHA, *args)
-        except redis.exceptions.NoScriptError:
-            return self._client.eval(APPEND_SCRIPT, *args)  # EVAL also caches the script
+            return self._client.fcall(function, len(keys), *keys, *args)
+        except redis.ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        try:
+            load_functions(self._client)
+        except BusAuthError as exc:
+            raise BusUnavailable(f"the bus functions ({LIBRARY_NAME}) are not loaded on Redis; "
+                                 f"the control plane loads them (`hermes bus grant`): "
+                                 f"{exc}") from exc
+        return self._client.fcall(function, len(keys), *keys, *args)
+
+    def _append_args(self, stream: str, payload: str, key: str | None) -> tuple[list, list]:
+        keys = [stream] if key is None else [stream, f"{stream}:idem:{key}"]
+        return keys, [payload, self.retention, self.max_backlog, self.idempotency_ttl]
+
+    def _append_reply(self, stream: str, payload: str, key: str | None) -> list:
+        """Run ``hermes_append``; when Redis is full (OOM) answer a retried key with its earlier
+        id, else trim acknowledged entries and try once more (OOM again propagates)."""
+        try:
+            return self._fcall("hermes_append", *self._append_args(stream, payload, key))
+        except redis.ResponseError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            if key is not None:
+                earlier = self._fcall("hermes_lookup", [f"{stream}:idem:{key}"], [])
+                if earlier:
+                    return ["duplicate", earlier]
+            if not self._trim_acked(stream):
+                raise
+        return self._fcall("hermes_append", *self._append_args(stream, payload, key))
 
     def _trim_acked(self, stream: str) -> int:
-        """Run ``TRIM_ACKED_SCRIPT``; return the entries removed (0 when the ACL denies it)."""
-        removed, error = self._client.eval(TRIM_ACKED_SCRIPT, 1, stream)
+        """Run ``hermes_trim_acked``; return the entries removed (0 when the ACL denies it)."""
+        removed, error = self._fcall("hermes_trim_acked", [stream], [])
         if error:
             log.warning("bus.trim_denied", stream=stream, error=error,
                         hint="the ACL user needs XPENDING and XTRIM on this stream")
@@ -326,36 +433,44 @@ class RedisBus(Bus):
                 f"{stream}: a consumer group has {value} entries not yet acknowledged (limit "
                 f"{self.max_backlog}); entry refused, retry later"
             )
-        if status == "oom":
-            raise _out_of_memory(self._client, f"append to {stream}", value)
         return value
+
+    @staticmethod
+    def _check_size(stream: str, payload: str) -> None:
+        size = len(payload.encode())
+        if size > MAX_ENTRY_BYTES:
+            raise BusEntryTooLarge(f"{stream}: entry of {size} bytes refused; the bus carries at "
+                                   f"most {MAX_ENTRY_BYTES} bytes per entry")
 
     def append(self, stream, payload, idempotency_key=None):
         """See ``Bus.append``; also raises ``BusBackpressure`` (backlog limit, or Redis out of
-        memory even after trimming acknowledged entries) and ``BusAuthError`` (ACL denial)."""
+        memory even after trimming acknowledged entries), ``BusAuthError`` (ACL denial) and
+        ``BusEntryTooLarge`` (payload above ``MAX_ENTRY_BYTES``; nothing sent)."""
+        self._check_size(stream, payload)
         with self._errors(f"append to {stream}"):
-            reply = self._run_append(stream, payload, idempotency_key)
-            if reply[0] == "oom" and self._trim_acked(stream):
-                reply = self._run_append(stream, payload, idempotency_key)
-            return self._entry_id(stream, reply)
+            return self._entry_id(stream, self._append_reply(stream, payload, idempotency_key))
 
     def append_many(self, stream, payloads, idempotency_keys=None):
-        """See ``Bus.append_many``: one pipelined round trip; each entry is checked separately."""
+        """See ``Bus.append_many``: one pipelined round trip; each entry is checked separately
+        (an entry Redis refused as out of memory, or before the functions were loaded, is
+        retried alone as ``append`` would)."""
         keys = idempotency_keys if idempotency_keys is not None else [None] * len(payloads)
+        for payload in payloads:
+            self._check_size(stream, payload)
         with self._errors(f"append to {stream}"):
             pipe = self._client.pipeline(transaction=False)
             for payload, key in zip(payloads, keys, strict=True):
-                pipe.evalsha(_APPEND_SHA, *self._script_args(stream, payload, key))
+                names, args = self._append_args(stream, payload, key)
+                pipe.fcall("hermes_append", len(names), *names, *args)
             replies = pipe.execute(raise_on_error=False)
             ids = []
             for payload, key, piped in zip(payloads, keys, replies, strict=True):
                 reply = piped
-                if isinstance(piped, redis.exceptions.NoScriptError):
-                    reply = self._run_append(stream, payload, key)  # the script did not run
+                if isinstance(piped, redis.ResponseError) and (
+                        _is_out_of_memory(piped) or "function not found" in str(piped).lower()):
+                    reply = self._append_reply(stream, payload, key)
                 elif isinstance(piped, Exception):
                     raise piped
-                if reply[0] == "oom":
-                    self._trim_acked(stream)  # so that the caller's retry can succeed
                 ids.append(self._entry_id(stream, reply))
             return ids
 
@@ -472,6 +587,39 @@ class RedisBus(Bus):
                       maxlen=self.retention, approximate=True)
             pipe.xack(delivery.stream, group, delivery.entry_id)
             pipe.execute()
+
+    def delete_stream(self, stream):
+        """See ``Bus.delete_stream``: ``UNLINK`` (the memory is freed in the background)."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", stream) + ":idem:*"
+        with self._errors(f"delete {stream}"):
+            keys = [stream, f"{stream}:dead", *self._client.scan_iter(match=pattern, count=1000)]
+            for start in range(0, len(keys), 1000):
+                self._client.unlink(*keys[start:start + 1000])
+        self._groups = {(s, g) for s, g in self._groups if s != stream}
+        self._cursors = {(s, g): c for (s, g), c in self._cursors.items() if s != stream}
+
+    def dead_letter_streams(self):
+        """See ``Bus.dead_letter_streams``: ``SCAN MATCH *:dead TYPE stream`` (an admin user)."""
+        with self._errors("list dead-letter streams"):
+            streams = sorted(set(self._client.scan_iter(match="*:dead", count=1000, _type="STREAM")))
+            pipe = self._client.pipeline(transaction=False)
+            for stream in streams:
+                pipe.xlen(stream)
+            # XDEL leaves an emptied stream's key behind.
+            return [s for s, n in zip(streams, pipe.execute(), strict=True) if n] if streams else []
+
+    def entries(self, stream, count=100):
+        """See ``Bus.entries`` (``XRANGE - + COUNT``)."""
+        with self._errors(f"range {stream}"):
+            rows: list[tuple[str, dict[str, str]]] = self._client.xrange(stream, "-", "+", count=count)  # type: ignore[assignment]
+        return [(entry_id, fields.get("payload", json.dumps(fields))) for entry_id, fields in rows]
+
+    def remove(self, stream, entry_id):
+        """See ``Bus.remove`` (``XDEL``); a malformed id is not there."""
+        if not re.fullmatch(r"\d+-\d+", str(entry_id)):
+            return False
+        with self._errors(f"remove from {stream}"):
+            return int(self._client.xdel(stream, entry_id)) > 0
 
     def pending_count(self, stream, group):
         """See ``Bus.pending_count`` (``XPENDING`` summary); 0 when the group does not exist."""

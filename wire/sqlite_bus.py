@@ -220,6 +220,34 @@ class SqliteBus(Bus):
         self.append(f"{delivery.stream}:dead", json.dumps(record))
         self.ack(delivery.stream, group, delivery.entry_id)
 
+    def delete_stream(self, stream):
+        """See ``Bus.delete_stream``: one transaction over the four tables."""
+        streams = (stream, f"{stream}:dead")
+        with self._immediate(f"delete {stream}") as conn:
+            for table in ("bus_entries", "bus_idempotency", "bus_groups", "bus_pending"):
+                conn.execute(f"DELETE FROM {table} WHERE stream IN (?, ?)", streams)
+
+    def dead_letter_streams(self):
+        """See ``Bus.dead_letter_streams``."""
+        rows = self._conn().execute(
+            "SELECT DISTINCT stream FROM bus_entries WHERE stream LIKE '%:dead' ORDER BY stream")
+        return [stream for (stream,) in rows.fetchall()]
+
+    def entries(self, stream, count=100):
+        """See ``Bus.entries``."""
+        rows = self._conn().execute(
+            "SELECT id, payload FROM bus_entries WHERE stream = ? ORDER BY id LIMIT ?",
+            (stream, count))
+        return [(str(entry_id), payload) for entry_id, payload in rows.fetchall()]
+
+    def remove(self, stream, entry_id):
+        """See ``Bus.remove``."""
+        if not str(entry_id).isdigit():
+            return False
+        with self._immediate(f"remove from {stream}") as conn:
+            return conn.execute("DELETE FROM bus_entries WHERE stream = ? AND id = ?",
+                                (stream, int(entry_id))).rowcount > 0
+
     def pending_count(self, stream, group):
         """See ``Bus.pending_count``."""
         (n,) = self._conn().execute(

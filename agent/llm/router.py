@@ -45,8 +45,8 @@ from agent.llm.base import (
     has_images,
     without_images,
 )
-from agent.llm.pricing import cost_cents, is_paid
 from agent.usage import CallRecord, UsageLedger
+from wire.pricing import cost_cents, is_paid
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,11 @@ class Router(LLMBackend):
 
     @contextlib.contextmanager
     def collect(self):
-        """Collect this thread's ``CallRecord``s while the block runs; yields the list."""
+        """Collect this thread's ``CallRecord``s while the block runs; yields the list.
+
+        Blocks nest: an enclosing block also gets the records of the inner one (a goal step
+        counts the calls of the turn it runs).
+        """
         calls: list[CallRecord] = []
         previous = getattr(self._local, "calls", None)
         self._local.calls = calls
@@ -160,6 +164,8 @@ class Router(LLMBackend):
             yield calls
         finally:
             self._local.calls = previous
+            if previous is not None:
+                previous.extend(calls)
 
     def complete(self, prompt: str, *, purpose: str = "extract", max_tokens: int = 512) -> str:
         """One tool-less call on ``prompt``; returns the text (``Callable[[str], str]`` for helpers).

@@ -239,7 +239,7 @@ class McpManager:
                 handler=_handler(self, spec.name, item.name),
                 timeout=spec.connect_budget(self.retries) + spec.timeout + 3,
                 confirm=item.name in spec.writes or not read_only,
-                source=spec.name))
+                source=spec.name, private=True))  # a connected service's data: agent.tools.egress
         self.registry.set_group(spec.name, tools)
         server.problem = ""
         log.info("MCP server %s (%s): %d tools offered", spec.name, spec.describe(), len(tools))

@@ -1,6 +1,7 @@
 """Which tools may write without asking: the user's "always allow" list and pending confirmations.
 
-A tool with ``Tool.confirm`` (an MCP tool that writes or sends) runs only when
+A tool with ``Tool.confirm`` (an MCP tool that writes or sends), or a call that would send
+private data to a new host (``agent.tools.egress``), runs only when
 * the user allowed it for good (``/tools allow NAME``; the list is ``always``), or
 * the user said yes to the confirmation question the agent asked for exactly that call in this
   chat (``ask`` stores it as pending; the next message in the chat either grants it, when it is
@@ -19,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.tools.egress import url_host
 
 PENDING_TTL = 3600.0  # seconds: a "yes" an hour later is about something else
 # A short yes in the languages of the dashboard's language choice is confirmation; anything
@@ -138,6 +141,10 @@ def confirmation_question(name: str, arguments: dict, tool=None) -> str:
     if len(shown) > 500:
         shown = shown[:500] + "…"
     where = f" ({tool.source})" if tool is not None and tool.source else ""
-    return (f"Before I run {name}{where}, which can change or send things, please confirm.\n"
+    what = "which can change or send things"
+    if tool is not None and tool.sends_to:  # asked by agent.tools.egress
+        what = (f"which would send a request to {url_host(arguments.get(tool.sends_to))}, a site "
+                "you did not name, after I read your memory or a connected service")
+    return (f"Before I run {name}{where}, {what}, please confirm.\n"
             f"Input: {shown}\n"
             f"Reply yes to run it, anything else to cancel. To stop asking for this tool: /tools allow {name}")

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.tools.egress import TurnEgress
+
 
 class ToolError(Exception):
     """A tool failed in a way the model should hear about (the message is shown to it)."""
@@ -31,6 +33,8 @@ class ToolContext:
         tenant, channel, chat_id, envelope_id: who asked and where the answer goes.
         services: named services of the agent runtime (``memory``, ``cron``, ``config``,
             ``now``...); tools look up what they need and raise ``ToolError`` when it is absent.
+        egress: what the turn has read and which hosts the user named
+            (``agent.tools.egress``); the loop asks before a ``sends_to`` tool leaks data.
     """
 
     tenant: str
@@ -38,6 +42,7 @@ class ToolContext:
     chat_id: str = ""
     envelope_id: str = ""
     services: dict[str, Any] = field(default_factory=dict)
+    egress: TurnEgress = field(default_factory=TurnEgress)
 
     def service(self, name: str):
         """Return service ``name``.
@@ -63,6 +68,10 @@ class Tool:
         confirm: the tool writes or sends: the loop runs it only when the user allowed it
             (``agent.tools.permissions``), otherwise the turn ends with a confirmation question.
         source: where it comes from: ``""`` for a built-in, else the MCP server's name.
+        private: its results hold the user's private data (memory, a connected service).
+        sends_to: the input field holding a URL it sends a request to (``""``: none); in a turn
+            that read private data, a host the user did not name needs their yes
+            (``agent.tools.egress``).
     """
 
     name: str
@@ -72,6 +81,8 @@ class Tool:
     timeout: float | None = None
     confirm: bool = False
     source: str = ""
+    private: bool = False
+    sends_to: str = ""
 
     def definition(self) -> dict:
         """Return the definition sent to the model."""
@@ -145,9 +156,11 @@ REGISTRY = ToolRegistry()
 
 
 def tool(name: str, description: str, input_schema: dict, *, timeout: float | None = None,
-         registry: ToolRegistry | None = None):
-    """Decorator registering ``handler`` as a tool in ``registry`` (default ``REGISTRY``)."""
+         registry: ToolRegistry | None = None, private: bool = False, sends_to: str = ""):
+    """Decorator registering ``handler`` as a tool in ``registry`` (default ``REGISTRY``);
+    ``private`` and ``sends_to`` as on ``Tool``."""
     def decorate(handler):
-        (registry or REGISTRY).register(Tool(name, description, input_schema, handler, timeout))
+        (registry or REGISTRY).register(Tool(name, description, input_schema, handler, timeout,
+                                             private=private, sends_to=sends_to))
         return handler
     return decorate

@@ -9,6 +9,7 @@ BASE_PACKAGES = [
     "ca-certificates",
     "curl",
     "git",
+    "nftables",  # operations/metadata_guard.py
     "tar",
     "unattended-upgrades",
     "software-properties-common",

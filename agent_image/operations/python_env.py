@@ -1,6 +1,8 @@
 """The ``hermes`` system user, its directories and the agent's virtualenv with our wheel."""
 
+import re
 import shlex
+from pathlib import Path
 
 from pyinfra.api import deploy
 from pyinfra.operations import files, pip, server
@@ -43,31 +45,37 @@ def create_user_and_dirs(settings: ImageSettings) -> None:
     )
 
 
-def pip_install_commands(settings: ImageSettings, wheel_path: str) -> list[str]:
-    """Shell commands that install ``wheel_path`` with its extras into the venv.
+def pins_torch(lock: str) -> bool:
+    """Whether the lock file at ``lock`` (a path on the machine running pyinfra) pins torch."""
+    return re.search(r"^torch==", Path(lock).read_text(), re.MULTILINE) is not None
 
-    First a normal install with ``settings.wheel_extras`` (the ``agent`` extra plus what the
-    declared LLM backends need, e.g. ``local-llm`` for ``local``; pulls their dependencies),
-    then a forced ``--no-deps`` reinstall of the project alone, so a rebuilt wheel with an
-    unchanged version number still replaces the installed code without reinstalling every
-    dependency.
+
+def pip_install_commands(settings: ImageSettings, wheel_path: str, lock_path: str) -> list[str]:
+    """Shell commands that install the uploaded lock, then the uploaded wheel, into the venv.
+
+    First the lock (``lock_path`` on the target; exact versions with hashes from
+    ``make lock``) with ``--require-hashes --no-deps``: the image gets exactly the tested
+    versions, never whatever a range resolves to on build day (issue 18: sentry-sdk 3.0).
+    PyTorch's CPU index is added when the lock pins torch and ``hermes_torch_index_url`` is
+    set. Then the project alone, ``--no-deps`` and forced, so a rebuilt wheel with an
+    unchanged version number still replaces the installed code.
     """
     pip = [f"{settings.venv}/bin/pip", "install", "--no-input", "--disable-pip-version-check",
            "--no-cache-dir", *shlex.split(settings.hermes_pip_install_args)]
-    requirement = wheel_path
-    if settings.wheel_extras:
-        requirement = f"{wheel_path}[{','.join(settings.wheel_extras)}]"
-    install = [*pip, requirement]
-    refresh = [*pip, "--force-reinstall", "--no-deps", wheel_path]
-    return [" ".join(shlex.quote(part) for part in argv) for argv in (install, refresh)]
+    index = []
+    if settings.hermes_torch_index_url and pins_torch(settings.lock):
+        index = ["--extra-index-url", settings.hermes_torch_index_url]
+    lock = [*pip, "--require-hashes", "--no-deps", *index, "-r", lock_path]
+    project = [*pip, "--force-reinstall", "--no-deps", wheel_path]
+    return [" ".join(shlex.quote(part) for part in argv) for argv in (lock, project)]
 
 
 @deploy("Install the agent into its virtualenv")
 def install_agent(settings: ImageSettings) -> None:
-    """Create ``<prefix>/venv`` and install the uploaded wheel with its extras.
+    """Create ``<prefix>/venv`` and install the lock of the wheel's extras, then the wheel.
 
-    pip runs only when the venv was just created or the wheel changed, so a second
-    run of the deploy reports no changes.
+    Both are uploaded to ``<prefix>/dist``; pip runs only when the venv was just created or
+    the wheel or the lock changed, so a second run of the deploy reports no changes.
     """
     venv = pip.venv(
         name="Create the agent virtualenv",
@@ -83,8 +91,15 @@ def install_agent(settings: ImageSettings) -> None:
         dest=wheel_path,
         mode="644",
     )
+    lock_path = f"{dist_dir}/{Path(settings.lock).name}"
+    lock = files.put(
+        name="Upload the lock of the agent's dependencies",
+        src=settings.lock,
+        dest=lock_path,
+        mode="644",
+    )
     server.shell(
-        name="pip install the wheel",
-        commands=pip_install_commands(settings, wheel_path),
-        _if=any_changed(venv, upload),
+        name="pip install the lock and the wheel",
+        commands=pip_install_commands(settings, wheel_path, lock_path),
+        _if=any_changed(venv, upload, lock),
     )

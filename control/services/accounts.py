@@ -85,23 +85,44 @@ def hash_password(password: str) -> str:
 
 
 def create_account(email: str, password: str) -> Account:
-    """Create the web account (and its tenant, unless a paid checkout already created one
-    for this e-mail).
+    """Create the web account of an address its owner has proven (tests, ``bench/``); the web
+    sign-up goes through ``control.services.signup``, which mails a link first.
 
     Args:
-        email: the address typed by the user (normalized here).
+        email: the address (normalized here).
         password: plain text, checked by ``check_password_rules``.
+
+    Returns:
+        The new ``Account`` (see ``open_account``).
+
+    Raises:
+        BadRequest: invalid e-mail or password.
+        Conflict: an account already uses this e-mail.
+    """
+    email = normalize_email(email)
+    check_password_rules(password)
+    return open_account(email, hash_password(password))
+
+
+def open_account(email: str, password_hash: str) -> Account:
+    """Create the web account for a verified address and attach it to the tenant with that
+    address (a paid checkout, Payment Link or the Telegram-first flow may have made one), or to
+    a new tenant.
+
+    Only for an address whose owner has proven it: attaching gives the account that tenant's
+    agent, chats and billing (issue 19, finding 5).
+
+    Args:
+        email: a normalized address (``normalize_email``).
+        password_hash: the Argon2id PHC string (``hash_password``).
 
     Returns:
         The new ``Account``.
 
     Raises:
-        BadRequest: invalid e-mail or password.
-        Conflict: an account already uses this e-mail (the web layer must not reveal it).
+        Conflict: an account already uses this e-mail, the tenant with it has one, or that
+            tenant was deleted (the web layer must not reveal which).
     """
-    email = normalize_email(email)
-    check_password_rules(password)
-    password_hash = hash_password(password)
     with write_transaction():
         if Account.get_or_none(Account.email == email) is not None:
             raise Conflict("an account already uses this e-mail address")

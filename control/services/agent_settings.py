@@ -12,7 +12,7 @@ who exhausts it every day.  Light 50 cents/day is at most about $15.20 in a 30.4
 ~52 % of $29; Heavy 150 cents/day is at most about $45.60, ~58 % of $79.  What remains covers
 the VM (cx23/cx33, a few euros a month), Stripe's fee (2.9 % + 30 cents per charge) and a
 margin, so no plan can lose money on LLM use.  At Claude Haiku 4.5 prices ($1/$5 per MTok,
-``agent/llm/pricing.py``) a turn with ~8k tokens of context and a 500-token reply costs about
+``wire/pricing.py``) a turn with ~8k tokens of context and a 500-token reply costs about
 1 cent, so Light allows ~50 such turns a day and Heavy ~150.  The agent's own default (100)
 would let a Light user cost more than they pay.
 """
@@ -51,12 +51,17 @@ def base_agent_env(settings) -> dict[str, str]:
         settings: ``control.settings.Settings``.
 
     Returns:
-        ``settings.agent_env`` (LLM backend, model chain, keys), ``HERMES_BUS_URL`` (the
+        ``settings.agent_env`` (LLM backend, model chain), the LLM gateway's URLs
+        (``llm_gateway.agent_urls``: provisioning adds the tenant's token as their keys; no
+        provider key is ever here), ``HERMES_BUS_URL`` (the
         control plane's: provisioning swaps in the tenant's own ACL user),
         ``HERMES_VISIBILITY_TIMEOUT`` (seconds), ``HERMES_CONTROL_URL``, ``HERMES_TZ``,
         ``HERMES_BUS_CA_FILE`` when a Redis CA is configured, and ``PLAN_BUDGETS_VAR``.
     """
+    from control.services import llm_gateway
+
     env = {
+        **llm_gateway.agent_urls(settings),
         **settings.agent_env,
         "HERMES_BUS_URL": settings.bus_url,
         "HERMES_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),

@@ -52,6 +52,7 @@ from control.providers.hetzner.archive import (
     feed_command,
     stream_command,
 )
+from control.providers.hetzner.host_keys import HostKeyStore, known_hosts_dir
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +275,16 @@ class LocalRestore:
 def archiver_from_settings(settings) -> DataArchiver:
     """How tenant snapshots are taken: locally, or over SSH on Hetzner VMs (units keep running)."""
     if settings.provisioner == "hetzner":
-        return SshTarArchiver(key_path=settings.hetzner_ssh_key_path or None, live=True)
+        return SshTarArchiver(key_path=settings.hetzner_ssh_key_path or None, live=True,
+                              host_keys=HostKeyStore(known_hosts_dir(settings)))
     return LocalSnapshotArchiver(settings.agents_dir)
 
 
 def target_from_settings(settings, tenant: str, address: str | None = None) -> RestoreTarget:
     """Where ``tenant``'s data is restored: its local data dir, or its VM at ``address``."""
     if settings.provisioner == "hetzner":
-        archiver = SshTarArchiver(key_path=settings.hetzner_ssh_key_path or None)
+        archiver = SshTarArchiver(key_path=settings.hetzner_ssh_key_path or None,
+                                  host_keys=HostKeyStore(known_hosts_dir(settings)))
         return functools.partial(archiver.restore, tenant, address)
     return LocalRestore(Path(settings.agents_dir) / tenant)
 

@@ -423,13 +423,19 @@ def _merge_placeholder(placeholder: Tenant, into: Tenant) -> None:
 
 
 def _ready_plan(tenant: Tenant) -> str | None:
-    """Return the plan to provision when the tenant has an email and a paid, known plan."""
+    """Return the plan to provision when the tenant has an email and a paid, known plan.
+
+    A subscription counts when it is the tenant's or its Stripe customer's.  The customer
+    clause is left out for a tenant without a customer id: peewee turns ``== None`` into
+    ``IS NULL``, which would hand the tenant every paid subscription that lacks one too.
+    """
     if not tenant.email:
         return None
+    mine = Subscription.tenant == tenant
+    if tenant.stripe_customer_id:
+        mine |= Subscription.stripe_customer_id == tenant.stripe_customer_id
     subs = Subscription.select().where(
-        ((Subscription.tenant == tenant) | (Subscription.stripe_customer_id == tenant.stripe_customer_id))
-        & Subscription.status.in_(PAID_STATUSES) & Subscription.plan.is_null(False)
-    )
+        mine & Subscription.status.in_(PAID_STATUSES) & Subscription.plan.is_null(False))
     sub = subs.first()
     if sub is None:
         return None

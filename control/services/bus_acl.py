@@ -10,12 +10,21 @@ selectors, https://redis.io/docs/management/security/acl/):
   ``XADD`` there, so an agent can never forge inbound user messages, and it cannot read the
   control plane's idempotency keys ``hermes:messages:{tenant}:idem:*``;
 * move a bad message aside: ``XADD`` to ``hermes:messages:{tenant}:dead`` (selector), with
-  ``MULTI``/``EXEC`` so the dead-letter write and its ``XACK`` are one transaction;
-* append to ``hermes:events:{tenant}`` through ``RedisBus.append``'s Lua script: ``EVAL``,
-  ``EVALSHA``, ``XADD``, ``XLEN``, ``XINFO GROUPS`` on that stream and ``GET``/``SET`` on its
-  idempotency keys ``hermes:events:{tenant}:idem:*`` (selector);
+  ``MULTI``/``EXEC`` so the dead-letter write and its ``XACK`` are one transaction, or through
+  ``hermes_append`` with an idempotency key (the agent's dead letters after its last retry);
+* append to ``hermes:events:{tenant}`` through ``RedisBus.append``: ``FCALL`` of the functions
+  the admin loads (``wire.redis_bus.load_functions``; they run with this user's ACL), which
+  need ``XADD``, ``XLEN``, ``XINFO GROUPS`` on that stream and ``GET``/``SET`` on its
+  idempotency keys ``hermes:events:{tenant}:idem:*`` (selectors; ``SET`` never on the stream);
 * ``PING`` (and ``SELECT`` when the bus lives in a database other than 0).
 
+No scripts and no function management (issue #19, finding 3): no ``EVAL``/``EVALSHA``/
+``SCRIPT``/``FUNCTION``, so a tenant cannot run ``while true do end`` and leave the shared Redis
+BUSY for everyone; ``FCALL`` reaches only the admin's functions, whose ``hermes_append`` refuses
+entries over ``MAX_ENTRY_BYTES`` and clamps the stream length.  A plain ``XADD`` or ``SET`` on
+the tenant's own keys stays possible (Redis checks a function's commands against its caller's
+ACL, so the function needs them); roles/redis caps every argument at 1 MiB
+(``proto-max-bulk-len``), which refuses the 512 MB values that filled Redis.
 Everything else is denied (``-@all``, no pub/sub channels): no ``KEYS``/``SCAN``/
 ``FLUSH*``/``CONFIG``/``ACL``/``MONITOR``/``PSUBSCRIBE``, and no other tenant's keys.
 Tenant ids are restricted to ``[A-Za-z0-9_-]`` so they cannot smuggle glob characters into
@@ -32,7 +41,7 @@ import redis
 import structlog
 
 from wire.protocol import events_stream, messages_stream
-from wire.redis_bus import translate_errors
+from wire.redis_bus import load_functions, translate_errors
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +60,19 @@ def tenant_username(tenant: str) -> str:
     return f"hermes-tenant-{tenant}"
 
 
+def _append_selectors(stream: str) -> list[str]:
+    """Selectors for a stream the tenant appends to (its events, its dead letters).
+
+    ``FCALL`` names the stream and its idempotency keys; the functions (and ``dead_letter``)
+    then run stream commands on the stream only and ``GET``/``SET`` on the idempotency keys
+    only: a ``SET`` that turned the stream itself into a string would make the control
+    plane's ``XREADGROUP`` over many tenants' streams fail with ``WRONGTYPE`` for all of them.
+    """
+    return [f"(~{stream} ~{stream}:idem:* +fcall)",
+            f"(~{stream} +xadd +xlen +xinfo|groups)",
+            f"(~{stream}:idem:* +get +set)"]
+
+
 def tenant_acl_rules(tenant: str, password: str, db: int = 0) -> list[str]:
     """Return the ``ACL SETUSER`` rules for ``tenant`` (see the module docstring).
 
@@ -63,8 +85,7 @@ def tenant_acl_rules(tenant: str, password: str, db: int = 0) -> list[str]:
              "+ping", "+multi", "+exec", "+discard",
              f"~{messages}", "+xreadgroup", "+xack", "+xautoclaim", "+xpending",
              "+xgroup|create", "+xlen",
-             f"(~{messages}:dead +xadd)",
-             f"(~{events} ~{events}:idem:* +eval +evalsha +xadd +xlen +xinfo|groups +get +set)"]
+             *_append_selectors(f"{messages}:dead"), *_append_selectors(events)]
     if db:
         rules.append("+select")
     return rules
@@ -100,7 +121,8 @@ def _persist(admin: redis.Redis) -> None:
 def grant(admin: redis.Redis, tenant: str, *, advertised_host: str | None = None) -> str:
     """Create or rotate ``tenant``'s Redis ACL user; return its connection URL.
 
-    A new random password replaces any earlier one, and connections still authenticated
+    Loads the bus functions first (``load_functions``: the user's appends call them).  A new
+    random password replaces any earlier one, and connections still authenticated
     with the earlier password are closed (``CLIENT KILL USER``), so a rotation takes effect
     at once.  The URL is the only place the password appears: hand it to that tenant's
     agent only, never log it.
@@ -122,6 +144,7 @@ def grant(admin: redis.Redis, tenant: str, *, advertised_host: str | None = None
     username = tenant_username(tenant)
     scheme, host, port, db = _admin_location(admin)
     password = secrets.token_urlsafe(PASSWORD_BYTES)
+    load_functions(admin)
     with translate_errors(admin, f"grant bus access to tenant {tenant}"):
         admin.execute_command("ACL", "SETUSER", username, *tenant_acl_rules(tenant, password, db))
         admin.execute_command("CLIENT", "KILL", "USER", username)

@@ -4,8 +4,8 @@ The same rules as ``control.services.routing`` (Telegram), for a platform-neutra
 idempotent on ``(channel, event_id)`` (a ``WebhookEvent`` row written in the transaction that
 publishes), linking with the single-use token flow (``/link CODE``; ``/start CODE`` too),
 an unlinked identity answered here and never forwarded to any agent, a paused tenant told why,
-and the envelope id derived from the chat and message ids so a retried delivery is published
-once.  The answer is returned, not sent: a Discord interaction answers in its HTTP response,
+and the envelope id derived from the chat and message ids (keyed: ``routing.envelope_id_for``)
+so a retried delivery is published once.  The answer is returned, not sent: a Discord interaction answers in its HTTP response,
 a Gateway DM or a Slack event through the platform's API.
 
 Files (issue #12): ``publish`` is every platform's way onto the bus.  An envelope with
@@ -67,7 +67,7 @@ class InboundResult:
 IngestMedia = Callable[[str], object]
 
 
-def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
+def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts, *, envelope_key: bytes,
                   paused_notice: Callable[[Tenant], str] | None = None,
                   ingest_media: IngestMedia | None = None) -> InboundResult:
     """Route one verified message from ``message.channel``.
@@ -76,6 +76,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
         message: the parsed message; ``identity`` is what ``ChatIdentity`` links.
         bus: where envelopes go.
         texts: the platform's answers.
+        envelope_key: the key of envelope ids (``routing.envelope_id_for``).
         paused_notice: the answer for a tenant whose subscription ended
             (``lifecycle.pause_notice``); None answers ``lifecycle.ENDED_TEXT``.
         ingest_media: where an envelope with attachments goes (``publish``).
@@ -106,7 +107,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts,
             return InboundResult("answered", texts.linked_help)
         if not message.text and not message.attachments:
             return InboundResult("ignored")
-        envelope = _publish(message, tenant, bus, ingest_media)
+        envelope = _publish(message, tenant, bus, envelope_key, ingest_media)
     return InboundResult("published", envelope=envelope)
 
 
@@ -144,10 +145,10 @@ def publish(envelope: Envelope, bus: Bus, ingest_media: IngestMedia | None = Non
     bus.append(messages_stream(envelope.tenant), envelope.to_json(), idempotency_key=envelope.id)
 
 
-def _publish(message: InboundMessage, tenant: Tenant, bus: Bus,
+def _publish(message: InboundMessage, tenant: Tenant, bus: Bus, key: bytes,
              ingest_media: IngestMedia | None) -> Envelope:
     envelope = Envelope(
-        id=envelope_id_for(message.channel, message.chat_id, message.message_id),
+        id=envelope_id_for(key, message.channel, message.chat_id, message.message_id),
         tenant=str(tenant.id), channel=message.channel, chat_id=message.chat_id,
         sender_id=message.user_id, text=message.text, attachments=list(message.attachments),
         platform_message_id=message.message_id, request_id=logs.current("request_id"),

@@ -4,7 +4,9 @@ Every change of a ``Connection`` row (connect, OAuth callback, disconnect, a web
 reconciliation) ends with ``publish_config``: an ``Envelope`` of kind ``mcp_config`` on the
 tenant's messages stream carrying the control plane's MCP proxy endpoint of their active
 connections and a fresh proxy token (``{}`` when none is active; ``control.services.mcp_proxy``:
-the Composio URL and project key stay here), which the agent applies without a restart.
+the Composio URL and project key stay here), which the agent applies without a restart.  It is
+published again whenever the tenant's agent reports ``ready`` (a new, restarted or restored
+agent: ``ControlTasks.agent_ready``).
 
 Who learns what (DESIGN of issue #13): a new connection from the OAuth callback (checked
 against Composio, never taken from the query string alone); an expired one from the
@@ -299,30 +301,36 @@ class Connections:
 
     # --- the agent -------------------------------------------------------------------------
 
-    def mcp_servers(self, tenant: Tenant) -> dict:
-        """The tenant's ``mcpServers`` mapping: ``{"composio": {"url", "headers"}}`` with the
-        control plane's MCP proxy URL and a freshly rotated proxy token (never the Composio
-        URL or key), ``{}`` when no connection is active (the proxy token is then revoked)."""
+    def publish_config(self, tenant: Tenant) -> Envelope:
+        """Publish the tenant's current ``mcp_config`` envelope to their agent.
+
+        With an active connection the envelope's ``mcpServers`` is ``{"composio": {"url",
+        "headers"}}``: the control plane's MCP proxy URL and a new proxy token (never the
+        Composio URL or key); the previous token stops working only once the envelope is on
+        the bus (``mcp_proxy.rotate``), so a bus outage leaves the agent a working one.  With
+        none it is ``{}`` and the proxy token is revoked first.
+
+        Raises:
+            IntegrationError: Composio could not make the MCP session.
+            BusUnavailable: the bus is down (the reconciliation, or the agent's next ``ready``,
+                publishes again later).
+        """
         keys = [c.service for c in Connection.select(Connection.service).where(
             (Connection.tenant == tenant) & (Connection.status == ConnectionStatus.ACTIVE))]
         catalogue = integrations.load()
         services = [catalogue[k] for k in keys if k in catalogue]
         if not services:
-            mcp_proxy.issue(tenant, None, self.box)
-            return {}
+            mcp_proxy.revoke(tenant)
+            return self._append(tenant, {})
         endpoint = self.provider.mcp_endpoint(composio_user_id(tenant), services)
-        token = mcp_proxy.issue(tenant, endpoint, self.box)
-        return {MCP_SERVER_NAME: {"url": mcp_proxy.proxy_url(self.public_url, tenant.id),
-                                  "headers": {"Authorization": f"Bearer {token}"}}}
+        sent: list[Envelope] = []
+        mcp_proxy.rotate(tenant, endpoint, self.box, lambda token: sent.append(self._append(
+            tenant, {MCP_SERVER_NAME: {"url": mcp_proxy.proxy_url(self.public_url, tenant.id),
+                                       "headers": {"Authorization": f"Bearer {token}"}}})))
+        return sent[0]
 
-    def publish_config(self, tenant: Tenant) -> Envelope:
-        """Publish the tenant's current ``mcp_config`` envelope to their agent.
-
-        Raises:
-            IntegrationError: Composio could not make the MCP session.
-            BusUnavailable: the bus is down (the reconciliation publishes again later).
-        """
-        servers = self.mcp_servers(tenant)
+    def _append(self, tenant: Tenant, servers: dict) -> Envelope:
+        """Append an ``mcp_config`` envelope carrying ``servers`` to the tenant's messages stream."""
         envelope = Envelope(id=new_id(), tenant=str(tenant.id), channel="web",
                             chat_id=f"web-{tenant.id}", sender_id="control", text="",
                             kind="mcp_config", mcp_servers=servers)
@@ -333,7 +341,8 @@ class Connections:
 
     def _tell(self, tenant: Tenant) -> bool:
         """``publish_config``; a failure is logged, not raised: the change is stored, and the
-        agent gets the tenant's tools with the next change (or reconciliation) that succeeds."""
+        agent gets the tenant's tools with the next change, reconciliation or ``ready`` of its
+        agent (``ControlTasks.agent_ready``) that succeeds."""
         try:
             self.publish_config(tenant)
         except (BusUnavailable, IntegrationError) as exc:

@@ -24,6 +24,17 @@ id = envelope id) together with its ``Message`` and ``Usage`` rows before it is 
 
 Lifecycle events (the agent's ``ready``/``heartbeat``/``failed``) are not replies: they go to
 ``control.services.machine_health`` and are acknowledged once recorded, never sent to a chat.
+
+A tenant VM is untrusted (issue #19).  The tenant of an event is the one whose events stream
+it was read from, never the event's ``tenant`` field; every event passes
+``control.services.event_guard.check_event`` (its tenant, its message id, its chat) before it
+touches a chat, a machine or a row, and pending replies are kept per tenant.  A refused event
+is dead-lettered (``hermes:events:{tenant}:dead``) with the reason, counted
+(``hermes_bus_dead_letters``, ``control.web.metrics``) and raised as an ``event_rejected``
+attention item.  One bad event fails alone: an exception while taking an event leaves it for
+a retry and dead-letters it at its ``TAKE_ATTEMPTS``-th delivery; any exception but a
+``ChannelError`` while sending a reply marks the reply failed, dead-letters its final and
+raises a ``delivery_failed`` attention item; the worker goes on with the other replies.
 """
 
 from __future__ import annotations
@@ -38,8 +49,9 @@ from control.channels.base import split_text as split_to_limit
 from control.channels.telegram import BotApiClient
 from control.channels.telegram_adapter import TELEGRAM_LIMITS, TelegramAdapter
 from control.db import write_transaction
+from control.errors import MisroutedEvent
 from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
-from control.services import machine_health
+from control.services import event_guard, machine_health
 from control.services.attention import raise_attention
 from control.services.delivery_recovery import chunk_ids, highest_known_id, open_ledger
 from control.services.routing import record_control_reply
@@ -55,13 +67,18 @@ log = logging.getLogger(__name__)
 TELEGRAM_MAX_TEXT = TELEGRAM_LIMITS.max_text
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.
 TRANSIENT_BACKOFF = 2.0  # seconds before retrying a chat after a transport or 5xx error.
-WEB_CHANNEL = "web"  # the dashboard's quick chat: no platform API, the ledger is the delivery.
+WEB_CHANNEL = event_guard.WEB_CHANNEL  # the dashboard's quick chat: the ledger is the delivery.
+# Deliveries of one event that raised while being taken before it is dead-lettered: a few
+# tries ride out a passing database error, and a poison event never comes back forever.
+TAKE_ATTEMPTS = 3
 
 
 @dataclass
 class PendingReply:
-    """A reply being delivered: the newest text and, once final, the bus entry to ack."""
+    """A reply being delivered: the tenant (of its events stream), the newest text and, once
+    final, the bus entry to ack."""
 
+    tenant_id: int
     event: Event
     text: str
     final: bool = False
@@ -99,13 +116,16 @@ class DeliveryWorker:
         clock: monotonic clock in seconds.
         tenant_refresh: seconds between two ``tenant_ids`` calls (a new tenant's replies wait
             at most that long).
+        on_ready: called with the tenant id after its agent's lifecycle ``ready`` was recorded
+            (``ControlTasks.agent_ready``: its MCP configuration is sent again).
     """
 
     def __init__(self, bus: Bus, client: BotApiClient | ChannelAdapter,
                  tenant_ids: Callable[[], list[int]], *,
                  adapters: dict[str, ChannelAdapter] | None = None,
                  edit_interval: float | None = None, consumer: str = "control",
-                 clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0):
+                 clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0,
+                 on_ready: Callable[[int], object] | None = None):
         self.bus = bus
         telegram = TelegramAdapter(client) if isinstance(client, BotApiClient) else client
         self.adapters: dict[str, ChannelAdapter] = {telegram.name: telegram, **(adapters or {})}
@@ -114,9 +134,12 @@ class DeliveryWorker:
         self.consumer = consumer
         self.clock = clock
         self.tenant_refresh = tenant_refresh
-        self.pending: dict[str, PendingReply] = {}
+        self.on_ready = on_ready
+        # Keyed by (tenant id, message id): one tenant's ids never touch another's reply.
+        self.pending: dict[tuple[int, str], PendingReply] = {}
         self.chats: dict[str, ChatClock] = {}
         self._streams: list[str] = []
+        self._stream_tenants: dict[str, int] = {}
         self._streams_at: float | None = None
 
     def step(self, block: float = 0.2) -> int:
@@ -135,14 +158,20 @@ class DeliveryWorker:
             deliveries = []
             time.sleep(wait)  # no tenant yet: idle instead of spinning
         for delivery in deliveries:
-            self._take(delivery)
+            try:
+                self._take(delivery)
+            except Exception as exc:  # noqa: BLE001 - one event must not stop the others
+                self._take_failed(delivery, exc)
         self.flush()
         return len(deliveries)
 
     def _event_streams(self) -> list[str]:
         now = self.clock()
         if self._streams_at is None or now - self._streams_at >= self.tenant_refresh:
-            self._streams = [events_stream(str(t)) for t in self.tenant_ids()]
+            ids = [int(t) for t in self.tenant_ids()]
+            self._streams = [events_stream(str(t)) for t in ids]
+            # The tenant of each stream, by our own naming; never read from an event.
+            self._stream_tenants.update(zip(self._streams, ids, strict=True))
             self._streams_at = now
         return self._streams
 
@@ -158,30 +187,59 @@ class DeliveryWorker:
     def _interval(self, adapter: ChannelAdapter) -> float:
         return adapter.limits.min_edit_interval if self.edit_interval is None else self.edit_interval
 
-    def _take(self, delivery) -> None:
-        try:
-            event = Event.from_json(delivery.payload)
-        except MalformedMessage as exc:
-            log.error("dead-lettering malformed event %s: %s", delivery.entry_id, exc)
-            self.bus.dead_letter(delivery, DELIVERY_GROUP, str(exc))
-            return
-        # A lifecycle event's message_id is its own, not an envelope's.
-        ids = {"tenant": event.tenant} if event.kind == LIFECYCLE else {
-            "tenant": event.tenant, "envelope_id": event.message_id}
-        with logs.bound(**ids):
-            self._take_event(event, delivery)
+    def _take(self, delivery: BusDelivery) -> None:
+        tenant_id = self._stream_tenants[delivery.stream]
+        with logs.bound(tenant=str(tenant_id)):
+            try:
+                event = Event.from_json(delivery.payload)
+            except MalformedMessage as exc:
+                self._reject(delivery, tenant_id, f"malformed event: {exc}")
+                return
+            try:
+                event_guard.check_event(tenant_id, event)
+            except MisroutedEvent as exc:
+                self._reject(delivery, tenant_id, f"{exc.code}: {exc}")
+                return
+            if event.kind == LIFECYCLE:  # its message_id is its own, not an envelope's
+                self._take_event(tenant_id, event, delivery)
+                return
+            with logs.bound(envelope_id=event.message_id):
+                self._take_event(tenant_id, event, delivery)
 
-    def _take_event(self, event: Event, delivery) -> None:
+    def _reject(self, delivery: BusDelivery, tenant_id: int, reason: str) -> None:
+        """Dead-letter an event that must not be acted on, and tell the operators."""
+        log.error("dead-lettering event %s of tenant %s: %s", delivery.entry_id, tenant_id, reason)
+        self.bus.dead_letter(delivery, DELIVERY_GROUP, reason)
+        raise_attention("event_rejected", str(tenant_id),
+                        f"an event on {delivery.stream} was refused and dead-lettered: {reason}"[:1000])
+
+    def _take_failed(self, delivery: BusDelivery, exc: Exception) -> None:
+        """An event raised while being taken: leave it for a retry, or dead-letter it for good."""
+        if delivery.attempts < TAKE_ATTEMPTS:
+            log.warning("event %s on %s failed (attempt %d of %d), will retry: %r", delivery.entry_id,
+                        delivery.stream, delivery.attempts, TAKE_ATTEMPTS, exc)
+            return
+        log.error("event %s on %s failed %d times, dead-lettering it: %r", delivery.entry_id,
+                  delivery.stream, delivery.attempts, exc)
+        self.bus.dead_letter(delivery, DELIVERY_GROUP, f"failed {delivery.attempts} times: {exc!r}")
+        raise_attention("event_failed", delivery.stream,
+                        f"event {delivery.entry_id} failed {delivery.attempts} times and was "
+                        f"dead-lettered: {exc!r}"[:1000])
+
+    def _take_event(self, tenant_id: int, event: Event, delivery: BusDelivery) -> None:
+        """Act on an event ``event_guard.check_event`` accepted for tenant ``tenant_id``."""
         if event.kind == LIFECYCLE:
-            machine_health.record_lifecycle(event, self._tell)
+            machine = machine_health.record_lifecycle(tenant_id, event, self._tell)
+            if machine is not None and event.lifecycle == "ready" and self.on_ready is not None:
+                self.on_ready(tenant_id)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
-        ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
+        ledger = _ledger(tenant_id, event.message_id)
         if ledger is not None and ledger.state == DeliveryState.DELIVERED:
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         if event.channel == WEB_CHANNEL:
-            _store_web_event(event, ledger)
+            _store_web_event(tenant_id, event, ledger)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         if event.channel not in self.adapters:
@@ -189,16 +247,17 @@ class DeliveryWorker:
             # restart with its settings) delivers it.
             log.error("no adapter for channel %r; reply %s waits", event.channel, event.message_id)
             return
+        key = (tenant_id, event.message_id)
         if event.kind == "status":
-            self._typing(event)
+            self._typing(event, key in self.pending)
         elif event.kind == "delta":
-            reply = self.pending.get(event.message_id)
+            reply = self.pending.get(key)
             if reply is None:
-                self.pending[event.message_id] = PendingReply(event, event.text)
+                self.pending[key] = PendingReply(tenant_id, event, event.text)
             elif not reply.final:
                 reply.text = event.text
         else:
-            reply = self.pending.setdefault(event.message_id, PendingReply(event, event.text))
+            reply = self.pending.setdefault(key, PendingReply(tenant_id, event, event.text))
             reply.event, reply.text, reply.final, reply.final_delivery = event, event.text, True, delivery
             return
         self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
@@ -216,11 +275,11 @@ class DeliveryWorker:
             return
         record_control_reply("telegram", chat_id, text, message_id)
 
-    def _typing(self, event: Event) -> None:
+    def _typing(self, event: Event, replying: bool) -> None:
         adapter = self.adapters[event.channel]
         clock = self.chats.setdefault(_chat_key(event), ChatClock())
         now = self.clock()
-        if not adapter.limits.typing or now < clock.next_typing_at or event.message_id in self.pending:
+        if not adapter.limits.typing or now < clock.next_typing_at or replying:
             return
         clock.next_typing_at = now + TYPING_INTERVAL
         try:
@@ -229,40 +288,66 @@ class DeliveryWorker:
             log.info("typing indicator failed for %s chat %s: %s", event.channel, event.chat_id, exc)
 
     def flush(self) -> None:
-        """Send or edit every pending reply whose chat is due."""
-        for message_id in list(self.pending):
-            reply = self.pending[message_id]
-            with logs.bound(tenant=reply.event.tenant, envelope_id=message_id):
-                clock = self.chats.setdefault(_chat_key(reply.event), ChatClock())
-                if self.clock() < clock.next_send_at:
-                    continue
-                if reply.text == reply.sent_text and not reply.final:
-                    continue
-                adapter = self.adapters[reply.event.channel]
-                if not reply.final and not adapter.limits.can_edit:
-                    continue  # a platform that cannot edit gets the final text only
+        """Send or edit every pending reply whose chat is due.
+
+        A reply whose sending raises anything but a ``ChannelError`` fails alone
+        (``_send_failed``); the others are still sent.
+        """
+        for key in list(self.pending):
+            reply = self.pending[key]
+            with logs.bound(tenant=str(reply.tenant_id), envelope_id=reply.event.message_id):
                 try:
-                    self._send(reply, adapter)
-                except ChannelError as exc:
-                    self._on_error(reply, clock, exc)
-                    continue
-                clock.next_send_at = self.clock() + self._interval(adapter)
-                if reply.final:
-                    self._complete(reply)
-                    del self.pending[message_id]
+                    self._flush_one(key, reply)
+                except Exception as exc:  # noqa: BLE001 - one reply must not stop the others
+                    self._send_failed(key, reply, exc)
+
+    def _flush_one(self, key: tuple[int, str], reply: PendingReply) -> None:
+        clock = self.chats.setdefault(_chat_key(reply.event), ChatClock())
+        if self.clock() < clock.next_send_at:
+            return
+        if reply.text == reply.sent_text and not reply.final:
+            return
+        adapter = self.adapters[reply.event.channel]
+        if not reply.final and not adapter.limits.can_edit:
+            return  # a platform that cannot edit gets the final text only
+        try:
+            self._send(reply, adapter)
+        except ChannelError as exc:
+            self._on_error(key, reply, clock, exc)
+            return
+        clock.next_send_at = self.clock() + self._interval(adapter)
+        if reply.final:
+            self._complete(reply)
+            del self.pending[key]
+
+    def _send_failed(self, key: tuple[int, str], reply: PendingReply, exc: Exception) -> None:
+        """Mark a reply whose sending raised unexpectedly failed, dead-letter its final (if
+        read yet) and drop it, so it is never retried in front of the others."""
+        event = reply.event
+        log.error("reply %s to %s chat %s failed: %r", event.message_id, event.channel,
+                  event.chat_id, exc, exc_info=exc)
+        reason = f"delivery failed: {exc!r}"[:1000]
+        self.pending.pop(key, None)
+        Delivery.update(state=DeliveryState.FAILED.value, failure=reason).where(
+            (Delivery.tenant == reply.tenant_id) & (Delivery.envelope_id == event.message_id)
+            & (Delivery.state != DeliveryState.DELIVERED.value)).execute()
+        raise_attention("delivery_failed", event.message_id,
+                        f"tenant {reply.tenant_id}, {event.channel} chat {event.chat_id}: {reason}")
+        if reply.final_delivery is not None:
+            self.bus.dead_letter(reply.final_delivery, DELIVERY_GROUP, reason)
 
     def _send(self, reply: PendingReply, adapter: ChannelAdapter) -> None:
         event = reply.event
-        ledger = Delivery.get_or_none(Delivery.envelope_id == event.message_id)
+        ledger = _ledger(reply.tenant_id, event.message_id)
         chunks = (adapter.split(reply.text) if reply.final
                   else [reply.text[:adapter.limits.max_text]])
         existing = adapter.existing_message(event.chat_id)
         if existing is not None and (ledger is None or ledger.platform_message_id is None):
-            ledger = ledger or open_ledger(event, None)
+            ledger = ledger or open_ledger(reply.tenant_id, event, None)
             ledger.platform_message_id = existing
             ledger.save()
         if ledger is None or ledger.platform_message_id is None:
-            ledger, message_id, shown = self._post(adapter, ledger, event, chunks[0])
+            ledger, message_id, shown = self._post(adapter, ledger, (reply.tenant_id, event), chunks[0])
             ledger.platform_message_id, ledger.last_text, ledger.pending_text = message_id, shown, None
             if shown != chunks[0] or len(chunks) > 1 or not reply.final:
                 ledger.save()  # the id is on record before any further call to the platform
@@ -280,7 +365,7 @@ class DeliveryWorker:
             # conversation-log row and its usage must commit with it or not at all.
             with write_transaction():
                 ledger.save()
-                _record_reply(reply.event, reply.text, ledger)
+                _record_reply(reply.tenant_id, reply.event, reply.text, ledger)
         else:
             ledger.save()
         reply.sent_text = reply.text
@@ -297,12 +382,12 @@ class DeliveryWorker:
             if shown != chunk:
                 adapter.edit(ledger.chat_id, message_id, chunk)
 
-    def _post(self, adapter: ChannelAdapter, ledger: Delivery | None, event: Event | None,
-              text: str) -> tuple[Delivery, str, str]:
+    def _post(self, adapter: ChannelAdapter, ledger: Delivery | None,
+              reply_of: tuple[int, Event] | None, text: str) -> tuple[Delivery, str, str]:
         """Put ``text`` in a new message of the reply's chat, unless an earlier send did.
 
-        The send intent is written first (creating the ledger row from ``event`` when
-        ``ledger`` is None, in the same write).
+        The send intent is written first (creating the ledger row of ``reply_of``, ``(tenant
+        id, event)``, when ``ledger`` is None, in the same write).
 
         Returns:
             ``(ledger, platform message id, text it shows)``; the text differs from ``text``
@@ -314,9 +399,9 @@ class DeliveryWorker:
                 could not be reached (the intent stays, so the next attempt searches first).
         """
         if ledger is None:
-            if event is None:
+            if reply_of is None:
                 raise ValueError("the first message of a reply needs its event")
-            ledger = open_ledger(event, text)
+            ledger = open_ledger(*reply_of, text)
         elif ledger.pending_text is not None and (found := adapter.find_sent(ledger)) is not None:
             return ledger, found, ledger.pending_text
         else:
@@ -331,24 +416,25 @@ class DeliveryWorker:
                 ledger.save()
             raise
 
-    def _on_error(self, reply: PendingReply, clock: ChatClock, exc: ChannelError) -> None:
+    def _on_error(self, key: tuple[int, str], reply: PendingReply, clock: ChatClock,
+                  exc: ChannelError) -> None:
         event = reply.event
         if exc.rate_limited:
             clock.next_send_at = self.clock() + float(exc.retry_after or 1)
             log.info("%s chat %s rate limited for %ss", event.channel, event.chat_id, exc.retry_after)
         elif exc.message_gone:
             Delivery.update(platform_message_id=None).where(
-                Delivery.envelope_id == event.message_id).execute()
+                (Delivery.tenant == reply.tenant_id) & (Delivery.envelope_id == event.message_id)).execute()
         elif exc.permanent:
             log.error("reply %s to chat %s refused: %s", event.message_id, event.chat_id, exc)
             raise_attention("delivery_refused", event.message_id, f"chat {event.chat_id}: {exc}")
             # Recorded as failed with the platform's reason, so nothing shows it as sent.
             Delivery.update(state=DeliveryState.FAILED.value, failure=str(exc)[:1000]).where(
-                (Delivery.envelope_id == event.message_id)
+                (Delivery.tenant == reply.tenant_id) & (Delivery.envelope_id == event.message_id)
                 & (Delivery.state != DeliveryState.DELIVERED.value)).execute()
             if reply.final:
                 self._ack_final(reply)
-            del self.pending[event.message_id]
+            del self.pending[key]
         else:
             clock.next_send_at = self.clock() + TRANSIENT_BACKOFF
             log.warning("delivery to chat %s failed, will retry: %s", event.chat_id, exc)
@@ -372,7 +458,12 @@ class DeliveryWorker:
                 stopping.wait(1.0)
 
 
-def _store_web_event(event: Event, ledger: Delivery | None) -> None:
+def _ledger(tenant_id: int, envelope_id: str) -> Delivery | None:
+    """The ledger row of tenant ``tenant_id``'s reply ``envelope_id``, if there is one."""
+    return Delivery.get_or_none((Delivery.tenant == tenant_id) & (Delivery.envelope_id == envelope_id))
+
+
+def _store_web_event(tenant_id: int, event: Event, ledger: Delivery | None) -> None:
     """Deliver one event of a ``web`` reply by storing it (the caller then acks it).
 
     ``status`` events are dropped (the page shows its own "thinking" state); a ``delta``
@@ -381,6 +472,7 @@ def _store_web_event(event: Event, ledger: Delivery | None) -> None:
     so the event stays unacknowledged and is redelivered.
 
     Args:
+        tenant_id: the tenant of the events stream it came from.
         event: a non-lifecycle event whose channel is ``web``.
         ledger: the reply's ``Delivery`` row if it exists (never a delivered one).
     """
@@ -390,7 +482,7 @@ def _store_web_event(event: Event, ledger: Delivery | None) -> None:
         if ledger is None:
             ledger, _ = Delivery.get_or_create(
                 envelope_id=event.message_id,
-                defaults={"tenant": int(event.tenant), "channel": event.channel,
+                defaults={"tenant": tenant_id, "channel": event.channel,
                           "chat_id": event.chat_id})
             if ledger.state == DeliveryState.DELIVERED:
                 return
@@ -398,16 +490,17 @@ def _store_web_event(event: Event, ledger: Delivery | None) -> None:
         if event.kind in ("final", "error"):
             ledger.platform_message_id = event.message_id
             ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
-            _record_reply(event, event.text, ledger)
+            _record_reply(tenant_id, event, event.text, ledger)
         ledger.save()
     if event.kind in ("final", "error"):
         log.info("reply stored for web chat %s", event.chat_id)
 
 
-def _record_reply(event: Event, text: str, ledger: Delivery) -> None:
+def _record_reply(tenant_id: int, event: Event, text: str, ledger: Delivery) -> None:
     """Log the delivered reply in the conversation (``Message``, direction ``out``) and store
-    its LLM usage; both idempotent on the envelope id.  Nothing when the tenant is gone."""
-    tenant = Tenant.get_or_none(Tenant.id == int(event.tenant))
+    its LLM usage, both for tenant ``tenant_id`` (its events stream's) and idempotent on the
+    envelope id.  Nothing when the tenant is gone."""
+    tenant = Tenant.get_or_none(Tenant.id == tenant_id)
     if tenant is None:
         return
     Message.get_or_create(envelope_id=event.message_id, direction="out",

@@ -102,11 +102,13 @@ class SentMessageFinder:
         return "edited"
 
 
-def open_ledger(event: Event, pending_text: str | None) -> Delivery:
-    """Create the ledger row of a reply with its first send intent (one write)."""
-    inbound = Message.get_or_none(Message.envelope_id == event.message_id, Message.direction == "in")
+def open_ledger(tenant_id: int, event: Event, pending_text: str | None) -> Delivery:
+    """Create the ledger row of tenant ``tenant_id``'s reply ``event`` with its first send
+    intent (one write); the tenant is the one whose events stream the event came from."""
+    inbound = Message.get_or_none(Message.envelope_id == event.message_id, Message.direction == "in",
+                                  Message.tenant == tenant_id)
     reply_to = inbound.platform_message_id if inbound else None
-    return Delivery.create(envelope_id=event.message_id, tenant=int(event.tenant),
+    return Delivery.create(envelope_id=event.message_id, tenant=tenant_id,
                            channel=event.channel, chat_id=event.chat_id, reply_to=reply_to,
                            pending_text=pending_text,
                            pending_after=highest_known_id(event.chat_id, reply_to))

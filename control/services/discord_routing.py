@@ -33,9 +33,11 @@ TEXTS = ChannelTexts(
 NOT_A_COMMAND = "Hermes answers its slash commands and direct messages only."
 
 
-def respond(interaction: Interaction, bus: Bus, box: SecretsBox,
+def respond(interaction: Interaction, bus: Bus, box: SecretsBox, *, envelope_key: bytes,
             paused_notice: Callable[[Tenant], str] | None = None) -> dict:
     """Return the interaction response (JSON object) for a verified ``interaction``.
+
+    ``envelope_key`` and ``paused_notice`` are as for ``route_inbound``.
 
     Raises:
         wire.errors.BusUnavailable: the command could not be published (the webhook answers
@@ -49,7 +51,8 @@ def respond(interaction: Interaction, bus: Bus, box: SecretsBox,
     with write_transaction():  # one commit for the token and the routing
         if interaction.name not in discord.CONTROL_COMMANDS:
             discord_interactions.remember(interaction, ephemeral, box)
-        result = route_inbound(discord.interaction_message(interaction), bus, TEXTS, paused_notice)
+        result = route_inbound(discord.interaction_message(interaction), bus, TEXTS,
+                               envelope_key=envelope_key, paused_notice=paused_notice)
     if result.outcome in ("published", "duplicate"):
         return {"type": discord.DEFERRED_CHANNEL_MESSAGE,
                 **({"data": {"flags": EPHEMERAL}} if ephemeral else {})}
@@ -60,7 +63,8 @@ def _message(text: str) -> dict:
     return {"type": discord.CHANNEL_MESSAGE, "data": {"content": text, "flags": EPHEMERAL}}
 
 
-def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, str], object],
+def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, str], object], *,
+                        envelope_key: bytes,
                         paused_notice: Callable[[Tenant], str] | None = None,
                         ingest_media: Callable[[str], object] | None = None) -> str | None:
     """Route one Gateway dispatch; DMs only (``discord.dm_message``), everything else ignored.
@@ -70,6 +74,7 @@ def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, st
         data: its ``d``.
         bus: where envelopes go.
         send: ``send(channel_id, text)`` delivers the control plane's answer (REST).
+        envelope_key: as for ``route_inbound``.
         paused_notice: as for ``route_inbound``.
         ingest_media: as for ``route_inbound`` (a DM's attachments).
 
@@ -82,7 +87,8 @@ def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, st
     message = discord.dm_message(data)
     if message is None:
         return None
-    result = route_inbound(message, bus, TEXTS, paused_notice, ingest_media)
+    result = route_inbound(message, bus, TEXTS, envelope_key=envelope_key,
+                           paused_notice=paused_notice, ingest_media=ingest_media)
     if result.answer:
         send(message.chat_id, result.answer)
     return result.outcome

@@ -51,6 +51,7 @@ from control.providers.base import Provisioner
 from control.services import mail, provisioning
 from control.services.attention import raise_attention
 from control.services.machine_health import HealthPolicy
+from wire.protocol import events_stream, messages_stream
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,9 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
     """Delete everything a tenant left with us (account deletion); idempotent.
 
     The caller has cancelled the Stripe subscriptions first.  In order: the machine is destroyed
-    WITHOUT an archive, the tenant's Redis bus user revoked, every deprovision archive
+    WITHOUT an archive, the tenant's Redis bus user revoked, its bus streams deleted (both
+    ``hermes:messages:{tenant}`` and ``hermes:events:{tenant}`` with their dead letters and
+    idempotency keys: message texts and media URLs, ``Bus.delete_stream``), every deprovision archive
     (``archives/<env>/<tenant>/``), nightly backup (``backups/tenants/<tenant>/``) and file the
     user sent (``media/<env>/<tenant>/``, ``control.services.media``) deleted,
     then the rows of its account, password resets, chats, link tokens, messages, deliveries,
@@ -328,7 +331,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
 
     Raises:
         ProvisioningError: the machine could not be destroyed (nothing else was deleted; retry).
-        wire.errors.WireError: the bus user could not be revoked (retry).
+        wire.errors.WireError: the bus user could not be revoked or the streams deleted (retry).
     """
     from control.services import media
     from control.services.backups import store_from_settings
@@ -338,6 +341,8 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
     _delete_connections(tenant, runtime)
     provisioner.deprovision(key, archive=False)
     provisioning.revoke_bus_access(settings.bus_url, key, ca_file=settings.bus_ca_file)
+    for stream in (messages_stream(key), events_stream(key)):  # message text, media URLs
+        runtime.bus.delete_stream(stream)
     for store, prefix in ((provisioner.store, f"archives/{settings.env}/{key}/"),
                           (store_from_settings(settings), f"backups/tenants/{key}/")):
         for name in store.list_keys(prefix):

@@ -2,7 +2,7 @@
 
 A machine is ready when its agent said so, never because the cloud API says ``running``
 (DESIGN.md, "Agent lifecycle").  The delivery worker hands every lifecycle event of the
-events streams to ``record_lifecycle``:
+events streams to ``record_lifecycle``, with the tenant of the stream it was read from:
 
 * ``ready`` → ``ready`` (``ready_at``), and the user is told (``tell_user``);
 * ``heartbeat`` → ``last_heartbeat_at``; an ``unhealthy`` machine is ``ready`` again;
@@ -75,24 +75,22 @@ class HealthPolicy:
         return self.retry_delay * 2 ** max(0, attempt - 1)
 
 
-def record_lifecycle(event: Event, notify: Notify) -> Machine | None:
-    """Apply one agent lifecycle event to its tenant's machine.
+def record_lifecycle(tenant_id: int, event: Event, notify: Notify) -> Machine | None:
+    """Apply one agent lifecycle event to the machine of ``tenant_id``.
 
+    The tenant is the one whose events stream the event was read from, never the event's own
+    ``tenant`` field (an agent could name any tenant: ``control.services.event_guard``).
     Events written before the machine's current provisioning attempt started (an earlier
     agent's backlog, read after a reprovision) are ignored.
 
     Args:
+        tenant_id: the tenant of the stream the event came from.
         event: an ``Event`` of kind ``lifecycle``.
         notify: tells a linked chat (see ``tell_user``).
 
     Returns:
         The updated machine, or None when the event was ignored.
     """
-    try:
-        tenant_id = int(event.tenant)
-    except ValueError:
-        log.warning("lifecycle event for unknown tenant %r ignored", event.tenant)
-        return None
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
     if machine is None or machine.state not in _LISTENING or _stale(event, machine):
         return None

@@ -6,6 +6,14 @@ event never makes a second machine; the slow work runs in a Huey task that calls
 ``run_provisioning``.  A machine is ready only when its agent's lifecycle ``ready`` event
 arrives (``control.services.machine_health``), never because the provider says ``running``.
 
+Nothing paid is forgotten (issue 19, finding 8): the ``requested`` row is the outbox of the
+provisioning task.  ``request_machine`` commits it before the task is queued; when queuing
+fails, nothing is lost: ``requeue_requested`` (a periodic Huey task) queues a task for every
+machine that has waited in ``requested`` for ``REQUEUE_AFTER`` seconds with none queued, and
+raises the attention item ``machine_stuck_requested`` once it has waited ``STUCK_AFTER``
+seconds (the alert ``HermesMachineStuckRequested`` reads the same age from
+``hermes_machine_requested_age_seconds``).
+
 Failures: a transient one (``is_transient``: Hetzner 429/5xx, a bus that cannot be reached)
 puts the machine back to ``requested`` and raises, so the Huey task's retries (with backoff)
 run it again; the last attempt, or a permanent failure, ends in ``failed`` with an attention
@@ -24,15 +32,15 @@ import logging
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from peewee import fn
 
 from control.db import write_transaction
 from control.errors import Conflict, NotFound, ProvisioningError
-from control.models import Machine, MachineState, Subscription, Tenant, utcnow
+from control.models import AttentionItem, Machine, MachineState, Subscription, Tenant, utcnow
 from control.providers.base import MachineSpec, Provisioner, ServerState
-from control.services import agent_settings, bus_acl, linking
+from control.services import agent_settings, bus_acl, linking, llm_gateway
 from control.services.attention import raise_attention
 from control.services.machine_health import HealthPolicy, Notify, fail_machine
 from wire.errors import WireError
@@ -45,6 +53,14 @@ TRANSIENT_CODE = "provisioning_transient"
 _HCLOUD_TRANSIENT = frozenset({"rate_limit_exceeded", "server_error", "unavailable", "timeout",
                                "locked", "conflict", "resource_unavailable"})
 _ACTIVE = (MachineState.READY, MachineState.UNHEALTHY)
+#: Seconds a machine waits in ``requested`` before the sweep may queue its task again: longer than
+#: the moment between ``request_machine``'s commit and its enqueue, so a fresh request is never
+#: queued twice.
+REQUEUE_AFTER = 60
+#: Seconds in ``requested`` after which an operator is told (issue 19: "an alert fires when one is
+#: older than 10 minutes"; ``dashboards/alerts/hermes.rules.yml`` uses the same threshold).
+STUCK_AFTER = 600
+STUCK_KIND = "machine_stuck_requested"
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -85,7 +101,9 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
     Returns:
         The tenant's machine row (new, or the existing one untouched unless it had failed or
         been deprovisioned, in which case it is requested again: with the tenant's archive
-        restored onto it when it has one, ``run_provisioning``).
+        restored onto it when it has one, ``run_provisioning``).  When queuing the task fails
+        the row stays ``requested`` and ``requeue_requested`` queues it later (logged, not
+        raised: the request itself is stored, so the caller, e.g. Stripe's webhook, succeeded).
     """
     with write_transaction():
         machine, created = Machine.get_or_create(tenant=tenant, defaults={"plan": plan})
@@ -95,12 +113,75 @@ def request_machine(tenant: Tenant, plan: str, enqueue: Callable[[int], object],
             machine.attempts, machine.updated_at = 0, utcnow()
             machine.save()
     if created or again:
-        enqueue(tenant.id)
+        try:
+            enqueue(tenant.id)
+        except Exception:  # any queue failure (SQLite, Redis...): the sweep queues it later
+            log.exception("could not queue provisioning of tenant %s; the sweep will", tenant.id)
     elif machine.state == MachineState.PAUSED and enqueue_resume is not None:
         enqueue_resume(tenant.id)
     elif machine.state in _ACTIVE and machine.plan != plan and enqueue_resize is not None:
         enqueue_resize(tenant.id, plan)
     return machine
+
+
+def requeue_requested(enqueue: Callable[[int], object], queued: Callable[[], set[int]],
+                      now: datetime | None = None) -> dict[str, list[int]]:
+    """Queue provisioning again for paid machines left in ``requested``; run every minute.
+
+    A machine qualifies when it has been ``requested`` (``updated_at``: every move into that
+    state sets it) for ``REQUEUE_AFTER`` seconds, its tenant is paying (``active`` or
+    ``past_due``, not deleted) and no provisioning task for it is queued or scheduled (a retry
+    waiting out its backoff is left alone).  Idempotent: a second run finds the task queued.
+    ``run_provisioning`` itself only acts on a ``requested`` machine and the provider holds its
+    per-stack lock, so a task queued twice still makes one machine.
+
+    Args:
+        enqueue: queues ``run_provisioning`` for a tenant id (the Huey task).
+        queued: returns the tenant ids that have a provisioning task queued or scheduled.
+        now: the current naive UTC time (tests pass one).
+
+    Returns:
+        ``{"requeued": [tenant ids], "stuck": [tenant ids waiting STUCK_AFTER or longer]}``;
+        each stuck tenant has an open ``machine_stuck_requested`` attention item, resolved by
+        the first run after its machine left ``requested``.
+    """
+    now = now or utcnow()
+    report: dict[str, list[int]] = {"requeued": [], "stuck": []}
+    waiting = list(Machine.select().join(Tenant).where(
+        (Machine.state == MachineState.REQUESTED)
+        & (Machine.updated_at <= now - timedelta(seconds=REQUEUE_AFTER))
+        & Tenant.status.in_(["active", "past_due"]) & Tenant.deleted_at.is_null()))
+    in_queue = queued() if waiting else set()
+    for machine in waiting:
+        if machine.tenant_id not in in_queue:
+            try:
+                enqueue(machine.tenant_id)
+            except Exception:  # the queue is down: the next run tries again
+                log.exception("could not queue provisioning of tenant %s", machine.tenant_id)
+            else:
+                report["requeued"].append(machine.tenant_id)
+                log.warning("machine of tenant %s waited in requested since %s UTC with no task "
+                            "queued; queued one", machine.tenant_id, machine.updated_at)
+        if machine.updated_at <= now - timedelta(seconds=STUCK_AFTER):
+            report["stuck"].append(machine.tenant_id)
+            since = f"{machine.updated_at:%Y-%m-%d %H:%M:%S}"
+            raise_attention(STUCK_KIND, str(machine.tenant_id),
+                            f"paid machine waiting in requested since {since} UTC; is the control "
+                            "plane's Huey consumer running? (runbooks/machine-stuck-requested.md)")
+    stuck = {str(t) for t in report["stuck"]}
+    for item in AttentionItem.select().where((AttentionItem.kind == STUCK_KIND)
+                                             & AttentionItem.resolved_at.is_null()):
+        if item.subject not in stuck:
+            AttentionItem.update(resolved_at=now).where(AttentionItem.id == item.id).execute()
+    return report
+
+
+def requested_age(now: datetime | None = None) -> float:
+    """Seconds the oldest machine has waited in ``requested`` (0.0 when none does)."""
+    now = now or utcnow()
+    oldest = (Machine.select(Machine.updated_at).where(Machine.state == MachineState.REQUESTED)
+              .order_by(Machine.updated_at).first())
+    return max(0.0, (now - oldest.updated_at).total_seconds()) if oldest is not None else 0.0
 
 
 def reprovision(tenant: Tenant, enqueue: Callable[[int], object]) -> str:
@@ -153,8 +234,9 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
     Args:
         tenant_id: the tenant's id.
         provisioner: where machines come from.
-        agent_env: environment for the agent (bus URL, LLM settings); the tenant id and a fresh
-            agent token are added here, and a Redis bus URL (the admin's) is replaced by the
+        agent_env: environment for the agent (bus URL, LLM settings); the tenant id, a fresh
+            agent token and a fresh LLM-gateway token (as the key of each gateway URL,
+            ``llm_gateway.with_token``) are added here, and a Redis bus URL (the admin's) is replaced by the
             tenant's own ACL user's URL (``tenant_bus_url``).
         link_ttl: link token lifetime in seconds.
         policy: ready deadline and attempt budget (default ``HealthPolicy()``).
@@ -184,6 +266,8 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
     machine.save()
     env = {**agent_settings.agent_env_for(agent_env, machine.plan), "HERMES_TENANT": str(tenant_id),
            "HERMES_AGENT_TOKEN": secrets.token_urlsafe(32)}
+    # A fresh LLM-gateway token with every machine: the old VM's stops working.
+    env = llm_gateway.with_token(env, llm_gateway.issue(tenant_id))
     try:
         if env.get("HERMES_BUS_URL"):
             try:
@@ -227,7 +311,8 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
 
 def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None,
                        bus_ca_file: str = "") -> Machine:
-    """Archive and delete the tenant's machine, then revoke its bus access; state ``deprovisioned``.
+    """Archive and delete the tenant's machine, then revoke its LLM-gateway token and bus access;
+    state ``deprovisioned``.
 
     The archive's key and time are recorded on the tenant (``archive_key``, ``archived_at``)
     for a restore when it resubscribes (``control.services.lifecycle``).
@@ -257,6 +342,7 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
     if archive is not None:
         Tenant.update(archive_key=archive.key, archived_at=utcnow(), updated_at=utcnow()).where(
             Tenant.id == tenant_id).execute()
+    llm_gateway.revoke(tenant_id)
     if bus_url:
         try:
             revoke_bus_access(bus_url, str(tenant_id), ca_file=bus_ca_file)

@@ -6,10 +6,14 @@ chat whose tenant's subscription ended: the control plane answers why (``lifecyc
 ``update_id``: the update is recorded and the envelope published in one database
 transaction, and the envelope id is derived from the chat and message ids, so a retried
 update after a partial failure publishes nothing twice (the bus dedupes on envelope id).
+That derivation is keyed (``envelope_id_for``): a tenant who knows another's chat and next
+message id still cannot compute the envelope id and claim it first (issue #19).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,7 +30,10 @@ from wire.protocol import Envelope
 
 log = logging.getLogger(__name__)
 
-ENVELOPE_NAMESPACE = uuid.UUID("6f1c1d4e-3d43-4f0e-9a7e-2b8f5d0c9a11")
+# What the envelope-id key is derived for, so it is used for nothing else than
+# ``HERMES_SECRET_KEY`` is (sessions, CSRF, media URLs).
+ENVELOPE_KEY_PURPOSE = b"envelope-id"
+ENVELOPE_ID_LENGTH = 32  # hex characters: 128 bits, as long as the UUID hex ids of new_id()
 
 HELP_UNLINKED = (
     "Hi! I'm Hermes, your personal AI agent. To connect this chat to your agent, open the "
@@ -48,13 +55,42 @@ class RoutingResult:
     envelope: Envelope | None = None
 
 
-def envelope_id_for(channel: str, chat_id: str, message_id: str) -> str:
-    """Return the deterministic envelope id of a platform message (UUID5 hex)."""
-    return uuid.uuid5(ENVELOPE_NAMESPACE, f"{channel}:{chat_id}:{message_id}").hex
+def envelope_key(secret_key: str) -> bytes:
+    """Return the key of platform envelope ids: HMAC-SHA256(``secret_key``, ``"envelope-id"``).
+
+    A subkey, so an envelope id (which every agent sees) reveals nothing about
+    ``HERMES_SECRET_KEY`` itself.
+
+    Args:
+        secret_key: ``HERMES_SECRET_KEY`` (``control.web.auth.secret_key``).
+
+    Returns:
+        32 bytes.  Rotating the secret key changes every envelope id from then on, so a
+        webhook that failed before the rotation and is retried after it is published twice.
+    """
+    return hmac.new(secret_key.encode(), ENVELOPE_KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def envelope_id_for(key: bytes, channel: str, chat_id: str, message_id: str) -> str:
+    """Return the envelope id of a platform message: deterministic, unpredictable to tenants.
+
+    HMAC-SHA256 with ``key`` over ``channel:chat_id:message_id``, as 32 lowercase hex characters
+    (the shape of ``new_id()``).  The same message always gets the same id, so a webhook retried
+    after its transaction failed past the bus append republishes under the same idempotency key;
+    without ``key`` nobody can compute the id of a message (unlike the platform's message ids,
+    which are sequential), so no tenant can claim another's future id first (issue #19).
+
+    Args:
+        key: ``envelope_key(HERMES_SECRET_KEY)`` (``Runtime.envelope_key``).
+        channel, chat_id, message_id: the platform message (no platform's message id holds a
+            ``:``, so the joined text names one message).
+    """
+    text = f"{channel}:{chat_id}:{message_id}".encode()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()[:ENVELOPE_ID_LENGTH]
 
 
 def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str, str], object],
-                          bot_username: str,
+                          bot_username: str, *, envelope_key: bytes,
                           paused_notice: Callable[[Tenant], str] | None = None,
                           ingest_media: Callable[[str], object] | None = None) -> RoutingResult:
     """Route one verified, parsed Telegram update.
@@ -64,6 +100,7 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         bus: where envelopes go.
         reply: ``reply(chat_id, text)`` schedules a control-plane answer (a Huey task).
         bot_username: for the linking help text.
+        envelope_key: the key of envelope ids (``envelope_id_for``).
         paused_notice: the answer for a chat whose tenant's subscription ended
             (``lifecycle.pause_notice``): its messages never reach the (paused or archived)
             agent; None answers ``lifecycle.ENDED_TEXT``.
@@ -102,7 +139,7 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
             return RoutingResult("answered")
         if not update.text and not update.attachments:
             return RoutingResult("ignored")
-        envelope = _publish(update, chat_id, tenant, bus, ingest_media)
+        envelope = _publish(update, chat_id, tenant, bus, envelope_key, ingest_media)
     return RoutingResult("published", envelope)
 
 
@@ -144,13 +181,13 @@ def record_control_reply(channel: str, chat_id: str, text: str, platform_message
                           platform_message_id=platform_message_id)
 
 
-def _publish(update: InboundUpdate, chat_id: str, tenant: Tenant, bus: Bus,
+def _publish(update: InboundUpdate, chat_id: str, tenant: Tenant, bus: Bus, key: bytes,
              ingest_media: Callable[[str], object] | None) -> Envelope:
     # channel_routing imports this module (envelope_id_for) at import time.
     from control.services.channel_routing import publish
 
     envelope = Envelope(
-        id=envelope_id_for("telegram", chat_id, update.message_id or str(update.update_id)),
+        id=envelope_id_for(key, "telegram", chat_id, update.message_id or str(update.update_id)),
         tenant=str(tenant.id),
         channel="telegram",
         chat_id=chat_id,

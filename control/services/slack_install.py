@@ -182,9 +182,15 @@ class DatabaseStateStore(OAuthStateStore):
         return log
 
     def issue(self, *args, **kwargs) -> str:
-        """Create and store a new state valid for ``STATE_TTL`` seconds; return it."""
+        """Create and store a new state valid for ``STATE_TTL`` seconds; return it.
+
+        Expired states are deleted first: anyone may open the install page, so states that are
+        never consumed must not pile up (issue 19, finding 16).
+        """
+        now = utcnow()
+        SlackOAuthState.delete().where(SlackOAuthState.expires_at <= now).execute()
         state = secrets.token_urlsafe(24)
-        SlackOAuthState.create(state=state, expires_at=utcnow() + timedelta(seconds=STATE_TTL))
+        SlackOAuthState.create(state=state, expires_at=now + timedelta(seconds=STATE_TTL))
         return state
 
     def consume(self, state: str) -> bool:

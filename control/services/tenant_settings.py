@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from agent.llm.pricing import PRICES_CENTS_PER_MTOK
 from control.errors import BadRequest
 from control.models import Tenant, utcnow
+from wire.pricing import PRICES_CENTS_PER_MTOK
 
 PREFERENCES_MAX_CHARS = 1000
 """Longest "about me / how to answer" text (it goes into every turn's system prompt)."""
@@ -46,17 +46,18 @@ def model_catalog(agent_env: Mapping[str, str]) -> list[ModelChoice]:
     """Return the models a tenant may choose, for the backends the agents are configured with.
 
     The chain is worked out as ``agent.config.AgentConfig.from_env`` does (``HERMES_LLM_CHAIN``,
-    else ``HERMES_LLM``, else ``anthropic`` with an API key and ``local`` without).  Anthropic
-    models are those with a price (``agent.llm.pricing``, plus ``HERMES_PRICES_JSON`` if the
+    else ``HERMES_LLM``, else ``anthropic`` when agents are given the gateway's Anthropic URL,
+    which comes with their gateway token as the key, and ``local`` otherwise).  Anthropic
+    models are those with a price (``wire.pricing``, plus ``HERMES_PRICES_JSON`` if the
     operator set it there): ``/model`` refuses an unpriced one.
 
     Args:
-        agent_env: ``settings.agent_env``.
+        agent_env: ``Runtime.agent_env()`` (``agent_settings.base_agent_env``).
 
     Returns:
         The choices, the empty value ("the operator's default chain") first.
     """
-    llm = agent_env.get("HERMES_LLM") or ("anthropic" if agent_env.get("ANTHROPIC_API_KEY") else "local")
+    llm = agent_env.get("HERMES_LLM") or ("anthropic" if agent_env.get("ANTHROPIC_BASE_URL") else "local")
     chain = [p.strip() for p in agent_env.get("HERMES_LLM_CHAIN", "").split(",") if p.strip()] or [llm]
     choices = [ModelChoice("", "Default (the operator's model chain)")]
     if "anthropic" in chain:

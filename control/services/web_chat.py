@@ -20,7 +20,7 @@ from control.db import write_transaction
 from control.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from control.models import Delivery, DeliveryState, Machine, MachineState, Message, Tenant
 from control.services import lifecycle
-from control.services.routing import envelope_id_for, tenant_preferences
+from control.services.routing import tenant_preferences
 from wire import logs
 from wire.bus import Bus
 from wire.errors import BusUnavailable
@@ -73,7 +73,7 @@ def send(tenant: Tenant, text: str, bus: Bus) -> Envelope:
     if machine is None or machine.state != MachineState.READY:
         raise Conflict("Your agent is not ready yet; the dashboard shows its state.", code="not_ready")
     chat = chat_id(tenant)
-    envelope = Envelope(id=envelope_id_for(CHANNEL, chat, new_id()), tenant=str(tenant.id),
+    envelope = Envelope(id=new_id(), tenant=str(tenant.id),
                         channel=CHANNEL, chat_id=chat, sender_id=f"account-{tenant.id}", text=text,
                         request_id=logs.current("request_id"), preferences=tenant_preferences(tenant))
     try:

@@ -2,8 +2,9 @@
 
 Thin handlers over ``control.services.accounts`` and ``control.services.password_reset``.
 Every form carries a CSRF token (flask-wtf); the POSTs that take a password or an address are
-rate limited per client address; no answer says whether an e-mail address has an account
-(OWASP Authentication Cheat Sheet, "Authentication and Error Messages").
+rate limited per client (IPv4 address or IPv6 /64) and per e-mail address, before any password
+is hashed; no answer says whether an e-mail address has an account (OWASP Authentication Cheat
+Sheet, "Authentication and Error Messages").
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from control.db import write_transaction
-from control.errors import BadRequest, Conflict, Unauthorized
+from control.errors import BadRequest, Unauthorized
 from control.models import Account
-from control.services import mail, password_reset
+from control.services import password_reset
+from control.services import signup as signup_service
 from control.services.accounts import (
     MAX_PASSWORD,
     MIN_PASSWORD,
     WebUser,
     authenticate,
-    create_account,
     end_sessions,
-    normalize_email,
 )
-from control.web.auth import SESSION_LIFETIME, limiter
+from control.web.auth import SESSION_LIFETIME, account_key, limiter
 
 bp = Blueprint("accounts", __name__)
 
@@ -39,6 +39,14 @@ bp = Blueprint("accounts", __name__)
 # probing that sign-up and reset could otherwise be used for (OWASP Authentication Cheat
 # Sheet, "Protect Against Automated Attacks").
 AUTH_LIMITS = "5 per minute; 20 per hour"
+# Per account (the form's e-mail address), whatever network the tries come from (a botnet, or
+# the 2^64 addresses of one IPv6 /64).  Failed log-ins only: NIST SP 800-63B 5.2.2 allows at
+# most 100 consecutive failures per account; ten an hour keeps a guesser far below that while
+# the owner, who knows the password, is never counted.
+FAILED_LOGINS_PER_ACCOUNT = "10 per hour; 100 per day"
+# Sign-up and reset mail the address each time: three an hour stops mail-bombing a victim
+# (OWASP Forgot Password Cheat Sheet) and leaves a person room to ask again.
+MAIL_LIMITS_PER_ADDRESS = "3 per hour; 10 per day"
 # The plans and their monthly prices in US dollars (DESIGN.md, "Plans and sizes").
 PLANS = {"light": 29, "heavy": 79}
 AFTER_LOGIN = "/dashboard"
@@ -135,11 +143,13 @@ def landing():
 
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit(AUTH_LIMITS, methods=["POST"])
+@limiter.limit(MAIL_LIMITS_PER_ADDRESS, methods=["POST"], key_func=account_key)
 def signup():
-    """Create an account and sign in; then checkout (``?plan=light|heavy``) or the dashboard.
+    """Mail a link that finishes the sign-up (``control.services.signup``); the account exists,
+    and checkout (``?plan=light|heavy``) follows, once the link is used.
 
-    An address that already has an account gets the page a person sees when a mail is on its
-    way, and its owner an e-mail about the attempt; the page never says the account exists.
+    Every accepted form gets the same "check your e-mail" page: for a new address, one whose
+    tenant paid already and one that has an account (its owner gets a note instead).
     """
     plan = _plan_arg()
     if current_user.is_authenticated:
@@ -147,37 +157,37 @@ def signup():
     form = SignupForm()
     if form.validate_on_submit():
         try:
-            account = create_account(form.email.data or "", form.password.data or "")
+            signup_service.start_signup(form.email.data or "", form.password.data or "", plan,
+                                        _settings().public_url)
         except BadRequest as exc:
             form.email.errors = [*form.email.errors, exc.message]
-        except Conflict:
-            _tell_owner_of_signup_attempt(form.email.data or "")
-            return render_template("accounts/check_email.html", email=form.email.data)
         else:
-            _log_in(account, remember=False)
-            return redirect(_destination(plan))
+            return render_template("accounts/check_email.html", email=form.email.data)
     return _form_page("accounts/signup.html", form, plan=plan, prices=PLANS,
                       min_password=MIN_PASSWORD)
 
 
-def _tell_owner_of_signup_attempt(email: str) -> None:
-    """Queue an e-mail to an existing account's owner: someone tried to sign up with it
-    (OWASP Authentication Cheat Sheet: tell the owner, not the visitor)."""
-    public_url = _settings().public_url.rstrip("/")
-    with write_transaction():
-        account = Account.get_or_none(Account.email == normalize_email(email))
-        if account is None or account.tenant.deleted_at:
-            return
-        mail.queue_mail(account.email, "Someone tried to sign up with your e-mail address", (
-            "Someone tried to create a Hermes Max account with this e-mail address, which "
-            "already has one.\n\n"
-            f"If it was you, log in at {public_url}/login or, if you forgot your password, "
-            f"ask for a new one at {public_url}/reset.\n\n"
-            "If it was not you, you can ignore this e-mail: nothing has changed.\n"))
+@bp.route("/signup/verify/<token>", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+def signup_verify(token: str):
+    """Finish a sign-up from its mailed link: GET shows one button, POST creates the account,
+    signs in and goes on to checkout or the dashboard (400 page for a bad link).
+
+    A GET changes nothing, so mail scanners that open links cannot use one up.
+    """
+    pending = signup_service.valid_signup(token)
+    form = FlaskForm()  # the CSRF token only
+    if form.validate_on_submit():
+        account, plan = signup_service.finish_signup(token)
+        _log_in(account, remember=False)
+        return redirect(_destination(plan))
+    return _form_page("accounts/signup_verify.html", form, token=token, email=pending.email)
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(AUTH_LIMITS, methods=["POST"])
+@limiter.limit(FAILED_LOGINS_PER_ACCOUNT, methods=["POST"], key_func=account_key,
+               deduct_when=lambda response: response.status_code != 302)
 def login():
     """Sign in; then ``next`` (a path on this site only) or the dashboard."""
     target = safe_next(request.args.get("next")) or AFTER_LOGIN
@@ -209,6 +219,7 @@ def logout():
 
 @bp.route("/reset", methods=["GET", "POST"])
 @limiter.limit(AUTH_LIMITS, methods=["POST"])
+@limiter.limit(MAIL_LIMITS_PER_ADDRESS, methods=["POST"], key_func=account_key)
 def reset_request():
     """Ask for a reset link; the same answer whether or not the address has an account."""
     form = ResetRequestForm()

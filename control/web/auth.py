@@ -7,26 +7,62 @@ authenticated by their signatures instead.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from control.errors import ConfigError
-from control.services.accounts import load_user
+from control.errors import BadRequest, ConfigError
+from control.services.accounts import load_user, normalize_email
 from control.settings import Settings
-from control.web import security_headers
+from control.web import security_headers, stream_cap
+
+# An IPv6 client is counted by its /64: RFC 6177 and RIPE-690 hand every end site (a home, a
+# VPS) at least a /64, so one attacker holds 2^64 addresses but only one /64 of them.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key() -> str:
+    """Rate-limit key of the client (``request.remote_addr``, after ``ProxyFix``).
+
+    Returns:
+        ``"ip:<IPv4 address>"`` (an IPv4-mapped IPv6 address counts as its IPv4 address),
+        ``"ip:<network>/64"`` for IPv6, or ``"ip:<raw value>"`` when it is not an address.
+    """
+    raw = request.remote_addr or ""
+    try:
+        address = ipaddress.ip_address(raw.split("%", 1)[0])
+    except ValueError:
+        return f"ip:{raw}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        return f"ip:{ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False)}"
+    return f"ip:{address}"
+
+
+def account_key() -> str:
+    """Rate-limit key of the account a form names: ``"email:<normalized address>"`` from the
+    posted ``email`` field (lower-cased as typed when it is not a valid address), so every
+    spelling of one address shares its counter whatever network the tries come from."""
+    typed = request.form.get("email", "")
+    try:
+        return f"email:{normalize_email(typed)}"
+    except BadRequest:
+        return f"email:{typed.strip().lower()}"
+
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
 # Route decorators use ``limiter.limit(...)``; storage comes from HERMES_RATE_LIMIT_STORAGE.
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+# Limits are checked before the view runs, so a refused try costs no Argon2 hash.
+limiter = Limiter(key_func=client_key, default_limits=[], headers_enabled=True)
 # Sessions last 14 days (a "remember this browser" default of consumer apps); a sign-in
 # rotates the session (flask-login ``login_user`` with a fresh ``session_version``-bound id).
 SESSION_LIFETIME = timedelta(days=14)
@@ -51,7 +87,8 @@ def secret_key(settings: Settings) -> str:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Configure the secret key, cookie flags, flask-login, CSRF and the rate limiter."""
+    """Configure the secret key, cookie flags, flask-login, CSRF, the rate limiter and the
+    per-tenant stream cap (both count in ``HERMES_RATE_LIMIT_STORAGE``)."""
     app.config.update(
         SECRET_KEY=secret_key(settings),
         SESSION_COOKIE_NAME="hermes_session",
@@ -71,4 +108,5 @@ def init_app(app: Flask, settings: Settings) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    stream_cap.init_app(app, settings)
     security_headers.init_app(app)

@@ -28,6 +28,7 @@ from control.channels.whatsapp import link_url
 from control.db import write_transaction
 from control.errors import BadRequest, NotFound
 from control.services import dashboard, linking, tenant_settings, web_chat
+from control.web import stream_cap
 
 bp = Blueprint("dashboard", __name__)
 
@@ -99,8 +100,11 @@ def chat_stream(envelope_id: str):
         with db.connection_context():
             return web_chat.reply_state(envelope_id)
 
+    release = stream_cap.take_slot(tenant.id)  # 429 beyond the tenant's cap
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)
-    return Response(web_chat.reply_events(read), mimetype="text/event-stream", headers=headers)
+    return stream_cap.held_while_open(
+        Response(web_chat.reply_events(read), mimetype="text/event-stream", headers=headers),
+        release)
 
 
 @bp.route("/dashboard/settings", methods=["GET", "POST"])
@@ -108,7 +112,7 @@ def chat_stream(envelope_id: str):
 def settings():
     """Model, time zone, reply language and preferences; a bad field stores nothing (400)."""
     tenant = _tenant()
-    catalog = tenant_settings.model_catalog(_runtime().settings.agent_env)
+    catalog = tenant_settings.model_catalog(_runtime().agent_env())
     errors: dict[str, str] = {}
     status = 200
     if request.method == "POST":
@@ -165,6 +169,18 @@ def unlink(identity_id: str):
         removed = dashboard.unlink(_tenant(), int(identity_id))
     flash(f"Unlinked the {removed.channel.title()} chat {dashboard.mask_chat_id(removed.chat_id)}.", "ok")
     return redirect(url_for("dashboard.chats"))
+
+
+@bp.get("/dashboard/export")
+@login_required
+def export():
+    """Everything the user's agent keeps, as one zip download (``control.services.export``)."""
+    from control.services.export import export_tenant
+
+    made = export_tenant(_runtime().settings, _tenant())
+    return Response(made.data, mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{made.filename}"',
+                             "Cache-Control": "no-store"})
 
 
 @bp.get("/dashboard/commands")

@@ -34,6 +34,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.telegram_webhook_secret, settings.hcloud_token,
         settings.pulumi_config_passphrase, settings.archive_access_key,
         settings.archive_secret_key, settings.sentry_dsn,
-        *(settings.agent_env.get(k, "") for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")),
+        settings.llm_anthropic_api_key, settings.llm_openai_api_key,
+        settings.llm_transcribe_api_key,
         *(urlsplit(url).password or "" for url in urls),
     ]

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from control.services import mcp_proxy
 from control.services.composio_client import IntegrationError
 from control.services.secrets_box import box_from_settings
-from control.web import runtime
+from control.web import runtime, stream_cap
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def proxy(tenant_id: int):
 
     Raises:
         Unauthorized: no bearer token or not the tenant's current one (401, nothing sent).
+        TooManyRequests: the tenant has ``streams_per_tenant`` calls open already (429).
         IntegrationError: Composio cannot be reached (502).
     """
     box = box_from_settings(runtime().settings)
@@ -55,9 +56,11 @@ def proxy(tenant_id: int):
     headers.update(upstream.headers)
     outgoing = _client.build_request(request.method, upstream.url, headers=headers,
                                      content=request.get_data() if request.method == "POST" else None)
+    release = stream_cap.take_slot(tenant_id)  # 429 beyond the tenant's cap
     try:
         answer = _client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
+        release()
         log.warning("MCP proxy for tenant %s: Composio unreachable (%s)", tenant_id,
                     type(exc).__name__)
         raise IntegrationError("Composio cannot be reached just now; please try again.") from None
@@ -73,4 +76,5 @@ def proxy(tenant_id: int):
     passed = {name: answer.headers[name] for name in FORWARD_RESPONSE if name in answer.headers}
     passed["X-Accel-Buffering"] = "no"  # nginx: hand each event on as it comes
     passed["Cache-Control"] = "no-store"
-    return Response(stream_with_context(body()), status=answer.status_code, headers=passed)
+    return stream_cap.held_while_open(
+        Response(stream_with_context(body()), status=answer.status_code, headers=passed), release)

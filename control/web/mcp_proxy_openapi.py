@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from control.errors import Unauthorized
 from control.services.composio_client import IntegrationError
-from control.web.openapi import _error, _header
+from control.web.openapi import _TOO_MANY_STREAMS, _error, _header
 
 _PATH = "/mcp/tenants/<int:tenant_id>"
 _AUTH = _header("Authorization", "`Bearer <token>`: the tenant's current MCP proxy token, as "
@@ -31,7 +31,8 @@ def _operation(summary: str, **extra) -> dict:
                            "connected tools, proxied to their Composio session with the project "
                            "key added here, so agents never hold it.",
             "parameters": [_AUTH, _SESSION, _VERSION],
-            "responses": {"default": _ANSWER, "401": _REFUSED, "502": _DOWN}, **extra}
+            "responses": {"default": _ANSWER, "401": _REFUSED, "429": _TOO_MANY_STREAMS,
+                          "502": _DOWN}, **extra}
 
 
 OPERATIONS: dict[tuple[str, str], dict] = {

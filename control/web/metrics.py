@@ -4,8 +4,11 @@ Names match the alert rules and dashboards in ``dashboards/``:
 ``hermes_http_requests_total{route,status}`` and ``hermes_http_request_duration_seconds`` are
 counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_total``,
 ``hermes_agent_unhealthy_total`` (times a ready agent stopped beating; the current count is
-``hermes_machines{state="unhealthy"}``), ``hermes_llm_cost_cents_total`` and
-``hermes_bus_pending{stream}`` and ``hermes_channel_healthy{channel}``
+``hermes_machines{state="unhealthy"}``), ``hermes_machine_requested_age_seconds`` (how long the
+oldest paid machine has waited in ``requested``: ``provisioning.requested_age``), ``hermes_llm_cost_cents_total`` and
+``hermes_bus_pending{stream}``, ``hermes_bus_dead_letters{stream}`` (entries of a tenant's
+``hermes:events:{tenant}:dead``: events the delivery worker refused or could not deliver,
+``control.services.delivery``) and ``hermes_channel_healthy{channel}``
 (``control.services.channel_watchdog``) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
@@ -36,6 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from control.models import AttentionItem, Machine, MachineState, Usage
 from control.services.channel_watchdog import ChannelHealthCollector
+from control.services.provisioning import requested_age
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
 
@@ -57,6 +61,9 @@ class FleetCollector:
                                  .group_by(Machine.state).tuples().iterator()):
                 machines.add_metric([state], count)
             yield machines
+            yield GaugeMetricFamily("hermes_machine_requested_age_seconds",
+                                    "Seconds the oldest machine has waited in state requested (0: none)",
+                                    value=requested_age())
             failures = AttentionItem.select().where(AttentionItem.kind == "provisioning_failed").count()
             yield CounterMetricFamily("hermes_provisioning_failures", "Failed provisioning attempts",
                                       value=failures)
@@ -68,11 +75,17 @@ class FleetCollector:
             tenants = [m.tenant_id for m in Machine.select(Machine.tenant).where(
                 Machine.state.in_([MachineState.READY, MachineState.UNHEALTHY]))]
         pending = GaugeMetricFamily("hermes_bus_pending", "Unacknowledged bus entries", labels=["stream"])
+        dead = GaugeMetricFamily("hermes_bus_dead_letters",
+                                 "Events dead-lettered by the delivery worker (refused or failed)",
+                                 labels=["stream"])
         for tenant in tenants:
             for stream, group in ((messages_stream(str(tenant)), AGENT_GROUP),
                                   (events_stream(str(tenant)), DELIVERY_GROUP)):
                 pending.add_metric([stream], self.runtime.bus.pending_count(stream, group))
+            events = events_stream(str(tenant))
+            dead.add_metric([events], self.runtime.bus.length(f"{events}:dead"))
         yield pending
+        yield dead
 
 
 def init_app(app: Flask, runtime) -> None:

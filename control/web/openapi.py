@@ -36,6 +36,13 @@ def _error(description: str, *codes: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# The per-tenant stream cap (control/web/stream_cap.py): web-chat streams and MCP proxy calls.
+_TOO_MANY_STREAMS = {**_error("The account holds `HERMES_STREAMS_PER_TENANT` web-chat and MCP "
+                              "streams already; `Retry-After` says when to try again.",
+                              "too_many_streams"),
+                     "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}}
+
+
 def _json(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -225,6 +232,22 @@ OPERATIONS.update({
                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},
             "302": _SIGN_IN,
             "404": _error("Not a quick-chat message of this user.", NOT_FOUND),
+            "429": _TOO_MANY_STREAMS,
+        },
+    },
+    ("/dashboard/export", "GET"): {
+        "summary": "Everything the user's agent keeps, as one zip (`control/services/export.py`)",
+        "description": "Memories, skills, cron jobs, goals, conversation history, usage, settings and "
+                       "the files the user sent, as JSON described by the zip's README.md plus the "
+                       "original files; made from a fresh backup of the running agent, else the "
+                       "newest backup, else the account's archive.",
+        "responses": {
+            "200": {"description": "The zip.", "content": {"application/zip": {"schema": {
+                "type": "string", "format": "binary"}}}},
+            "302": _SIGN_IN,
+            "404": _error("No backup or archive of the account's data exists yet.", "no_backup"),
+            "503": _error("The backup failed its checksum or the export could not be built.",
+                          "export_failed"),
         },
     },
     ("/dashboard/settings", "GET"): _page("Settings: model, time zone, reply language, preferences"),
@@ -259,6 +282,7 @@ def _error_page(description: str, *codes: str) -> dict:
     response = _error(description, *codes)
     response["content"]["text/html"] = {"schema": {"type": "string"}}
     return response
+
 
 
 _STRIPE_FAILED = _error_page("Stripe could not be reached or refused the request "
@@ -364,7 +388,8 @@ _ACCOUNT_REFUSED = _account_error(
     "The CSRF token is missing or wrong (`bad_request`; nothing is stored), or the form is "
     "refused (the form again, with the reasons).", "bad_request")
 _ACCOUNT_LIMITED = {**_account_error("More than 5 posts a minute or 20 an hour from this "
-                                     "address; `Retry-After` says when to try again.",
+                                     "address (an IPv6 client: its /64), or the route's "
+                                     "per-account limit; `Retry-After` says when to try again.",
                                      "too_many_requests"),
                     "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}}
 _SIGNED_IN = _account_redirect("Already signed in: on to the dashboard.")
@@ -375,18 +400,37 @@ OPERATIONS.update({
     ("/signup", "GET"): {"summary": "Sign-up form (`?plan=light|heavy` goes on to checkout)",
                          "responses": {"200": _account_page("The form."), "302": _SIGNED_IN}},
     ("/signup", "POST"): {
-        "summary": "Create an account and sign in",
-        "description": "An address that already has an account gets the same page as a sent "
-                       "mail, and its owner an e-mail; the answer never says the account exists.",
+        "summary": "Mail a link that finishes the sign-up (valid 24 hours)",
+        "description": "Creates no account: the link does, once used (`/signup/verify/<token>`). "
+                       "The same page for a new address, a paying tenant's address and one "
+                       "with an account (its owner gets a note instead of a link).  Also "
+                       "limited to 3 an hour and 10 a day per e-mail address.",
         "requestBody": _account_form("email", "password", "confirm"),
+        "responses": {"200": _account_page("\"Check your e-mail\"."),
+                      "302": _SIGNED_IN, "400": _ACCOUNT_REFUSED, "429": _ACCOUNT_LIMITED}},
+    ("/signup/verify/<token>", "GET"): {
+        "summary": "Confirmation page of a sign-up link (changes nothing)",
+        "responses": {"200": _account_page("One button: create the account."),
+                      "400": _account_error("The link is unknown, expired or already used.",
+                                            "invalid_signup_link")}},
+    ("/signup/verify/<token>", "POST"): {
+        "summary": "Create the account (on the paying tenant with that address, if any) and "
+                   "sign in",
+        "requestBody": _account_form(),
         "responses": {"302": _account_redirect("Signed in: to `/billing/checkout?plan=` or "
                                                "the dashboard."),
-                      "200": _account_page("\"Check your e-mail\" (address not available)."),
-                      "400": _ACCOUNT_REFUSED, "429": _ACCOUNT_LIMITED}},
+                      "400": _account_error("The link is unknown, expired or used "
+                                            "(`invalid_signup_link`), or the CSRF token is "
+                                            "missing (`bad_request`).",
+                                            "invalid_signup_link", "bad_request"),
+                      "409": _account_error("The address got an account in the meantime.",
+                                            "address_taken"),
+                      "429": _ACCOUNT_LIMITED}},
     ("/login", "GET"): {"summary": "Log-in form (`next`: a path on this site to go to after)",
                         "responses": {"200": _account_page("The form."), "302": _SIGNED_IN}},
     ("/login", "POST"): {
         "summary": "Sign in; the session is renewed",
+        "description": "Also limited to 10 failed tries an hour and 100 a day per account.",
         "requestBody": _account_form("email", "password", "remember", required=("email", "password")),
         "responses": {"302": _account_redirect("Signed in: to `next` (same site only) or the "
                                                "dashboard."),
@@ -404,7 +448,8 @@ OPERATIONS.update({
                         "responses": {"200": _account_page("The form.")}},
     ("/reset", "POST"): {
         "summary": "Send a reset link (valid one hour) if the address has an account",
-        "description": "The same answer whether or not the address has an account.",
+        "description": "The same answer whether or not the address has an account.  Also "
+                       "limited to 3 an hour and 10 a day per e-mail address.",
         "requestBody": _account_form("email"),
         "responses": {"200": _account_page("\"Check your e-mail\"."),
                       "400": _ACCOUNT_REFUSED, "429": _ACCOUNT_LIMITED}},
@@ -460,6 +505,16 @@ OPERATIONS[("/media/<token>", "GET")] = {
 from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
 
 OPERATIONS.update(_MCP_PROXY)
+
+# The LLM gateway (control/web/llm_gateway.py, issue #19), likewise.
+from control.web.llm_gateway_openapi import OPERATIONS as _LLM_GATEWAY
+
+OPERATIONS.update(_LLM_GATEWAY)
+
+# Mission control (control/web/ops.py, issue 21), likewise.
+from control.web.ops_openapi import OPERATIONS as _OPS
+
+OPERATIONS.update(_OPS)
 
 
 # A Werkzeug rule variable: ``<name>`` or ``<converter:name>`` or ``<converter(args):name>``.

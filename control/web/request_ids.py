@@ -18,6 +18,7 @@ import time
 import structlog
 from flask import Flask, g, request
 
+from control.web.log_masking import mask_path
 from wire import logs
 from wire.protocol import new_id
 
@@ -52,7 +53,7 @@ def init_app(app: Flask) -> None:
         request_id = g.get("request_id")
         if request_id is not None:
             response.headers[HEADER] = request_id
-            log.info("request", method=request.method, path=request.path,
+            log.info("request", method=request.method, path=mask_path(request.path),
                      status=response.status_code,
                      duration_ms=round((time.perf_counter() - g.request_started) * 1000, 1))
         return response

@@ -61,6 +61,7 @@ from control.services.slack_install import (
     is_installed,
 )
 from control.web import runtime
+from control.web.auth import limiter
 from control.web.webhooks import WEBHOOK_MAX_BYTES, json_body
 from wire.errors import BusUnavailable
 
@@ -82,6 +83,9 @@ TEXTS = channel_routing.ChannelTexts(
 )
 # Slack's replay window: "more than five minutes from local time" is refused (signature docs).
 REPLAY_WINDOW = 300  # seconds
+# Per client (IPv4 address or IPv6 /64): every visit of the install page stores an OAuth state
+# row; a person adding the app to a workspace or two needs a handful.
+INSTALL_LIMITS = "10 per minute; 60 per hour"
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
 
@@ -149,7 +153,7 @@ class _Listeners:
     def route(self, message: InboundMessage) -> channel_routing.InboundResult:
         rt = self.rt
         result = channel_routing.route_inbound(
-            message, rt.bus, TEXTS,
+            message, rt.bus, TEXTS, envelope_key=rt.envelope_key,
             paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
                                   retention_days=rt.settings.archive_retention_days),
             ingest_media=rt.tasks.ingest_media)
@@ -504,6 +508,7 @@ def _oauth() -> object:
 
 
 @bp.get(INSTALL_PATH)
+@limiter.limit(INSTALL_LIMITS)
 def install():
     """The "Add to Slack" page: a link to Slack's authorize URL with a fresh ``state``."""
     return _oauth()

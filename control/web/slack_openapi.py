@@ -101,7 +101,12 @@ OPERATIONS.update({
     ("/slack/install", "GET"): {
         "summary": "Add to Slack: a link to Slack's OAuth page with a single-use state",
         "responses": {"200": _SLACK_REDIRECT_PAGE,
-                      "404": _error_page("Slack installation is not configured here.", NOT_FOUND)},
+                      "404": _error_page("Slack installation is not configured here.", NOT_FOUND),
+                      "429": {**_error_page("More than 10 visits a minute or 60 an hour from "
+                                            "this client (an IPv6 client: its /64).",
+                                            "too_many_requests"),
+                              "headers": {"Retry-After": {"required": True,
+                                                          "schema": {"type": "string"}}}}},
     },
     ("/slack/oauth_redirect", "GET"): {
         "summary": "Slack's OAuth redirect: exchange the code, store the installation "

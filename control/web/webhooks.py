@@ -108,6 +108,7 @@ def telegram_webhook():
     try:
         result = routing.route_telegram_update(
             update, rt.bus, rt.tasks.send_text, rt.settings.telegram_bot_username,
+            envelope_key=rt.envelope_key,
             paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
                                   retention_days=rt.settings.archive_retention_days),
             ingest_media=rt.tasks.ingest_media)
@@ -133,7 +134,7 @@ def discord_webhook():
     interaction = discord.parse_interaction(json_body(raw), rt.settings.discord_application_id)
     try:
         answer = discord_routing.respond(
-            interaction, rt.bus, rt.secrets_box,
+            interaction, rt.bus, rt.secrets_box, envelope_key=rt.envelope_key,
             paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
                                   retention_days=rt.settings.archive_retention_days))
     except BusUnavailable as exc:

@@ -99,7 +99,7 @@ def receive():
             # answer below is queued: the message opens the window the answer is sent in.
             with write_transaction():
                 result = channel_routing.route_inbound(
-                    message, rt.bus, TEXTS, paused_notice=notice,
+                    message, rt.bus, TEXTS, envelope_key=rt.envelope_key, paused_notice=notice,
                     ingest_media=rt.tasks.ingest_media)
                 whatsapp_window.record_inbound(message.user_id,
                                                _sent_at(batch.sent_at.get(message.message_id)))

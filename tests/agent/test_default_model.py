@@ -12,7 +12,7 @@ import anthropic
 from anthropic._data import DEPRECATED_MODELS  # the table the SDK's own deprecation warning reads
 
 from agent.config import DEFAULT_ANTHROPIC_MODEL, AgentConfig
-from agent.llm.pricing import cost_cents, is_paid
+from wire.pricing import cost_cents, is_paid
 
 
 def test_default_model_is_listed_by_the_sdk_and_not_deprecated():

@@ -7,6 +7,7 @@ import pytest
 
 from control.errors import ConfigError
 from control.providers.hetzner.config import HetznerConfig
+from control.services import llm_gateway
 from control.services.agent_settings import PLAN_BUDGETS_VAR, agent_env_for, base_agent_env
 from control.settings import Settings
 from infra import tenant_config as tc
@@ -51,10 +52,22 @@ def test_time_zone_is_passed_through_and_must_be_iana(tmp_path):
 
 def test_llm_settings_and_ca_path_reach_the_agent_env(tmp_path):
     env = agent_env_for(base_agent_env(settings(tmp_path, **PROD_ENV)), "light")
-    for key in ("HERMES_LLM_CHAIN", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                "HERMES_OPENAI_MODEL", "HERMES_BUS_CA_FILE"):
+    for key in ("HERMES_LLM_CHAIN", "HERMES_OPENAI_MODEL", "HERMES_BUS_CA_FILE"):
         assert env[key] == PROD_ENV[key]
     assert env["HERMES_CONTROL_URL"] == "https://control.example.test"
+
+
+def test_agents_get_the_gateway_and_never_a_provider_key(tmp_path):
+    env = agent_env_for(base_agent_env(settings(tmp_path, **PROD_ENV)), "light")
+    assert env["ANTHROPIC_BASE_URL"] == "https://control.example.test/llm/anthropic"
+    assert env["OPENAI_BASE_URL"] == env["HERMES_TRANSCRIBE_URL"] == (
+        "https://control.example.test/llm/openai/v1")
+    values = " ".join(env.values())
+    for operator_only in ("sk-ant-prod", "sk-or-prod", "openrouter.ai"):
+        assert operator_only not in values
+    keyed = llm_gateway.with_token(env, "tenant-token")
+    assert {keyed[k] for k in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+                               "HERMES_TRANSCRIBE_API_KEY")} == {"tenant-token"}
 
 
 def test_every_setting_the_control_plane_sends_is_carried_to_a_tenant_vm(tmp_path):
@@ -62,6 +75,7 @@ def test_every_setting_the_control_plane_sends_is_carried_to_a_tenant_vm(tmp_pat
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     env = agent_env_for(base_agent_env(settings(tmp_path, **{
         **PROD_ENV, "HERMES_BUS_CA_FILE": str(ca)})), "heavy")
+    env = llm_gateway.with_token(env, "llm-tok")
     env.update(HERMES_TENANT="7", HERMES_AGENT_TOKEN="tok")
     config = HetznerConfig(env="test", hcloud_token="t", snapshot_id="1", network_id="2",
                            firewall_label="fw=test", control_url=env["HERMES_CONTROL_URL"],

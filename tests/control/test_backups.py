@@ -239,3 +239,52 @@ def test_control_database_restores_into_a_fresh_database(runtime, settings, fres
     finally:
         restored.close()
         connect_database(settings.database_url)
+
+
+def test_a_restored_agent_keeps_its_mcp_servers_private(tmp_path, store):
+    """Issue 19, finding 9: the pushed MCP configuration (with its proxy token) survives a nightly
+    snapshot and a deprovision archive, and comes back readable by the agent's user only."""
+    data = make_agent_data(tmp_path / "agents" / "7")
+    open_wal_store(data / "memory.db", "likes green tea").close()
+    servers = '{"mcpServers": {"composio": {"url": "https://hermes.test/mcp/tenants/7"}}}'
+    (data / "mcp_servers.json").write_text(servers)
+    (data / "mcp_servers.json").chmod(0o600)
+
+    [entry], failures = backups.backup_tenants(store, [("7", None)],
+                                               backups.LocalSnapshotArchiver(tmp_path / "agents"))
+    assert failures == {}
+    from_snapshot = tmp_path / "fresh" / "7"
+    report = backups.restore_tenant(store, "7", entry.key, backups.LocalRestore(from_snapshot))
+    assert '"files": ["mcp_servers.json"]' in report
+
+    key = archive_key("prod", "7")
+    archive_directory(store, data, key, {"tenant": "7"})
+    from_archive = tmp_path / "restored" / "7"
+    backups.restore_tenant(store, "7", key, backups.LocalRestore(from_archive))
+
+    for target in (from_snapshot, from_archive):
+        restored = target / "mcp_servers.json"
+        assert restored.read_text() == servers
+        assert restored.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_tampered_mcp_servers_file_is_refused(tmp_path):
+    data = make_agent_data(tmp_path / "data")
+    (data / "mcp_servers.json").write_text('{"mcpServers": {}}')
+    snapshot = agent_backup("snapshot", "--data-dir", str(data), "-").stdout
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(snapshot), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            members[member] = tar.extractfile(member).read()
+    forged = io.BytesIO()
+    with tarfile.open(fileobj=forged, mode="w:gz") as tar:
+        for member, content in members.items():
+            body = content
+            if member.name == "mcp_servers.json":
+                body = b'{"mcpServers": {"evil": {"url": "https://evil.example/mcp"}}}'
+                member.size = len(body)
+            tar.addfile(member, io.BytesIO(body))
+    refused = agent_backup("restore", "--data-dir", str(tmp_path / "target"), "-",
+                           stdin=forged.getvalue())
+    assert refused.returncode == 1 and b"mcp_servers.json does not match" in refused.stderr
+    assert not (tmp_path / "target" / "mcp_servers.json").exists()

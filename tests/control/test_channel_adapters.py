@@ -133,10 +133,13 @@ def test_discord_expired_interaction_token_is_a_permanent_failure(discord_api):
 def test_delivery_worker_waits_out_a_discord_429_and_delivers_a_long_dm_once(runtime, tenant,
                                                                               discord_api, telegram):
     from control.db import database
-    from control.models import Delivery, DeliveryState
+    from control.models import Delivery, DeliveryState, Message
     from control.services.delivery import DeliveryWorker
     from wire.protocol import Event, events_stream
 
+    with database.connection_context():  # the user's DM, as routing records it
+        Message.create(tenant=tenant, envelope_id="env-discord-long", direction="in",
+                       channel="discord", chat_id=DM, text="tell me a long story")
     adapter = discord_adapter(discord_api)
     worker = DeliveryWorker(runtime.bus, BotApiClient(telegram.token, telegram.base_url),
                             lambda: [tenant.id], adapters={"discord": adapter}, edit_interval=0.0)

@@ -144,7 +144,7 @@ def test_settings_without_csrf_token_are_refused(client):
 
 
 def test_model_menu_comes_from_the_router_catalog(client, app):
-    from agent.llm.pricing import PRICES_CENTS_PER_MTOK
+    from wire.pricing import PRICES_CENTS_PER_MTOK
 
     app.extensions["hermes"].settings.agent_env.update({"HERMES_LLM_CHAIN": "anthropic,local"})
     tenant = sign_in(client, "model@example.com")

@@ -8,10 +8,13 @@ bus and the real delivery worker.  Huey runs tasks inline (immediate mode).
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from prometheus_client import generate_latest
+from support.webhooks import post_stripe
 
 from control import create_app
 from control.db import database
@@ -30,6 +33,7 @@ from control.runtime import Runtime
 from control.services import machine_health, provisioning
 from control.services.delivery import DeliveryWorker
 from infra.hetzner_api import make_client, validate_server_types
+from standins import stripe_events as se
 from standins.hcloud_api import HcloudStandin
 from standins.telegram_bot_api import TelegramBotApiStandin
 from wire.protocol import DELIVERY_GROUP, Event, events_stream
@@ -87,10 +91,9 @@ def telegram():
         yield api
 
 
-@pytest.fixture
-def world(settings, cloud, telegram):
-    """``(runtime, provisioner, worker)``: inline Huey, no retry pause, the stand-ins as internet."""
-    settings = settings.with_overrides(huey_immediate=True, provision_retry_delay=0.0,
+@contextmanager
+def _world(settings, cloud, telegram, immediate: bool):
+    settings = settings.with_overrides(huey_immediate=immediate, provision_retry_delay=0.0,
                                        telegram_api_base=telegram.base_url,
                                        telegram_bot_token=telegram.token)
     prov = CloudProvisioner(make_client(cloud.token, cloud.url, poll_interval=0.01))
@@ -102,9 +105,29 @@ def world(settings, cloud, telegram):
             return provisioning.ready_tenant_ids()
 
     worker = DeliveryWorker(runtime.bus, runtime.bot, tenants, tenant_refresh=0.0)
-    with database.connection_context():
-        yield runtime, prov, worker, app
+    yield runtime, prov, worker, app
     runtime.close()
+
+
+@pytest.fixture
+def world(settings, cloud, telegram):
+    """``(runtime, provisioner, worker)``: inline Huey, no retry pause, the stand-ins as internet."""
+    with _world(settings, cloud, telegram, immediate=True) as parts, database.connection_context():
+        yield parts
+
+
+@pytest.fixture
+def queued_world(settings, cloud, telegram):
+    """As ``world``, with the real SqliteHuey queue: tasks wait until ``run_queue``.  No
+    connection is held open: the app's requests open and close their own."""
+    with _world(settings, cloud, telegram, immediate=False) as parts:
+        yield parts
+
+
+def run_queue(runtime) -> None:
+    """Run every queued task, as the control plane's Huey consumer would."""
+    while (task := runtime.huey.dequeue()) is not None:
+        runtime.huey.execute(task)
 
 
 def paying_tenant(email="ada@example.com") -> Tenant:
@@ -271,3 +294,95 @@ def test_reprovision_is_idempotent_and_ignores_the_old_agents_backlog(world):
     drain(worker, runtime, tenant)
     assert provisioning.reprovision(tenant, runtime.tasks.provision_machine) == "already_ready"
     assert prov.calls == 2
+
+
+def _refuse_queuing(monkeypatch, runtime, times: int) -> list:
+    """Make the next ``times`` enqueues fail as a locked SQLite queue file does."""
+    real, refused = runtime.huey.enqueue, []
+
+    def enqueue(task):
+        if len(refused) < times:
+            refused.append(task.name)
+            raise sqlite3.OperationalError("database is locked")
+        return real(task)
+
+    monkeypatch.setattr(runtime.huey, "enqueue", enqueue)
+    return refused
+
+
+def _pay(client, email="ada@example.com"):
+    """Stripe's two events of a paid sign-up; returns the checkout event (for a retry)."""
+    checkout = se.checkout_completed(email=email, customer="cus_A", subscription="sub_A",
+                                     event_id="evt_cs_A")
+    assert post_stripe(client, se.subscription_created(
+        customer="cus_A", subscription="sub_A", plan="light", event_id="evt_sub_A")).status_code == 200
+    assert post_stripe(client, checkout).status_code == 200
+    return checkout
+
+
+def test_a_paid_machine_whose_task_could_not_be_queued_is_provisioned_by_the_sweep(
+        queued_world, monkeypatch):
+    runtime, prov, worker, app = queued_world
+    client = app.test_client()
+    refused = _refuse_queuing(monkeypatch, runtime, times=1)
+    checkout = _pay(client)
+    assert refused == ["provision_machine"]
+    # Stripe's retry is a duplicate: nothing on the webhook path queues the task again.
+    assert post_stripe(client, checkout).json["outcome"] == "duplicate"
+    tenant = Tenant.get(Tenant.email == "ada@example.com")
+    assert machine_of(tenant).state == MachineState.REQUESTED
+    assert runtime.huey.pending_count() == 0
+
+    # Within a minute of the request the sweep leaves it alone (its own enqueue may be under way).
+    assert runtime.tasks._requeue_requested()["requeued"] == []
+    later = utcnow() + timedelta(seconds=provisioning.REQUEUE_AFTER + 1)
+    assert runtime.tasks._requeue_requested(now=later)["requeued"] == [tenant.id]
+    assert runtime.tasks._requeue_requested(now=later)["requeued"] == []  # already queued
+    assert runtime.huey.pending_count() == 1
+
+    run_queue(runtime)
+    assert machine_of(tenant).state == MachineState.BOOTING and prov.calls == 1
+    publish(runtime, tenant, "ready")
+    drain(worker, runtime, tenant)
+    assert machine_of(tenant).state == MachineState.READY
+    assert runtime.tasks._requeue_requested(now=later + timedelta(hours=1)) == {
+        "requeued": [], "stuck": []}
+    assert prov.calls == 1
+
+
+def test_a_retry_waiting_out_its_backoff_is_not_queued_twice(queued_world):
+    runtime, prov, _worker, _ = queued_world
+    tenant = paying_tenant()
+    provisioning.request_machine(tenant, "light", runtime.tasks.provision_machine)
+    Machine.update(updated_at=utcnow() - timedelta(minutes=5)).where(Machine.tenant == tenant).execute()
+    runtime.tasks.provision_machine.schedule((tenant.id,), delay=3600)  # check_machines' retry
+    run_queue(runtime)  # the first attempt runs; the retry moves to the schedule
+    Machine.update(state=MachineState.REQUESTED).where(Machine.tenant == tenant).execute()
+    assert runtime.tasks.queued_provisioning() == {tenant.id}
+    assert runtime.tasks._requeue_requested()["requeued"] == []
+    assert prov.calls == 1
+
+
+def test_a_machine_requested_for_ten_minutes_raises_attention_and_the_alert_metric(
+        queued_world, monkeypatch):
+    runtime, prov, _worker, app = queued_world
+    refused = _refuse_queuing(monkeypatch, runtime, times=2)  # the webhook's and the sweep's
+    _pay(app.test_client())
+    tenant = Tenant.get(Tenant.email == "ada@example.com")
+    Machine.update(updated_at=utcnow() - timedelta(minutes=11)).where(Machine.tenant == tenant).execute()
+
+    report = runtime.tasks._requeue_requested()
+    assert report == {"requeued": [], "stuck": [tenant.id]} and len(refused) == 2
+    assert provisioning.STUCK_KIND in open_kinds(tenant)
+    metrics = generate_latest(app.extensions["hermes_metrics"]).decode()  # what /metrics serves
+    age = next(float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("hermes_machine_requested_age_seconds "))
+    assert 660 <= age < 720  # HermesMachineStuckRequested fires above 600
+
+    assert runtime.tasks._requeue_requested()["requeued"] == [tenant.id]  # the queue is back
+    run_queue(runtime)
+    assert machine_of(tenant).state == MachineState.BOOTING and prov.calls == 1
+    runtime.tasks._requeue_requested()
+    assert provisioning.STUCK_KIND not in open_kinds(tenant)
+    assert "hermes_machine_requested_age_seconds 0.0" in generate_latest(
+        app.extensions["hermes_metrics"]).decode()

@@ -174,8 +174,8 @@ def test_composio_unreachable_is_a_502(served):
     closed.close()  # nothing listens on it now
     settings = served.extensions["hermes"].settings
     with served.app_context():
-        token = mcp_proxy.issue(tenant, McpEndpoint(f"http://127.0.0.1:{port}/mcp", {}),
-                                box_from_settings(settings))
+        token = mcp_proxy.rotate(tenant, McpEndpoint(f"http://127.0.0.1:{port}/mcp", {}),
+                                 box_from_settings(settings), deliver=lambda token: None)
     answer = _post(mcp_proxy.proxy_url(settings.public_url, tenant.id), f"Bearer {token}")
     assert answer.status_code == 502
     assert answer.json()["error"] == "integration_provider_error"
@@ -203,3 +203,78 @@ def test_a_canceled_tenant_is_refused_and_deleting_the_account_removes_its_conne
         assert Connection.select().where(Connection.tenant == tenant.id).count() == 0
         assert Tenant.get_by_id(tenant.id).mcp_token_hash is None
     assert account_id not in composio.accounts  # the grant is gone at Composio too
+
+
+def _bus_down(*args, **kwargs):
+    from wire.errors import BusUnavailable
+
+    raise BusUnavailable("bus is down")
+
+
+def test_a_config_that_never_reached_the_bus_leaves_the_agents_token_working(served, composio,
+                                                                             monkeypatch):
+    tenant, client, csrf, _ = _connect(served, composio, "ada@example.com")
+    url, headers = _server(_envelopes(served, tenant)[-1])
+    monkeypatch.setattr(served.extensions["hermes"].bus, "append", _bus_down)
+    _oauth(client, csrf, composio, "notion")  # stored, but its mcp_config could not be sent
+    monkeypatch.undo()
+    assert _envelopes(served, tenant) == []
+    allowed = _post(url, headers["Authorization"])  # the token the agent holds still works
+    assert allowed.status_code == 200, allowed.text
+
+
+def test_both_tokens_work_while_the_new_one_is_on_its_way_then_only_the_new_one(served, composio):
+    from control.db import database
+    from control.services.connections import from_runtime
+
+    tenant, *_ = _connect(served, composio, "grace@example.com")
+    url, headers = _server(_envelopes(served, tenant)[-1])
+    connections = from_runtime(served.extensions["hermes"])
+    seen = {}
+
+    def deliver(token):  # what the agent could do the instant it read the envelope
+        seen["new"] = _post(url, f"Bearer {token}").status_code
+        seen["old"] = _post(url, headers["Authorization"]).status_code
+
+    with database.connection_context():
+        endpoint = connections.provider.mcp_endpoint(composio_user_id(tenant),
+                                                     [_github_service()])
+        token = mcp_proxy.rotate(tenant, endpoint, connections.box, deliver)
+    assert seen == {"new": 200, "old": 200}
+    assert _post(url, headers["Authorization"]).status_code == 401
+    assert _post(url, f"Bearer {token}").status_code == 200
+
+
+def _github_service():
+    from control import integrations
+
+    return integrations.load()["github"]
+
+
+def test_an_agent_reporting_ready_is_sent_its_config_again(served, composio):
+    from control.db import database
+    from control.models import Machine
+    from control.services.delivery import DeliveryWorker
+    from wire.protocol import DELIVERY_GROUP, Event, events_stream
+
+    tenant, *_ = _connect(served, composio, "restored@example.com")
+    url, headers = _server(_envelopes(served, tenant)[-1])
+    runtime = served.extensions["hermes"]
+    stream = events_stream(str(tenant.id))
+    with database.connection_context():
+        Machine.create(tenant=tenant.id, plan="light", state="booting")
+        # A restored (or restarted) agent reports ready.
+        runtime.bus.append(stream, Event.lifecycle_event(str(tenant.id), "ready", "restored").to_json())
+        worker = DeliveryWorker(runtime.bus, runtime.bot, lambda: [tenant.id], tenant_refresh=0.0,
+                                on_ready=runtime.tasks.agent_ready)
+        for _ in range(50):
+            if worker.step(block=0.05) == 0 and runtime.bus.pending_count(stream, DELIVERY_GROUP) == 0:
+                break
+        assert Machine.get(Machine.tenant == tenant.id).state == "ready"
+    while (task := runtime.huey.dequeue()) is not None:  # the control plane's Huey consumer
+        runtime.huey.execute(task)
+
+    [envelope] = _envelopes(served, tenant)
+    _url, new_headers = _server(envelope)
+    assert _post(url, new_headers["Authorization"]).status_code == 200
+    assert _post(url, headers["Authorization"]).status_code == 401

@@ -48,6 +48,7 @@ def _dm(runtime, attachments: list, message_id: str = "334385199974967042", flag
             "timestamp": "2017-07-11T17:27:07.299000+00:00", "edited_timestamp": None}
     with database.connection_context():
         return on_gateway_dispatch("MESSAGE_CREATE", data, runtime.bus, lambda *a: None,
+                                   envelope_key=runtime.envelope_key,
                                    ingest_media=runtime.tasks.ingest_media)
 
 

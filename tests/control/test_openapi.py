@@ -74,6 +74,9 @@ def test_every_operation_documents_its_error_bodies_with_the_error_schema(docume
     for path, ops in document["paths"].items():
         for method, op in ops.items():
             assert op["responses"], (path, method)
+            # The LLM gateway answers in the providers' error formats, which their SDKs parse.
+            if path.startswith("/llm/"):
+                continue
             for code, response in op["responses"].items():
                 if code.startswith(("4", "5")) and method != "head" and path != "/readyz":
                     schema = response["content"]["application/json"]["schema"]

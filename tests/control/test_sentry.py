@@ -92,7 +92,7 @@ def test_unhandled_route_error_reaches_sentry_without_any_secret(tmp_path, recei
     settings = Settings(data_dir=str(tmp_path), sentry_dsn=receiver.dsn, env="staging",
                         secret_key=SESSION_KEY, stripe_secret_key=STRIPE_KEY,
                         telegram_bot_token=BOT_TOKEN, telegram_webhook_secret=WEBHOOK_SECRET,
-                        agent_env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+                        llm_anthropic_api_key=ANTHROPIC_KEY)
     app = create_app(settings, Runtime(settings, upgrade_schema=True))
 
     @app.get("/boom")

@@ -83,8 +83,10 @@ def test_hetzner_group_lists_and_urls_are_parsed(tmp_path):
 
 def test_agents_are_handed_only_the_agent_variables_that_are_set(tmp_path):
     settings = read(tmp_path, ANTHROPIC_API_KEY="sk-ant", HERMES_LOG_FORMAT="json", OPENAI_API_KEY="",
-                    HCLOUD_TOKEN="not-for-agents")
-    assert settings.agent_env == {"ANTHROPIC_API_KEY": "sk-ant", "HERMES_LOG_FORMAT": "json"}
+                    HCLOUD_TOKEN="not-for-agents", HERMES_MODEL="claude-haiku-4-5")
+    # Provider keys stay with the LLM gateway (issue #19).
+    assert settings.agent_env == {"HERMES_MODEL": "claude-haiku-4-5", "HERMES_LOG_FORMAT": "json"}
+    assert settings.llm_anthropic_api_key == "sk-ant"
     assert set(settings.agent_env) <= set(AGENT_ENV_KEYS)
 
 

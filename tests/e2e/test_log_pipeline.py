@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.serve import TELEGRAM_SECRET, ServeProcess, wait_until
 
-from control.services.routing import envelope_id_for
+from control.services.routing import envelope_id_for, envelope_key
 from standins import stripe_events as se
 from standins.anthropic_api import AnthropicStandin, echo_responder
 from standins.telegram_bot_api import TelegramBotApiStandin
@@ -79,7 +79,8 @@ def test_one_message_is_followed_from_webhook_to_delivery_in_json_logs(stack):
     answer = post_update(serve, text_update(7001, CHAT_ID, "follow me"), request_id=REQUEST_ID)
     assert answer.status_code == 200 and answer.json()["outcome"] == "published"
     assert answer.headers["X-Request-ID"] == REQUEST_ID
-    envelope_id = envelope_id_for("telegram", str(CHAT_ID), "7001")
+    key = envelope_key((serve.data_dir / "secret_key").read_text().strip())  # local mode's
+    envelope_id = envelope_id_for(key, "telegram", str(CHAT_ID), "7001")
     wait_until(lambda: any(m.text == "echo: follow me" for m in telegram.chat_messages(CHAT_ID)),
                60, "the agent's reply in the chat")
     wait_until(lambda: any(r.get("envelope_id") == envelope_id and "delivered" in r["event"]

@@ -129,6 +129,16 @@ def test_project_wheel_installed_in_the_agent_venv(deployed_root, project_wheel)
     assert "cli.main:main" in entry_point.stdout
 
 
+def test_agent_dependencies_come_from_the_lock_with_their_hashes(deployed_root, probe_lock):
+    root, _ = deployed_root
+    assert (root / "opt/hermes/dist/agent.txt").read_bytes() == probe_lock.read_bytes()
+    show = subprocess.run(
+        ["chroot", str(root), "/opt/hermes/venv/bin/pip", "show", "hermes-lock-probe"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "Version: 1.0" in show.stdout
+
+
 def test_node_exporter_installed_from_the_pinned_release(deployed_root):
     root, _ = deployed_root
     binary = root / "usr/local/bin/node_exporter"
@@ -143,6 +153,17 @@ def test_node_exporter_installed_from_the_pinned_release(deployed_root):
     assert service["User"] == "node_exporter"
     assert service["ExecStart"].startswith("/usr/local/bin/node_exporter ")
     assert service["Restart"] == "always"
+
+
+def test_only_root_may_reach_the_metadata_service(deployed_root):
+    root, _ = deployed_root
+    rules = (root / "etc/hermes/metadata-guard.nft").read_text()
+    assert "ip daddr 169.254.169.254 meta skuid != 0" in rules and "reject" in rules
+    assert "type filter hook output" in rules
+    unit = read_unit(root, "hermes-metadata-guard.service")
+    assert unit["Service"]["ExecStart"] == "/usr/sbin/nft -f /etc/hermes/metadata-guard.nft"
+    assert "hermes-agent.target" in unit["Unit"]["Before"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
 def test_unattended_security_upgrades_configured(deployed_root):
@@ -201,7 +222,7 @@ def test_changed_wheel_is_reinstalled(
     assert rerun.returncode == 0, rerun.output
     changed = changed_operations(rerun.output)
     assert any("Upload the project wheel" in op for op in changed), changed
-    assert any("pip install the wheel" in op for op in changed), changed
+    assert any("pip install the lock and the wheel" in op for op in changed), changed
 
 
 def test_missing_wheel_fails_before_touching_the_server(

@@ -1,41 +1,81 @@
-"""The image installs what its declared LLM backends need (no root or chroot needed)."""
+"""The image installs the lock of what its declared LLM backends need (no root or chroot needed)."""
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
-from agent_image.image_settings import ImageSettings, ImageSettingsError
+from agent_image.image_settings import (
+    REQUIREMENTS_DIR,
+    TORCH_CPU_INDEX,
+    ImageSettings,
+    ImageSettingsError,
+)
 from agent_image.operations.python_env import pip_install_commands
 
 WHEEL = "/opt/hermes/dist/hermes_max-0.1.0-py3-none-any.whl"
+LOCK = "/opt/hermes/dist/agent.txt"
 
 
-def install_requirement(settings: ImageSettings) -> str:
-    install, _refresh = pip_install_commands(settings, WHEEL)
-    return shlex.split(install)[-1]
+def commands(settings: ImageSettings) -> tuple[list[str], list[str]]:
+    lock, project = pip_install_commands(settings, WHEEL, LOCK)
+    return shlex.split(lock), shlex.split(project)
 
 
-def test_default_image_supports_the_hosted_backends_with_the_agent_extra_only():
+def test_default_image_supports_the_hosted_backends_with_the_agent_lock():
     settings = ImageSettings(hermes_wheel="w.whl")
     assert settings.llm_backends == ("anthropic", "openai_compat")
-    assert install_requirement(settings) == f"{WHEEL}[agent]"
+    assert settings.wheel_extras == ("agent",)
+    assert settings.lock == str(REQUIREMENTS_DIR / "agent.txt")
 
 
-def test_local_backend_installs_the_local_llm_extra_too():
+def test_local_backend_installs_the_local_llm_lock():
     settings = ImageSettings(hermes_wheel="w.whl", hermes_llm_backends="anthropic,local")
-    assert install_requirement(settings) == f"{WHEEL}[agent,local-llm]"
+    assert settings.wheel_extras == ("agent", "local-llm")
+    assert settings.lock == str(REQUIREMENTS_DIR / "agent-local-llm.txt")
 
 
 def test_backends_given_as_inventory_list_are_accepted():
     settings = ImageSettings(hermes_wheel="w.whl", hermes_llm_backends=["local"])
-    assert install_requirement(settings) == f"{WHEEL}[agent,local-llm]"
+    assert settings.lock == str(REQUIREMENTS_DIR / "agent-local-llm.txt")
 
 
-def test_refresh_reinstalls_the_project_alone():
-    _install, refresh = pip_install_commands(ImageSettings(hermes_wheel="w.whl"), WHEEL)
-    assert shlex.split(refresh)[-3:] == ["--force-reinstall", "--no-deps", WHEEL]
+def test_extras_without_a_lock_are_refused():
+    with pytest.raises(ImageSettingsError, match="no lock installs the extras 'agent,control'"):
+        ImageSettings(hermes_wheel="w.whl", hermes_wheel_extras="agent,control")
+
+
+def test_lock_is_installed_with_hashes_then_the_project_alone():
+    lock, project = commands(ImageSettings(hermes_wheel="w.whl"))
+    assert lock[-2:] == ["-r", LOCK]
+    assert {"--require-hashes", "--no-deps"} <= set(lock)
+    # The project never resolves its own ranges: no extras, no dependencies.
+    assert project[-3:] == ["--force-reinstall", "--no-deps", WHEEL]
+    assert not any("[" in part for part in lock + project)
+
+
+def test_torch_index_is_added_when_the_lock_pins_torch(tmp_path):
+    lock, _ = commands(ImageSettings(hermes_wheel="w.whl"))
+    assert "torch==" in Path(ImageSettings(hermes_wheel="w.whl").lock).read_text()
+    assert lock[lock.index("--extra-index-url") + 1] == TORCH_CPU_INDEX
+
+    without_torch = tmp_path / "agent.txt"
+    without_torch.write_text("structlog==25.4.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    lock, _ = commands(ImageSettings(hermes_wheel="w.whl", hermes_lock=str(without_torch)))
+    assert "--extra-index-url" not in lock
+    # The rehearsal: this machine's pip configuration finds torch.
+    lock, _ = commands(ImageSettings(hermes_wheel="w.whl", hermes_torch_index_url=""))
+    assert "--extra-index-url" not in lock
+
+
+def test_missing_lock_fails_before_touching_the_server(tmp_path):
+    wheel = tmp_path / "hermes_max-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    data = {"hermes_wheel": str(wheel), "hermes_lock": str(tmp_path / "agent.txt")}
+    with pytest.raises(ImageSettingsError, match=r"agent\.txt does not exist: run `make lock`"):
+        ImageSettings.from_host_data(data)
 
 
 @pytest.mark.parametrize("backends", ["", "gpt5", "anthropic,ollama"])

@@ -184,8 +184,8 @@ def test_contract_lists_every_key_with_secrets_marked():
     assert all(k.startswith("hermes:") and spec.description for k, spec in keys.items())
     assert {k for k, spec in keys.items() if spec.secret} == {
         "hermes:busUrl", "hermes:agentToken", "hermes:anthropicApiKey", "hermes:openaiApiKey",
-        "hermes:transcribeApiKey"}
-    assert {spec.env_var for spec in keys.values() if spec.secret} == {
+        "hermes:transcribeApiKey", "hermes:sshHostKey"}
+    assert {spec.env_var for spec in keys.values() if spec.secret and spec.env_var} == {
         "HERMES_BUS_URL", "HERMES_AGENT_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
         "HERMES_TRANSCRIBE_API_KEY"}
     assert keys["hermes:location"].default == "nbg1"

@@ -64,7 +64,7 @@ def make_config(tmp_path, **overrides) -> HetznerConfig:
         "pulumi_backend_url": f"file://{tmp_path}/state", "pulumi_passphrase": "correct horse",
         "location": "nbg1", "archive_dir": str(tmp_path / "archives"),
         "lock_dir": str(tmp_path / "locks"), "state_dir": str(tmp_path / "provisioner"),
-        "lock_timeout": 5.0, "drift_delay": 3.0,
+        "known_hosts_dir": str(tmp_path / "known_hosts"), "lock_timeout": 5.0, "drift_delay": 3.0,
     }
     return HetznerConfig(**{**values, **overrides})
 

@@ -259,7 +259,8 @@ def test_llm_keys_are_secret_config_and_the_ca_travels_as_plain_text(make_provis
     config = workspace.stacks[(TENANT_PROJECT, "test-tenant-alice")].config
 
     secret = {key for key, entry in config.items() if entry.secret}
-    assert secret == {tc.BUS_URL, tc.AGENT_TOKEN, "hermes:anthropicApiKey", "hermes:openaiApiKey"}
+    assert secret == {tc.BUS_URL, tc.AGENT_TOKEN, "hermes:anthropicApiKey", "hermes:openaiApiKey",
+                      tc.SSH_HOST_KEY}
     assert config["hermes:openaiApiKey"].value == "sk-or-secret"
     assert config[tc.BUS_CA_CERT].value == ca.read_text()
     assert config[tc.DAILY_BUDGET_CENTS].value == "50"

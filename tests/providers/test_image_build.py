@@ -84,3 +84,13 @@ def test_missing_wheel_creates_no_server(hcloud_api, hcloud_client, build_config
     with pytest.raises(ImageBuildError, match="does not exist"):
         build_image(hcloud_client, replace(build_config, wheel_path="/nope.whl"))
     assert hcloud_api.servers == {} and hcloud_api.requests == []
+
+
+def test_missing_lock_creates_no_server(hcloud_api, hcloud_client, build_config, tmp_path,
+                                        monkeypatch):
+    # A checkout without requirements/agent.txt: the deploy could only install bare ranges.
+    monkeypatch.setattr("agent_image.image_settings.REQUIREMENTS_DIR", tmp_path / "requirements")
+
+    with pytest.raises(ImageBuildError, match=r"agent\.txt does not exist: run `make lock`"):
+        build_image(hcloud_client, build_config)
+    assert hcloud_api.servers == {} and hcloud_api.requests == []

@@ -67,6 +67,7 @@ def control_vars(root: Path, **extra) -> dict:
         "control_unit_dir": str(root / "units"),
         "control_nginx_site_path": str(root / "nginx/sites-available/hermes-control.conf"),
         "control_nginx_enabled_path": str(root / "nginx/sites-enabled/hermes-control.conf"),
+        "control_nginx_access_log": str(root / "nginx/access.log"),
         "control_server_name": "hermes.test",
         "control_env": "staging",
         "control_hetzner_snapshot_id": "160000001",
@@ -85,8 +86,9 @@ def read_unit(path: Path) -> configparser.SectionProxy:
     return parser["Service"]
 
 
-def test_gunicorn_serves_the_app_factory_behind_tls_nginx(tmp_path, apply_role):
-    result = apply_role("control", control_vars(tmp_path))
+def test_gunicorn_serves_the_app_factory_behind_tls_nginx(tmp_path, apply_role, make_inventory):
+    monitoring = {"role_monitoring": {"monitoring-1": {"hcloud_private_ipv4": "10.0.1.30"}}}
+    result = apply_role("control", control_vars(tmp_path), inventory=make_inventory(monitoring))
     assert result.status == "successful", result.stdout
 
     web = read_unit(tmp_path / "units/hermes-control.service")
@@ -104,7 +106,9 @@ def test_gunicorn_serves_the_app_factory_behind_tls_nginx(tmp_path, apply_role):
     assert "return 301 https://$host$request_uri;" in site
     assert "proxy_pass http://hermes_control;" in site
     metrics = site.split("location /metrics {")[1].split("}")[0]
-    assert "allow 10.0.0.0/16;" in metrics and "deny all;" in metrics
+    # Only the monitoring host (and loopback) may read /metrics, not the tenants' network.
+    assert re.findall(r"allow (\S+);", metrics) == ["10.0.1.30", "127.0.0.1"]
+    assert "deny all;" in metrics
     enabled = tmp_path / "nginx/sites-enabled/hermes-control.conf"
     assert enabled.is_symlink() and enabled.resolve() == tmp_path / "nginx/sites-available/hermes-control.conf"
 
@@ -146,7 +150,7 @@ def test_env_file_holds_every_setting_control_settings_reads(tmp_path, apply_rol
     assert settings.public_url == "https://hermes.test"
     assert settings.pulumi_config_passphrase == SECRETS["vault_control_pulumi_config_passphrase"]
     assert settings.bus_url == SECRETS["vault_control_redis_url"]
-    assert settings.agent_env["ANTHROPIC_API_KEY"] == "sk-ant-Secret"
+    assert settings.llm_anthropic_api_key == "sk-ant-Secret"  # the LLM gateway keeps it
     assert settings.data_dir == str(tmp_path / "var/lib/hermes-control")
     for secret in SECRETS.values():
         assert secret not in result.stdout

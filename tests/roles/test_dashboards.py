@@ -29,14 +29,14 @@ HERMES_METRICS = {
     "hermes_http_requests_total", "hermes_http_request_duration_seconds_bucket",
     "hermes_provisioning_failures_total", "hermes_machines", "hermes_bus_pending",
     "hermes_llm_cost_cents_total", "hermes_drift_detected", "hermes_agent_unhealthy_total",
-    "hermes_channel_healthy",
+    "hermes_channel_healthy", "hermes_machine_requested_age_seconds",
 } | AGENT_METRICS
 # prometheus-redis-exporter's (Debian 1.45) series the dashboard reads.
 REDIS_METRICS = {"redis_memory_used_bytes", "redis_memory_max_bytes"}
 REQUIRED_ALERTS = {
     "HermesProvisioningFailures", "HermesRedisDown", "HermesApiErrorRateHigh",
     "HermesApiLatencyP99High", "HermesNodeDown", "HermesDiskFilling", "HermesDriftDetected",
-    "HermesAgentUnhealthy", "HermesChannelDeaf",
+    "HermesAgentUnhealthy", "HermesChannelDeaf", "HermesMachineStuckRequested",
 }
 
 

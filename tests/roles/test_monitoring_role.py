@@ -20,6 +20,7 @@ from standins.pagerduty_events import PagerDutyEventsStandin
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 ROUTING_KEY = "R0UTINGKEY0123456789abcdefABCDEF"  # 32 characters, like a PagerDuty integration key
 EXPORTER_PASSWORD = "exporter-Password-from-vault"
+GRAFANA_PASSWORD = "grafana-Admin-from-vault"
 
 SHARED_HOSTS = {
     "role_redis": {"redis-1": {"hcloud_private_ipv4": "10.0.0.2"}},
@@ -46,6 +47,9 @@ def monitoring_vars(root: Path, **overrides) -> dict:
         "monitoring_alertmanager_config_dir": str(root / "alertmanager"),
         "monitoring_grafana_provisioning_dir": str(root / "grafana/provisioning"),
         "monitoring_grafana_dashboards_dir": str(root / "grafana/dashboards"),
+        "monitoring_grafana_env_file": str(root / "grafana/hermes.env"),
+        "monitoring_grafana_unit_dropin_dir": str(root / "grafana/grafana-server.service.d"),
+        "monitoring_grafana_admin_password": GRAFANA_PASSWORD,
         "monitoring_hcloud_token": "read-only-token",
         **overrides,
     }
@@ -93,6 +97,7 @@ def monitoring_root(tmp_path_factory, apply_role, make_inventory, receivers):
         inventory=make_inventory(SHARED_HOSTS))
     assert result.status == "successful", result.stdout
     assert ROUTING_KEY not in result.stdout and EXPORTER_PASSWORD not in result.stdout
+    assert GRAFANA_PASSWORD not in result.stdout
     return root
 
 
@@ -226,6 +231,19 @@ def test_grafana_provisions_the_datasource_the_dashboard_points_at(monitoring_ro
     dashboard = json.loads((dashboards_dir / "hermes-fleet.json").read_text())
     uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
     assert uids == {datasource["uid"]}
+
+
+def test_grafana_listens_on_loopback_with_the_vault_admin_password(monitoring_root):
+    # Issue #19: the package default is 0.0.0.0:3000 with admin/admin, next to every tenant VM.
+    env_file = monitoring_root / "grafana/hermes.env"
+    settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                    if line and not line.startswith("#"))
+    assert settings["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+    assert json.loads(settings["GF_SECURITY_ADMIN_PASSWORD"]) == GRAFANA_PASSWORD
+    assert settings["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    dropin = (monitoring_root / "grafana/grafana-server.service.d/hermes.conf").read_text()
+    assert f"EnvironmentFile={env_file}" in dropin.splitlines()
 
 
 def test_second_apply_changes_nothing(monitoring_root, apply_role, make_inventory, receivers):

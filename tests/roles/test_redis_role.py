@@ -100,7 +100,7 @@ def test_rendered_config_runs_a_tls_only_redis_that_refuses_rather_than_evicts(
 
     conf = (tmp_path / "etc/redis.conf").read_text()
     for line in ("appendonly yes", "save 3600 1", "save 60 10000", f"tls-port {free_port}",
-                 "port 0", "maxmemory 3gb", "maxmemory-policy noeviction",
+                 "port 0", "maxmemory 3gb", "maxmemory-policy noeviction", "proto-max-bulk-len 1mb",
                  f"aclfile {tmp_path}/etc/users.acl", "bind 127.0.0.1",
                  f"tls-cert-file {tmp_path}/tls/redis.crt", f"tls-key-file {tmp_path}/tls/redis.key",
                  f"tls-ca-cert-file {tmp_path}/tls/ca.crt", "tls-auth-clients no"):
@@ -110,6 +110,8 @@ def test_rendered_config_runs_a_tls_only_redis_that_refuses_rather_than_evicts(
     assert cli(tmp_path, free_port, "CONFIG", "GET", "maxmemory-policy").splitlines() == [
         "maxmemory-policy", "noeviction"]
     assert cli(tmp_path, free_port, "CONFIG", "GET", "maxmemory").splitlines()[-1] == str(3 * 1024**3)
+    assert cli(tmp_path, free_port, "CONFIG", "GET", "proto-max-bulk-len").splitlines()[-1] == \
+        str(1024**2)
     # The default user is off: an unauthenticated client gets nothing.
     assert "NOAUTH" in cli(tmp_path, free_port, "PING", user=None)
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ["redis", "monitoring", "control", "node_exporter"]
+ROLES = ["redis", "monitoring", "control", "node_exporter", "firewall"]
 # Names that look like role variables but are not (a metric the verify step looks for).
 NOT_VARIABLES = {"node_exporter_build_info"}
 SHARED_GROUPS = {
@@ -82,7 +82,7 @@ def test_site_playbook_imports_every_playbook_and_passes_syntax_check(
     imported = {play["ansible.builtin.import_playbook"] for play in site}
     others = {p.name for p in (REPO / "playbooks").glob("*.yml")} - {"site.yml"}
     assert imported == others == {"redis.yml", "monitoring.yml", "control.yml",
-                                  "node_exporter.yml"}
+                                  "node_exporter.yml", "firewall.yml"}
     result = run_playbook(REPO / "playbooks/site.yml", inventory=make_inventory(SHARED_GROUPS),
                           cmdline="--syntax-check")
     assert result.rc == 0, result.stdout
@@ -99,7 +99,9 @@ CHECK_VARS = {
         "monitoring_prometheus_config_dir": f"{root}/p", "monitoring_prometheus_rules_dir": f"{root}/r",
         "monitoring_alertmanager_config_dir": f"{root}/a",
         "monitoring_grafana_provisioning_dir": f"{root}/g",
-        "monitoring_grafana_dashboards_dir": f"{root}/d"},
+        "monitoring_grafana_dashboards_dir": f"{root}/d",
+        "monitoring_grafana_env_file": f"{root}/g/hermes.env",
+        "monitoring_grafana_unit_dropin_dir": f"{root}/g/grafana-server.service.d"},
     "control": lambda root, url: {
         "control_manage_packages": False, "control_manage_service": False,
         "control_config_dir": f"{root}/etc", "control_data_dir": f"{root}/data",
@@ -112,6 +114,10 @@ CHECK_VARS = {
         "node_exporter_download_url": url,
         "node_exporter_bin_dir": f"{root}/bin", "node_exporter_cache_dir": f"{root}/cache",
         "node_exporter_unit_dir": f"{root}/units"},
+    "firewall": lambda root, url: {
+        "firewall_manage_packages": False, "firewall_manage_service": False,
+        "firewall_validate": False, "firewall_ruleset_path": f"{root}/nftables.conf",
+        "firewall_ops_cidrs": ["198.51.100.0/28"]},
 }
 
 

@@ -23,6 +23,7 @@ HERMES_CLI = {
     "discord": {"setup", "gateway"},
     "db": {"upgrade", "status"}, "worker": set(),
     "backup": {"run", "list", "restore"},
+    "operators": {"add", "list", "remove", "reset-totp"},
 }
 # Tools a runbook step may call besides `hermes`: Pulumi, Ansible, pyinfra, systemd, Redis.
 TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra", "systemctl",
@@ -30,7 +31,7 @@ TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra",
          "ansible-vault"}
 ROUTINE = {"image-build.md", "tenant-resize-deprovision.md", "secret-rotation.md", "control-host.md",
            "database-migrations.md", "backup-restore.md", "subscription-lifecycle.md",
-           "whatsapp-setup.md"}
+           "whatsapp-setup.md", "firewall.md", "operators.md"}
 
 
 def commands(text: str) -> list[str]:

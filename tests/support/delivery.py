@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from control.db import database
-from control.models import Delivery, DeliveryState
+from control.models import ChatIdentity, Delivery, DeliveryState
 from wire.protocol import Event, events_stream
 from wire.sqlite_bus import SqliteBus
 
@@ -22,10 +22,21 @@ def delivery_bus(directory: Path) -> SqliteBus:
 
 def publish(bus, tenant, message_id: str, seq: int, kind: str, text: str,
             usage: dict | None = None, *, channel: str, chat_id: str) -> None:
-    """Append the agent's event ``seq`` of reply ``message_id`` to the tenant's events stream."""
+    """Append the agent's event ``seq`` of reply ``message_id`` to the tenant's events stream,
+    linking ``chat_id`` to the tenant first (a reply goes only to a chat linked to its tenant:
+    ``control.services.event_guard``)."""
+    link_chat(tenant, channel, chat_id)
     event = Event(message_id=message_id, seq=seq, kind=kind, text=text, tenant=str(tenant.id),
                   channel=channel, chat_id=chat_id, usage=usage)
     bus.append(events_stream(str(tenant.id)), event.to_json())
+
+
+def link_chat(tenant, channel: str, chat_id: str) -> None:
+    """Link ``channel`` chat ``chat_id`` to ``tenant`` unless it is linked (web chats need no link)."""
+    if channel == "web":
+        return
+    with database.connection_context():
+        ChatIdentity.get_or_create(channel=channel, chat_id=chat_id, defaults={"tenant": tenant})
 
 
 def run_until(worker, predicate: Callable[[], bool], timeout: float = 15.0) -> None:

@@ -2,7 +2,8 @@
 
 Never touches the machine's shared server on 127.0.0.1:6379.  Each server runs in its own
 temp dir with an ``aclfile`` (so ``ACL SAVE`` works and tenant users survive restarts) whose
-``default`` user, the admin, has the password ``ADMIN_PASSWORD``.
+``default`` user, the admin, has the password ``ADMIN_PASSWORD``, and with roles/redis's
+``proto-max-bulk-len`` (the per-argument cap a tenant meets in production).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 ADMIN_PASSWORD = "admin-test-password"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+ROLE_DEFAULTS = Path(__file__).resolve().parents[2] / "roles/redis/defaults/main.yml"
+PROTO_MAX_BULK_LEN = yaml.safe_load(ROLE_DEFAULTS.read_text())["redis_proto_max_bulk_len"]
 
 
 def free_port() -> int:
@@ -70,7 +74,8 @@ class RedisServer:
         args = [REDIS_SERVER, *ports, "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--aclfile", str(self.directory / "users.acl"),
                 "--save", "", "--logfile", "redis.log", "--daemonize", "no",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+                "--proto-max-bulk-len", PROTO_MAX_BULK_LEN]
         for name, value in self.config.items():
             args += [f"--{name}", str(value)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -113,6 +113,21 @@ def test_dead_letter_moves_the_entry_aside_and_acks_it(bus):
     assert bus.read([S1], "agent", "c1", block=VISIBILITY * 2) == []
 
 
+def test_delete_stream_forgets_entries_dead_letters_keys_and_groups_of_that_stream_only(bus):
+    bus.append(S1, "secret", idempotency_key="k1")
+    bus.append(S2, "other", idempotency_key="k1")
+    bus.dead_letter(bus.read([S1], "agent", "c1")[0], "agent", "bad")
+    bus.append(S1, "pending secret")
+    bus.read([S1], "agent", "c1")
+    bus.delete_stream(S1)
+    bus.delete_stream(S1)  # idempotent
+    assert (bus.length(S1), bus.length(f"{S1}:dead"), bus.pending_count(S1, "agent")) == (0, 0, 0)
+    assert bus.read([S1], "agent", "c1", block=VISIBILITY * 2) == []
+    bus.append(S1, "secret", idempotency_key="k1")  # the key was forgotten with the stream
+    assert payloads(bus.read([S1], "agent", "c1")) == ["secret"]
+    assert payloads(bus.read([S2], "agent", "c1")) == ["other"]
+
+
 def test_pending_count_tracks_read_but_unacked_entries(bus):
     assert bus.pending_count(S1, "agent") == 0
     bus.append_many(S1, ["a", "b", "c"])

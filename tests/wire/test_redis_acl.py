@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from cli.bus import bus as bus_cli
 from control.services import bus_acl
-from wire.errors import BusAuthError
+from wire.errors import BusAuthError, BusEntryTooLarge, BusUnavailable
 from wire.protocol import events_stream, messages_stream
-from wire.redis_bus import RedisBus
+from wire.redis_bus import MAX_ENTRY_BYTES, RedisBus
 
 A_MESSAGES, A_EVENTS = messages_stream("a"), events_stream("a")
 B_MESSAGES, B_EVENTS = messages_stream("b"), events_stream("b")
@@ -109,19 +109,96 @@ def test_agent_cannot_run_admin_or_keyspace_wide_commands(tenant_urls, command):
         client.close()
 
 
-def test_scripts_cannot_escape_the_acl(control, tenant_urls):
+LOOPING_LIBRARY = """#!lua name=spin
+redis.register_function('spin', function(keys, args) while true do end end)
+"""
+
+
+@pytest.mark.parametrize("command", [
+    ("EVAL", "while true do end", "1", A_EVENTS),
+    ("EVAL", "return redis.call('XADD', KEYS[1], '*', 'payload', 'x')", "1", A_EVENTS),
+    ("EVALSHA", "0" * 40, "1", A_EVENTS), ("EVAL_RO", "return 1", "1", A_EVENTS),
+    ("SCRIPT", "LOAD", "while true do end"), ("FUNCTION", "LOAD", LOOPING_LIBRARY),
+    ("FUNCTION", "DELETE", "hermes_bus"), ("FUNCTION", "FLUSH"), ("FUNCTION", "KILL"),
+    ("FUNCTION", "RESTORE", "x"), ("SET", "hermes:events:a", "x"),
+    ("SET", "hermes:messages:a:dead", "x"), ("SET", "anything", "x"),
+    ("XADD", "hermes:events:a:idem:k", "*", "payload", "x"),
+])
+def test_tenant_runs_no_script_of_its_own_and_manages_no_function(admin, tenant_urls, command):
+    client = raw_client(tenant_urls["a"])
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+    finally:
+        client.close()
+    # Nothing left running: Redis answers everyone at once (a script loop would answer BUSY).
+    assert admin.ping()
+    assert admin.function_list(library="spin") == []
+
+
+def test_the_admins_functions_run_with_the_tenants_acl(control, tenant_urls):
     control.append(B_MESSAGES, "secret of b")
     client = raw_client(tenant_urls["a"])
     try:
-        with pytest.raises(redis.ResponseError, match="can't run this command"):
-            client.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, A_EVENTS)
-        with pytest.raises(redis.ResponseError, match=r"can.t access at least one of the keys"):
-            client.eval("return redis.call('XLEN', 'hermes:messages:b')", 1, A_EVENTS)
-        with pytest.raises(redis.ResponseError, match=r"can.t access at least one of the keys"):
-            client.eval("return redis.call('XADD', 'hermes:events:b', '*', 'payload', 'x')",
-                        1, A_EVENTS)
+        for keys in ([B_EVENTS], [A_EVENTS, f"{B_EVENTS}:idem:x"], [B_MESSAGES]):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.fcall("hermes_append", len(keys), *keys, "spoof", 10, 10, 10)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.fcall("hermes_trim_acked", 1, B_MESSAGES)
     finally:
         client.close()
+    assert control.length(B_EVENTS) == 0
+    assert [d.payload for d in control.read([B_MESSAGES], "agent", "vm-b")] == ["secret of b"]
+
+
+def test_oversize_entries_are_refused_and_the_tenants_bus_still_works(control, tenant_urls,
+                                                                       agent_a):
+    client = raw_client(tenant_urls["a"])
+    try:
+        too_big = "x" * (MAX_ENTRY_BYTES + 1)
+        with pytest.raises(redis.ResponseError, match="entry too large"):
+            client.fcall("hermes_append", 1, A_EVENTS, too_big, 10, 10, 10)
+        with pytest.raises(BusEntryTooLarge):
+            agent_a.append(A_EVENTS, too_big)
+    finally:
+        client.close()
+    # A plain XADD of a value over roles/redis's proto-max-bulk-len (1 MiB) is refused by the
+    # protocol itself (Redis then closes the connection).
+    client = raw_client(tenant_urls["a"])
+    try:
+        with pytest.raises((redis.ResponseError, redis.ConnectionError)):
+            client.xadd(A_EVENTS, {"payload": "x" * (2 * 1024 * 1024)})
+    finally:
+        client.close()
+    assert control.length(A_EVENTS) == 0
+    fits = "y" * MAX_ENTRY_BYTES
+    agent_a.append(A_EVENTS, fits, idempotency_key="m1:final")
+    agent_a.append(A_EVENTS, '{"kind": "final"}')
+    assert [d.payload for d in control.read([A_EVENTS], "delivery", "w")] == [
+        fits, '{"kind": "final"}']
+
+
+def test_the_agents_idempotent_dead_letter_goes_through(control, agent_a):
+    """agent.tasks dead-letters an envelope after its last retry with ``append`` and a key."""
+    first = agent_a.append(f"{A_MESSAGES}:dead", '{"reason": "boom"}', idempotency_key="env-9")
+    assert agent_a.append(f"{A_MESSAGES}:dead", '{"reason": "boom"}',
+                          idempotency_key="env-9") == first
+    assert control.length(f"{A_MESSAGES}:dead") == 1
+
+
+def test_functions_lost_by_redis_are_reloaded_by_the_control_plane_only(redis_server, admin,
+                                                                         tenant_urls):
+    admin.function_flush()
+    agent = RedisBus.from_url(tenant_urls["a"])
+    control = RedisBus.from_url(redis_server.admin_url)
+    try:
+        with pytest.raises(BusUnavailable, match="control plane loads them"):
+            agent.append(A_EVENTS, "x")
+        control.append(A_MESSAGES, "hello")  # the admin loads the library again
+        agent.append(A_EVENTS, "x")
+    finally:
+        agent.close()
+        control.close()
 
 
 def test_revoke_cuts_off_the_tenant_at_once_and_is_idempotent(admin, tenant_urls, agent_a):

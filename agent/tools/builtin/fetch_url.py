@@ -8,6 +8,10 @@ resolution and the connection goes to the very address that was checked: the URL
 to the vetted IP while the ``Host`` header and the TLS server name (SNI, certificate check)
 keep the hostname, so a second DNS answer (DNS rebinding) never reaches the socket.
 Redirects are followed by hand, each one checked again.
+
+The URL itself can carry data out (``https://x.example/?d=<a memory>``): in a turn that read
+memory or a connected service, a host the user did not name is fetched only after their yes
+(``sends_to``; ``agent.tools.egress``).
 """
 
 from __future__ import annotations
@@ -248,7 +252,7 @@ DEFAULT_FETCHER = SafeFetcher()
       f"visible text, at most {MAX_CHARS} characters). Internal and cloud metadata addresses "
       "are refused.",
       {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
-      timeout=TIMEOUT_S + 5)
+      timeout=TIMEOUT_S + 5, sends_to="url")
 def fetch_url(args: dict, ctx: ToolContext) -> str:
     """Return ``HTTP <status>`` and, on the next line, the text of ``args["url"]``.
 

@@ -13,7 +13,7 @@ from agent.tools.registry import ToolContext, ToolError, tool
       "Returns the best matches with their ids.",
       {"type": "object", "properties": {"query": {"type": "string"},
                                         "k": {"type": "integer", "minimum": 1, "maximum": 20}},
-       "required": ["query"]})
+       "required": ["query"]}, private=True)
 def memory_search(args: dict, ctx: ToolContext) -> str:
     """Return one line per hit, ``[id] text``, or a note that nothing matched."""
     query = str(args.get("query", "")).strip()

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from control.errors import ProvisioningError
 from control.providers.archive import ArchiveResult, ObjectStore, archive_directory, archive_stream
+from control.providers.hetzner.host_keys import HostKeyStore
 from infra.tenant_config import AGENT_DATA_DIR, AGENT_UNITS
 
 #: The agent's interpreter and system user on a tenant VM (``agent_image/image_settings.py``:
@@ -115,6 +116,9 @@ class SshTarArchiver:
         agent_python: the agent's interpreter on the VM (for ``agent.backup``).
         agent_user: user ``agent.backup`` runs as (through ``runuser``), so files it creates
             (SQLite ``-shm``) stay the agent's; ``None`` runs it as ``user``.
+        host_keys: the machines' pinned host keys (``host_keys.HostKeyStore``); each command
+            then trusts only its tenant's key.  ``None``: the operator's own ``known_hosts``,
+            still with ``StrictHostKeyChecking=yes`` (never trust a key on first sight).
     """
 
     key_path: str | None = None
@@ -127,6 +131,7 @@ class SshTarArchiver:
     live: bool = False
     agent_python: str = AGENT_PYTHON
     agent_user: str | None = AGENT_USER
+    host_keys: HostKeyStore | None = None
 
     def _agent_backup(self, *args: str) -> str:
         """The remote ``python -m agent.backup ARGS --data-dir DATA_DIR -`` as the agent's user."""
@@ -157,14 +162,27 @@ class SshTarArchiver:
         units = " ".join(map(shlex.quote, self.stop_units))
         return f"systemctl stop {units} && {{ {restore}; code=$?; systemctl start {units}; exit $code; }}"
 
-    def command(self, address: str, remote: str | None = None) -> list[str]:
-        """Return the ssh argv running ``remote`` (default ``remote_command()``) on ``address``."""
+    def command(self, address: str, remote: str | None = None, tenant: str | None = None
+                ) -> list[str]:
+        """Return the ssh argv running ``remote`` (default ``remote_command()``) on ``address``,
+        the machine of ``tenant`` (required with ``host_keys``).
+
+        Raises:
+            ProvisioningError: ``host_keys`` has no pinned key for ``tenant``.
+        """
+        if self.host_keys is not None:
+            if tenant is None:
+                raise ProvisioningError(f"no tenant named for SSH to {address}: its pinned "
+                                        f"host key cannot be chosen")
+            host_key_options = self.host_keys.ssh_options(tenant)
+        else:
+            host_key_options = {"StrictHostKeyChecking": "yes"}
         options = {
             "BatchMode": "yes",
             "ConnectTimeout": str(self.connect_timeout),
-            # Tenant VMs are recreated from a snapshot, so their host keys are new each time;
-            # the private network is the trust boundary (SSH is closed to the world by firewall).
-            "StrictHostKeyChecking": "accept-new",
+            # Hetzner reuses private IPs: a machine is known by its pinned key, never by the
+            # key its address showed first (issue #19, finding 7; host_keys.py).
+            **host_key_options,
             **self.extra_options,
         }
         argv = [self.ssh_binary]
@@ -177,7 +195,7 @@ class SshTarArchiver:
     def __call__(self, tenant, address, store, key, metadata) -> ArchiveResult:
         if not address:
             raise ProvisioningError(f"tenant {tenant} has no reachable address to archive from")
-        return stream_command(self.command(address), store, key,
+        return stream_command(self.command(address, tenant=tenant), store, key,
                               {**metadata, "source": f"ssh:{address}:{self.data_dir}"},
                               what=f"archiving {self.data_dir} of tenant {tenant} over SSH")
 
@@ -192,7 +210,7 @@ class SshTarArchiver:
         """
         if not address:
             raise ProvisioningError(f"tenant {tenant} has no reachable address to restore onto")
-        return feed_command(self.command(address, self.restore_command(force)), archive,
+        return feed_command(self.command(address, self.restore_command(force), tenant), archive,
                             what=f"restoring tenant {tenant} onto {address} over SSH")
 
 

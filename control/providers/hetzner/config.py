@@ -66,6 +66,7 @@ class HetznerConfig:
         ssh_key_path: private key the archive step uses to reach VMs over SSH (``root``).
         lock_dir: directory of the per-stack lock files.
         state_dir: directory of the provisioner's own records (scheduled downgrades).
+        known_hosts_dir: the machines' pinned SSH host keys (``host_keys.HostKeyStore``).
         lock_timeout: how long to wait for a busy stack lock, seconds; default 900.
         retry_attempts: attempts per Pulumi operation on 429/5xx/concurrency; default 5.
         retry_base_delay: first backoff pause, seconds, doubled per attempt; default 2.
@@ -102,6 +103,7 @@ class HetznerConfig:
     ssh_key_path: str | None = None
     lock_dir: str = "/var/lib/hermes/locks"
     state_dir: str = "/var/lib/hermes/provisioner"
+    known_hosts_dir: str = "/var/lib/hermes/known_hosts"
     lock_timeout: float = 900.0
     retry_attempts: int = 5
     retry_base_delay: float = 2.0

@@ -25,6 +25,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -47,6 +48,7 @@ from control.providers.hetzner.config import (
     HetznerConfig,
     TenantProgram,
 )
+from control.providers.hetzner.host_keys import HostKeyStore
 from control.providers.hetzner.locking import StackLock
 from control.providers.hetzner.reconcile import SweepReport, find_orphans, server_address
 from control.providers.hetzner.resizes import ScheduledResize, ScheduledResizes
@@ -56,7 +58,12 @@ from control.providers.hetzner.stacks import (
     StackRunner,
     tracked_server_ids,
 )
-from control.providers.hetzner.workspace import PulumiStackWorkspace, StackRef, StackWorkspace
+from control.providers.hetzner.workspace import (
+    ConfigEntry,
+    PulumiStackWorkspace,
+    StackRef,
+    StackWorkspace,
+)
 from infra import hetzner_api
 from infra import tenant_config as tc
 
@@ -100,9 +107,10 @@ class HetznerProvisioner(Provisioner):
                           access_key=config.s3_access_key, secret_key=config.s3_secret_key,
                           region=config.s3_region)
             if config.s3_bucket else LocalObjectStore(config.archive_dir))
-        self.archiver = archiver or SshTarArchiver(key_path=config.ssh_key_path)
-        self.restorer = restorer or functools.partial(
-            SshTarArchiver(key_path=config.ssh_key_path).restore, force=True)
+        self.host_keys = HostKeyStore(Path(config.known_hosts_dir))
+        ssh = SshTarArchiver(key_path=config.ssh_key_path, host_keys=self.host_keys)
+        self.archiver = archiver or ssh
+        self.restorer = restorer or functools.partial(ssh.restore, force=True)
         self.lock = StackLock(config.lock_dir, timeout=config.lock_timeout, sleep=sleep)
         self.runner = StackRunner(
             self.workspace,
@@ -172,7 +180,10 @@ class HetznerProvisioner(Provisioner):
                 type, or a Pulumi failure that retries could not overcome.
         """
         self._check(spec.tenant, spec.plan)
-        config = self.config.tenant_config(spec.tenant, spec.env)
+        host_key = self.host_keys.ensure(spec.tenant)  # pinned before the VM exists
+        config = {**self.config.tenant_config(spec.tenant, spec.env),
+                  tc.SSH_HOST_KEY: ConfigEntry(host_key.private, secret=True),
+                  tc.SSH_HOST_PUBLIC_KEY: ConfigEntry(host_key.public)}
         self.validate_server_type(spec.plan)
         archive = read_archive(self.store, spec.restore_archive_key) if spec.restore_archive_key \
             else None
@@ -339,6 +350,7 @@ class HetznerProvisioner(Provisioner):
         with self.lock.hold(ref.name):
             if not self.runner.exists(ref):
                 self.resizes.cancel(tenant)
+                self.host_keys.remove(tenant)
                 return None
             outputs = self.runner.outputs(ref)
             if archive and outputs.get("server_id"):
@@ -352,6 +364,7 @@ class HetznerProvisioner(Provisioner):
                     result = self._archive(tenant, outputs.get("private_ip"), meta)
             self.runner.destroy(ref)
             self.runner.remove(ref)
+            self.host_keys.remove(tenant)  # the key is trusted no longer than its machine
         self.resizes.cancel(tenant)
         log.info("tenant_deprovisioned", tenant=tenant, archive=result and result.key)
         return result

@@ -13,6 +13,7 @@ from typing import Any
 
 from control.errors import ConfigError
 from control.providers.hetzner.config import HetznerConfig
+from control.providers.hetzner.host_keys import known_hosts_dir
 
 #: HetznerConfig field → Settings attribute.
 SETTINGS_FIELDS = {
@@ -55,6 +56,7 @@ def hetzner_config_from_settings(settings) -> HetznerConfig:
     values.setdefault("archive_dir", str(data / "archives"))
     values.setdefault("lock_dir", str(data / "locks"))
     values.setdefault("state_dir", str(data / "provisioner"))
+    values.setdefault("known_hosts_dir", str(known_hosts_dir(settings)))
     try:
         return HetznerConfig(**{k: values.get(k, "") for k in _REQUIRED}, **{
             k: v for k, v in values.items() if k not in _REQUIRED})

@@ -1,4 +1,6 @@
-"""Per-model token prices, in US cents per million tokens, and cost of one call.
+"""Per-model prices, in US cents per million tokens (chat) or per minute (transcription), and
+the cost of one call.  Shared by the agent's router (its own budget view) and the control
+plane's LLM gateway (the budget that counts, ``control/services/llm_gateway.py``).
 
 Source: https://www.anthropic.com/pricing and each model's overview page on
 platform.claude.com (Claude Haiku 5.5: $0.10 / MTok input, $0.50 / MTok output for prompts up
@@ -6,6 +8,8 @@ to 100,000 tokens, $0.50 / $2.50 above; Sonnet 5.5: $2 / $10; Opus 5.5: $4 / $20
 Fable 5.1: $10 / $50; Haiku 4.5: $1 / $5; Sonnet 4.5: $3 / $15; Opus 4.5: $5 / $25).
 Older ids stay priced because tenants may still pin them with ``/model``.  Local models cost
 nothing.  Unknown models are priced at zero and reported as such.
+
+Transcription: https://openai.com/api/pricing (Whisper: $0.006 per minute of audio).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def cost_cents(model: str, input_tokens: int, output_tokens: int,
             (``LONG_CONTEXT_CENTS_PER_MTOK``); an overridden price applies to every prompt size.
     """
     table = PRICES_CENTS_PER_MTOK if prices is None else prices
-    match = next((name for name in table if model == name or model.startswith(name + "-")), None)
+    match = next((name for name in table if model_matches(name, model)), None)
     if match is None:
         return 0.0
     price_in, price_out = table[match]
@@ -53,3 +57,19 @@ def cost_cents(model: str, input_tokens: int, output_tokens: int,
 def is_paid(model: str, prices: dict[str, tuple[float, float]] | None = None) -> bool:
     """Return True when ``model`` has a non-zero price (it counts against the tenant's budget)."""
     return cost_cents(model, 1_000_000, 1_000_000, prices) > 0
+
+
+TRANSCRIBE_CENTS_PER_MINUTE: dict[str, float] = {"whisper-1": 0.6}
+"""Transcription model -> US cents per minute of audio (source in the module docstring)."""
+
+
+def model_matches(name: str, model: str) -> bool:
+    """Return True when ``model`` is ``name`` or a dated id of it (``claude-haiku-4-5-20251001``)."""
+    return model == name or model.startswith(name + "-")
+
+
+def transcription_cost_cents(model: str, seconds: float) -> float:
+    """Return the cost in cents of transcribing ``seconds`` of audio with ``model`` (0 unknown)."""
+    per_minute = next((price for name, price in TRANSCRIBE_CENTS_PER_MINUTE.items()
+                       if model_matches(name, model)), 0.0)
+    return per_minute * max(0.0, seconds) / 60

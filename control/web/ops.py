@@ -1,0 +1,274 @@
+"""Mission control (``/ops``, issue 21): operators run the fleet from the browser.
+
+Thin handlers over ``control.services.operators``, ``attention``, ``ops_overview``,
+``ops_dead_letters``, ``ops_provisioning`` and ``audit``, the services the ``hermes`` CLI
+calls.  Every route but ``/ops/login`` answers 404, exactly like an unknown path, to anyone who
+is not a signed-in operator (a user's session included), so the console is invisible to the
+internet; a POST is then checked for its CSRF token (flask-wtf, the blueprint is exempt from
+the app-wide check so that the 404 comes first) and for the operator's role
+(``operators.require``: 403).  Each change writes one audit row.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from control.db import write_transaction
+from control.errors import BadRequest, ServiceUnavailable, Unauthorized
+from control.models import Operator
+from control.services import (
+    attention,
+    audit,
+    operators,
+    ops_dead_letters,
+    ops_overview,
+    ops_provisioning,
+)
+from control.web import ops_session
+from control.web.accounts import AUTH_LIMITS, FAILED_LOGINS_PER_ACCOUNT
+from control.web.auth import account_key, csrf, limiter
+from wire.errors import WireError
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ops", __name__)
+
+ATTENTION_ACTIONS = ("acknowledge", "assign", "snooze", "resolve")
+DEAD_LETTER_ACTIONS = ("requeue", "discard")
+
+
+def _runtime():
+    return current_app.extensions["hermes"]
+
+
+def _operator() -> Operator:
+    """The signed-in operator (the guard let the request through, so there is one)."""
+    operator = ops_session.current()
+    assert operator is not None
+    return operator
+
+
+def _actor() -> audit.Actor:
+    operator = _operator()
+    return audit.Actor(name=operator.email, role=operator.role,
+                       source=request.remote_addr or "")
+
+
+def _id(value: str) -> int:
+    """A path segment that must be a positive id; anything else is 404."""
+    if not value.isdigit() or len(value) > 12:
+        abort(404)
+    return int(value)
+
+
+@bp.before_request
+def _guard():
+    """404 to anyone but a signed-in operator (the sign-in page excepted), then CSRF."""
+    if request.endpoint != "ops.login" and ops_session.current() is None:
+        abort(404)
+    if request.method == "POST":
+        csrf.protect()
+
+
+@bp.context_processor
+def _helpers():
+    operator = ops_session.current()
+    return {"operator": operator,
+            "can": (lambda action: operator is not None and operators.allowed(operator, action))}
+
+
+@bp.route("/ops/login", methods=["GET", "POST"])
+@limiter.limit(AUTH_LIMITS, methods=["POST"])
+@limiter.limit(FAILED_LOGINS_PER_ACCOUNT, methods=["POST"], key_func=account_key,
+               deduct_when=lambda response: response.status_code != 303)
+def login():
+    """Sign in with e-mail, password and the current TOTP code; then the overview."""
+    if request.method == "GET":
+        if ops_session.current() is not None:
+            return redirect(url_for("ops.overview"), code=303)
+        return render_template("ops/login.html", error=None)
+    form = request.form
+    try:
+        operator = operators.authenticate(form.get("email", ""), form.get("password", ""),
+                                          form.get("totp", ""), _runtime().secrets_box)
+    except Unauthorized as exc:
+        log.warning("ops sign-in refused from %s", request.remote_addr)
+        return render_template("ops/login.html", error=exc.message,
+                               email=form.get("email", "")[:320]), 400
+    # A fresh Flask session (and CSRF token) for the signed-in operator: no fixation.
+    session.clear()
+    log.info("operator %s signed in from %s", operator.email, request.remote_addr)
+    return ops_session.start(redirect(url_for("ops.overview"), code=303), operator)
+
+
+@bp.post("/ops/logout")
+def logout():
+    """Sign out: this and every other session of the operator end."""
+    operators.end_sessions(_operator())
+    session.clear()
+    return ops_session.end(redirect(url_for("ops.login"), code=303))
+
+
+@bp.get("/ops")
+def overview():
+    """Machines by state, users, message rate, error rates, spend, attention, dead letters."""
+    rt = _runtime()
+    view = ops_overview.overview(rt.bus, rt.settings.plan_budget_cents)
+    return render_template("ops/overview.html", view=view,
+                           failed=ops_provisioning.ledger("failed")[:10])
+
+
+@bp.get("/ops/attention")
+def attention_queue():
+    """The attention queue: open items not snoozed; ``?all=1`` adds snoozed ones."""
+    items = attention.open_items() if request.args.get("all") == "1" else attention.queue()
+    return render_template("ops/attention.html", items=items,
+                           assignees=[o.email for o in operators.listing()
+                                      if o.role != "viewer"])
+
+
+@bp.post("/ops/attention/<item>/<action>")
+def attention_action(item: str, action: str):
+    """Acknowledge, assign (``assignee``), snooze (``hours``) or resolve (``note``) an item."""
+    item_id = _id(item)
+    if action not in ATTENTION_ACTIONS:
+        abort(404)
+    operators.require(_operator(), f"attention.{action}")
+    actor, form = _actor(), request.form
+    with write_transaction():
+        if action == "acknowledge":
+            before, after = attention.acknowledge(item_id, actor.name)
+        elif action == "assign":
+            before, after = attention.assign(item_id, form.get("assignee", "")[:320])
+        elif action == "snooze":
+            hours = form.get("hours", "")
+            if not hours.isdigit() or len(hours) > 4:
+                raise BadRequest("hours must be a whole number")
+            before, after = attention.snooze(item_id, int(hours))
+        else:
+            before, after = attention.resolve(item_id, actor.name, form.get("note", ""))
+        audit.record(actor, f"attention.{action}", f"attention:{item_id}", before, after)
+    flash(f"Attention item {item_id}: {action} done.", "ok")
+    return redirect(url_for("ops.attention_queue"), code=303)
+
+
+@bp.get("/ops/dead-letters")
+def dead_letters():
+    """Dead letters per stream with their reason and masked payload."""
+    bus = _runtime().bus
+    try:
+        letters, counts = ops_dead_letters.listing(bus), ops_dead_letters.counts(bus)
+    except WireError as exc:
+        raise ServiceUnavailable(f"the bus cannot be reached: {exc}") from exc
+    return render_template("ops/dead_letters.html", letters=letters, counts=counts)
+
+
+@bp.post("/ops/dead-letters/<action>")
+def dead_letter_action(action: str):
+    """Requeue or discard one dead letter (form fields ``stream`` and ``entry_id``)."""
+    if action not in DEAD_LETTER_ACTIONS:
+        abort(404)
+    operators.require(_operator(), f"dead_letter.{action}")
+    stream = ops_dead_letters.check_stream(request.form.get("stream", ""))
+    entry_id = request.form.get("entry_id", "")[:64]
+    change = ops_dead_letters.requeue if action == "requeue" else ops_dead_letters.discard
+    try:
+        result = change(_runtime().bus, stream, entry_id)
+    except WireError as exc:
+        raise ServiceUnavailable(f"the bus cannot be reached: {exc}") from exc
+    audit.record(_actor(), f"dead_letter.{action}", f"{stream}#{entry_id}",
+                 {"stream": stream, "entry_id": entry_id}, result)
+    flash(f"Dead letter {entry_id} of {stream}: {action}d.", "ok")
+    return redirect(url_for("ops.dead_letters"), code=303)
+
+
+@bp.get("/ops/provisioning")
+def provisioning_jobs():
+    """The provisioning ledger; ``?state=failed|in_progress|all``."""
+    which = request.args.get("state", "all")
+    which = which if which in ops_provisioning.FILTERS else "all"
+    return render_template("ops/provisioning.html", jobs=ops_provisioning.ledger(which),
+                           which=which, filters=list(ops_provisioning.FILTERS))
+
+
+@bp.get("/ops/provisioning/<tenant>")
+def provisioning_job(tenant: str):
+    """One job's timeline: queued → stack up → server running → agent ready (or the failure)."""
+    return render_template("ops/job.html", job=ops_provisioning.get(_id(tenant)))
+
+
+@bp.post("/ops/provisioning/<tenant>/retry")
+def provisioning_retry(tenant: str):
+    """Provision a failed tenant again (``provisioning.reprovision``, as the CLI)."""
+    tenant_id = _id(tenant)
+    operators.require(_operator(), "provisioning.retry")
+    before, after, outcome = ops_provisioning.retry(tenant_id, _runtime().tasks.provision_machine)
+    audit.record(_actor(), "provisioning.retry", f"tenant:{tenant_id}", before,
+                 {**after, "outcome": outcome})
+    flash(f"Tenant {tenant_id}: {outcome.replace('_', ' ')}.", "ok")
+    return redirect(url_for("ops.provisioning_job", tenant=tenant_id), code=303)
+
+
+def _day(name: str) -> datetime | None:
+    value = request.args.get(name, "")
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise BadRequest(f"{name} must be a date, YYYY-MM-DD")
+    return datetime.combine(day, time.max if name == "until" else time.min)
+
+
+def _audit_rows() -> list:
+    operators.require(_operator(), "audit.read")
+    args = request.args
+    return audit.query(actor=args.get("actor", "")[:320], action=args.get("action", "")[:100],
+                       target=args.get("target", "")[:300], since=_day("since"),
+                       until=_day("until"))
+
+
+@bp.get("/ops/audit")
+def audit_page():
+    """The audit trail, newest first; filters ``actor``, ``action`` (``x.`` = prefix),
+    ``target``, ``since``/``until`` (dates, UTC); admins only."""
+    rows = _audit_rows()
+    return render_template("ops/audit.html", rows=[audit.as_dict(r) for r in rows],
+                           args=request.args)
+
+
+@bp.get("/ops/audit.json")
+def audit_export():
+    """The filtered audit trail as JSON (``{"entries": [...]}``); admins only."""
+    rows = _audit_rows()
+    response = jsonify(entries=[audit.as_dict(r) for r in rows])
+    response.headers["Content-Disposition"] = "attachment; filename=hermes-audit.json"
+    return response
+
+
+@bp.after_request
+def _no_store(response):
+    """Operator pages hold fleet data: never cached (OWASP Session Management Cheat Sheet)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app) -> None:
+    """Register the blueprint; it checks CSRF itself, after the 404 guard."""
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
