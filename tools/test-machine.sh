@@ -14,6 +14,7 @@ declare -A PACKAGE=(
   [ffmpeg]=ffmpeg
   [redis-server]=redis-server
   [pg_ctlcluster]=postgresql
+  [nft]=nftables
 )
 declare -A SKIPS=(
   [promtool]="alert rules are checked structurally only (tests/roles/test_monitoring_role.py)"
@@ -23,6 +24,7 @@ declare -A SKIPS=(
   [ffmpeg]="voice-note conversion (tests/agent/test_media_transcription.py)"
   [redis-server]="every Redis test (tests/wire, the Redis transport, the rehearsal)"
   [pg_ctlcluster]="every PostgreSQL test (migrations, control models on PostgreSQL)"
+  [nft]="the firewall ruleset checks and its network-namespace tests (tests/roles/test_firewall_role.py)"
 )
 
 missing=()
