@@ -114,16 +114,16 @@ def reprovision(email: str):
 @click.confirmation_option(prompt="Archive and delete this tenant's machine?")
 def deprovision(email: str):
     """Queue archive + deletion of the tenant's machine (run by the serving control plane)."""
-    from control.models import Machine, MachineState, utcnow
-    from control.services import audit
+    from control.errors import NotFound
+    from control.services import audit, ops_fleet
 
     rt = open_runtime()
     tenant = find_tenant(email)
-    (Machine.update(state=MachineState.DEPROVISIONING, updated_at=utcnow())
-     .where(Machine.tenant == tenant).execute())
-    rt.tasks.deprovision_machine(tenant.id)
-    audit.record(audit.Actor.cli(), "machine.deprovision", f"tenant:{tenant.id}", None,
-                 {"state": MachineState.DEPROVISIONING.value})
+    try:
+        before, after = ops_fleet.deprovision(tenant.id, rt.tasks.deprovision_machine)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    audit.record(audit.Actor.cli(), "machine.deprovision", f"tenant:{tenant.id}", before, after)
     click.echo(f"deprovisioning of tenant {tenant.id} queued")
 
 

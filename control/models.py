@@ -13,6 +13,7 @@ from peewee import (
     AutoField,
     BooleanField,
     CharField,
+    DateField,
     DateTimeField,
     FloatField,
     ForeignKeyField,
@@ -364,6 +365,21 @@ class LlmCall(BaseModel):
         indexes = ((("tenant", "created_at"), False), (("created_at", "status"), False))
 
 
+class BudgetWarning(BaseModel):
+    """The 80 % budget warning sent to a tenant's chats on one UTC ``day``
+    (``control.services.budget_warning``): unique per tenant and day, so of the gunicorn
+    workers that see the crossing only the one whose insert lands sends it."""
+
+    tenant = ForeignKeyField(Tenant, backref="budget_warnings")
+    tenant_id: IntegerField[int]
+    day = DateField()
+    spent_cents = FloatField()
+    sent_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "day"), True),)
+
+
 class AttentionItem(BaseModel):
     """Something an operator must look at (unknown plan, failed provisioning, dead letter).
 
@@ -516,5 +532,5 @@ ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdenti
               Delivery, Usage, AttentionItem, Account, PasswordReset, SignupRequest,
               OutboxMail, Connection,
               SlackInstallation, SlackOAuthState,
-              DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall,
+              DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall, BudgetWarning,
               Operator, AuditEntry]

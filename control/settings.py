@@ -321,7 +321,8 @@ class Settings:
         "HERMES_SECRET_KEY", "",
         shown="generated once in `$HERMES_DATA_DIR/secret_key` (0600) when `HERMES_ENV=local`; "
               "required otherwise",
-        doc="signs web sessions and CSRF tokens")
+        doc="signs web sessions, CSRF tokens and media URLs; keys envelope ids "
+            "(`control/services/routing.py`)")
     stripe_secret_key: str = setting(
         "STRIPE_SECRET_KEY", "",
         doc="Stripe API key for Checkout, the customer portal and invoices (unset: the billing "

@@ -5,8 +5,9 @@ idempotent on ``(channel, event_id)`` (a ``WebhookEvent`` row written in the tra
 publishes), linking with the single-use token flow (``/link CODE``; ``/start CODE`` too),
 an unlinked identity answered here and never forwarded to any agent, a paused tenant told why,
 and the envelope id derived from the chat and message ids (keyed: ``routing.envelope_id_for``)
-so a retried delivery is published once.  The answer is returned, not sent: a Discord interaction answers in its HTTP response,
-a Gateway DM or a Slack event through the platform's API.
+so a retried delivery is published once.  The answer is returned, not sent: a Discord
+interaction answers in its HTTP response, a Gateway DM or a Slack event through the platform's
+API.
 
 Files (issue #12): ``publish`` is every platform's way onto the bus.  An envelope with
 attachments is not appended here: it goes to ``ingest_media`` (the ``ingest_media`` Huey task),

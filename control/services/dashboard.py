@@ -5,7 +5,8 @@ Periods and days are UTC.  The billing period starts one calendar month before t
 subscription's ``current_period_end`` (Stripe bills monthly subscriptions on the same day of
 each month: https://docs.stripe.com/billing/subscriptions/billing-cycle), else at the start of
 the current calendar month.  The budget is ``settings.plan_budget_cents`` (cents per UTC day,
-the same figure the agent enforces: ``control.services.agent_settings``).
+the same figure the LLM gateway enforces).  Tokens and spend are the gateway's own metering
+(``LlmCall`` rows, ``control.services.llm_gateway``), not what an agent reports about itself.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from peewee import fn
 from control.errors import NotFound
 from control.models import (
     ChatIdentity,
+    LlmCall,
     Machine,
     MachineState,
     Message,
     Subscription,
     Tenant,
-    Usage,
     utcnow,
 )
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
@@ -61,6 +62,7 @@ class UsageSummary:
         input_tokens, output_tokens: LLM tokens since ``period_start``.
         cost_cents: LLM cost since ``period_start`` (US cents).
         today_cents: LLM cost since 00:00 UTC today (US cents).
+        today_by_model: ``((model, cents), ...)`` today's cost per model, dearest first.
         daily_budget_cents: the plan's daily budget (US cents), or None without a plan.
     """
 
@@ -71,6 +73,7 @@ class UsageSummary:
     output_tokens: int
     cost_cents: float
     today_cents: float
+    today_by_model: tuple[tuple[str, float], ...]
     daily_budget_cents: int | None
 
     @property
@@ -154,18 +157,22 @@ def usage_summary(tenant: Tenant, plan_budgets: dict[str, int], now: datetime | 
     counts = dict(Message.select(Message.direction, fn.COUNT(Message.id))
                   .where((Message.tenant == tenant) & (Message.created_at >= start))
                   .group_by(Message.direction).tuples().iterator())
-    tokens_in, tokens_out, cost = (Usage.select(fn.SUM(Usage.input_tokens), fn.SUM(Usage.output_tokens),
-                                                fn.SUM(Usage.cost_cents))
-                                   .where((Usage.tenant == tenant) & (Usage.created_at >= start))
+    tokens_in, tokens_out, cost = (LlmCall.select(fn.SUM(LlmCall.input_tokens),
+                                                  fn.SUM(LlmCall.output_tokens),
+                                                  fn.SUM(LlmCall.cost_cents))
+                                   .where((LlmCall.tenant == tenant) & (LlmCall.created_at >= start))
                                    .scalar(as_tuple=True))
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = (Usage.select(fn.SUM(Usage.cost_cents))
-             .where((Usage.tenant == tenant) & (Usage.created_at >= midnight)).scalar())
+    spend = fn.SUM(LlmCall.cost_cents)
+    by_model = tuple((model, float(cents or 0.0)) for model, cents in (
+        LlmCall.select(LlmCall.model, spend)
+        .where((LlmCall.tenant == tenant) & (LlmCall.created_at >= midnight))
+        .group_by(LlmCall.model).order_by(spend.desc(), LlmCall.model).tuples()))
     budgets = {**DEFAULT_PLAN_BUDGET_CENTS, **plan_budgets}
     return UsageSummary(period_start=start, messages_in=counts.get("in", 0),
                         messages_out=counts.get("out", 0), input_tokens=int(tokens_in or 0),
                         output_tokens=int(tokens_out or 0), cost_cents=float(cost or 0.0),
-                        today_cents=float(today or 0.0),
+                        today_cents=sum(cents for _, cents in by_model), today_by_model=by_model,
                         daily_budget_cents=budgets.get(tenant.plan) if tenant.plan else None)
 
 

@@ -1,9 +1,9 @@
 """Mission-control operators (issue 21): accounts apart from users, with roles and TOTP.
 
 Roles, each allowed what the one before it is: ``viewer`` reads every page; ``operator``
-also handles attention items, dead letters, provisioning retries and machine restarts,
-reprovisioning and resizes; ``admin`` also pauses and deprovisions machines and reads the
-audit trail.  ``require`` is the one place these rules live.
+also handles attention items, dead letters and provisioning retries, and reprovisions and
+resizes machines; ``admin`` also deprovisions machines and reads the audit trail.
+``require`` is the one place these rules live.
 
 Sign-in needs the password (Argon2id, as web accounts: ``control.services.accounts``) and a
 current TOTP code (RFC 6238: 6 digits, 30-second steps, one step of clock drift either way,
@@ -35,9 +35,8 @@ ACTIONS = {
     "attention.snooze": "operator", "attention.resolve": "operator",
     "dead_letter.requeue": "operator", "dead_letter.discard": "operator",
     "provisioning.retry": "operator",
-    "machine.restart": "operator", "machine.reprovision": "operator",
-    "machine.resize": "operator",
-    "machine.pause": "admin", "machine.deprovision": "admin",
+    "machine.reprovision": "operator", "machine.resize": "operator",
+    "machine.deprovision": "admin",
     "audit.read": "admin",
 }
 #: The issuer shown in authenticator apps (Google Authenticator's Key Uri Format).

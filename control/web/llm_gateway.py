@@ -12,7 +12,9 @@ unchanged with ``base_url`` = the gateway and ``api_key`` = their tenant's gatew
 Each call: the token (``x-api-key`` or ``Authorization: Bearer``) names the tenant
 (``control.services.llm_gateway.authenticate``), the plan's model list and daily budget are
 checked (``admit``), the operator's key is added, the answer is passed back unbuffered (a
-stream byte for byte, as it arrives) and one ``LlmCall`` row records the provider's usage.
+stream byte for byte, as it arrives) and one ``LlmCall`` row records the provider's usage;
+a paid call that takes today's spend past 80 % of the budget warns the user's chats once a
+day (``control.services.budget_warning``).
 Refusals are in the route's provider error format (``{"type": "error", "error": {…}}`` for
 Anthropic, ``{"error": {…}}`` for OpenAI), so the SDKs raise their usual errors: 401 bad token,
 403 model not in the plan, 429 budget spent (no upstream call), 400 bad body, 502 provider
@@ -31,7 +33,8 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from control.errors import BadRequest, HermesError
-from control.services import llm_gateway
+from control.services import budget_warning, llm_gateway
+from control.models import Tenant
 from control.services.llm_gateway import Metered, NotConfigured, StreamMeter, UpstreamUnreachable
 from control.web import runtime
 
@@ -125,7 +128,7 @@ def anthropic_messages():
                "anthropic-version": request.headers.get("anthropic-version", ANTHROPIC_VERSION)}
     if "anthropic-beta" in request.headers:
         headers["anthropic-beta"] = request.headers["anthropic-beta"]
-    return _forward("anthropic", tenant.id, model, f"{settings.llm_anthropic_url}/v1/messages",
+    return _forward("anthropic", tenant, model, f"{settings.llm_anthropic_url}/v1/messages",
                     headers, content=request.get_data())
 
 
@@ -146,7 +149,7 @@ def openai_chat_completions():
     if body.get("stream") is True and not (isinstance(options, dict) and options.get("include_usage")):
         body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         content = json.dumps(body).encode()
-    return _forward("openai", tenant.id, model, f"{settings.llm_openai_url}/chat/completions",
+    return _forward("openai", tenant, model, f"{settings.llm_openai_url}/chat/completions",
                     _openai_headers(settings.llm_openai_api_key, "application/json"), content=content)
 
 
@@ -166,7 +169,7 @@ def openai_transcriptions():
         raise BadRequest("The request needs a file.", code="invalid_request")
     files = {"file": (upload.filename or "audio", upload.stream,
                       upload.mimetype or "application/octet-stream")}
-    return _forward("transcription", tenant.id, model,
+    return _forward("transcription", tenant, model,
                     f"{settings.llm_transcribe_url}/audio/transcriptions",
                     _openai_headers(settings.llm_transcribe_api_key, None),
                     data=request.form.to_dict(flat=False), files=files)
@@ -179,9 +182,10 @@ def _openai_headers(key: str, content_type: str | None) -> dict[str, str]:
     return headers
 
 
-def _forward(api: str, tenant_id: int, model: str, url: str, headers: dict[str, str], **body):
+def _forward(api: str, tenant: Tenant, model: str, url: str, headers: dict[str, str], **body):
     # Uncompressed, so the usage can be read on the way and the bytes passed on as they are.
     headers["accept-encoding"] = "identity"
+    tenant_id = tenant.id
     metered = Metered(model=model)
     started = time.perf_counter()
     try:
@@ -207,7 +211,7 @@ def _forward(api: str, tenant_id: int, model: str, url: str, headers: dict[str, 
                          type(exc).__name__)
             finally:
                 answer.close()
-                llm_gateway.record(tenant_id, api, 200, metered, latency)
+                _record(tenant, api, 200, metered, latency)
 
         passed["X-Accel-Buffering"] = "no"  # nginx: hand each event on as it comes
         passed["Cache-Control"] = "no-store"
@@ -221,8 +225,15 @@ def _forward(api: str, tenant_id: int, model: str, url: str, headers: dict[str, 
         answer.close()
     if answer.status_code == 200:
         _meter_document(raw, metered)
-    llm_gateway.record(tenant_id, api, answer.status_code, metered, latency)
+    _record(tenant, api, answer.status_code, metered, latency)
     return Response(raw, status=answer.status_code, headers=passed)
+
+
+def _record(tenant: Tenant, api: str, status: int, metered: Metered, latency: int) -> None:
+    call = llm_gateway.record(tenant.id, api, status, metered, latency)
+    if call.cost_cents > 0:
+        rt = runtime()
+        budget_warning.warn_if_crossed(tenant, rt.settings.plan_budget_cents, rt.tasks.send_text)
 
 
 def _meter_document(raw: bytes, metered: Metered) -> None:

@@ -9,7 +9,8 @@ oldest paid machine has waited in ``requested``: ``provisioning.requested_age``)
 ``hermes_bus_pending{stream}``, ``hermes_bus_dead_letters{stream}`` (entries of a tenant's
 ``hermes:events:{tenant}:dead``: events the delivery worker refused or could not deliver,
 ``control.services.delivery``) and ``hermes_channel_healthy{channel}``
-(``control.services.channel_watchdog``) are read from the database
+(``control.services.channel_watchdog``) and ``hermes_llm_tenant_hourly_spend_ratio{plan,bucket}``
+(``control.services.spend_anomaly``) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 
@@ -40,6 +41,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from control.models import AttentionItem, Machine, MachineState, Usage
 from control.services.channel_watchdog import ChannelHealthCollector
 from control.services.provisioning import requested_age
+from control.services.spend_anomaly import SpendCollector
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
 
@@ -97,6 +99,7 @@ def init_app(app: Flask, runtime) -> None:
     registry = CollectorRegistry()
     registry.register(FleetCollector(runtime))
     registry.register(ChannelHealthCollector(runtime))
+    registry.register(SpendCollector(runtime))
     multiproc_dir = runtime.settings.metrics_multiproc_dir
     if multiproc_dir:
         MultiProcessCollector(registry, path=multiproc_dir)

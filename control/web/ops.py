@@ -35,6 +35,7 @@ from control.services import (
     audit,
     operators,
     ops_dead_letters,
+    ops_fleet,
     ops_overview,
     ops_provisioning,
 )
@@ -48,6 +49,7 @@ bp = Blueprint("ops", __name__)
 
 ATTENTION_ACTIONS = ("acknowledge", "assign", "snooze", "resolve")
 DEAD_LETTER_ACTIONS = ("requeue", "discard")
+FLEET_ACTIONS = ("reprovision", "resize", "deprovision")
 
 
 def _runtime():
@@ -76,7 +78,13 @@ def _id(value: str) -> int:
 
 @bp.before_request
 def _guard():
-    """404 to anyone but a signed-in operator (the sign-in page excepted), then CSRF."""
+    """404 to anyone but a signed-in operator (the sign-in page excepted), then CSRF.
+
+    Flask's automatic ``OPTIONS`` answer is left alone: like a 405, it names the methods of a
+    path, which ``/openapi.json`` publishes anyway.
+    """
+    if request.method == "OPTIONS":
+        return
     if request.endpoint != "ops.login" and ops_session.current() is None:
         abort(404)
     if request.method == "POST":
@@ -96,7 +104,7 @@ def _helpers():
                deduct_when=lambda response: response.status_code != 303)
 def login():
     """Sign in with e-mail, password and the current TOTP code; then the overview."""
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD
         if ops_session.current() is not None:
             return redirect(url_for("ops.overview"), code=303)
         return render_template("ops/login.html", error=None)
@@ -220,6 +228,41 @@ def provisioning_retry(tenant: str):
                  {**after, "outcome": outcome})
     flash(f"Tenant {tenant_id}: {outcome.replace('_', ' ')}.", "ok")
     return redirect(url_for("ops.provisioning_job", tenant=tenant_id), code=303)
+
+
+@bp.get("/ops/fleet")
+def fleet():
+    """Every machine: tenant, plan, state, address, last heartbeat; ``?q=`` e-mail or id."""
+    search = request.args.get("q", "")[:320]
+    return render_template("ops/fleet.html", rows=ops_fleet.fleet(search), search=search,
+                           plans=ops_fleet.PLANS)
+
+
+@bp.post("/ops/fleet/<tenant>/<action>")
+def fleet_action(tenant: str, action: str):
+    """Reprovision, resize (``plan``) or deprovision (``confirm``: the tenant's e-mail, or its
+    id when it has none, typed in full) a tenant's machine, as ``hermes tenants`` does."""
+    tenant_id = _id(tenant)
+    if action not in FLEET_ACTIONS:
+        abort(404)
+    operators.require(_operator(), f"machine.{action}")
+    tasks = _runtime().tasks
+    if action == "reprovision":
+        before, after = ops_fleet.reprovision(tenant_id, tasks.provision_machine)
+    elif action == "resize":
+        before, after = ops_fleet.resize(tenant_id, request.form.get("plan", ""),
+                                         tasks.resize_machine)
+    else:
+        row = next(iter(ops_fleet.fleet(str(tenant_id))), None)
+        expected = (row.email or str(tenant_id)) if row and row.tenant_id == tenant_id else None
+        if expected is None:
+            abort(404)
+        if request.form.get("confirm", "").strip() != expected:
+            raise BadRequest(f"type {expected} to confirm the deprovisioning")
+        before, after = ops_fleet.deprovision(tenant_id, tasks.deprovision_machine)
+    audit.record(_actor(), f"machine.{action}", f"tenant:{tenant_id}", before, after)
+    flash(f"Tenant {tenant_id}: {action} queued.", "ok")
+    return redirect(url_for("ops.fleet", q=tenant_id), code=303)
 
 
 def _day(name: str) -> datetime | None:

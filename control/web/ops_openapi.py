@@ -127,6 +127,16 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "Retry a failed tenant's provisioning (`provisioning.reprovision`, as "
         "`hermes tenants reprovision`)", "provisioning.retry",
         extra={"409": _either("The tenant is canceled or has no plan.", Conflict.code)}),
+    ("/ops/fleet", "GET"): {
+        **_page("Fleet: every machine with its tenant, plan, state, address and last heartbeat"),
+        "parameters": [{"name": "q", "in": "query", "required": False,
+                        "description": "Tenant e-mail (part of it) or id.",
+                        "schema": {"type": "string"}}],
+    },
+    ("/ops/fleet/<tenant>/<action>", "POST"): _change(
+        "Reprovision, resize (`plan`: `light` or `heavy`) or deprovision (`confirm`: the "
+        "tenant's e-mail, or its id, typed in full) a tenant's machine; `action` is one of "
+        "those three", "machine.<action>"),
     ("/ops/audit", "GET"): {
         **_page("The audit trail, newest first, filtered (admins)"),
         "parameters": _AUDIT_FILTERS,

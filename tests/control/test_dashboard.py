@@ -16,6 +16,7 @@ from agent.commands import HANDLERS
 from control.db import database
 from control.models import (
     ChatIdentity,
+    LlmCall,
     Message,
     Subscription,
     Tenant,
@@ -53,10 +54,15 @@ def test_overview_shows_machine_state_and_usage_this_period(client):
                                              ("in", before_period)]):
             Message.create(tenant=tenant, envelope_id=f"e{i}", direction=direction, channel="telegram",
                            chat_id="1", text="x", created_at=at)
-        Usage.create(tenant=tenant, envelope_id="e1", model="claude-haiku-4-5", input_tokens=1200,
-                     output_tokens=300, cost_cents=20.0, created_at=now)
-        Usage.create(tenant=tenant, envelope_id="old", model="claude-haiku-4-5", input_tokens=999,
-                     output_tokens=999, cost_cents=99.0, created_at=before_period)
+        # The gateway's metering counts; what an agent reports about itself does not.
+        LlmCall.create(tenant=tenant, api="anthropic", model="claude-haiku-4-5", status=200,
+                       input_tokens=1000, output_tokens=200, cost_cents=15.0, created_at=now)
+        LlmCall.create(tenant=tenant, api="openai", model="qwen/qwen3-8b", status=200,
+                       input_tokens=200, output_tokens=100, cost_cents=5.0, created_at=now)
+        LlmCall.create(tenant=tenant, api="anthropic", model="claude-haiku-4-5", status=200,
+                       input_tokens=999, output_tokens=999, cost_cents=99.0, created_at=before_period)
+        Usage.create(tenant=tenant, envelope_id="e1", model="claude-haiku-4-5", input_tokens=5000,
+                     output_tokens=5000, cost_cents=40.0, created_at=now)
     page = client.get("/dashboard").text
     assert 'data-testid="machine-state">ready<' in page
     assert dashboard.MACHINE_WORDING["ready"] in page
@@ -67,6 +73,9 @@ def test_overview_shows_machine_state_and_usage_this_period(client):
     # Light's budget is 50 cents a UTC day: 20 cents spent today is 40 %.
     assert "Today: $0.20 of\n        $0.50 daily model budget" in page
     assert 'aria-valuenow="40"' in page
+    split = page.split('data-testid="today-by-model"')[1].split("</table>")[0]
+    assert re.findall(r"<th scope=\"row\">([^<]+)</th><td>([^<]+)</td>", split) == [
+        ("claude-haiku-4-5", "$0.15"), ("qwen/qwen3-8b", "$0.05")]
     assert "checkout?plan=light" not in page
 
 

@@ -15,7 +15,7 @@ from support.serve import free_port, wait_until
 
 from control.db import database
 from control.models import AttentionItem, AuditEntry, Machine, Operator, Tenant, utcnow
-from control.services import accounts, ops_dead_letters, operators
+from control.services import accounts, operators, ops_dead_letters
 from control.services.audit import Actor
 from wire.bus import Delivery
 
@@ -23,7 +23,7 @@ PASSWORD = "correct horse battery"
 SETUP = Actor(name="test", role="cli", source="test")
 # Values for the path variables of the /ops rules (an existing item, tenant, action).
 PATH_VALUES = {"item": "1", "action": "resolve", "tenant": "1"}
-ACTION_OF = {"ops.dead_letter_action": "requeue"}
+ACTION_OF = {"ops.dead_letter_action": "requeue", "ops.fleet_action": "deprovision"}
 
 
 def _csrf(page: str) -> str:
@@ -56,7 +56,7 @@ def _ops_routes(app) -> list[tuple[str, str]]:
         if not rule.rule.startswith("/ops") or rule.endpoint == "ops.login":
             continue
         values = {**PATH_VALUES, "action": ACTION_OF.get(rule.endpoint, "resolve")}
-        path = re.sub(r"<(\w+)>", lambda m: values[m.group(1)], rule.rule)
+        path = re.sub(r"<(\w+)>", lambda m, values=values: values[m.group(1)], rule.rule)
         routes += [(path, method) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
 
@@ -135,7 +135,7 @@ def test_a_viewer_reads_every_page_but_gets_403_on_every_change(app, runtime, fa
     viewer = app.test_client()
     assert _sign_in(viewer, "eve@ops.example", secret).status_code == 303
     for path in ("/ops", "/ops/attention", "/ops/dead-letters", "/ops/provisioning",
-                 f"/ops/provisioning/{failed_tenant[0]}"):
+                 f"/ops/provisioning/{failed_tenant[0]}", "/ops/fleet"):
         assert viewer.get(path).status_code == 200, path
     assert viewer.get("/ops/audit").status_code == 403
     assert viewer.get("/ops/audit.json").status_code == 403
@@ -355,3 +355,32 @@ def test_a_totp_code_of_the_next_step_is_accepted_once_for_clock_drift(runtime):
         with pytest.raises(Exception, match="wrong"):
             operators.authenticate("drift@ops.example", PASSWORD,
                                    pyotp.TOTP(secret).at(now + 120), runtime.secrets_box, now=now)
+
+
+def test_fleet_actions_queue_the_cli_tasks_and_deprovisioning_needs_an_admin_and_typed_email(
+        app, admin, runtime, tenant):
+    secret = _add(runtime, "op@ops.example", "operator")
+    operator = app.test_client()
+    assert _sign_in(operator, "op@ops.example", secret).status_code == 303
+    assert "ada@example.com" in operator.get("/ops/fleet?q=ada").get_data(as_text=True)
+    token = _token(operator)
+    response = operator.post(f"/ops/fleet/{tenant.id}/resize", data={"csrf_token": token,
+                                                                     "plan": "heavy"})
+    assert response.status_code == 303
+    assert [t.name for t in runtime.huey.pending()] == ["resize_machine"]
+    assert operator.post(f"/ops/fleet/{tenant.id}/resize",
+                         data={"csrf_token": token, "plan": "huge"}).status_code == 400
+    assert operator.post(f"/ops/fleet/{tenant.id}/deprovision",
+                         data={"csrf_token": token, "confirm": "ada@example.com"}).status_code == 403
+    token = _token(admin)
+    assert admin.post(f"/ops/fleet/{tenant.id}/deprovision",
+                      data={"csrf_token": token, "confirm": "ada@example"}).status_code == 400
+    with database.connection_context():
+        assert Machine.get(Machine.tenant == tenant.id).state == "ready"
+    assert admin.post(f"/ops/fleet/{tenant.id}/deprovision",
+                      data={"csrf_token": token, "confirm": "ada@example.com"}).status_code == 303
+    with database.connection_context():
+        assert Machine.get(Machine.tenant == tenant.id).state == "deprovisioning"
+        actions = [r.action for r in AuditEntry.select().where(AuditEntry.action.startswith("machine."))]
+    assert actions == ["machine.resize", "machine.deprovision"]
+    assert [t.name for t in runtime.huey.pending()] == ["resize_machine", "deprovision_machine"]

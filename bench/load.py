@@ -1,0 +1,69 @@
+"""The specification's four load scenarios (seed 000 §5.3, issue 22), on loopback.
+
+    python bench/load.py --scenario 1|2|3|4 [options]
+
+1. ``load_chat``: concurrent Telegram users chatting through ``hermes serve`` with an LLM
+   stand-in of fixed latency; target p99 end to end < 2 s (locust, headless).
+2. ``load_signups``: simultaneous sign-ups provisioned by ``HetznerProvisioner`` against the
+   hcloud stand-in with Hetzner's rate limit and a modelled boot; target all ready < 5 min.
+3. ``load_bus``: 1,000 messages/s through Redis, envelopes over 200 tenants, consumed and
+   answered; target the offered rate sustained with nothing lost or duplicated.
+4. ``load_tools``: concurrent MCP tool calls through the control plane's MCP proxy; target
+   p99 < 3 s.
+
+Each prints ONE JSON line with ``scenario``, ``target`` (the rule, in words), ``value``,
+``unit`` and ``passed``, plus the scenario's detail (percentiles, counts).  Each scenario's own
+module documents what runs and what is measured; every one stays under about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", type=int, choices=(1, 2, 3, 4), required=True)
+    parser.add_argument("--users", type=int, default=50, help="1 and 4: concurrent users / calls")
+    parser.add_argument("--seconds", type=float, default=60.0, help="1, 3 and 4: how long to load")
+    parser.add_argument("--llm-latency", type=float, default=0.8,
+                        help="1: the LLM stand-in's time to first token, seconds")
+    parser.add_argument("--real-agents", type=int, default=1,
+                        help="1: tenants with a real agent process (the others: AgentStandin)")
+    parser.add_argument("--signups", type=int, default=100, help="2: simultaneous sign-ups")
+    parser.add_argument("--boot", type=float, default=40.0, help="2: modelled server boot, seconds")
+    parser.add_argument("--rate", type=float, default=1000.0, help="3: messages per second offered")
+    parser.add_argument("--tenants", type=int, default=200, help="3: tenants the messages spread over")
+    parser.add_argument("--tool-latency", type=float, default=0.5,
+                        help="4: the upstream tool's own time, seconds (Composio's part)")
+    args = parser.parse_args()
+    if args.scenario == 1:
+        import locust  # noqa: F401  (gevent's monkey patching must precede the stack's imports)
+
+        import load_chat
+
+        result = load_chat.run(args.users, args.seconds, args.llm_latency, args.real_agents)
+    elif args.scenario == 2:
+        import load_signups
+
+        result = load_signups.run(args.signups, args.boot)
+    elif args.scenario == 3:
+        import load_bus
+
+        result = load_bus.run(args.rate, args.seconds, args.tenants)
+    else:
+        import load_tools
+
+        result = load_tools.run(args.users, args.seconds, args.tool_latency)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
