@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,25 +46,39 @@ def main() -> None:
     parser.add_argument("--tool-latency", type=float, default=0.5,
                         help="4: the upstream tool's own time, seconds (Composio's part)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     if args.scenario == 1:
         import locust  # noqa: F401  (gevent's monkey patching must precede the stack's imports)
-
+        # isort: split
         import load_chat
 
+        _quiet()
         result = load_chat.run(args.users, args.seconds, args.llm_latency, args.real_agents)
     elif args.scenario == 2:
         import load_signups
 
+        _quiet()
         result = load_signups.run(args.signups, args.boot)
     elif args.scenario == 3:
         import load_bus
 
+        _quiet()
         result = load_bus.run(args.rate, args.seconds, args.tenants)
     else:
         import load_tools
 
+        _quiet()
         result = load_tools.run(args.users, args.seconds, args.tool_latency)
+    result["loadavg_1m"] = round(max(load_before, os.getloadavg()[0]), 2)
     print(json.dumps(result))
+
+
+def _quiet() -> None:
+    """Send the code under test's logs to stderr, warnings and worse only: stdout is the
+    result line."""
+    from wire import logs
+
+    logs.configure("console", logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ End to end: from the webhook POST to the stand-in applying the ``sendMessage`` o
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -34,7 +35,9 @@ import gevent
 from locust import User, between, events, task
 from locust.env import Environment
 
+# isort: split
 from bench_support import PrivateRedis, Stack, percentile, wait_until
+
 from standins.anthropic_api import last_user_text, text_reply
 
 REPLY_TIMEOUT = 30.0  # seconds a user waits for a reply before counting it lost
@@ -106,11 +109,13 @@ def _standin_tenant(stack: Stack, chat: int) -> int:
 
 
 class Results:
-    """Reply latencies (ms) by kind of agent, and the messages that got no reply."""
+    """Reply latencies (ms) by kind of agent, webhook round trips (ms), and the messages that
+    got no reply."""
 
     def __init__(self):
         self.standin_ms: list[float] = []
         self.real_ms: list[float] = []
+        self.webhook_ms: list[float] = []
         self.lost = 0
 
 
@@ -152,6 +157,7 @@ def run(users: int, seconds: float, llm_latency: float, real_agents: int) -> dic
         "replies": len(every), "lost": results.lost, "duplicates": stack.duplicates(),
         "p50_ms": round(percentile(every, 50), 1), "max_ms": round(max(every, default=0.0), 1),
         "aim_met": bool(every) and p99 < 1.2 * llm_latency * 1000,
+        "webhook_p99_ms": round(percentile(results.webhook_ms, 99), 1),
         "real_agents": real_agents, "real_agent_replies": len(results.real_ms),
         "real_agent_p99_ms": round(percentile(results.real_ms, 99), 1),
         "webhook_errors": {str(k): v for k, v in stack.webhook_errors.items()}, **figures,
@@ -175,13 +181,12 @@ def _swarm(stack: Stack, chats: list[int], real_chats: set[int], seconds: float,
         def chat_once(self) -> None:
             self.sent += 1
             text = f"l{run_id}-{self.chat}-{self.sent}"
-            sent_at, _webhook_s, status = stack.send(self.chat, text)
+            sent_at, webhook_s, status = stack.send(self.chat, text)
+            results.webhook_ms.append(webhook_s * 1000)
             shown = None
             if status == 200:
-                try:
+                with contextlib.suppress(TimeoutError):
                     shown = wait_until(lambda: stack.reply_at(text), REPLY_TIMEOUT, text, interval=0.005)
-                except TimeoutError:
-                    pass
             if shown is None:
                 results.lost += 1
                 events.request.fire(request_type="chat", name="reply", response_time=0,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench_support import percentile
+
 from standins.hcloud_api import HcloudStandin
 
 WORKERS = 4  # ``hermes worker --workers`` default: provisioning tasks run at once
@@ -126,6 +127,8 @@ def _spec(tenant: str):
 
 def run(signups: int, boot: float) -> dict:
     """Run the scenario; return its result record (see ``load.py`` for the shared keys)."""
+    from control.errors import ProvisioningError
+
     tmp = Path(tempfile.mkdtemp(prefix="hermes-bench-signups-"))
     api = RateLimitedHcloud().start()
     image = api.add_image("hermes-base (load snapshot)", {"app": "hermes", "role": "base-image"})
@@ -139,7 +142,7 @@ def run(signups: int, boot: float) -> dict:
         began = time.monotonic()
         try:
             provisioner.provision(_spec(tenant))
-        except Exception as exc:  # counted: the task would retry, and the tenant waits
+        except ProvisioningError as exc:  # counted: the task would retry, and the tenant waits
             failed[tenant] = f"{type(exc).__name__}: {exc}"[:200]
             return
         returned[tenant] = time.monotonic()

@@ -27,9 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from cryptography.fernet import Fernet
-
 from bench_support import ROOT, GunicornServer, free_port, percentile, upgrade_database, wait_until
+from cryptography.fernet import Fernet
 
 SERVER = str(ROOT / "tests" / "support" / "mcp_server.py")
 
@@ -90,6 +89,8 @@ def _agent(url: str, token: str, data: Path):
 
 def run(users: int, seconds: float, tool_latency: float) -> dict:
     """Run the scenario; return its result record (see ``load.py`` for the shared keys)."""
+    from agent.tools.registry import ToolError
+
     tmp = Path(tempfile.mkdtemp(prefix="hermes-bench-tools-"))
     port = free_port()
     env = {**os.environ, "HERMES_DATA_DIR": str(tmp / "data"), "HERMES_PORT": str(port),
@@ -107,34 +108,36 @@ def run(users: int, seconds: float, tool_latency: float) -> dict:
     lock = threading.Lock()
     try:
         with server:
-            for i, (url, token) in enumerate(_seed(env, users, upstream_url, server.base_url)):
-                managers.append(_agent(url, token, tmp / f"agent{i}"))
-            start = threading.Barrier(users)
-            until = time.monotonic() + seconds + 1
+            try:
+                for i, (url, token) in enumerate(_seed(env, users, upstream_url, server.base_url)):
+                    managers.append(_agent(url, token, tmp / f"agent{i}"))
+                start = threading.Barrier(users)
+                until = time.monotonic() + seconds + 1
 
-            def calls(manager) -> None:
-                start.wait()
-                while time.monotonic() < until:
-                    began = time.perf_counter()
-                    try:
-                        manager.call("composio", "slow", {"seconds": tool_latency})
-                    except Exception as exc:  # counted: a failed call is what the model would hear
+                def calls(manager) -> None:
+                    start.wait()
+                    while time.monotonic() < until:
+                        began = time.perf_counter()
+                        try:
+                            manager.call("composio", "slow", {"seconds": tool_latency})
+                        except ToolError as exc:  # counted: a failed call is what the model would hear
+                            with lock:
+                                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                            continue
                         with lock:
-                            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                        continue
-                    with lock:
-                        latencies.append((time.perf_counter() - began) * 1000)
+                            latencies.append((time.perf_counter() - began) * 1000)
 
-            threads = [threading.Thread(target=calls, args=(m,), daemon=True) for m in managers]
-            began = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(seconds + 60)
-            elapsed = time.monotonic() - began
+                threads = [threading.Thread(target=calls, args=(m,), daemon=True) for m in managers]
+                began = time.monotonic()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(seconds + 60)
+                elapsed = time.monotonic() - began
+            finally:  # before the proxy stops: the sessions end cleanly
+                for manager in managers:
+                    manager.close()
     finally:
-        for manager in managers:
-            manager.close()
         upstream.terminate()
         upstream.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,6 +91,9 @@ class Account(BaseModel):
     ``email`` is stored lower-cased; ``password_hash`` is an Argon2id PHC string
     (argon2-cffi).  ``session_version`` is part of every session's user id, so bumping it
     (password change, reset, "sign out everywhere", deletion) ends every open session.
+    Optional TOTP (issue 19, ``control.services.account_totp``): ``totp_secret`` is the
+    RFC 6238 secret, ``SecretsBox``-encrypted (None: off); ``totp_last_step`` the last
+    30-second step a code was accepted for, so no code is accepted twice.
     """
 
     tenant = ForeignKeyField(Tenant, backref="accounts", unique=True)
@@ -98,6 +101,8 @@ class Account(BaseModel):
     email = CharField(unique=True)
     password_hash = CharField()
     session_version = IntegerField(default=0)
+    totp_secret = TextField(null=True)
+    totp_last_step = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
     resets: ModelSelect[PasswordReset]

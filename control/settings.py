@@ -40,6 +40,9 @@ AGENT_ENV_KEYS = ("HERMES_LLM", "HERMES_LLM_CHAIN", "HERMES_LLM_POLICY", "HERMES
                   "HERMES_OPENAI_MODEL", "HERMES_LOG_FORMAT", "SENTRY_DSN",
                   "HERMES_OPENAI_VISION", "HERMES_TRANSCRIBE_MODEL")
 
+# Bus URL schemes of a Redis server (``wire.factory``): the task queue can share it.
+REDIS_SCHEMES = ("redis://", "rediss://")
+
 # The OpenAI API root: where a transcription key alone sends voice notes.
 OPENAI_API_URL = "https://api.openai.com/v1"
 
@@ -78,6 +81,22 @@ def _parse_budgets(raw: str) -> dict[str, int]:
         except ValueError:
             raise ValueError(f"{plan}={cents!r} is not whole cents") from None
     return budgets
+
+
+# Redis memory each plan's tenant may hold on the bus (MiB; ``control/services/bus_quota.py``).
+# An honest agent's events are acknowledged within seconds and trimmed, so it holds a few MiB;
+# 32/64 MiB leave room for a long backlog while ~50 tenants at their quota still fit the 3 GB
+# ``redis_maxmemory`` of roles/redis.
+DEFAULT_BUS_QUOTA_MB: dict[str, int] = {"light": 32, "heavy": 64}
+
+
+def _parse_bus_quotas(raw: str) -> dict[str, int]:
+    quotas = dict(DEFAULT_BUS_QUOTA_MB)
+    for plan, mib in _parse_pairs(raw).items():
+        if plan not in ("light", "heavy") or not mib.isdigit() or int(mib) < 1:
+            raise ValueError(f"{plan}={mib!r}: plans are light or heavy, quotas whole MiB >= 1")
+        quotas[plan] = int(mib)
+    return quotas
 
 
 def _parse_scopes(raw: str) -> tuple[str, ...]:
@@ -237,6 +256,12 @@ class Settings:
             "gateway (429 once spent) and sent to agents as `HERMES_DAILY_BUDGET_CENTS` "
             "(`control/services/agent_settings.py` justifies the defaults against the plan "
             "prices)")
+    bus_quota_mb: dict[str, int] = setting(
+        "HERMES_BUS_QUOTA_MB", DEFAULT_BUS_QUOTA_MB, parse=_parse_bus_quotas,
+        doc="Redis bus only: each plan's quota of Redis memory per tenant, MiB (its events, dead "
+            "letters and idempotency keys, `control/services/bus_quota.py`, checked every "
+            "minute); over it acknowledged events are trimmed, then the tenant's appends are "
+            "refused until it is back under 80 %")
     llm_anthropic_api_key: str = setting(
         "ANTHROPIC_API_KEY", "",
         doc="LLM gateway (`/llm/anthropic`, `control/web/llm_gateway.py`): the Anthropic key it "
@@ -273,6 +298,11 @@ class Settings:
         doc="IANA zone sent to every agent as `HERMES_TZ` (a zone the user sets on the dashboard "
             "overrides it); `HERMES_TZ` is read when `HERMES_DEFAULT_TZ` is unset")
     huey_immediate: bool = setting(default=False, doc="run Huey tasks inline (tests only)")
+    task_queue: str = setting(
+        "HERMES_TASK_QUEUE", "", shown="`redis` when the bus is Redis, else `sqlite`",
+        doc="the control plane's Huey task queue: `redis` (on the bus's Redis, `huey.*` keys; "
+            "workers on several hosts share it) or `sqlite` (`$HERMES_DATA_DIR/queue.db`, one "
+            "host)")
     ready_timeout: float = setting(
         "HERMES_READY_TIMEOUT", 600.0, parse=float,
         doc="seconds from \"server running\" to the agent's `ready` event before the attempt "
@@ -462,6 +492,13 @@ class Settings:
             object.__setattr__(self, "public_url", f"http://127.0.0.1:{self.port}")
         if self.provisioner not in ("local", "hetzner"):
             raise ConfigError(f"HERMES_PROVISIONER must be local or hetzner, not {self.provisioner!r}")
+        if not self.task_queue:
+            object.__setattr__(self, "task_queue", "redis" if self.bus_url.startswith(REDIS_SCHEMES)
+                               else "sqlite")
+        if self.task_queue not in ("redis", "sqlite"):
+            raise ConfigError(f"HERMES_TASK_QUEUE must be redis or sqlite, not {self.task_queue!r}")
+        if self.task_queue == "redis" and not self.bus_url.startswith(REDIS_SCHEMES):
+            raise ConfigError("HERMES_TASK_QUEUE=redis needs the bus on Redis (REDIS_URL)")
         _check_agent_settings(self)
         if self.backup_retention_days < 1 or not 0 <= self.backup_hour <= 23:
             raise ConfigError(f"HERMES_BACKUP_RETENTION_DAYS must be >= 1 and HERMES_BACKUP_HOUR "

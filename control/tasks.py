@@ -1,7 +1,8 @@
 """Huey tasks of the control plane; each only calls a service.
 
-Tasks are bound to a Huey instance at start-up (``ControlTasks``) because the queue's file
-comes from settings; in tests ``huey_immediate`` runs them inline with the same code.
+Tasks are bound to a Huey instance at start-up (``ControlTasks``) because the queue (Redis or a
+SQLite file, ``create_huey``) comes from settings; in tests ``huey_immediate`` runs them
+inline with the same code.
 """
 
 from __future__ import annotations
@@ -10,21 +11,42 @@ import contextlib
 import logging
 from functools import cached_property
 
-from huey import MemoryHuey, SqliteHuey, crontab
+import redis
+from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
 from control.channels.telegram import BotApiError
 from control.services import machine_health, provisioning, routing
+from wire import redis_bus
 
 log = logging.getLogger(__name__)
 
 # Attempts after the first for a message's file downloads (``ingest_media``).
 MEDIA_RETRIES = 5
+# Seconds for any Redis reply to the queue; longer than the consumer's 1 s blocking pop.
+QUEUE_SOCKET_TIMEOUT = 10.0
 
 
 def create_huey(settings):
-    """Return the control plane's Huey: SqliteHuey on ``settings.huey_path``, or immediate mode."""
+    """Return the control plane's Huey for ``settings.task_queue`` (``HERMES_TASK_QUEUE``).
+
+    * ``redis``: ``PriorityRedisHuey`` on the bus's Redis (``settings.bus_url``, TLS verified
+      with ``settings.bus_ca_file`` as the bus is), keys ``huey.*.hermescontrol``; consumers
+      on several hosts share the queue.  Priorities behave as in SQLite (both storages honour
+      ``priority``).
+    * ``sqlite``: ``SqliteHuey`` on ``settings.huey_path`` (one host; the embedded default).
+    * ``huey_immediate`` (tests): tasks run inline.
+
+    Raises:
+        BusTLSError: ``bus_ca_file`` is set but not a readable file.
+    """
     if settings.huey_immediate:
         return MemoryHuey("hermes-control", immediate=True)
+    if settings.task_queue == "redis":
+        # Huey stores pickled bytes: its own pool, not the bus's decoding client.
+        pool = redis.ConnectionPool.from_url(
+            settings.bus_url, socket_timeout=QUEUE_SOCKET_TIMEOUT,
+            **redis_bus.tls_options(settings.bus_url, settings.bus_ca_file))
+        return PriorityRedisHuey("hermes-control", connection_pool=pool)
     return SqliteHuey("hermes-control", filename=settings.huey_path)
 
 
@@ -55,6 +77,9 @@ class ControlTasks:
         # interaction tokens are deleted on the way.
         self.watch_channels = huey.periodic_task(crontab(minute="*"), name="watch_channels")(
             self._watch_channels)
+        # Each tenant's Redis memory against its plan's quota (issue 19, finding 3).
+        self.enforce_bus_quota = huey.periodic_task(crontab(minute="*"), name="enforce_bus_quota")(
+            self._enforce_bus_quota)
         # Telegram may rate-limit or be briefly unreachable; replies are worth retrying.
         self.deprovision_machine = huey.task(retries=3, retry_delay=30, name="deprovision_machine")(
             self._deprovision_machine)
@@ -136,6 +161,13 @@ class ControlTasks:
         with self.runtime.db.connection_context():
             discord_interactions.prune()
             return {v.channel: v.healthy for v in channel_watchdog.watch()}
+
+    def _enforce_bus_quota(self) -> dict[str, list[str]] | None:
+        from control.services import bus_quota
+
+        with self.runtime.db.connection_context():
+            report = bus_quota.run_from_settings(self.runtime.settings)
+        return None if report is None else {"suspended": report.suspended, "resumed": report.resumed}
 
     def _deprovision_machine(self, tenant_id: int) -> str:
         rt = self.runtime

@@ -30,8 +30,8 @@ def install() -> None:
 
     ssh_binary = os.environ["HERMES_REHEARSAL_SSH"]
 
-    def archiver(key_path=None):
-        return SshTarArchiver(key_path=key_path, ssh_binary=ssh_binary)
+    def archiver(key_path=None, host_keys=None):
+        return SshTarArchiver(key_path=key_path, ssh_binary=ssh_binary, host_keys=host_keys)
 
     # A deliberate patch of the module's names for this process (so setattr, not assignment).
     setattr(provisioner, "PulumiStackWorkspace", MockEngineWorkspace)  # noqa: B010

@@ -52,6 +52,9 @@ done
 """
 
 
+# cloud-init's cc_ssh keys the tenant program sets (infra/tenant_config.py ``_host_keys``).
+HOST_KEY_MODULES = ("ssh_deletekeys", "ssh_genkeytypes", "ssh_keys")
+
 class BootError(RuntimeError):
     """The server's user data could not be applied (unsupported module, missing unit...)."""
 
@@ -184,9 +187,10 @@ class ChrootMachines:
         if not user_data.startswith("#cloud-config"):
             raise BootError("user data is not a #cloud-config document")
         document = yaml.safe_load(user_data) or {}
-        unknown = set(document) - {"write_files", "runcmd"}
+        unknown = set(document) - {"write_files", "runcmd", *HOST_KEY_MODULES}
         if unknown:
             raise BootError(f"cloud-config modules not interpreted here: {sorted(unknown)}")
+        self._host_keys(machine.root, document)
         for item in document.get("write_files") or []:
             self._write_file(machine.root, item)
         env_file = machine.root / "etc/hermes/agent.env"
@@ -195,6 +199,27 @@ class ChrootMachines:
         for command in document.get("runcmd") or []:
             argv = command if isinstance(command, list) else ["sh", "-c", command]
             self._runcmd(machine, [str(a) for a in argv])
+
+    @staticmethod
+    def _host_keys(root: Path, document: dict) -> None:
+        """cloud-init's cc_ssh as the tenant program uses it: delete the image's host keys, write
+        the pinned pair (private 0600, public 0644), generate none."""
+        if not set(document) & set(HOST_KEY_MODULES):
+            return
+        if document.get("ssh_genkeytypes"):
+            raise BootError("ssh_genkeytypes other than [] not interpreted")
+        ssh_dir = root / "etc/ssh"
+        ssh_dir.mkdir(parents=True, exist_ok=True)
+        if document.get("ssh_deletekeys"):
+            for old in ssh_dir.glob("ssh_host_*key*"):
+                old.unlink()
+        for name, content in (document.get("ssh_keys") or {}).items():
+            kind, _, part = name.rpartition("_")
+            if part not in ("private", "public"):
+                raise BootError(f"ssh_keys entry {name!r} not interpreted")
+            path = ssh_dir / f"ssh_host_{kind}_key{'.pub' if part == 'public' else ''}"
+            path.write_text(content if content.endswith("\n") else content + "\n")
+            path.chmod(0o600 if part == "private" else 0o644)
 
     @staticmethod
     def _write_file(root: Path, item: dict) -> None:

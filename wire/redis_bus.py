@@ -412,19 +412,36 @@ class RedisBus(Bus):
                 earlier = self._fcall("hermes_lookup", [f"{stream}:idem:{key}"], [])
                 if earlier:
                     return ["duplicate", earlier]
-            if not self._trim_acked(stream):
+            if not self._trim_acked(stream, "out_of_memory"):
                 raise
         return self._fcall("hermes_append", *self._append_args(stream, payload, key))
 
-    def _trim_acked(self, stream: str) -> int:
+    def _trim_acked(self, stream: str, reason: str) -> int:
         """Run ``hermes_trim_acked``; return the entries removed (0 when the ACL denies it)."""
         removed, error = self._fcall("hermes_trim_acked", [stream], [])
         if error:
             log.warning("bus.trim_denied", stream=stream, error=error,
                         hint="the ACL user needs XPENDING and XTRIM on this stream")
         else:
-            log.warning("bus.out_of_memory_trimmed_acked", stream=stream, removed=removed)
+            log.warning("bus.trimmed_acked", stream=stream, removed=removed, reason=reason)
         return int(removed)
+
+    def trim_acked(self, stream: str, reason: str) -> int:
+        """Remove the entries of ``stream`` every consumer group has acknowledged (the
+        ``hermes_trim_acked`` function; nothing when the stream has no group).
+
+        Args:
+            stream: the stream's key.
+            reason: why, for the log line (e.g. ``quota``).
+
+        Returns:
+            Entries removed (0 when the caller's ACL denies ``XPENDING``/``XTRIM``).
+
+        Raises:
+            BusAuthError, BusUnavailable: as for ``append``.
+        """
+        with self._errors(f"trim {stream}"):
+            return self._trim_acked(stream, reason)
 
     def _entry_id(self, stream: str, reply: list) -> str:
         status, value = reply

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import cast
 from urllib.parse import quote
 
 import redis
@@ -79,13 +80,21 @@ def tenant_acl_rules(tenant: str, password: str, db: int = 0) -> list[str]:
     ``reset`` first clears any earlier password, keys, channels, commands and selectors, so
     applying these rules to an existing user replaces its password (rotation).
     """
+    return _rules(tenant, [f">{password}"], db, writes=True)
+
+
+def _rules(tenant: str, passwords: list[str], db: int, writes: bool) -> list[str]:
+    """The rules of ``tenant_acl_rules`` with ``passwords`` (``>plain`` or ``#sha256`` rules);
+    without ``writes`` the append selectors are left out: the user may still consume its
+    messages stream but appends nothing anywhere (``set_writes``)."""
     tenant_username(tenant)
     messages, events = messages_stream(tenant), events_stream(tenant)
-    rules = ["reset", "on", f">{password}", "resetchannels", "-@all",
+    rules = ["reset", "on", *passwords, "resetchannels", "-@all",
              "+ping", "+multi", "+exec", "+discard",
              f"~{messages}", "+xreadgroup", "+xack", "+xautoclaim", "+xpending",
-             "+xgroup|create", "+xlen",
-             *_append_selectors(f"{messages}:dead"), *_append_selectors(events)]
+             "+xgroup|create", "+xlen"]
+    if writes:
+        rules += [*_append_selectors(f"{messages}:dead"), *_append_selectors(events)]
     if db:
         rules.append("+select")
     return rules
@@ -182,3 +191,47 @@ def revoke(admin: redis.Redis, tenant: str) -> bool:
             _persist(admin)
     return bool(deleted)
 
+
+
+def writes_allowed(admin: redis.Redis, tenant: str) -> bool | None:
+    """Whether ``tenant``'s user may append (it has the append selectors; ``set_writes``).
+
+    Returns:
+        True or False; None when ``tenant`` has no ACL user.
+
+    Raises:
+        ValueError: invalid tenant id.
+        BusAuthError, BusUnavailable: as for ``grant``.
+    """
+    with translate_errors(admin, f"read the bus access of tenant {tenant}"):
+        info = admin.acl_getuser(tenant_username(tenant))
+    return None if info is None else bool(info["selectors"])
+
+
+def set_writes(admin: redis.Redis, tenant: str, allowed: bool) -> bool:
+    """Give ``tenant``'s user its full rules again (``allowed``) or the same rules without any
+    append (its events, its dead letters, their idempotency keys), keeping its password.
+
+    Used by ``control.services.bus_quota`` to stop a tenant over its memory quota from writing
+    (issue #19, finding 3).  Open connections keep their login and get ``NOPERM`` on their
+    next append (Redis checks the user's current rules on every command).  The password is
+    re-applied from the hashes ``ACL GETUSER`` reports (``#sha256`` rules), so the agent's URL
+    stays valid.
+
+    Returns:
+        True when the user exists (and was changed), False when there is none.
+
+    Raises:
+        ValueError: invalid tenant id.
+        BusAuthError, BusUnavailable: as for ``grant``.
+    """
+    username = tenant_username(tenant)
+    db = int(admin.connection_pool.connection_kwargs.get("db", 0))
+    with translate_errors(admin, f"change the bus writes of tenant {tenant}"):
+        info = admin.acl_getuser(username)
+        if info is None:
+            return False
+        passwords = [f"#{digest}" for digest in cast(list[str], info["passwords"])]
+        admin.execute_command("ACL", "SETUSER", username, *_rules(tenant, passwords, db, allowed))
+        _persist(admin)
+    return True

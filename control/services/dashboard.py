@@ -167,7 +167,7 @@ def usage_summary(tenant: Tenant, plan_budgets: dict[str, int], now: datetime | 
     by_model = tuple((model, float(cents or 0.0)) for model, cents in (
         LlmCall.select(LlmCall.model, spend)
         .where((LlmCall.tenant == tenant) & (LlmCall.created_at >= midnight))
-        .group_by(LlmCall.model).order_by(spend.desc(), LlmCall.model).tuples()))
+        .group_by(LlmCall.model).order_by(spend.desc(), LlmCall.model).tuples().iterator()))
     budgets = {**DEFAULT_PLAN_BUDGET_CENTS, **plan_budgets}
     return UsageSummary(period_start=start, messages_in=counts.get("in", 0),
                         messages_out=counts.get("out", 0), input_tokens=int(tokens_in or 0),

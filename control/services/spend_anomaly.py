@@ -44,7 +44,7 @@ def hourly_spend_ratios(budgets: dict[str, int],
               for bucket in range(SPEND_BUCKETS)}
     spent = (LlmCall.select(LlmCall.tenant, Tenant.plan, fn.SUM(LlmCall.cost_cents))
              .join(Tenant).where(LlmCall.created_at >= since)
-             .group_by(LlmCall.tenant, Tenant.plan).tuples())
+             .group_by(LlmCall.tenant, Tenant.plan).tuples().iterator())
     for tenant_id, plan, cents in spent:
         key = (plan, tenant_id % SPEND_BUCKETS)
         if key in ratios:

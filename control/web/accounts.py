@@ -1,4 +1,5 @@
-"""The front door's account pages: landing, sign-up, log-in, log-out and password reset.
+"""The front door's account pages: landing, sign-up, log-in, log-out, password reset and
+two-step sign-in (TOTP, ``control.services.account_totp``) on ``/dashboard/security``.
 
 Thin handlers over ``control.services.accounts`` and ``control.services.password_reset``.
 Every form carries a CSRF token (flask-wtf); the POSTs that take a password or an address are
@@ -11,16 +12,26 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+import segno
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from control.db import write_transaction
-from control.errors import BadRequest, Unauthorized
+from control.errors import BadRequest, Conflict, Unauthorized
 from control.models import Account
-from control.services import password_reset
+from control.services import account_totp, password_reset
 from control.services import signup as signup_service
 from control.services.accounts import (
     MAX_PASSWORD,
@@ -51,6 +62,9 @@ MAIL_LIMITS_PER_ADDRESS = "3 per hour; 10 per day"
 PLANS = {"light": 29, "heavy": 79}
 AFTER_LOGIN = "/dashboard"
 PASSWORD_LENGTH = f"Use at least {MIN_PASSWORD} characters (at most {MAX_PASSWORD})."
+# One answer for every refused log-in, so it never tells which part was wrong (a right
+# password with a wrong code included).
+LOGIN_REFUSED = "wrong e-mail or password, or wrong authenticator code"
 
 
 class SignupForm(FlaskForm):
@@ -68,7 +82,16 @@ class LoginForm(FlaskForm):
 
     email = EmailField("E-mail", validators=[DataRequired()])
     password = PasswordField("Password", validators=[DataRequired()])
+    totp = StringField("Authenticator code (if you turned on two-step sign-in)",
+                       validators=[Length(max=16)])
     remember = BooleanField("Keep me signed in for 14 days")
+
+
+class TotpForm(FlaskForm):
+    """One code from the authenticator app, and the sealed secret when turning it on."""
+
+    code = StringField("Code from your authenticator app", validators=[DataRequired(), Length(max=16)])
+    sealed = HiddenField()
 
 
 class ResetRequestForm(FlaskForm):
@@ -124,6 +147,10 @@ def _log_in(account: Account, remember: bool) -> None:
 
 def _settings():
     return current_app.extensions["hermes"].settings
+
+
+def _box():
+    return current_app.extensions["hermes"].secrets_box
 
 
 def _form_page(template: str, form: FlaskForm, **context):
@@ -197,8 +224,10 @@ def login():
     if form.validate_on_submit():
         try:
             account = authenticate(form.email.data or "", form.password.data or "")
-        except Unauthorized as exc:
-            form.form_errors.append(exc.message)
+            if not account_totp.verify(account, form.totp.data or "", _box()):
+                raise Unauthorized(LOGIN_REFUSED)
+        except Unauthorized:
+            form.form_errors.append(LOGIN_REFUSED)
         else:
             _log_in(account, remember=form.remember.data)
             return redirect(target)
@@ -250,3 +279,57 @@ def reset_form(token: str):
             _log_in(account, remember=False)
             return redirect(AFTER_LOGIN)
     return _form_page("accounts/reset_form.html", form, token=token, min_password=MIN_PASSWORD)
+
+
+def _security_page(form: TotpForm, status: int = 200):
+    account = current_user.account
+    enrolment = None if account.totp_secret else account_totp.start(account, _box())
+    if enrolment is not None:
+        form.sealed.data = enrolment.sealed
+    qr_svg = enrolment and segno.make(enrolment.uri, error="m").svg_inline(
+        scale=4, dark="#e6e8ee", light="#171a21", title="QR code for your authenticator app")
+    return render_template("dashboard/security.html", form=form, enabled=bool(account.totp_secret),
+                           enrolment=enrolment, qr_svg=qr_svg), status
+
+
+@bp.get("/dashboard/security")
+@login_required
+def security():
+    """Two-step sign-in: when off, a new secret as an ``otpauth://`` URI and QR code with a
+    form for one code to turn it on; when on, a form for one code to turn it off."""
+    return _security_page(TotpForm())
+
+
+@bp.post("/dashboard/security/totp")
+@login_required
+@limiter.limit(AUTH_LIMITS)
+def totp_enable():
+    """Turn TOTP on with the page's sealed secret and one current code (400 page when wrong)."""
+    form = TotpForm()
+    if form.validate_on_submit():
+        try:
+            account_totp.enable(current_user.account, form.sealed.data or "", form.code.data or "",
+                                _box())
+        except (BadRequest, Conflict) as exc:
+            form.code.errors = [*form.code.errors, exc.message]
+        else:
+            flash("Two-step sign-in is on: sign-in now asks for a code from your app.")
+            return redirect(url_for("accounts.security"), code=303)
+    return _security_page(form, 400)
+
+
+@bp.post("/dashboard/security/totp/disable")
+@login_required
+@limiter.limit(AUTH_LIMITS)
+def totp_disable():
+    """Turn TOTP off; needs one current code (400 page when wrong)."""
+    form = TotpForm()
+    if form.validate_on_submit():
+        try:
+            account_totp.disable(current_user.account, form.code.data or "", _box())
+        except Unauthorized as exc:
+            form.code.errors = [*form.code.errors, exc.message]
+        else:
+            flash("Two-step sign-in is off.")
+            return redirect(url_for("accounts.security"), code=303)
+    return _security_page(form, 400)

@@ -33,8 +33,8 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from control.errors import BadRequest, HermesError
-from control.services import budget_warning, llm_gateway
 from control.models import Tenant
+from control.services import budget_warning, llm_gateway
 from control.services.llm_gateway import Metered, NotConfigured, StreamMeter, UpstreamUnreachable
 from control.web import runtime
 

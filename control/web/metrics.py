@@ -10,7 +10,8 @@ oldest paid machine has waited in ``requested``: ``provisioning.requested_age``)
 ``hermes:events:{tenant}:dead``: events the delivery worker refused or could not deliver,
 ``control.services.delivery``) and ``hermes_channel_healthy{channel}``
 (``control.services.channel_watchdog``) and ``hermes_llm_tenant_hourly_spend_ratio{plan,bucket}``
-(``control.services.spend_anomaly``) are read from the database
+(``control.services.spend_anomaly``) and ``hermes_bus_quota_suspensions``,
+``hermes_bus_quota_suspended`` (``control.services.bus_quota``) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 
@@ -39,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from control.models import AttentionItem, Machine, MachineState, Usage
+from control.services.bus_quota import BusQuotaCollector
 from control.services.channel_watchdog import ChannelHealthCollector
 from control.services.provisioning import requested_age
 from control.services.spend_anomaly import SpendCollector
@@ -100,6 +102,7 @@ def init_app(app: Flask, runtime) -> None:
     registry.register(FleetCollector(runtime))
     registry.register(ChannelHealthCollector(runtime))
     registry.register(SpendCollector(runtime))
+    registry.register(BusQuotaCollector(runtime))
     multiproc_dir = runtime.settings.metrics_multiproc_dir
     if multiproc_dir:
         MultiProcessCollector(registry, path=multiproc_dir)

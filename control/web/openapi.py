@@ -431,12 +431,33 @@ OPERATIONS.update({
     ("/login", "POST"): {
         "summary": "Sign in; the session is renewed",
         "description": "Also limited to 10 failed tries an hour and 100 a day per account.",
-        "requestBody": _account_form("email", "password", "remember", required=("email", "password")),
+        "requestBody": _account_form("email", "password", "totp", "remember",
+                                     required=("email", "password")),
         "responses": {"302": _account_redirect("Signed in: to `next` (same site only) or the "
                                                "dashboard."),
                       "400": _account_error("CSRF token missing or wrong (`bad_request`), or "
-                                            "\"wrong e-mail or password\" (one message for both).",
-                                            "bad_request"),
+                                            "one message for a wrong e-mail, password or `totp` "
+                                            "code (required once the user turned TOTP on; each "
+                                            "code works once).", "bad_request"),
+                      "429": _ACCOUNT_LIMITED}},
+    ("/dashboard/security", "GET"): _page("Two-step sign-in (TOTP): when off, a new secret as an "
+                                          "otpauth:// URI and QR code; when on, how to turn it off"),
+    ("/dashboard/security/totp", "POST"): {
+        "summary": "Turn TOTP on with the page's sealed secret and one current code",
+        "requestBody": _account_form("sealed", "code"),
+        "responses": {"303": _account_redirect("On: back to the security page."),
+                      "302": _SIGN_IN,
+                      "400": _account_error(_CSRF + " Or the code is wrong or used, or the "
+                                            "sealed secret is not the page's: the page again "
+                                            "with the error; TOTP stays off.", "bad_request"),
+                      "429": _ACCOUNT_LIMITED}},
+    ("/dashboard/security/totp/disable", "POST"): {
+        "summary": "Turn TOTP off; needs one current, unused code",
+        "requestBody": _account_form("code"),
+        "responses": {"303": _account_redirect("Off: back to the security page."),
+                      "302": _SIGN_IN,
+                      "400": _account_error(_CSRF + " Or the code is wrong or used: the page "
+                                            "again with the error; TOTP stays on.", "bad_request"),
                       "429": _ACCOUNT_LIMITED}},
     ("/logout", "POST"): {
         "summary": "Sign out (ends every session of the account)",

@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 from datetime import timedelta
 
+import pyotp
 import pytest
 from support.smtp import SmtpServer
 from support.webhooks import row_counts
@@ -16,8 +17,8 @@ from control import create_app
 from control.db import database
 from control.models import Account, OutboxMail, PasswordReset, utcnow
 from control.runtime import Runtime
-from control.services import mail
-from control.web.accounts import safe_next
+from control.services import account_totp, mail
+from control.web.accounts import LOGIN_REFUSED, safe_next
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 PASSWORD = "correct horse battery"
@@ -361,3 +362,92 @@ def test_every_input_has_a_label_and_an_autocomplete_hint(client, path, fields):
         tag = re.search(rf'<input [^>]*\bid="{name}"[^>]*>', html).group(0)
         assert f'autocomplete="{autocomplete}"' in tag and "required" in tag
         assert f'<label for="{name}">' in html
+
+
+# -- optional TOTP (issue 19) ---------------------------------------------------------------------
+
+SECRET = re.compile(r'data-testid="totp-secret">([A-Z2-7]+)<')
+SEALED = re.compile(r'id="sealed" name="sealed" type="hidden" value="([^"]+)"')
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The TOTP clock, moved by hand: ``clock[0]`` is the Unix time the app sees."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(account_totp, "clock", lambda: now[0])
+    return now
+
+
+def code_at(secret: str, when: float) -> str:
+    return pyotp.TOTP(secret).at(when)
+
+
+def turn_on_totp(client, clock) -> str:
+    """Enable TOTP from the security page as a person does; returns the secret."""
+    page = client.get("/dashboard/security", headers=BROWSER)
+    assert page.status_code == 200 and 'data-testid="totp-state">Off' in page.text
+    secret = SECRET.search(page.text).group(1)
+    assert f"otpauth://totp/Hermes%20Max:ada%40example.com?secret={secret}" in page.text
+    assert "<svg" in page.text  # the QR code
+    sealed = SEALED.search(page.text).group(1)
+    answer = submit(client, "/dashboard/security/totp", {
+        "sealed": sealed, "code": code_at(secret, clock[0])}, form_path="/dashboard/security")
+    assert answer.status_code == 303
+    return secret
+
+
+def test_totp_turned_on_makes_sign_in_ask_for_a_code_used_once(client, clock):
+    sign_up(client)
+    page = client.get("/dashboard/security", headers=BROWSER).text
+    secret, sealed = SECRET.search(page).group(1), SEALED.search(page).group(1)
+    wrong = submit(client, "/dashboard/security/totp", {"sealed": sealed, "code": "000000"},
+                   form_path="/dashboard/security")
+    assert wrong.status_code == 400 and "That code is not right" in wrong.text
+    forged = submit(client, "/dashboard/security/totp",
+                    {"sealed": secret, "code": code_at(secret, clock[0])},
+                    form_path="/dashboard/security")
+    assert forged.status_code == 400
+    with database.connection_context():
+        assert Account.get().totp_secret is None
+    secret = turn_on_totp(client, clock)
+    with database.connection_context():
+        stored = Account.get().totp_secret
+    assert stored and secret not in stored  # encrypted with the secrets box
+    log_out(client)
+
+    clock[0] += 30
+    without = log_in(client)
+    assert without.status_code == 400 and LOGIN_REFUSED in without.text and not signed_in(client)
+    code = code_at(secret, clock[0])
+    assert log_in(client, totp=code).status_code == 302 and signed_in(client)
+    log_out(client)
+    # The same code again, still within its window: refused (RFC 6238 section 5.2).
+    replay = log_in(client, totp=code)
+    assert replay.status_code == 400 and not signed_in(client)
+    # An older step than the last one used is refused too, even within the drift allowed.
+    assert log_in(client, totp=code_at(secret, clock[0] - 30)).status_code == 400
+    clock[0] += 30
+    assert log_in(client, totp=code_at(secret, clock[0])).status_code == 302
+
+
+def test_turning_totp_off_needs_a_current_code(client, clock):
+    sign_up(client)
+    secret = turn_on_totp(client, clock)
+    used = code_at(secret, clock[0])
+    for code in ("000000", used):
+        refused = submit(client, "/dashboard/security/totp/disable", {"code": code},
+                         form_path="/dashboard/security")
+        assert refused.status_code == 400 and "stays on" in refused.text
+    assert 'data-testid="totp-state">On' in client.get("/dashboard/security").text
+    clock[0] += 30
+    off = submit(client, "/dashboard/security/totp/disable", {"code": code_at(secret, clock[0])},
+                 form_path="/dashboard/security")
+    assert off.status_code == 303
+    log_out(client)
+    assert log_in(client).status_code == 302
+
+
+def test_the_security_page_needs_a_session(client):
+    for path in ("/dashboard/security",):
+        answer = client.get(path)
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"]

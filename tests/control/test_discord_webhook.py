@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from support.fuzz import examples
 from support.dashboard import sign_in
 from support.discord import api_overrides
+from support.fuzz import examples
 from support.webhooks import stored_state
 
 from control.channels.telegram import BotApiClient

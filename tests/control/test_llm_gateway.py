@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from support.serve import wait_until
 from werkzeug.serving import make_server
 
 from control import create_app
@@ -81,6 +82,12 @@ def calls(runtime, row) -> list[LlmCall]:
         return list(LlmCall.select().where(LlmCall.tenant == row.id).order_by(LlmCall.id))
 
 
+def metered(runtime, row) -> list[LlmCall]:
+    """The tenant's rows once the stream's last step has written its row: the client sees the
+    end of the stream before the gateway's generator finishes."""
+    return wait_until(lambda: calls(runtime, row), 10, "the streamed call's row")
+
+
 def lower(headers: dict) -> dict:
     return {name.lower(): value for name, value in headers.items()}
 
@@ -105,7 +112,7 @@ def test_anthropic_stream_passes_through_with_the_operator_key_and_is_metered(ga
     assert text == "Hello from Claude, streamed." and final.usage.output_tokens == 40
     sent = claude.requests[-1]["headers"]
     assert sent["x-api-key"] == ANTHROPIC_KEY and token not in str(sent)
-    (call,) = calls(runtime, row)
+    (call,) = metered(runtime, row)
     assert (call.api, call.model, call.status, call.input_tokens, call.output_tokens) == (
         "anthropic", "claude-haiku-4-5", 200, 1200, 40)
     assert call.cost_cents == pytest.approx(cost_cents("claude-haiku-4-5", 1200, 40))
@@ -121,7 +128,7 @@ def test_openai_stream_is_metered_from_the_usage_chunk_the_gateway_asks_for(gate
         "Hi from the open model.")
     assert lower(openai_api.requests[-1]["headers"])["authorization"] == f"Bearer {OPENAI_KEY}"
     assert openai_api.requests[-1]["json"]["stream_options"] == {"include_usage": True}
-    (call,) = calls(runtime, row)
+    (call,) = metered(runtime, row)
     assert (call.api, call.model, call.input_tokens, call.output_tokens) == (
         "openai", "qwen/qwen3-8b", 90, 12)
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
-from support.fuzz import examples
 from support.dashboard import sign_in
+from support.fuzz import examples
 from support.webhooks import stored_state
 from support.whatsapp import (
     APP_SECRET,

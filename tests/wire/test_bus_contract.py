@@ -113,6 +113,21 @@ def test_dead_letter_moves_the_entry_aside_and_acks_it(bus):
     assert bus.read([S1], "agent", "c1", block=VISIBILITY * 2) == []
 
 
+def test_dead_letters_are_listed_ranged_and_removed_one_by_one(bus):
+    for stream in (S2, S1):
+        bus.append(stream, json.dumps({"n": stream}))
+        bus.dead_letter(bus.read([stream], "agent", "c1")[0], "agent", "bad")
+    bus.append(S1, "{}")  # a live entry: its stream is no dead-letter stream
+    assert bus.dead_letter_streams() == [f"{S1}:dead", f"{S2}:dead"]
+    (entry_id, raw), = bus.entries(f"{S1}:dead")
+    assert json.loads(json.loads(raw)["payload"]) == {"n": S1}
+    assert bus.entries(S1, count=1)[0][1] == json.dumps({"n": S1})  # no group involved
+    assert bus.remove(f"{S1}:dead", entry_id) is True
+    assert bus.remove(f"{S1}:dead", entry_id) is False
+    assert bus.remove(f"{S1}:dead", "not-an-id") is False
+    assert bus.dead_letter_streams() == [f"{S2}:dead"]
+
+
 def test_delete_stream_forgets_entries_dead_letters_keys_and_groups_of_that_stream_only(bus):
     bus.append(S1, "secret", idempotency_key="k1")
     bus.append(S2, "other", idempotency_key="k1")
