@@ -73,6 +73,12 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/media_ingest.py
 	$(BIN)/python bench/mcp_tool_calls.py
 	$(BIN)/python bench/media_transcription.py
+	$(BIN)/python bench/llm_gateway.py
+	$(BIN)/python bench/ops_overview.py
+	$(BIN)/python bench/load.py --scenario 1
+	$(BIN)/python bench/load.py --scenario 2
+	$(BIN)/python bench/load.py --scenario 3
+	$(BIN)/python bench/load.py --scenario 4
 
 # The production path on this machine (needs root); see README, "Rehearsal".
 rehearsal: $(VENV)/.test

@@ -11,7 +11,8 @@ something else "fails open" to continue, so the turn cap is the real backstop.  
 3. stops the goal when the tenant's daily budget is spent;
 4. runs a turn (``TurnRunner.handle``) on a synthetic envelope in the goal's chat, so the
    reply, its deltas and its usage reach the user like any other reply; the turn stops early
-   when the user writes meanwhile (then step 2 applies, and the turn is not counted) or the
+   when the user writes meanwhile — a message queued or running, or one already answered
+   since the turn began (then step 2 applies, and the turn is not counted) — or the
    goal is paused or cancelled, and may cost at most what is left of the goal's budget;
 5. asks the judge, then ends the goal (``done``; ``stopped`` at ``max_turns`` or
    ``budget_cents``, whichever first) or reports progress, with a ``final`` event each time.
@@ -116,12 +117,17 @@ class GoalRunner:
             return None
         preempted = {"yes": False}
         pursued: Goal = goal
+        chat_key = History.chat_key(goal.channel, goal.chat_id)
+        # The turn is polled (``TurnRunner.stop_poll``), so a user's turn may start and finish
+        # between two polls: a new exchange in the chat's history counts as writing meanwhile
+        # too, not only a message still queued or running.
+        seen = self._last_exchange(chat_key)
 
         def interrupted() -> bool:
             current = self.goals.get(pursued.id)
             if current is None or current.state != "active":
                 return True
-            preempted["yes"] = self._user_waiting(pursued)
+            preempted["yes"] = self._user_waiting(pursued) or self._last_exchange(chat_key) != seen
             return preempted["yes"]
 
         run = self.goals.start_run(goal.id)
@@ -173,6 +179,12 @@ class GoalRunner:
             log.warning("goal %d judge answered unclearly, continuing: %.80r", goal.id, answer)
             return Verdict(False, "")
         return verdict
+
+    def _last_exchange(self, chat_key: str) -> int:
+        """Return the id of the chat's newest history turn (0 when none); the goal's own turn
+        records its exchange only when it ends, so a change while it runs is someone else's."""
+        rows = self.runtime.history.recent_rows(chat_key, 1)
+        return rows[-1][0] if rows else 0
 
     def _user_waiting(self, goal: Goal) -> bool:
         """True when the goal's chat has a message (not a command) queued or being answered."""

@@ -42,20 +42,25 @@ from standins.anthropic_api import last_user_text, text_reply
 
 REPLY_TIMEOUT = 30.0  # seconds a user waits for a reply before counting it lost
 FIRST_CHAT = 700_000
+HEARTBEAT_INTERVAL = 10.0  # seconds; the control plane's default expects one every 30 s
 
 
-def fixed_latency(seconds: float):
+def fixed_latency(seconds: float, asked_at: dict[str, float]):
     """An Anthropic stand-in responder answering ``echo: <question>`` in one text delta after
-    ``seconds`` (the model's time to first token)."""
+    ``seconds`` (the model's time to first token); records in ``asked_at`` when each question
+    first reached it (monotonic s)."""
     def respond(request: dict):
-        return text_reply(f"echo: {last_user_text(request)}", chunk=4096, delay=seconds)
+        question = last_user_text(request)
+        asked_at.setdefault(question, time.monotonic())
+        return text_reply(f"echo: {question}", chunk=4096, delay=seconds)
     return respond
 
 
 class AgentStandin(threading.Thread):
     """The agents of ``tenants``: one reader of their messages streams (consumer group
     ``agent``), one thread per envelope making the agent's streaming LLM call and publishing
-    the reply as ``delta`` then ``final`` events on the tenant's events stream."""
+    the reply as ``delta`` then ``final`` events on the tenant's events stream, and a lifecycle
+    ``heartbeat`` per tenant every ``HEARTBEAT_INTERVAL`` seconds."""
 
     def __init__(self, bus_url: str, tenants: list[str], llm_url: str):
         super().__init__(daemon=True)
@@ -63,14 +68,19 @@ class AgentStandin(threading.Thread):
 
         self.bus = bus_from_url(bus_url)
         self.tenants = tenants
-        self.llm = anthropic.Anthropic(api_key="sk-ant-bench", base_url=llm_url, max_retries=0)
+        self.llm = anthropic.Anthropic(api_key="sk-ant-bench", base_url=llm_url)  # SDK retries
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        from wire.protocol import AGENT_GROUP, messages_stream
+        from wire.protocol import AGENT_GROUP, Event, events_stream, messages_stream
 
         streams = [messages_stream(t) for t in self.tenants]
+        beat_at = 0.0
         while not self.stopping.is_set():
+            if time.monotonic() >= beat_at:  # as each agent's Heartbeat does: machines stay healthy
+                for tenant in self.tenants:
+                    self.bus.append(events_stream(tenant), Event.lifecycle_event(tenant, "heartbeat").to_json())
+                beat_at = time.monotonic() + HEARTBEAT_INTERVAL
             for delivery in self.bus.read(streams, AGENT_GROUP, "bench-agents", count=100, block=0.05):
                 threading.Thread(target=self._answer, args=(delivery,), daemon=True).start()
 
@@ -109,13 +119,15 @@ def _standin_tenant(stack: Stack, chat: int) -> int:
 
 
 class Results:
-    """Reply latencies (ms) by kind of agent, webhook round trips (ms), and the messages that
-    got no reply."""
+    """Reply latencies (ms) by kind of agent, webhook round trips and webhook-to-LLM times (ms),
+    and the messages that got no reply."""
 
     def __init__(self):
         self.standin_ms: list[float] = []
         self.real_ms: list[float] = []
         self.webhook_ms: list[float] = []
+        self.to_llm_ms: list[float] = []  # webhook POST -> the question reaches the LLM
+        self.asked_at: dict[str, float] = {}  # question -> when it reached the LLM stand-in
         self.lost = 0
 
 
@@ -127,7 +139,8 @@ def run(users: int, seconds: float, llm_latency: float, real_agents: int) -> dic
     except BaseException:
         redis.close()
         raise
-    stack.anthropic.responder = fixed_latency(llm_latency)
+    results = Results()
+    stack.anthropic.responder = fixed_latency(llm_latency, results.asked_at)
     agents = None
     try:
         chats = list(range(FIRST_CHAT, FIRST_CHAT + users))
@@ -138,7 +151,6 @@ def run(users: int, seconds: float, llm_latency: float, real_agents: int) -> dic
         standin_tenants = [str(_standin_tenant(stack, chat)) for chat in chats[real_agents:]]
         agents = AgentStandin(redis.admin_url, standin_tenants, stack.anthropic.base_url)
         agents.start()
-        results = Results()
         started = time.monotonic()
         figures = _swarm(stack, chats, set(real), seconds, results)
         elapsed = time.monotonic() - started
@@ -158,6 +170,8 @@ def run(users: int, seconds: float, llm_latency: float, real_agents: int) -> dic
         "p50_ms": round(percentile(every, 50), 1), "max_ms": round(max(every, default=0.0), 1),
         "aim_met": bool(every) and p99 < 1.2 * llm_latency * 1000,
         "webhook_p99_ms": round(percentile(results.webhook_ms, 99), 1),
+        "to_llm_p50_ms": round(percentile(results.to_llm_ms, 50), 1),
+        "to_llm_p99_ms": round(percentile(results.to_llm_ms, 99), 1),
         "real_agents": real_agents, "real_agent_replies": len(results.real_ms),
         "real_agent_p99_ms": round(percentile(results.real_ms, 99), 1),
         "webhook_errors": {str(k): v for k, v in stack.webhook_errors.items()}, **figures,
@@ -186,13 +200,16 @@ def _swarm(stack: Stack, chats: list[int], real_chats: set[int], seconds: float,
             shown = None
             if status == 200:
                 with contextlib.suppress(TimeoutError):
-                    shown = wait_until(lambda: stack.reply_at(text), REPLY_TIMEOUT, text, interval=0.005)
+                    # The stand-in stamps the reply itself: polling less often costs no accuracy.
+                    shown = wait_until(lambda: stack.reply_at(text), REPLY_TIMEOUT, text, interval=0.05)
             if shown is None:
                 results.lost += 1
                 events.request.fire(request_type="chat", name="reply", response_time=0,
                                     response_length=0, exception=TimeoutError(text), context={})
                 return
             ms = (shown - sent_at) * 1000
+            if text in results.asked_at:
+                results.to_llm_ms.append((results.asked_at[text] - sent_at) * 1000)
             (results.real_ms if self.chat in real_chats else results.standin_ms).append(ms)
             events.request.fire(request_type="chat", name="reply", response_time=ms,
                                 response_length=len(text), exception=None, context={})

@@ -5,9 +5,10 @@ loopback: each of ``users`` tenants' agent (an ``McpManager``, the agent's MCP l
 ``bench/mcp_tool_calls.py``) calls a tool on ``<control>/mcp/tenants/<id>`` with its proxy
 token; the control plane (gunicorn with the control role's worker model,
 ``bench_support.GunicornServer``, SQLite database) checks the token and streams the call to the
-tenant's upstream, which stands in for Composio: the test MCP server over streamable HTTP
-(``tests/support/mcp_server.py``, a uvicorn child) whose ``slow`` tool takes ``tool_latency``
-seconds (the tool's own time at Composio).  Tokens and upstreams are issued with
+tenant's upstream, which stands in for Composio: the test MCP server's tools
+(``tests/support/mcp_server.py``) served as Composio serves its endpoint (stateless streamable
+HTTP with JSON answers, a uvicorn child), whose ``slow`` tool takes ``tool_latency`` seconds
+(the tool's own time at Composio).  Tokens and upstreams are issued with
 ``control.services.mcp_proxy.rotate`` (setup, not measured).
 
 Each tenant's agent calls in a loop from its own thread for ``seconds``, all at once: ``users``
@@ -33,10 +34,22 @@ from cryptography.fernet import Fernet
 SERVER = str(ROOT / "tests" / "support" / "mcp_server.py")
 
 
+# The test server's tools served as Composio's endpoint is (``standins/composio_api.py``):
+# stateless, JSON answers, so no session holds a server-to-client GET stream open.
+UPSTREAM = """
+import sys
+sys.path.insert(0, {support!r})
+import mcp_server, uvicorn
+app = mcp_server.server.streamable_http_app(stateless_http=True, json_response=True)
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
 def _upstream() -> tuple[subprocess.Popen, str]:
-    """Start the test MCP server over streamable HTTP; return (process, its MCP URL)."""
+    """Start the test MCP server over stateless streamable HTTP; return (process, MCP URL)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, SERVER, "http", str(port)],
+    code = UPSTREAM.format(support=str(Path(SERVER).parent), port=port)
+    process = subprocess.Popen([sys.executable, "-c", code],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def listening() -> bool:

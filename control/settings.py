@@ -149,6 +149,10 @@ class Settings:
     public_url: str = setting(
         "HERMES_PUBLIC_URL", "", shown="`http://127.0.0.1:$HERMES_PORT`",
         doc="how agents, Telegram and Stripe reach the control plane")
+    agent_control_url: str = setting(
+        "HERMES_AGENT_CONTROL_URL", "", shown="`$HERMES_PUBLIC_URL`",
+        doc="how agents reach the control plane (LLM gateway, MCP proxy): the control host's "
+            "private address keeps that traffic on the private network")
     bus_url: str = setting(
         ("REDIS_URL", "HERMES_BUS", "HERMES_BUS_URL"), "", read=_bus_url,
         shown="`sqlite:///$HERMES_DATA_DIR/bus.db`",
@@ -490,6 +494,8 @@ class Settings:
             object.__setattr__(self, "bus_url", f"sqlite:///{data}/bus.db")
         if not self.public_url:
             object.__setattr__(self, "public_url", f"http://127.0.0.1:{self.port}")
+        if not self.agent_control_url:
+            object.__setattr__(self, "agent_control_url", self.public_url)
         if self.provisioner not in ("local", "hetzner"):
             raise ConfigError(f"HERMES_PROVISIONER must be local or hetzner, not {self.provisioner!r}")
         if not self.task_queue:

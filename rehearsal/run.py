@@ -182,6 +182,8 @@ class Rehearsal:
             # Edits every 0.2 s (default 1 s) so the short stand-in stream shows as edits.
             "HERMES_EDIT_INTERVAL": "0.2",
             "HERMES_PUBLIC_URL": PUBLIC_URL, "DATABASE_URL": database.url,
+            # No nginx here: agents reach gunicorn directly (the LLM gateway, the MCP proxy).
+            "HERMES_AGENT_CONTROL_URL": self.local_url,
             "HERMES_BUS": "redis", "REDIS_URL": redis_info["url"],
             "HERMES_BUS_CA_FILE": str(redis_info["ca"]),
             "STRIPE_WEBHOOK_SECRET": self.stripe_secret,

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from standins.scripted_server import wait_notified
+from standins.scripted_server import ApiServer, wait_notified
 
 # Bot API limits (https://core.telegram.org/bots/api#setwebhook, #botcommand).
 _SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -176,7 +176,7 @@ class TelegramBotApiStandin:
             def log_message(self, *args):
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ApiServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="telegram-standin", daemon=True).start()
         return self

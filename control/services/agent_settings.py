@@ -65,7 +65,7 @@ def base_agent_env(settings) -> dict[str, str]:
         **settings.agent_env,
         "HERMES_BUS_URL": settings.bus_url,
         "HERMES_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
-        "HERMES_CONTROL_URL": settings.public_url,
+        "HERMES_CONTROL_URL": settings.agent_control_url,
         "HERMES_TZ": settings.default_tz,
         PLAN_BUDGETS_VAR: ",".join(f"{p}={c}" for p, c in settings.plan_budget_cents.items()),
     }

@@ -132,7 +132,7 @@ class Connections:
         provider: the ``IntegrationsProvider`` (Composio).
         box: encrypts stored credentials.
         bus: where ``mcp_config`` envelopes go.
-        public_url: the control plane's URL as agents reach it (``Settings.public_url``); the
+        public_url: the control plane's URL as agents reach it (``Settings.agent_control_url``); the
             agent's MCP endpoint is the proxy under it (``control.services.mcp_proxy``).
     """
 
@@ -375,7 +375,7 @@ def from_runtime(runtime) -> Connections:
     if not settings.composio_api_key:
         raise ServiceUnavailable(NOT_SET_UP, code="integrations_not_set_up")
     return Connections(provider_from_settings(settings), box_from_settings(settings), runtime.bus,
-                       settings.public_url)
+                       settings.agent_control_url)
 
 
 def verify_webhook(raw: bytes, headers, secret: str, tolerance: int = WEBHOOK_TOLERANCE,

@@ -173,11 +173,11 @@ def agent_urls(settings) -> dict[str, str]:
         settings: ``control.settings.Settings``.
 
     Returns:
-        ``{"ANTHROPIC_BASE_URL": <public>/llm/anthropic}`` when an Anthropic key is set,
+        ``{"ANTHROPIC_BASE_URL": <agent control URL>/llm/anthropic}`` when an Anthropic key is set,
         ``OPENAI_BASE_URL`` when an OpenAI-compatible root is set and ``HERMES_TRANSCRIBE_URL``
-        when a transcription root is (both ``<public>/llm/openai/v1``).
+        when a transcription root is (both ``<agent control URL>/llm/openai/v1``).
     """
-    base = settings.public_url.rstrip("/")
+    base = settings.agent_control_url.rstrip("/")
     urls = {}
     if settings.llm_anthropic_api_key:
         urls["ANTHROPIC_BASE_URL"] = base + ANTHROPIC_PATH

@@ -4,7 +4,9 @@ failing on the way), one the user interrupts, and one that outlives a restart of
 
 from __future__ import annotations
 
+import json
 import signal
+import threading
 
 import pytest
 
@@ -15,8 +17,10 @@ from standins.anthropic_api import Reply, error_reply, last_user_text, text_repl
 
 @pytest.fixture
 def consumer_of():
-    """Start a real Huey consumer for ``tasks``; stopped at teardown."""
+    """Start a real Huey consumer for ``tasks``; at teardown its open goals are cancelled (so a
+    failed test does not wait out a goal's turn) and the consumer is stopped."""
     started = []
+    started_tasks = []
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def start(tasks: AgentTasks, workers: int = 2):
@@ -24,9 +28,13 @@ def consumer_of():
                                               initial_delay=0.02, max_delay=0.1)
         consumer.start()
         started.append(consumer)
+        started_tasks.append(tasks)
         return consumer
 
     yield start
+    for tasks in started_tasks:
+        for goal in tasks.runtime.goals.list():
+            tasks.runtime.goals.set_state(goal.id, "cancelled", "the test ended")
     for consumer in started:
         consumer.stop(graceful=True)
     for sig, handler in saved.items():
@@ -100,26 +108,41 @@ def test_a_user_message_preempts_a_goal_which_then_continues(make_runtime, stand
     runtime = make_runtime(goal_yield_delay=0.1)
     tasks = AgentTasks(runtime)
     consumer_of(tasks, workers=2)
-    # The goal's first turn streams slowly (minutes if nobody interrupted it); later turns are quick.
-    slow = text_reply("Researching flights " * 400, chunk=4, chunk_delay=0.05)
-    scripted = Scripted([text_reply("DONE: booked")],
-                        turn=lambda n: slow if n == 1 else text_reply("Booked the 9:40 train."))
+    # The goal's first turn would stream for hours if nothing stopped it, and the stand-in
+    # starts streaming it only once the user's question has been answered: the whole of the
+    # user's turn then falls between two of the goal turn's stop polls.  Later turns are quick.
+    requested, answered = threading.Event(), threading.Event()
+    endless = text_reply("Researching flights " * 100_000, chunk=4, chunk_delay=0.05)
+
+    def goal_turn(n: int) -> Reply:
+        if n > 1:
+            return text_reply("Booked the 9:40 train.")
+        requested.set()
+        answered.wait()
+        return endless
+
+    scripted = Scripted([text_reply("DONE: booked")], turn=goal_turn)
     standin.responder = scripted
     tasks.submit(helpers.envelope("/goal plan my trip to Lyon"))
-    helpers.wait_for(lambda: any(e.kind == "delta" and "Researching" in e.text
-                                 for e in helpers.all_events(runtime.bus)))
-
     question = helpers.envelope("what's the weather tomorrow?")
-    tasks.submit(question)
+    try:
+        helpers.wait_for(requested.is_set)
+        tasks.submit(question)
+        helpers.wait_for(lambda: runtime.inbox.state(question.id) == "done")
+    finally:
+        answered.set()
 
     goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "done" and g,
-                            timeout=60)
+                            timeout=120)
     finals = _finals(helpers, runtime.bus)
     answer = finals.index("Sunny, 21 degrees.")
-    assert any(f.startswith("Researching flights") and f.endswith("(stopped)") for f in finals[:answer])
-    assert finals.index("Booked the 9:40 train.") > answer  # the goal continued after the user's turn
+    stopped = [i for i, f in enumerate(finals) if f.endswith("(stopped)")]
+    assert len(stopped) == 1 and answer < stopped[0] < finals.index("Booked the 9:40 train.")
     assert goal.turns == 1 and goal.runs == 2  # the interrupted turn did not count against the cap
     assert scripted.turns == 2
+    # The turn after the interruption sees what the user asked meanwhile.
+    last_goal_turn = [r["json"] for r in standin.requests if last_user_text(r["json"]).startswith("[Goal #")][-1]
+    assert "what's the weather tomorrow?" in json.dumps(last_goal_turn)
 
 
 def test_goals_survive_an_agent_restart(make_runtime, standin, helpers, consumer_of):

@@ -8,6 +8,7 @@ import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import brotli
 import pytest
 import sentry_sdk
 from support.serve import wait_until
@@ -24,7 +25,7 @@ BEARER = "Bearer agent-token-never-leaves"
 
 class SentryReceiver:
     """A Sentry ingest stand-in: ``POST /api/<project>/envelope/`` (Sentry developer docs,
-    "Envelopes": newline-separated JSON headers and items, gzip/deflate allowed); keeps every
+    "Envelopes": newline-separated JSON headers and items, gzip/deflate/br allowed); keeps every
     envelope's decoded bytes and its items."""
 
     def __init__(self):
@@ -39,6 +40,8 @@ class SentryReceiver:
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
+                elif encoding == "br":  # sentry-sdk compresses with brotli when it is installed
+                    body = brotli.decompress(body)
                 elif encoding:
                     self.send_response(415)
                     self.end_headers()

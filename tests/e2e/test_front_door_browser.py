@@ -28,6 +28,7 @@ REPLY = "Hello! I am your own Hermes agent, running on a machine of my own."
 PRICES = {"light": "price_light_e2e", "heavy": "price_heavy_e2e"}
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 TIMEOUT_MS = 120_000
+VERIFY_LINK = re.compile(r"https?://[^/\s]+(/signup/verify/[\w-]+)")
 
 
 @pytest.fixture
@@ -68,6 +69,15 @@ def test_a_new_person_signs_up_pays_chats_and_cancels(site, browser, output_path
     page.get_by_label(re.compile("Confirm", re.IGNORECASE)).fill(PASSWORD)
     shoot(page, output_path, "02-signup")
     page.get_by_role("button", name="Sign up").click()
+
+    # The account exists only once the address is confirmed: the mailed link (printed to
+    # serve.log without SMTP_URL), then the button on its page.
+    page.locator("#check-title").wait_for()
+    link = wait_until(lambda: VERIFY_LINK.search(serve.log_path.read_text(errors="replace")),
+                      60, "the confirmation e-mail").group(1)
+    page.goto(link)
+    shoot(page, output_path, "02b-confirm")
+    page.get_by_role("button", name="Create my account").click()
 
     # Stripe's hosted Checkout (the stand-in's page, clearly in test mode).
     page.wait_for_url(re.compile(re.escape(stripe_api.base_url) + r"/pay/"))

@@ -60,7 +60,8 @@ class ServeProcess:
             "HERMES_VISIBILITY_TIMEOUT": "3", "HERMES_EDIT_INTERVAL": "0.2",
             **(extra_env or {}),
         }
-        self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 (closed by stop())
+        self.log_path = tmp / "serve.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve"], env=self.env,
                                         cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
