@@ -1,7 +1,7 @@
 """Optional TOTP for users' web accounts (issue 19, "Accounts").
 
-RFC 6238 with pyotp: 6 digits, 30-second steps, one step of clock drift either way (section
-5.2's recommendation).  A code is accepted at most once: the step it was accepted for is
+RFC 6238 as ``control.services.totp`` checks it (6 digits, 30-second steps, one step of clock
+drift either way).  A code is accepted at most once: the step it was accepted for is
 stored (``Account.totp_last_step``) and only a later step is accepted after it, by a
 conditional update, so two requests racing with one code cannot both pass.  The secret is
 stored ``SecretsBox``-encrypted.
@@ -22,13 +22,10 @@ from control.db import write_transaction
 from control.errors import BadRequest, Conflict, Unauthorized
 from control.models import Account
 from control.services.secrets_box import DecryptionError, SecretsBox
+from control.services.totp import matching_step
 
 ISSUER = "Hermes Max"
 """The issuer authenticator apps show (Google Authenticator's Key Uri Format)."""
-STEP_SECONDS = 30
-"""RFC 6238's default time step."""
-DRIFT_STEPS = 1
-"""Steps of clock drift accepted either way (RFC 6238 section 5.2)."""
 
 clock = time.time
 """Unix time, read when a call passes no ``now`` (tests set their own)."""
@@ -54,19 +51,6 @@ def start(account: Account, box: SecretsBox) -> Enrolment:
     secret = pyotp.random_base32()
     uri = pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=ISSUER)
     return Enrolment(uri=uri, secret=secret, sealed=box.encrypt(secret))
-
-
-def _step(secret: str, code: str, now: float) -> int | None:
-    """The time step ``code`` is valid for (within ``DRIFT_STEPS``), or None."""
-    code = (code or "").strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
-        return None
-    totp = pyotp.TOTP(secret)
-    current = int(now // STEP_SECONDS)
-    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
-        if pyotp.utils.strings_equal(totp.at(step * STEP_SECONDS), code):
-            return step
-    return None
 
 
 def _take(account: Account, step: int | None, **changes) -> bool:
@@ -97,7 +81,7 @@ def enable(account: Account, sealed: str, code: str, box: SecretsBox,
         secret = box.decrypt(sealed or "")
     except DecryptionError:
         raise BadRequest("Start again: this form has expired.", code="bad_totp_enrolment") from None
-    step = _step(secret, code, clock() if now is None else now)
+    step = matching_step(secret, code, clock() if now is None else now)
     if not _take(account, step, totp_secret=box.encrypt(secret)):
         raise BadRequest("That code is not right; enter the current one from your app.",
                          code="bad_totp_code")
@@ -110,7 +94,7 @@ def verify(account: Account, code: str, box: SecretsBox, now: float | None = Non
     """
     if not account.totp_secret:
         return True
-    step = _step(box.decrypt(account.totp_secret), code, clock() if now is None else now)
+    step = matching_step(box.decrypt(account.totp_secret), code, clock() if now is None else now)
     return _take(account, step)
 
 

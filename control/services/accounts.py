@@ -7,13 +7,15 @@ account (OWASP Authentication Cheat Sheet, "Authentication and Error Messages").
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from email_validator import EmailNotValidError, validate_email
 
 from control.db import write_transaction
 from control.errors import BadRequest, Conflict, Unauthorized
-from control.models import Account, Tenant, utcnow
+from control.models import Account, Operator, Tenant, utcnow
 
 # NIST SP 800-63B 5.1.1.2: at least 8 characters; 64+ must be allowed.  Argon2 hashes any
 # length, the cap only bounds the work one request can cause.
@@ -23,6 +25,8 @@ MAX_PASSWORD = 256
 _hasher = PasswordHasher()
 # Verified when the e-mail is unknown, so both paths cost one Argon2 verification.
 _DUMMY_HASH = _hasher.hash("not-a-password-of-anyone")
+Holder = TypeVar("Holder", Account, Operator)
+"""A row signed in with an e-mail and password (``password_holder``)."""
 
 
 class WebUser:
@@ -84,6 +88,31 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def password_holder(model: type[Holder], email: str, password: str) -> Holder | None:
+    """The ``model`` row (an ``Account`` or ``Operator``) with the address ``email`` (normalized
+    here) whose password is ``password``, or None.
+
+    Exactly one Argon2 verification either way (against a dummy hash when the address is
+    invalid or unknown), so the time taken does not tell whether an address has a row.
+    """
+    try:
+        email = normalize_email(email)
+    except BadRequest:
+        email = ""
+    row = model.get_or_none(model.email == email) if email else None
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password or "")
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    return row
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when ``password_hash`` was made with other Argon2 parameters than ``hash_password``
+    uses now (store a new hash once the password has been verified)."""
+    return _hasher.check_needs_rehash(password_hash)
+
+
 def create_account(email: str, password: str) -> Account:
     """Create the web account of an address its owner has proven (tests, ``bench/``); the web
     sign-up goes through ``control.services.signup``, which mails a link first.
@@ -140,18 +169,10 @@ def authenticate(email: str, password: str) -> Account:
     Raises:
         Unauthorized: unknown e-mail, wrong password or deleted account (one message).
     """
-    try:
-        email = normalize_email(email)
-    except BadRequest:
-        email = ""
-    account = Account.get_or_none(Account.email == email) if email else None
-    try:
-        _hasher.verify(account.password_hash if account else _DUMMY_HASH, password or "")
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        account = None
+    account = password_holder(Account, email, password)
     if account is None or account.tenant.deleted_at:
         raise Unauthorized("wrong e-mail or password")
-    if _hasher.check_needs_rehash(account.password_hash):
+    if needs_rehash(account.password_hash):
         account.password_hash = hash_password(password)
     account.last_login_at = utcnow()
     account.save()

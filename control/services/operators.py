@@ -6,9 +6,9 @@ resizes machines; ``admin`` also deprovisions machines and reads the audit trail
 ``require`` is the one place these rules live.
 
 Sign-in needs the password (Argon2id, as web accounts: ``control.services.accounts``) and a
-current TOTP code (RFC 6238: 6 digits, 30-second steps, one step of clock drift either way,
-pyotp); a code, once accepted, is never accepted again (RFC 6238 section 5.2).  The TOTP
-secret is stored ``SecretsBox``-encrypted.  Operators are managed only from the command line
+current TOTP code (RFC 6238, as ``control.services.totp`` checks it); a code, once accepted, is
+never accepted again (RFC 6238 section 5.2).  The TOTP secret is stored
+``SecretsBox``-encrypted.  Operators are managed only from the command line
 (``hermes operators``); each change writes an audit row.
 """
 
@@ -17,15 +17,20 @@ from __future__ import annotations
 import time
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from control.db import write_transaction
 from control.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from control.models import Operator, utcnow
 from control.services import audit
-from control.services.accounts import check_password_rules, hash_password, normalize_email
+from control.services.accounts import (
+    check_password_rules,
+    hash_password,
+    needs_rehash,
+    normalize_email,
+    password_holder,
+)
 from control.services.secrets_box import SecretsBox
+from control.services.totp import matching_step
 
 ROLES = ("viewer", "operator", "admin")
 #: The least role each action needs (the module docstring explains the split).
@@ -41,13 +46,7 @@ ACTIONS = {
 }
 #: The issuer shown in authenticator apps (Google Authenticator's Key Uri Format).
 TOTP_ISSUER = "Hermes Max ops"
-#: RFC 6238 section 5.2 recommends allowing at most one step of drift back (and forward).
-TOTP_DRIFT_STEPS = 1
-TOTP_STEP_SECONDS = 30
 
-_hasher = PasswordHasher()
-# Verified when the e-mail is unknown, so both paths cost one Argon2 verification.
-_DUMMY_HASH = _hasher.hash("not-a-password-of-any-operator")
 
 
 def check_role(role: str) -> str:
@@ -151,18 +150,6 @@ def reset_totp(email: str, box: SecretsBox, actor: audit.Actor) -> str:
     return provisioning_uri(operator.email, secret)
 
 
-def _totp_step(secret: str, code: str, now: float) -> int | None:
-    """The time step ``code`` is valid for (within ``TOTP_DRIFT_STEPS``), or None."""
-    if not (code.isdigit() and len(code) == 6):
-        return None
-    totp = pyotp.TOTP(secret)
-    current = int(now // TOTP_STEP_SECONDS)
-    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
-        if pyotp.utils.strings_equal(totp.at(step * TOTP_STEP_SECONDS), code):
-            return step
-    return None
-
-
 def authenticate(email: str, password: str, code: str, box: SecretsBox,
                  now: float | None = None) -> Operator:
     """Return the operator whose e-mail, password and current TOTP code match.
@@ -177,20 +164,12 @@ def authenticate(email: str, password: str, code: str, box: SecretsBox,
         Unauthorized: anything wrong, including a code already used (one message, so a
             guesser learns nothing about which part failed).
     """
-    try:
-        email = normalize_email(email)
-    except BadRequest:
-        email = ""
-    operator = Operator.get_or_none(Operator.email == email) if email else None
-    try:
-        _hasher.verify(operator.password_hash if operator else _DUMMY_HASH, password or "")
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        operator = None
+    operator = password_holder(Operator, email, password)
     refused = Unauthorized("wrong e-mail, password or code")
     if operator is None:
         raise refused
-    step = _totp_step(box.decrypt(operator.totp_secret), (code or "").strip(),
-                      time.time() if now is None else now)
+    step = matching_step(box.decrypt(operator.totp_secret), code,
+                         time.time() if now is None else now)
     if step is None:
         raise refused
     with write_transaction():
@@ -200,7 +179,7 @@ def authenticate(email: str, password: str, code: str, box: SecretsBox,
                  .execute())
     if not taken:
         raise refused
-    if _hasher.check_needs_rehash(operator.password_hash):
+    if needs_rehash(operator.password_hash):
         Operator.update(password_hash=hash_password(password)).where(
             Operator.id == operator.id).execute()
     return Operator.get_by_id(operator.id)

@@ -102,28 +102,32 @@ def _tenant(configured: bool):
     return tenant
 
 
-def _json_body() -> dict:
+def _admit_json(configured: bool) -> tuple[Tenant, dict, str]:
+    """The calling tenant, the JSON body and its admitted model, for a route with a JSON body.
+
+    Args:
+        configured: whether the operator has set up the route's provider.
+
+    Raises:
+        Unauthorized, NotConfigured, BadRequest (not a JSON object), ModelNotAllowed,
+        BudgetSpent: see the module docstring (answered in the route's error format).
+    """
+    tenant = _tenant(configured)
     try:
         body = json.loads(request.get_data())
     except ValueError:
         body = None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.", code="invalid_request")
-    return body
+    return tenant, body, llm_gateway.admit(runtime().settings, tenant, body.get("model"))
 
 
 @bp.route(llm_gateway.ANTHROPIC_PATH + "/v1/messages", methods=["POST"])
 def anthropic_messages():
-    """Forward one Anthropic Messages call (JSON or SSE) with the operator's key.
-
-    Raises:
-        Unauthorized, ModelNotAllowed, BudgetSpent, BadRequest, NotConfigured,
-        UpstreamUnreachable: see the module docstring (answered in Anthropic's error format).
-    """
+    """Forward one Anthropic Messages call (JSON or SSE) with the operator's key; refused as
+    ``_admit_json`` says or with UpstreamUnreachable (502), in Anthropic's error format."""
     settings = runtime().settings
-    tenant = _tenant(bool(settings.llm_anthropic_api_key))
-    body = _json_body()
-    model = llm_gateway.admit(settings, tenant, body.get("model"))
+    tenant, _body, model = _admit_json(bool(settings.llm_anthropic_api_key))
     headers = {"content-type": "application/json", "x-api-key": settings.llm_anthropic_api_key,
                "anthropic-version": request.headers.get("anthropic-version", ANTHROPIC_VERSION)}
     if "anthropic-beta" in request.headers:
@@ -134,16 +138,10 @@ def anthropic_messages():
 
 @bp.route(llm_gateway.OPENAI_PATH + "/chat/completions", methods=["POST"])
 def openai_chat_completions():
-    """Forward one OpenAI chat completion (JSON or SSE) with the operator's key.
-
-    Raises:
-        Unauthorized, ModelNotAllowed, BudgetSpent, BadRequest, NotConfigured,
-        UpstreamUnreachable: see the module docstring (answered in OpenAI's error format).
-    """
+    """Forward one OpenAI chat completion (JSON or SSE) with the operator's key; refused as
+    ``_admit_json`` says or with UpstreamUnreachable (502), in OpenAI's error format."""
     settings = runtime().settings
-    tenant = _tenant(bool(settings.llm_openai_url))
-    body = _json_body()
-    model = llm_gateway.admit(settings, tenant, body.get("model"))
+    tenant, body, model = _admit_json(bool(settings.llm_openai_url))
     content = request.get_data()
     options = body.get("stream_options")
     if body.get("stream") is True and not (isinstance(options, dict) and options.get("include_usage")):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 
 import pytest
 
 from agent.config import AgentConfig
+from agent.tasks import AgentTasks
 from standins.anthropic_api import AnthropicStandin
 from wire.protocol import Envelope, Event, events_stream, new_id
 
@@ -30,6 +32,33 @@ def embedder():
     shared = default_embedder()
     shared.embed(["warm up"])
     return shared
+
+
+@pytest.fixture
+def consumer_of():
+    """Return ``start(tasks, workers=1)``: a real Huey consumer (worker threads) for ``tasks``,
+    started; at teardown its open goals are cancelled (a failed test does not wait out a goal's
+    turn), every consumer is stopped and the signal handlers it installed restored."""
+    started = []
+    started_tasks = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def start(tasks: AgentTasks, workers: int = 1):
+        consumer = tasks.huey.create_consumer(workers=workers, periodic=False, check_worker_health=False,
+                                              initial_delay=0.02, max_delay=0.1)
+        consumer.start()
+        started.append(consumer)
+        started_tasks.append(tasks)
+        return consumer
+
+    yield start
+    for tasks in started_tasks:
+        for goal in tasks.runtime.goals.list():
+            tasks.runtime.goals.set_state(goal.id, "cancelled", "the test ended")
+    for consumer in started:
+        consumer.stop(graceful=True)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def agent_config(tmp_path, base_url: str, **overrides) -> AgentConfig:

@@ -4,7 +4,6 @@ queueing, retries then dead-letter with an apology, and start-up recovery of unf
 from __future__ import annotations
 
 import json
-import signal
 import threading
 
 import pytest
@@ -12,26 +11,6 @@ import pytest
 from agent.listener import InboxListener
 from agent.tasks import APOLOGY_TEXT, AgentTasks
 from wire.protocol import messages_stream
-
-
-@pytest.fixture
-def consumer_of():
-    """Start a real Huey consumer (worker threads) for ``tasks``; stopped at teardown."""
-    started = []
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-
-    def start(tasks: AgentTasks):
-        consumer = tasks.huey.create_consumer(workers=1, periodic=False, check_worker_health=False,
-                                              initial_delay=0.02, max_delay=0.1)
-        consumer.start()
-        started.append(consumer)
-        return consumer
-
-    yield start
-    for consumer in started:
-        consumer.stop(graceful=True)
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 @pytest.fixture

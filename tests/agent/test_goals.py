@@ -5,40 +5,11 @@ failing on the way), one the user interrupts, and one that outlives a restart of
 from __future__ import annotations
 
 import json
-import signal
 import threading
-
-import pytest
 
 from agent.goal_runner import parse_verdict
 from agent.tasks import AgentTasks
 from standins.anthropic_api import Reply, error_reply, last_user_text, text_reply
-
-
-@pytest.fixture
-def consumer_of():
-    """Start a real Huey consumer for ``tasks``; at teardown its open goals are cancelled (so a
-    failed test does not wait out a goal's turn) and the consumer is stopped."""
-    started = []
-    started_tasks = []
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-
-    def start(tasks: AgentTasks, workers: int = 2):
-        consumer = tasks.huey.create_consumer(workers=workers, periodic=False, check_worker_health=False,
-                                              initial_delay=0.02, max_delay=0.1)
-        consumer.start()
-        started.append(consumer)
-        started_tasks.append(tasks)
-        return consumer
-
-    yield start
-    for tasks in started_tasks:
-        for goal in tasks.runtime.goals.list():
-            tasks.runtime.goals.set_state(goal.id, "cancelled", "the test ended")
-    for consumer in started:
-        consumer.stop(graceful=True)
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 class Scripted:
@@ -68,7 +39,7 @@ def _finals(helpers, bus, chat: str = "chat-1") -> list[str]:
 def test_a_goal_reaches_done_in_several_turns(make_runtime, standin, helpers, consumer_of):
     runtime = make_runtime(goal_yield_delay=0.1)
     tasks = AgentTasks(runtime)
-    consumer_of(tasks)
+    consumer_of(tasks, workers=2)
     standin.responder = Scripted([text_reply("CONTINUE: draft the second verse"),
                                   text_reply("CONTINUE: polish it"), text_reply("DONE: the poem is finished")])
 
@@ -159,7 +130,7 @@ def test_goals_survive_an_agent_restart(make_runtime, standin, helpers, consumer
     assert runtime.goals.get(1).state == "active"
     standin.responder = Scripted([text_reply("CONTINUE: next folder"), text_reply("DONE: all tidy")])
     tasks.recover()
-    consumer_of(tasks)
+    consumer_of(tasks, workers=2)
 
     goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "done" and g)
     assert goal.turns == 2

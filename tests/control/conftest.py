@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from support.redis_server import RedisServer
 from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET
 
 from control import create_app
@@ -86,6 +87,15 @@ def database_url(request, db_backend, tmp_path):
         close_all()
     conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+@pytest.fixture
+def private_redis_url(tmp_path):
+    """Admin URL of a private redis-server (``support.redis_server``: an aclfile, so tenant
+    users can be saved, and roles/redis's ``proto-max-bulk-len``)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server.admin_url
+    server.stop()
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ import anthropic
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from werkzeug.serving import make_server
+from support.live_app import live_app
 
-from control import create_app
 from control.models import ChatIdentity, LlmCall, Tenant, utcnow
-from control.runtime import Runtime
 from control.services import budget_warning, llm_gateway, spend_anomaly
 from control.settings import Settings
 from standins.anthropic_api import AnthropicStandin, text_reply
@@ -41,23 +39,15 @@ def telegram():
 def gateway(tmp_path, claude, telegram):
     """The control app on a real 127.0.0.1 port (light plan: 10 cents a day); yields
     ``(public_url, runtime)``."""
-    holder = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),  # noqa: PLW0108
-                         threaded=True)
-    public_url = f"http://127.0.0.1:{server.server_port}"
-    settings = Settings(data_dir=str(tmp_path / "data"), public_url=public_url,
+    def settings_for(public_url: str) -> Settings:
+        return Settings(data_dir=str(tmp_path / "data"), public_url=public_url,
                         llm_anthropic_api_key="sk-ant-operator", llm_anthropic_url=claude.base_url,
                         plan_budget_cents={"light": 10, "heavy": 150},
                         telegram_bot_token=telegram.token, telegram_api_base=telegram.base_url,
                         huey_immediate=True)
-    runtime = Runtime(settings, upgrade_schema=True)
-    holder["app"] = create_app(settings, runtime)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield public_url, runtime
-    server.shutdown()
-    thread.join(timeout=10)
-    runtime.close()
+
+    with live_app(settings_for) as served:
+        yield served
 
 
 def linked_tenant(runtime) -> str:

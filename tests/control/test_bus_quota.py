@@ -9,13 +9,9 @@ database and its admin bus.
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 import redis
-import yaml
-from support.serve import free_port, wait_until
 
 from control.db import database
 from control.models import AttentionItem, Machine, Tenant, utcnow
@@ -25,9 +21,6 @@ from wire.errors import BusAuthError
 from wire.protocol import DELIVERY_GROUP, events_stream
 from wire.redis_bus import RedisBus
 
-ADMIN_PASSWORD = "bus-quota-admin"
-ROLE_DEFAULTS = Path(__file__).resolve().parents[2] / "roles/redis/defaults/main.yml"
-PROTO_MAX_BULK_LEN = yaml.safe_load(ROLE_DEFAULTS.read_text())["redis_proto_max_bulk_len"]
 QUOTA_MIB = 4
 FIELD = "x" * 900_000  # just under proto-max-bulk-len (1 MiB): every argument is legal
 
@@ -38,39 +31,10 @@ def db_backend():
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    """Admin URL of a private redis-server (an aclfile, so tenant users can be saved)."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    (directory / "users.acl").write_text(f"user default on >{ADMIN_PASSWORD} ~* &* +@all\n")
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--aclfile", str(directory / "users.acl"), "--save", "", "--appendonly", "no",
-         "--proto-max-bulk-len", PROTO_MAX_BULK_LEN],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://default:{ADMIN_PASSWORD}@127.0.0.1:{port}/0"
-
-    def answers() -> bool:
-        client = redis.Redis.from_url(url, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    wait_until(answers, 10, "redis-server to answer PING")
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture
-def settings(tmp_path, database_url, redis_url):
+def settings(tmp_path, database_url, private_redis_url):
     """The control plane on the Redis bus as its admin, light tenants held to 4 MiB."""
-    return Settings(data_dir=str(tmp_path / "data"), database_url=database_url, bus_url=redis_url,
-                    bus_quota_mb={"light": QUOTA_MIB, "heavy": 64})
+    return Settings(data_dir=str(tmp_path / "data"), database_url=database_url,
+                    bus_url=private_redis_url, bus_quota_mb={"light": QUOTA_MIB, "heavy": 64})
 
 
 class Agent:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import uuid
 
 import pytest
 import redis
 from support.delivery import run_until
-from support.serve import free_port, wait_until
 from support.webhooks import TELEGRAM_SECRET, post_telegram
 
 from control.channels.telegram import BotApiClient
@@ -44,7 +42,6 @@ from wire.errors import BusAuthError
 from wire.protocol import DELIVERY_GROUP, Envelope, Event, events_stream, messages_stream, new_id
 from wire.redis_bus import RedisBus
 
-ADMIN_PASSWORD = "hostile-tenant-admin"
 A_CHAT, B_CHAT = "1001", "2002"
 A_USAGE = {"model": "claude-haiku-5-5", "input_tokens": 9, "output_tokens": 3, "cost_cents": 0.01,
            "latency_ms": 50}
@@ -56,38 +53,11 @@ def db_backend():
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    """Admin URL of a private redis-server (an aclfile, so tenant users can be saved)."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    (directory / "users.acl").write_text(f"user default on >{ADMIN_PASSWORD} ~* &* +@all\n")
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-         "--aclfile", str(directory / "users.acl"), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://default:{ADMIN_PASSWORD}@127.0.0.1:{port}/0"
-
-    def answers() -> bool:
-        client = redis.Redis.from_url(url, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    wait_until(answers, 10, "redis-server to answer PING")
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture
-def settings(tmp_path, database_url, redis_url):
+def settings(tmp_path, database_url, private_redis_url):
     """The control plane on the Redis bus, as admin (``bus_url``)."""
-    return Settings(data_dir=str(tmp_path / "data"), database_url=database_url, bus_url=redis_url,
-                    telegram_bot_token="123456:TEST", telegram_webhook_secret=TELEGRAM_SECRET)
+    return Settings(data_dir=str(tmp_path / "data"), database_url=database_url,
+                    bus_url=private_redis_url, telegram_bot_token="123456:TEST",
+                    telegram_webhook_secret=TELEGRAM_SECRET)
 
 
 @pytest.fixture

@@ -5,21 +5,17 @@ front of local stand-ins that speak the providers' wire formats."""
 
 from __future__ import annotations
 
-import threading
-
 import anthropic
 import httpx
 import openai
 import pytest
 import yaml
+from support.live_app import live_app
 from support.serve import wait_until
-from werkzeug.serving import make_server
 
-from control import create_app
 from control.models import LlmCall, Machine, Tenant, utcnow
 from control.providers.base import MachineSpec, MachineStatus, ServerState
 from control.providers.hetzner.config import HetznerConfig
-from control.runtime import Runtime
 from control.services import llm_gateway, provisioning
 from control.settings import Settings
 from infra import tenant_config as tc
@@ -49,25 +45,17 @@ def openai_api():
 @pytest.fixture
 def gateway(tmp_path, claude, openai_api):
     """The control app on a real 127.0.0.1 port; yields ``(public_url, runtime)``."""
-    holder = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start),  # noqa: PLW0108
-                         threaded=True)
-    public_url = f"http://127.0.0.1:{server.server_port}"
-    settings = Settings(data_dir=str(tmp_path / "data"), public_url=public_url,
+    def settings_for(public_url: str) -> Settings:
+        return Settings(data_dir=str(tmp_path / "data"), public_url=public_url,
                         llm_anthropic_api_key=ANTHROPIC_KEY, llm_anthropic_url=claude.base_url,
                         llm_openai_url=openai_api.base_url, llm_openai_api_key=OPENAI_KEY,
                         llm_transcribe_url=openai_api.base_url, llm_transcribe_api_key=WHISPER_KEY,
                         plan_budget_cents={"light": 2, "heavy": 150},
                         llm_plan_models={"light": ("claude-haiku-4-5", "qwen/qwen3-8b", "whisper-1")},
                         agent_env={"HERMES_OPENAI_MODEL": "qwen/qwen3-8b"})
-    runtime = Runtime(settings, upgrade_schema=True)
-    holder["app"] = create_app(settings, runtime)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield public_url, runtime
-    server.shutdown()
-    thread.join(timeout=10)
-    runtime.close()
+
+    with live_app(settings_for) as served:
+        yield served
 
 
 def tenant(runtime, plan="light", **fields) -> tuple[Tenant, str]:
