@@ -16,18 +16,16 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import schema
 from agent.cron_schedule import ScheduleError, next_run, validate
-from wire.protocol import Envelope
+from wire.protocol import Envelope, new_id
 
 log = logging.getLogger(__name__)
 
-RUN_NAMESPACE = uuid.UUID("6f1c3a52-52f1-4c1e-9d8e-6b3f0a9c2d11")
 
 # Schema steps in order (agent/schema.py: append, never edit a released step).
 STEPS = (
@@ -190,7 +188,10 @@ class CronStore:
     def _claim(self, job: CronJob, now: float, grace: float) -> CronRun | None:
         slot = job.next_run_at
         upcoming = next_run(job.expr, job.tz, _utc(now)).timestamp()
-        envelope_id = uuid.uuid5(RUN_NAMESPACE, f"{self.tenant}:{job.id}:{slot}").hex
+        # Random, not derived from (tenant, job, slot): the control plane refuses a reply to an
+        # id another tenant already used, so a computable id could be claimed first (issue #19).
+        # The cron_runs row keeps it, and its (job_id, scheduled_at) key stops a second claim.
+        envelope_id = new_id()
         late = now - slot
         status = "run" if late <= grace else "skipped"
         inserted = self._db.execute(

@@ -116,3 +116,17 @@ def test_cron_run_is_answered_in_the_originating_chat(make_runtime, standin, hel
     assert runtime.cron.runs(job.id) == [(_utc(2026, 6, 1, 8).timestamp(), "run")]
     tasks.cron_tick.call_local()  # the same slot never runs twice
     assert len(standin.requests) == 1
+
+
+def test_a_cron_runs_envelope_id_cannot_be_computed_by_another_tenant(tmp_path):
+    """Two agents with the same tenant, job and slot get different ids: nothing about a run lets
+    another tenant work out its id and claim it first at the control plane (issue #19)."""
+    ids = []
+    for name in ("first", "second"):
+        clock = FrozenClock(_utc(2026, 6, 1, 7, 59))
+        store = CronStore(tmp_path / f"{name}.db", "t1", clock=clock)
+        store.add("telegram", "c1", "0 8 * * *", "UTC", "morning brief")
+        clock.advance(120)
+        (run,) = store.claim_due(grace=3600)
+        ids.append(run.envelope.id)
+    assert ids[0] != ids[1] and all(len(i) == 32 for i in ids)
