@@ -65,6 +65,12 @@ def test_alert_thresholds_match_the_service_objectives():
     assert re.search(r">\s*5\s*$", rules["HermesApiLatencyP99High"].strip())
 
 
+def test_a_slow_control_plane_pages_the_operator():
+    """The p99 > 5 s alert is critical, the severity Alertmanager routes to PagerDuty."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == "HermesApiLatencyP99High"]
+    assert rule["labels"]["severity"] == "critical"
+
+
 def test_alert_expressions_use_only_exported_metric_names():
     for rule in alert_rules():
         for name in re.findall(r"\bhermes_[a-z_]+", rule["expr"]):
