@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Every agent, gunicorn and Huey process the suite starts imports the same packages: they must
+# read cached bytecode, not recompile it (some images set this variable globally).
+unexport PYTHONDONTWRITEBYTECODE
 # LoCoMo (CC BY-NC 4.0) is never copied into this repository: point LOCOMO at a local copy.
 LOCOMO ?= ../shared/realdata/locomo/dev.json
 # Where the CPU build of torch (requirements/constraints.in) is found: this workplace keeps it on
@@ -27,10 +30,11 @@ $(VENV)/.build: requirements/build.txt | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements/build.txt
 	touch $@
 
-# uv installs exactly the lock (sync removes what it does not list), then the project itself,
-# editable and without build isolation (setuptools comes from build.txt).
+# uv installs exactly the lock (sync removes what it does not list) with its bytecode compiled,
+# then the project itself, editable and without build isolation (setuptools comes from build.txt).
 define install_lock
-	$(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes --find-links $(TORCH_FIND_LINKS) \
+	$(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes --compile-bytecode \
+		--find-links $(TORCH_FIND_LINKS) \
 		requirements/build.txt requirements/$(1).txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@

@@ -19,6 +19,7 @@ COMMANDS = {
     "tenants": "cli.tenants:tenants",
     "machines": "cli.machines:machines",
     "attention": "cli.attention:attention",
+    "slo": "cli.slo:slo",
     "operators": "cli.operators:operators",
     "bus": "cli.bus:bus",
     "image": "cli.image:image",

@@ -385,6 +385,34 @@ class BudgetWarning(BaseModel):
         indexes = ((("tenant", "day"), True),)
 
 
+class MachineEventKind(StrEnum):
+    """What a ``MachineEvent`` records (stored as the string values).
+
+    ``provisioned``: a provisioning job ended with the agent ready; ``failed``: a job failed
+    for good (its retries used up); ``down``: a ready agent stopped beating (``at`` is its
+    last heartbeat); ``up``: it beats again.
+    """
+
+    PROVISIONED = "provisioned"
+    FAILED = "failed"
+    DOWN = "down"
+    UP = "up"
+
+
+class MachineEvent(BaseModel):
+    """The append-only history of machine transitions the SLOs are computed from
+    (``control.services.slo``, issue 21); written by ``control.services.machine_health``.
+    Kept with the tenant's tombstone: it holds no personal data."""
+
+    tenant = ForeignKeyField(Tenant, backref="machine_events")
+    tenant_id: IntegerField[int]
+    kind = CharField()
+    at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("kind", "at"), False), (("tenant", "at"), False))
+
+
 class AttentionItem(BaseModel):
     """Something an operator must look at (unknown plan, failed provisioning, dead letter).
 
@@ -538,4 +566,4 @@ ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdenti
               OutboxMail, Connection,
               SlackInstallation, SlackOAuthState,
               DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall, BudgetWarning,
-              Operator, AuditEntry]
+              Operator, AuditEntry, MachineEvent]

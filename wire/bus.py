@@ -147,6 +147,16 @@ class Bus(abc.ABC):
         """Return how many entries ``stream`` currently holds."""
 
     @abc.abstractmethod
+    def count_since(self, stream: str, since: float) -> int:
+        """Return how many entries still in ``stream`` were appended at or after ``since`` (Unix
+        seconds); the dead-letter rate of the SLOs (issue 21) counts ``<stream>:dead`` with it.
+        Redis reads it from the entry ids, which are milliseconds since the epoch (``XRANGE``).
+
+        Raises:
+            BusUnavailable: the backend cannot be reached.
+        """
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Check the backend is reachable.
 

@@ -653,6 +653,12 @@ class RedisBus(Bus):
         with self._errors(f"measure {stream}"):
             return int(self._client.xlen(stream))
 
+    def count_since(self, stream, since):
+        """See ``Bus.count_since`` (``XRANGE {since in ms} +``, ids only kept)."""
+        with self._errors(f"range {stream}"):
+            entries: list = self._client.xrange(stream, f"{int(since * 1000)}-0", "+")  # type: ignore[assignment]
+            return len(entries)
+
     def ping(self):
         """See ``Bus.ping``; raises ``BusAuthError`` when the credentials are rejected."""
         with self._errors("ping"):

@@ -262,6 +262,13 @@ class SqliteBus(Bus):
         ).fetchone()
         return n
 
+    def count_since(self, stream, since):
+        """See ``Bus.count_since``."""
+        (n,) = self._conn().execute(
+            "SELECT COUNT(*) FROM bus_entries WHERE stream = ? AND created_at >= ?", (stream, since)
+        ).fetchone()
+        return n
+
     def ping(self):
         """See ``Bus.ping``."""
         try:

@@ -25,7 +25,15 @@ from datetime import UTC, datetime, timedelta
 
 from peewee import fn
 
-from control.models import AttentionItem, ChatIdentity, Machine, MachineState, utcnow
+from control.models import (
+    AttentionItem,
+    ChatIdentity,
+    Machine,
+    MachineEvent,
+    MachineEventKind,
+    MachineState,
+    utcnow,
+)
 from control.services.attention import raise_attention
 from wire.protocol import Event
 
@@ -114,10 +122,12 @@ def _mark_ready(machine: Machine, event: Event, notify: Notify) -> Machine:
     machine.boot_deadline_at, machine.detail, machine.updated_at = None, event.text, now
     machine.save()
     if was == MachineState.UNHEALTHY:
-        _resolve("agent_unhealthy", machine.tenant_id)
+        MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.UP, at=now)
+        _resolve("agent_unhealthy", machine.tenant_id, "the agent reported ready again")
         log.info("agent of tenant %s is answering again", machine.tenant_id)
     elif was != MachineState.READY:
-        _resolve("provisioning_failed", machine.tenant_id)
+        MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.PROVISIONED, at=now)
+        _resolve("provisioning_failed", machine.tenant_id, "the agent reported ready")
         log.info("agent of tenant %s reported ready (%s)", machine.tenant_id, event.text)
         tell_user(machine, READY_TEXT, notify, "agent ready")
     return machine
@@ -129,13 +139,15 @@ def _heartbeat(machine: Machine) -> Machine:
     machine.state, machine.last_heartbeat_at, machine.updated_at = MachineState.READY, now, now
     machine.save()
     if recovered:
-        _resolve("agent_unhealthy", machine.tenant_id)
+        MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.UP, at=now)
+        _resolve("agent_unhealthy", machine.tenant_id, "the agent beats again")
         log.info("agent of tenant %s is beating again", machine.tenant_id)
     return machine
 
 
-def _resolve(kind: str, tenant_id: int) -> None:
-    (AttentionItem.update(resolved_at=utcnow())
+def _resolve(kind: str, tenant_id: int, why: str) -> None:
+    """Resolve the tenant's open ``kind`` item because its cause cleared (``resolved_by`` "")."""
+    (AttentionItem.update(resolved_at=utcnow(), resolved_by="", resolution=f"cause cleared: {why}")
      .where((AttentionItem.kind == kind) & (AttentionItem.subject == str(tenant_id))
             & AttentionItem.resolved_at.is_null()).execute())
 
@@ -178,6 +190,7 @@ def fail_machine(machine: Machine, reason: str, notify: Notify) -> Machine:
     machine.state, machine.failed_at, machine.detail = MachineState.FAILED, now, reason
     machine.boot_deadline_at, machine.updated_at = None, now
     machine.save()
+    MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.FAILED, at=now)
     log.error("machine of tenant %s failed: %s", machine.tenant_id, reason)
     raise_attention("provisioning_failed", str(machine.tenant_id), reason)
     tell_user(machine, FAILED_TEXT, notify, "provisioning failed")
@@ -235,6 +248,8 @@ def check_machines(policy: HealthPolicy, notify: Notify, enqueue: EnqueueRetry,
                    .where((Machine.id == machine.id) & (Machine.state == MachineState.READY)).execute())
         if updated:
             last = machine.last_heartbeat_at or machine.ready_at or machine.updated_at
+            # The outage began with the silence, not when it was noticed.
+            MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.DOWN, at=last)
             log.warning("agent of tenant %s unhealthy: no lifecycle event since %s",
                         machine.tenant_id, last)
             raise_attention("agent_unhealthy", str(machine.tenant_id),

@@ -10,7 +10,8 @@ oldest paid machine has waited in ``requested``: ``provisioning.requested_age``)
 ``hermes:events:{tenant}:dead``: events the delivery worker refused or could not deliver,
 ``control.services.delivery``) and ``hermes_channel_healthy{channel}``
 (``control.services.channel_watchdog``) and ``hermes_llm_tenant_hourly_spend_ratio{plan,bucket}``
-(``control.services.spend_anomaly``) and ``hermes_bus_quota_suspensions``,
+(``control.services.spend_anomaly``), the SLO gauges (``control.services.slo``) and
+``hermes_bus_quota_suspensions``,
 ``hermes_bus_quota_suspended`` (``control.services.bus_quota``) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
@@ -43,6 +44,7 @@ from control.models import AttentionItem, Machine, MachineState, Usage
 from control.services.bus_quota import BusQuotaCollector
 from control.services.channel_watchdog import ChannelHealthCollector
 from control.services.provisioning import requested_age
+from control.services.slo import SloCollector
 from control.services.spend_anomaly import SpendCollector
 from wire.protocol import AGENT_GROUP, DELIVERY_GROUP, events_stream, messages_stream
 
@@ -103,6 +105,7 @@ def init_app(app: Flask, runtime) -> None:
     registry.register(ChannelHealthCollector(runtime))
     registry.register(SpendCollector(runtime))
     registry.register(BusQuotaCollector(runtime))
+    registry.register(SloCollector(runtime))
     multiproc_dir = runtime.settings.metrics_multiproc_dir
     if multiproc_dir:
         MultiProcessCollector(registry, path=multiproc_dir)

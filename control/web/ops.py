@@ -38,6 +38,7 @@ from control.services import (
     ops_fleet,
     ops_overview,
     ops_provisioning,
+    slo,
 )
 from control.web import ops_session
 from control.web.accounts import AUTH_LIMITS, FAILED_LOGINS_PER_ACCOUNT
@@ -135,7 +136,7 @@ def overview():
     """Machines by state, users, message rate, error rates, spend, attention, dead letters."""
     rt = _runtime()
     view = ops_overview.overview(rt.bus, rt.settings.plan_budget_cents)
-    return render_template("ops/overview.html", view=view,
+    return render_template("ops/overview.html", view=view, slos=slo.report(rt.bus),
                            failed=ops_provisioning.ledger("failed")[:10])
 
 

@@ -24,13 +24,14 @@ from control.models import (
     ChatIdentity,
     LinkToken,
     Machine,
+    MachineEvent,
     MachineState,
     Tenant,
     utcnow,
 )
 from control.providers.base import MachineSpec, MachineStatus, Provisioner
 from control.runtime import Runtime
-from control.services import machine_health, provisioning
+from control.services import machine_health, provisioning, slo
 from control.services.delivery import DeliveryWorker
 from infra.hetzner_api import make_client, validate_server_types
 from standins import stripe_events as se
@@ -386,3 +387,34 @@ def test_a_machine_requested_for_ten_minutes_raises_attention_and_the_alert_metr
     assert provisioning.STUCK_KIND not in open_kinds(tenant)
     assert "hermes_machine_requested_age_seconds 0.0" in generate_latest(
         app.extensions["hermes_metrics"]).decode()
+
+
+def test_an_outage_counts_from_the_last_heartbeat_and_lowers_that_vms_uptime(world):
+    runtime, _, worker, app = world
+    tenant, steady = paying_tenant(), paying_tenant("bob@example.com")
+    for who in (tenant, steady):
+        provisioning.request_machine(who, "light", runtime.tasks.provision_machine)
+        publish(runtime, who, "ready")
+        drain(worker, runtime, who)
+    policy = runtime.tasks.health_policy
+    last_beat = machine_of(tenant).last_heartbeat_at
+    Machine.update(last_heartbeat_at=utcnow() + timedelta(days=1)).where(
+        Machine.tenant == steady).execute()  # bob keeps beating
+    machine_health.check_machines(policy, print, print, now=last_beat + timedelta(hours=1))
+    publish(runtime, tenant, "heartbeat")
+    drain(worker, runtime, tenant)
+
+    assert [(e.kind, e.at) for e in MachineEvent.select().where(MachineEvent.tenant == tenant)
+            .order_by(MachineEvent.id)][:2] == [("provisioned", last_beat), ("down", last_beat)]
+    assert "agent_unhealthy" not in open_kinds(tenant)
+    resolved = AttentionItem.get(AttentionItem.kind == "agent_unhealthy")
+    assert (resolved.resolved_by, resolved.resolution) == ("", "cause cleared: the agent beats again")
+    up_at = MachineEvent.get(MachineEvent.kind == "up").at
+    a_day_on = last_beat + timedelta(days=1)
+    uptime = slo.machine_uptime(now=a_day_on)
+    down = (up_at - last_beat).total_seconds()
+    assert uptime[tenant.id] == pytest.approx(1 - down / 86400, abs=1e-6)
+    assert uptime[steady.id] == 1.0
+    metrics = generate_latest(app.extensions["hermes_metrics"]).decode()
+    assert f'hermes_machine_uptime_ratio{{tenant="{steady.id}"}} 1.0' in metrics
+    assert "hermes_slo_provisioning_success_ratio 1.0" in metrics

@@ -14,7 +14,15 @@ from click.testing import CliRunner
 from support.serve import free_port, wait_until
 
 from control.db import database
-from control.models import AttentionItem, AuditEntry, Machine, Operator, Tenant, utcnow
+from control.models import (
+    AttentionItem,
+    AuditEntry,
+    Machine,
+    MachineEvent,
+    Operator,
+    Tenant,
+    utcnow,
+)
 from control.services import accounts, operators, ops_dead_letters
 from control.services.audit import Actor
 from wire.bus import Delivery
@@ -83,6 +91,7 @@ def failed_tenant(runtime):
                        detail="Hetzner refused: server_limit_exceeded")
         item = AttentionItem.create(kind="provisioning_failed", subject=str(tenant.id),
                                     detail="Hetzner refused: server_limit_exceeded")
+        MachineEvent.create(tenant=tenant, kind="failed")  # as machine_health.fail_machine
         return tenant.id, item.id
 
 
@@ -201,6 +210,10 @@ def test_the_provisioning_timeline_shows_the_failed_step_and_retry_queues_it_aga
     tenant_id, _item = failed_tenant
     overview = admin.get("/ops").get_data(as_text=True)
     assert "server_limit_exceeded" in overview and f"/ops/provisioning/{tenant_id}" in overview
+    slos = overview[overview.index('data-testid="slos"'):]
+    provisioning_slo = slos[slos.index('"slo-provisioning_success"'):].split("</tr>")[0]
+    assert "0.00 %" in provisioning_slo and "missed" in provisioning_slo
+    assert "no data" in slos[slos.index('"slo-delivery_success"'):].split("</tr>")[0]
     page = admin.get(f"/ops/provisioning/{tenant_id}").get_data(as_text=True)
     assert 'data-testid="step-failed"' in page and "stack up · failed" in page
     assert "Hetzner refused: server_limit_exceeded" in page

@@ -30,7 +30,9 @@ HERMES_METRICS = {
     "hermes_provisioning_failures_total", "hermes_machines", "hermes_bus_pending",
     "hermes_llm_cost_cents_total", "hermes_drift_detected", "hermes_agent_unhealthy_total",
     "hermes_channel_healthy", "hermes_machine_requested_age_seconds",
-    "hermes_llm_tenant_hourly_spend_ratio",
+    "hermes_llm_tenant_hourly_spend_ratio", "hermes_slo_provisioning_success_ratio",
+    "hermes_slo_delivery_success_ratio", "hermes_slo_dead_letter_ratio",
+    "hermes_machine_uptime_ratio", "hermes_slo_target",
 } | AGENT_METRICS
 # prometheus-redis-exporter's (Debian 1.45) series the dashboard reads.
 REDIS_METRICS = {"redis_memory_used_bytes", "redis_memory_max_bytes"}
@@ -38,7 +40,8 @@ REQUIRED_ALERTS = {
     "HermesProvisioningFailures", "HermesRedisDown", "HermesApiErrorRateHigh",
     "HermesApiLatencyP99High", "HermesNodeDown", "HermesDiskFilling", "HermesDriftDetected",
     "HermesAgentUnhealthy", "HermesChannelDeaf", "HermesMachineStuckRequested",
-    "HermesTenantSpendAnomaly",
+    "HermesTenantSpendAnomaly", "HermesSloProvisioningSuccessLow", "HermesSloMachineUptimeLow",
+    "HermesSloDeliverySuccessLow", "HermesSloDeadLetterRateHigh",
 }
 
 

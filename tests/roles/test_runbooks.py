@@ -18,7 +18,7 @@ HERMES_CLI = {
     "machines": {"list", "reconcile", "end-grace"},
     "bus": {"grant", "revoke", "rotate"},
     "image": {"build"},
-    "attention": {"list"},
+    "attention": {"list"}, "slo": set(),
     "telegram": {"setup"},
     "discord": {"setup", "gateway"},
     "db": {"upgrade", "status"}, "worker": set(),

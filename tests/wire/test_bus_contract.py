@@ -128,6 +128,20 @@ def test_dead_letters_are_listed_ranged_and_removed_one_by_one(bus):
     assert bus.dead_letter_streams() == [f"{S2}:dead"]
 
 
+def test_count_since_counts_only_entries_appended_from_that_time(bus):
+    bus.append(S1, "old")
+    cut = time.time()
+    wait_past = cut + 0.01
+    while time.time() < wait_past:  # the next entry gets a later millisecond than the cut
+        time.sleep(0.002)
+    bus.append(S1, "new")
+    bus.append(S2, "other stream")
+    assert bus.count_since(S1, cut + 0.005) == 1
+    assert bus.count_since(S1, cut - 60) == 2
+    assert bus.count_since(S1, time.time() + 60) == 0
+    assert bus.count_since("hermes:messages:none", 0) == 0
+
+
 def test_delete_stream_forgets_entries_dead_letters_keys_and_groups_of_that_stream_only(bus):
     bus.append(S1, "secret", idempotency_key="k1")
     bus.append(S2, "other", idempotency_key="k1")
