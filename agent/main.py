@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from agent import lifecycle, metrics
@@ -125,6 +126,7 @@ def serve(config: AgentConfig, command: str) -> int:
     try:
         if command in REPORTING:
             lifecycle.publish(tasks.runtime.bus, config.tenant, "ready",
+                              f"hermes-max {version('hermes-max')}; "
                               f"llm chain {','.join(config.llm_chain)}")
             heartbeat = lifecycle.Heartbeat(tasks.runtime.bus, config.tenant, config.heartbeat_interval)
             heartbeat.start()

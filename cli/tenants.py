@@ -87,6 +87,23 @@ def resize(email: str, plan: str):
 
 @tenants.command()
 @click.argument("email")
+def restart(email: str):
+    """Queue a restart of the tenant's running agent (the provider reboots its machine)."""
+    from control.errors import Conflict
+    from control.services import audit, ops_fleet
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    try:
+        before, after = ops_fleet.restart(tenant.id, rt.tasks.restart_machine)
+    except Conflict as exc:
+        raise click.ClickException(str(exc)) from exc
+    audit.record(audit.Actor.cli(), "machine.restart", f"tenant:{tenant.id}", before, after)
+    click.echo(f"restart of tenant {tenant.id}'s agent queued")
+
+
+@tenants.command()
+@click.argument("email")
 def reprovision(email: str):
     """Queue a fresh provisioning of a failed, deprovisioned or unhealthy tenant; idempotent.
 

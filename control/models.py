@@ -209,6 +209,7 @@ class Machine(BaseModel):
     failed_at = DateTimeField(null=True)
     boot_deadline_at = DateTimeField(null=True)
     last_heartbeat_at = DateTimeField(null=True)
+    agent_version = CharField(null=True)
     updated_at = DateTimeField(default=utcnow)
 
 

@@ -85,6 +85,8 @@ class ControlTasks:
             self._deprovision_machine)
         self.resize_machine = huey.task(retries=3, retry_delay=30, name="resize_machine")(
             self._resize_machine)
+        self.restart_machine = huey.task(retries=3, retry_delay=30, name="restart_machine")(
+            self._restart_machine)
         # Stripe downgrades take effect at the period end; check four times an hour.
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
@@ -180,6 +182,11 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return provisioning.run_resize(tenant_id, plan, rt.provisioner).plan
+
+    def _restart_machine(self, tenant_id: int) -> str:
+        rt = self.runtime
+        with rt.db.connection_context():
+            return str(provisioning.run_restart(tenant_id, rt.provisioner).state)
 
     def _apply_due_downgrades(self) -> list[int]:
         rt = self.runtime

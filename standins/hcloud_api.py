@@ -373,6 +373,14 @@ class HcloudStandin:
         self._machine_hook("power_off", sid)
         return 201, {"action": self._action("stop_server", sid)}
 
+    def reboot(self, sid, query, body):
+        """``POST /servers/{id}/actions/reboot``: an ACPI reboot; the VM halts and boots again
+        while the API keeps saying ``running``."""
+        self._get_or_404(self.servers, sid, "server")
+        self._machine_hook("power_off", sid)
+        self._machine_hook("power_on", sid)
+        return 201, {"action": self._action("reboot_server", sid)}
+
     def power_on(self, sid, query, body):
         self._get_or_404(self.servers, sid, "server")["status"] = "starting"
         self._machine_hook("power_on", sid)
@@ -429,6 +437,7 @@ class HcloudStandin:
         ("PUT", r"/v1/servers/(\d+)"): update_server,
         ("POST", r"/v1/servers/(\d+)/actions/poweroff"): power_off,
         ("POST", r"/v1/servers/(\d+)/actions/poweron"): power_on,
+        ("POST", r"/v1/servers/(\d+)/actions/reboot"): reboot,
         ("POST", r"/v1/servers/(\d+)/actions/change_type"): change_type,
         ("POST", r"/v1/servers/(\d+)/actions/create_image"): create_image,
         ("GET", r"/v1/server_types"): list_server_types,

@@ -109,6 +109,17 @@ class Provisioner(abc.ABC):
         """
 
     @abc.abstractmethod
+    def restart(self, tenant: str) -> MachineStatus:
+        """Restart the tenant's agent on its kept data (an operator's "restart agent",
+        mission control): the provider reboots the machine, so a hung agent or a wedged VM
+        comes back too.  The agent reports ``ready`` itself; ``machine_health`` counts the
+        reboot as downtime if it outlasts the missed heartbeats.
+
+        Raises:
+            ProvisioningError: the tenant has no running machine, or the provider refused.
+        """
+
+    @abc.abstractmethod
     def pause(self, tenant: str) -> MachineStatus:
         """Stop the tenant's agent and keep its machine and data (a canceled subscription's
         grace period); pausing a paused machine changes nothing.

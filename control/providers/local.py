@@ -201,6 +201,19 @@ class LocalProvisioner(Provisioner):
             _update_machine_file(machine_file, paused=True)
         return self.status(tenant)
 
+    def restart(self, tenant: str) -> MachineStatus:
+        """Stop the tenant's agent process (SIGTERM, then SIGKILL) and start it again from its
+        ``machine.json``; a paused machine is refused (resume it instead)."""
+        with self._lock:
+            machine_file = self.data_dir(tenant) / "machine.json"
+            if not machine_file.exists() or tenant not in self._agents:
+                raise ProvisioningError(f"tenant {tenant} has no running machine to restart")
+            agent = self._agents[tenant]
+            self._stop(agent)
+            agent = self._agents[tenant] = _Agent(agent.spec)
+            self._start(agent)
+        return self.status(tenant)
+
     def resume(self, tenant: str) -> MachineStatus:
         """Start a paused agent again from its ``machine.json`` (same spec and secrets)."""
         with self._lock:

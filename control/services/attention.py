@@ -54,6 +54,13 @@ def state(item: AttentionItem) -> dict[str, Any]:
             for name in fields for value in [getattr(item, name)]}
 
 
+def as_dict(item: AttentionItem) -> dict[str, Any]:
+    """An item as JSON-ready values: id, kind, subject, detail, created_at and ``state``'s
+    handling fields (times ISO 8601 or None)."""
+    return {"id": item.id, "kind": item.kind, "subject": item.subject, "detail": item.detail,
+            "created_at": item.created_at.isoformat(), **state(item)}
+
+
 def queue(now: datetime | None = None) -> list[AttentionItem]:
     """Open items that are not snoozed (an item whose snooze ended is back), oldest first."""
     now = now or utcnow()

@@ -19,6 +19,7 @@ intervals becomes ``unhealthy`` (attention item ``agent_unhealthy``, alert
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -115,9 +116,16 @@ def _stale(event: Event, machine: Machine) -> bool:
     return event.at < machine.provisioning_at.replace(tzinfo=UTC).timestamp()
 
 
+#: How an agent names its version at the start of its ``ready`` text (``agent.main``); anything
+#: else (an old agent, a hostile VM) leaves the version unknown.
+AGENT_VERSION = re.compile(r"hermes-max ([0-9A-Za-z.+-]{1,32});")
+
+
 def _mark_ready(machine: Machine, event: Event, notify: Notify) -> Machine:
     now = utcnow()
     was = machine.state
+    named = AGENT_VERSION.match(event.text or "")
+    machine.agent_version = named.group(1) if named else None
     machine.state, machine.ready_at, machine.last_heartbeat_at = MachineState.READY, now, now
     machine.boot_deadline_at, machine.detail, machine.updated_at = None, event.text, now
     machine.save()

@@ -40,7 +40,7 @@ ACTIONS = {
     "attention.snooze": "operator", "attention.resolve": "operator",
     "dead_letter.requeue": "operator", "dead_letter.discard": "operator",
     "provisioning.retry": "operator",
-    "machine.reprovision": "operator", "machine.resize": "operator",
+    "machine.reprovision": "operator", "machine.resize": "operator", "machine.restart": "operator",
     "machine.deprovision": "admin",
     "audit.read": "admin",
 }

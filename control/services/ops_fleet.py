@@ -1,9 +1,9 @@
 """The fleet of mission control (issue 21): every machine, and the machine actions that
-``hermes tenants resize|reprovision|deprovision`` and ``/ops/fleet`` share.
+``hermes tenants restart|resize|reprovision|deprovision`` and ``/ops/fleet`` share.
 
 Each action only records the request and queues the Huey task that does the work
-(``ControlTasks.resize_machine``, ``provision_machine``, ``deprovision_machine``), as the CLI
-always did; each returns the machine's state before and after for the audit row.
+(``ControlTasks.restart_machine``, ``resize_machine``, ``provision_machine``,
+``deprovision_machine``), as the CLI always did; each returns the machine's state before and after for the audit row.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from control.db import write_transaction
-from control.errors import BadRequest, NotFound
+from control.errors import BadRequest, Conflict, NotFound
 from control.models import Machine, MachineState, Tenant, utcnow
-from control.services import provisioning
+from control.services import provisioning, slo
 
 PLANS = ("light", "heavy")
 #: Machines the fleet page lists at most, by tenant id.
@@ -25,7 +25,8 @@ PAGE = 500
 @dataclass(frozen=True)
 class FleetRow:
     """One machine: its tenant (id, e-mail, status), plan, state, address, last heartbeat and
-    ready time (naive UTC or None)."""
+    ready time (naive UTC or None), the agent's version (None: unknown) and its uptime over
+    30 days (0.0-1.0, ``slo.machine_uptime``; None while it does not serve)."""
 
     tenant_id: int
     email: str
@@ -35,20 +36,29 @@ class FleetRow:
     address: str
     last_heartbeat_at: datetime | None
     ready_at: datetime | None
+    agent_version: str | None
+    uptime: float | None
+
+    def as_dict(self) -> dict:
+        """JSON-ready fields (times ISO 8601 or None), for ``/ops/fleet.json``."""
+        return {name: (value.isoformat() if isinstance(value, datetime) else value)
+                for name, value in vars(self).items()}
 
 
 def fleet(search: str = "") -> list[FleetRow]:
     """Machines by tenant id, at most ``PAGE``; ``search`` keeps tenants whose e-mail contains
-    it, or the tenant with that id."""
+    it, or the tenant with that id.  Four queries, whatever the fleet's size."""
     rows = Machine.select(Machine, Tenant.id, Tenant.email, Tenant.status).join(Tenant)
     search = search.strip()
     if search:
         rows = rows.where(Tenant.email.contains(search)
                           | (Tenant.id == (int(search) if search.isdigit() else -1)))
+    uptime = slo.machine_uptime()
     return [FleetRow(tenant_id=m.tenant_id, email=m.tenant.email or "",
                      tenant_status=m.tenant.status, plan=m.plan, state=m.state,
                      address=m.address or "", last_heartbeat_at=m.last_heartbeat_at,
-                     ready_at=m.ready_at)
+                     ready_at=m.ready_at, agent_version=m.agent_version,
+                     uptime=uptime.get(m.tenant_id))
             for m in rows.order_by(Tenant.id).limit(PAGE)]
 
 
@@ -78,6 +88,20 @@ def resize(tenant_id: int, plan: str,
     machine = _machine(tenant_id)
     enqueue_resize(tenant_id, plan)
     return _state(machine), {**_state(machine), "resize_to": plan}
+
+
+def restart(tenant_id: int, enqueue_restart: Callable[[int], object]) -> tuple[dict, dict]:
+    """Queue a restart of a serving machine's agent (``provisioning.run_restart``).
+
+    Raises:
+        NotFound: no machine.
+        Conflict: the machine is not ``ready`` or ``unhealthy`` (nothing runs to restart).
+    """
+    machine = _machine(tenant_id)
+    if machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
+        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to restart")
+    enqueue_restart(tenant_id)
+    return _state(machine), {**_state(machine), "restart": "queued"}
 
 
 def reprovision(tenant_id: int, enqueue: Callable[[int], object]) -> tuple[dict, dict]:

@@ -375,6 +375,28 @@ def run_resize(tenant_id: int, plan: str, provisioner: Provisioner) -> Machine:
     return machine
 
 
+def run_restart(tenant_id: int, provisioner: Provisioner) -> Machine:
+    """Restart a serving machine's agent (``Provisioner.restart``) and say so in ``detail``.
+
+    The machine keeps its state: its agent's next heartbeat or ``ready`` keeps it ``ready``,
+    and a reboot longer than the missed heartbeats makes it ``unhealthy`` until then.
+
+    Raises:
+        NotFound: the tenant has no machine.
+        Conflict: the machine is not ``ready`` or ``unhealthy`` (nothing runs to restart).
+        ProvisioningError: the provider refused (the task retries).
+    """
+    machine = Machine.get_or_none(Machine.tenant == tenant_id)
+    if machine is None:
+        raise NotFound(f"tenant {tenant_id} has no machine")
+    if machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
+        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to restart")
+    provisioner.restart(str(tenant_id))
+    machine.detail, machine.updated_at = "agent restarted by an operator", utcnow()
+    machine.save()
+    return machine
+
+
 def apply_due_downgrades(provisioner: Provisioner) -> list[int]:
     """Apply scheduled downgrades whose tenant's billing period has ended.
 

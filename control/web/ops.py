@@ -50,7 +50,7 @@ bp = Blueprint("ops", __name__)
 
 ATTENTION_ACTIONS = ("acknowledge", "assign", "snooze", "resolve")
 DEAD_LETTER_ACTIONS = ("requeue", "discard")
-FLEET_ACTIONS = ("reprovision", "resize", "deprovision")
+FLEET_ACTIONS = ("restart", "reprovision", "resize", "deprovision")
 
 
 def _runtime():
@@ -149,6 +149,13 @@ def attention_queue():
                                       if o.role != "viewer"])
 
 
+@bp.get("/ops/attention.json")
+def attention_export():
+    """Every unresolved item, snoozed ones too, as JSON (``{"items": [...]}``)."""
+    return _download({"items": [attention.as_dict(item) for item in attention.open_items()]},
+                     "hermes-attention.json")
+
+
 @bp.post("/ops/attention/<item>/<action>")
 def attention_action(item: str, action: str):
     """Acknowledge, assign (``assignee``), snooze (``hours``) or resolve (``note``) an item."""
@@ -239,16 +246,25 @@ def fleet():
                            plans=ops_fleet.PLANS)
 
 
+@bp.get("/ops/fleet.json")
+def fleet_export():
+    """The fleet page's rows as JSON (``{"machines": [...]}``, ``?q=`` as the page)."""
+    rows = ops_fleet.fleet(request.args.get("q", "")[:320])
+    return _download({"machines": [row.as_dict() for row in rows]}, "hermes-fleet.json")
+
+
 @bp.post("/ops/fleet/<tenant>/<action>")
 def fleet_action(tenant: str, action: str):
-    """Reprovision, resize (``plan``) or deprovision (``confirm``: the tenant's e-mail, or its
+    """Restart the agent, reprovision, resize (``plan``) or deprovision (``confirm``: the tenant's e-mail, or its
     id when it has none, typed in full) a tenant's machine, as ``hermes tenants`` does."""
     tenant_id = _id(tenant)
     if action not in FLEET_ACTIONS:
         abort(404)
     operators.require(_operator(), f"machine.{action}")
     tasks = _runtime().tasks
-    if action == "reprovision":
+    if action == "restart":
+        before, after = ops_fleet.restart(tenant_id, tasks.restart_machine)
+    elif action == "reprovision":
         before, after = ops_fleet.reprovision(tenant_id, tasks.provision_machine)
     elif action == "resize":
         before, after = ops_fleet.resize(tenant_id, request.form.get("plan", ""),
@@ -300,8 +316,13 @@ def audit_page():
 def audit_export():
     """The filtered audit trail as JSON (``{"entries": [...]}``); admins only."""
     rows = _audit_rows()
-    response = jsonify(entries=[audit.as_dict(r) for r in rows])
-    response.headers["Content-Disposition"] = "attachment; filename=hermes-audit.json"
+    return _download({"entries": [audit.as_dict(r) for r in rows]}, "hermes-audit.json")
+
+
+def _download(body: dict, filename: str):
+    """``body`` as a JSON attachment named ``filename``."""
+    response = jsonify(body)
+    response.headers["Content-Disposition"] = f"attachment; filename={filename}"
     return response
 
 

@@ -74,6 +74,32 @@ _AUDIT_ENTRY = {
                    "before": {}, "after": {}, "source": {"type": "string"}},
 }
 
+_TIME = {"type": ["string", "null"], "description": "ISO 8601, UTC; null when unknown."}
+_FLEET_ROW = {
+    "type": "object",
+    "required": ["tenant_id", "email", "tenant_status", "plan", "state", "address",
+                 "last_heartbeat_at", "ready_at", "agent_version", "uptime"],
+    "properties": {"tenant_id": {"type": "integer"}, "email": {"type": "string"},
+                   "tenant_status": {"type": "string"}, "plan": {"type": "string"},
+                   "state": {"type": "string"}, "address": {"type": "string"},
+                   "last_heartbeat_at": _TIME, "ready_at": _TIME,
+                   "agent_version": {"type": ["string", "null"]},
+                   "uptime": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                              "description": "Share of the last 30 days the agent was up; "
+                                             "null while the machine does not serve."}},
+}
+_ATTENTION_ITEM = {
+    "type": "object",
+    "required": ["id", "kind", "subject", "detail", "created_at", "resolved_at"],
+    "properties": {"id": {"type": "integer"}, "kind": {"type": "string"},
+                   "subject": {"type": "string"}, "detail": {"type": "string"},
+                   "created_at": {"type": "string"}, "acknowledged_at": _TIME,
+                   "acknowledged_by": {"type": ["string", "null"]},
+                   "assignee": {"type": ["string", "null"]}, "snoozed_until": _TIME,
+                   "resolved_at": _TIME, "resolved_by": {"type": ["string", "null"]},
+                   "resolution": {"type": ["string", "null"]}},
+}
+
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("/ops/login", "GET"): {
         "summary": "Operator sign-in form (e-mail, password, TOTP code)",
@@ -134,9 +160,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                         "schema": {"type": "string"}}],
     },
     ("/ops/fleet/<tenant>/<action>", "POST"): _change(
-        "Reprovision, resize (`plan`: `light` or `heavy`) or deprovision (`confirm`: the "
-        "tenant's e-mail, or its id, typed in full) a tenant's machine; `action` is one of "
-        "those three", "machine.<action>"),
+        "Restart the agent (409 unless its machine is ready or unhealthy), reprovision, "
+        "resize (`plan`: `light` or `heavy`) or deprovision (`confirm`: the tenant's e-mail, "
+        "or its id, typed in full) a tenant's machine; `action` is one of those four",
+        "machine.<action>",
+        extra={"409": _either("Restart: the machine is not running; reprovision: the tenant is "
+                              "canceled or has no plan.", Conflict.code)}),
     ("/ops/audit", "GET"): {
         **_page("The audit trail, newest first, filtered (admins)"),
         "parameters": _AUDIT_FILTERS,
@@ -151,5 +180,26 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                         "type": "object", "required": ["entries"],
                         "properties": {"entries": {"type": "array", "items": _AUDIT_ENTRY}}}}}},
             "400": _REFUSED, "403": _FORBIDDEN, "404": _HIDDEN},
+    },
+    ("/ops/fleet.json", "GET"): {
+        "summary": "The fleet as JSON, filtered as the fleet page",
+        "parameters": [{"name": "q", "in": "query", "required": False,
+                        "description": "Tenant e-mail (part of it) or id.",
+                        "schema": {"type": "string"}}],
+        "responses": {
+            "200": {"description": "`{\"machines\": [...]}`, by tenant id, at most 500.",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["machines"],
+                        "properties": {"machines": {"type": "array", "items": _FLEET_ROW}}}}}},
+            "404": _HIDDEN},
+    },
+    ("/ops/attention.json", "GET"): {
+        "summary": "Every unresolved attention item, snoozed ones too, as JSON",
+        "responses": {
+            "200": {"description": "`{\"items\": [...]}`, oldest first.",
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["items"],
+                        "properties": {"items": {"type": "array", "items": _ATTENTION_ITEM}}}}}},
+            "404": _HIDDEN},
     },
 }

@@ -64,6 +64,9 @@ class CloudProvisioner(Provisioner):
     def resize(self, tenant, plan):
         raise NotImplementedError
 
+    def restart(self, tenant):
+        raise NotImplementedError
+
     def pause(self, tenant):
         raise NotImplementedError
 
@@ -418,3 +421,16 @@ def test_an_outage_counts_from_the_last_heartbeat_and_lowers_that_vms_uptime(wor
     metrics = generate_latest(app.extensions["hermes_metrics"]).decode()
     assert f'hermes_machine_uptime_ratio{{tenant="{steady.id}"}} 1.0' in metrics
     assert "hermes_slo_provisioning_success_ratio 1.0" in metrics
+
+
+def test_the_agent_version_comes_from_its_ready_event_and_odd_text_leaves_it_unknown(world):
+    runtime, _, worker, _app = world
+    tenant = paying_tenant()
+    provisioning.request_machine(tenant, "light", runtime.tasks.provision_machine)
+    publish(runtime, tenant, "ready", "hermes-max 0.9.1; llm chain anthropic,local")
+    drain(worker, runtime, tenant)
+    assert machine_of(tenant).agent_version == "0.9.1"
+
+    publish(runtime, tenant, "ready", "hermes-max <script>alert(1)</script>; llm chain x")
+    drain(worker, runtime, tenant)
+    assert machine_of(tenant).agent_version is None

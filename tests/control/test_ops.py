@@ -397,3 +397,48 @@ def test_fleet_actions_queue_the_cli_tasks_and_deprovisioning_needs_an_admin_and
         actions = [r.action for r in AuditEntry.select().where(AuditEntry.action.startswith("machine."))]
     assert actions == ["machine.resize", "machine.deprovision"]
     assert [t.name for t in runtime.huey.pending()] == ["resize_machine", "deprovision_machine"]
+
+
+def test_an_operator_restarts_a_running_agent_and_a_stopped_one_is_refused(app, runtime, tenant):
+    secret = _add(runtime, "op@ops.example", "operator")
+    operator = app.test_client()
+    assert _sign_in(operator, "op@ops.example", secret).status_code == 303
+    assert "Restart agent" in operator.get("/ops/fleet").get_data(as_text=True)
+    token = _token(operator)
+
+    assert operator.post(f"/ops/fleet/{tenant.id}/restart",
+                         data={"csrf_token": token}).status_code == 303
+    assert [t.name for t in runtime.huey.pending()] == ["restart_machine"]
+    with database.connection_context():
+        Machine.update(state="paused").where(Machine.tenant == tenant.id).execute()
+    refused = operator.post(f"/ops/fleet/{tenant.id}/restart", data={"csrf_token": token})
+    with database.connection_context():
+        rows = [(r.action, json.loads(r.after)) for r in AuditEntry.select().where(
+            AuditEntry.action == "machine.restart")]
+    assert refused.status_code == 409
+    assert "Restart agent" not in operator.get("/ops/fleet").get_data(as_text=True)
+    assert len(runtime.huey.pending()) == 1
+    assert rows == [("machine.restart", {"state": "ready", "plan": "light", "restart": "queued"})]
+
+
+def test_fleet_and_attention_export_as_json_with_version_and_uptime(app, runtime, failed_tenant,
+                                                                    tenant):
+    secret = _add(runtime, "viewer@ops.example", "viewer")
+    viewer = app.test_client()
+    assert _sign_in(viewer, "viewer@ops.example", secret).status_code == 303
+    with database.connection_context():
+        Machine.update(agent_version="1.4.0").where(Machine.tenant == tenant.id).execute()
+
+    fleet = viewer.get("/ops/fleet.json")
+    items = viewer.get("/ops/attention.json").get_json()["items"]
+    page = viewer.get("/ops/fleet").get_data(as_text=True)
+
+    assert fleet.headers["Content-Disposition"] == "attachment; filename=hermes-fleet.json"
+    rows = {row["tenant_id"]: row for row in fleet.get_json()["machines"]}
+    assert rows[tenant.id]["agent_version"] == "1.4.0" and rows[tenant.id]["uptime"] == 1.0
+    assert rows[failed_tenant[0]]["uptime"] is None and rows[failed_tenant[0]]["state"] == "failed"
+    assert [(i["kind"], i["subject"], i["resolved_at"]) for i in items] == [
+        ("provisioning_failed", str(failed_tenant[0]), None)]
+    assert '<td data-testid="agent-version">1.4.0</td>' in page
+    assert '<td data-testid="uptime">100.00 %</td>' in page
+    assert app.test_client().get("/ops/fleet.json").status_code == 404  # anonymous

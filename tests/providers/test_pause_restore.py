@@ -60,6 +60,19 @@ def test_pause_powers_the_server_off_and_resume_on_keeping_it(make_provisioner, 
     assert commands.count("stop_server") == 1 and commands.count("start_server") == 1
 
 
+def test_restart_reboots_the_server_and_keeps_it(make_provisioner, hcloud_api, spec_env):
+    prov = make_provisioner()
+    prov.provision(MachineSpec("alice", "light", spec_env))
+    (server_id,) = hcloud_api.servers
+
+    assert prov.restart("alice").state == "running"
+
+    assert list(hcloud_api.servers) == [server_id] and server_status(hcloud_api) == ["running"]
+    assert [a["command"] for a in hcloud_api.actions.values()].count("reboot_server") == 1
+    with pytest.raises(ProvisioningError, match="no server"):
+        prov.restart("nobody")
+
+
 def test_pause_without_a_machine_is_refused(make_provisioner):
     with pytest.raises(ProvisioningError, match="no server"):
         make_provisioner().pause("nobody")
@@ -162,6 +175,19 @@ def test_local_pause_stops_the_process_keeps_the_data_and_survives_a_restart(loc
     assert local.resume("7").state == "running"  # idempotent
     with pytest.raises(ProvisioningError):
         local.pause("8")
+
+
+def test_local_restart_starts_a_new_agent_process_on_the_same_data(local):
+    local.provision(MachineSpec("7", "light", {"HERMES_AGENT_TOKEN": "t"}))
+    write_memory(local.data_dir("7"), "likes green tea")
+    before = local.pids()["7"]
+
+    assert local.restart("7").state == "running"
+
+    assert local.pids()["7"] != before and facts(local.data_dir("7")) == ["likes green tea"]
+    local.pause("7")
+    with pytest.raises(ProvisioningError, match="no running machine"):
+        local.restart("7")
 
 
 def test_local_archive_has_the_shared_format_and_restores_before_the_agent_starts(local, tmp_path):

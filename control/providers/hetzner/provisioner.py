@@ -252,6 +252,30 @@ class HetznerProvisioner(Provisioner):
         """
         return self._power(tenant, on=True)
 
+    def restart(self, tenant: str) -> MachineStatus:
+        """Reboot the tenant's server through the hcloud API (``reboot``: an ACPI restart, so
+        systemd stops the agent cleanly and starts it at boot; its disk is kept).
+
+        Raises:
+            ProvisioningError: no server, or the Hetzner API refused.
+        """
+        from hcloud import APIException
+
+        self._check(tenant)
+        ref = self.stack_ref(tenant)
+        with self.lock.hold(ref.name):
+            server_id = self.runner.outputs(ref).get("server_id") if self.runner.exists(ref) \
+                else None
+            if not server_id:
+                raise ProvisioningError(f"tenant {tenant} has no server to restart")
+            try:
+                self.hcloud.servers.get_by_id(int(server_id)).reboot().wait_until_finished()
+            except APIException as err:
+                raise ProvisioningError(f"Hetzner API error rebooting server {server_id}: {err}") \
+                    from err
+        log.info("tenant_restarted", tenant=tenant, server_id=server_id)
+        return self._status_from_outputs(tenant, self.runner.outputs(ref))
+
     def _power(self, tenant: str, on: bool) -> MachineStatus:
         self._check(tenant)
         ref = self.stack_ref(tenant)
