@@ -38,6 +38,7 @@ from control.services import (
     ops_fleet,
     ops_overview,
     ops_provisioning,
+    ops_tenants,
     slo,
 )
 from control.web import ops_session
@@ -244,6 +245,19 @@ def fleet():
     search = request.args.get("q", "")[:320]
     return render_template("ops/fleet.html", rows=ops_fleet.fleet(search), search=search,
                            plans=ops_fleet.PLANS)
+
+
+@bp.get("/ops/tenants")
+def tenants():
+    """Tenants by newest; ``?q=`` e-mail (part of it) or id."""
+    search = request.args.get("q", "")[:320]
+    return render_template("ops/tenants.html", rows=ops_tenants.search(search), search=search)
+
+
+@bp.get("/ops/tenants/<tenant>")
+def tenant(tenant: str):
+    """One tenant: subscription, linked channels, usage and spend, recent deliveries."""
+    return render_template("ops/tenant.html", t=ops_tenants.detail(_id(tenant)))
 
 
 @bp.get("/ops/fleet.json")

@@ -181,6 +181,14 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                         "properties": {"entries": {"type": "array", "items": _AUDIT_ENTRY}}}}}},
             "400": _REFUSED, "403": _FORBIDDEN, "404": _HIDDEN},
     },
+    ("/ops/tenants", "GET"): {
+        **_page("Tenants, newest first, with status, plan and machine state"),
+        "parameters": [{"name": "q", "in": "query", "required": False,
+                        "description": "Tenant e-mail (part of it) or id.",
+                        "schema": {"type": "string"}}],
+    },
+    ("/ops/tenants/<tenant>", "GET"): _page(
+        "One tenant: subscription, linked channels, usage and spend, recent deliveries"),
     ("/ops/fleet.json", "GET"): {
         "summary": "The fleet as JSON, filtered as the fleet page",
         "parameters": [{"name": "q", "in": "query", "required": False,

@@ -17,12 +17,17 @@ from control.db import database
 from control.models import (
     AttentionItem,
     AuditEntry,
+    ChatIdentity,
+    LlmCall,
     Machine,
     MachineEvent,
+    Message,
     Operator,
+    Subscription,
     Tenant,
     utcnow,
 )
+from control.models import Delivery as Reply
 from control.services import accounts, operators, ops_dead_letters
 from control.services.audit import Actor
 from wire.bus import Delivery
@@ -144,7 +149,8 @@ def test_a_viewer_reads_every_page_but_gets_403_on_every_change(app, runtime, fa
     viewer = app.test_client()
     assert _sign_in(viewer, "eve@ops.example", secret).status_code == 303
     for path in ("/ops", "/ops/attention", "/ops/dead-letters", "/ops/provisioning",
-                 f"/ops/provisioning/{failed_tenant[0]}", "/ops/fleet"):
+                 f"/ops/provisioning/{failed_tenant[0]}", "/ops/fleet", "/ops/fleet.json",
+                 "/ops/tenants", f"/ops/tenants/{failed_tenant[0]}", "/ops/attention.json"):
         assert viewer.get(path).status_code == 200, path
     assert viewer.get("/ops/audit").status_code == 403
     assert viewer.get("/ops/audit.json").status_code == 403
@@ -442,3 +448,31 @@ def test_fleet_and_attention_export_as_json_with_version_and_uptime(app, runtime
     assert '<td data-testid="agent-version">1.4.0</td>' in page
     assert '<td data-testid="uptime">100.00 %</td>' in page
     assert app.test_client().get("/ops/fleet.json").status_code == 404  # anonymous
+
+
+def test_a_tenants_page_shows_subscription_channels_spend_and_delivery_outcomes(admin, runtime,
+                                                                                tenant):
+    with database.connection_context():
+        Subscription.create(stripe_subscription_id="sub_123", tenant=tenant, status="active",
+                            plan="light")
+        ChatIdentity.create(channel="telegram", chat_id="777123456", tenant=tenant)
+        LlmCall.create(tenant=tenant, api="messages", status=200, cost_cents=1.5)
+        LlmCall.create(tenant=tenant, api="messages", status=529, cost_cents=0.0)
+        Message.create(tenant=tenant, envelope_id="m1", direction="in", channel="telegram",
+                       chat_id="777123456")
+        for n, (state, failure, recovered) in enumerate([
+                ("delivered", "", False), ("failed", "403 bot was blocked by the user", False),
+                ("delivered", "", True)]):
+            Reply.create(envelope_id=f"d{n}", tenant=tenant, channel="telegram",
+                            chat_id="777123456", state=state, failure=failure,
+                            recovered=recovered)
+
+    listing = admin.get("/ops/tenants?q=ada").get_data(as_text=True)
+    page = admin.get(f"/ops/tenants/{tenant.id}").get_data(as_text=True)
+
+    assert f"/ops/tenants/{tenant.id}" in listing and "ada@example.com" in listing
+    assert "sub_123" in page and "…3456" in page and "777123456" not in page
+    assert 'data-testid="spend-today">$0.0150<' in page
+    assert "2 (1 failed)" in page and 'data-testid="messages-week">1 / 0<' in page
+    assert "403 bot was blocked by the user" in page and "(recovered)" in page
+    assert admin.get("/ops/tenants/99999").status_code == 404
