@@ -83,7 +83,8 @@ def search(query: str = "") -> list[TenantRow]:
     if query:
         rows = rows.where(Tenant.email.contains(query)
                           | (Tenant.id == (int(query) if query.isdigit() else -1)))
-    return [_row(t, t.machine_state) for t in rows.order_by(Tenant.id.desc()).limit(PAGE).objects()]
+    return [_row(t, getattr(t, "machine_state", None))
+            for t in rows.order_by(Tenant.id.desc()).limit(PAGE).objects()]
 
 
 def detail(tenant_id: int, now: datetime | None = None) -> TenantDetail:
@@ -109,9 +110,10 @@ def detail(tenant_id: int, now: datetime | None = None) -> TenantDetail:
     spend_week = calls.select(fn.COALESCE(fn.SUM(LlmCall.cost_cents), 0)).scalar()
     spend_today = (calls.select(fn.COALESCE(fn.SUM(LlmCall.cost_cents), 0))
                    .where(LlmCall.created_at >= datetime.combine(now.date(), time())).scalar())
-    messages = dict(Message.select(Message.direction, fn.COUNT(Message.id))
-                    .where((Message.tenant == tenant_id) & (Message.created_at >= week))
-                    .group_by(Message.direction).tuples())
+    messages: dict[str, int] = dict(
+        Message.select(Message.direction, fn.COUNT(Message.id))  # type: ignore[arg-type]
+        .where((Message.tenant == tenant_id) & (Message.created_at >= week))
+        .group_by(Message.direction).tuples())
     deliveries = list(Delivery.select().where(Delivery.tenant == tenant_id)
                       .order_by(Delivery.id.desc()).limit(RECENT_DELIVERIES))
     return TenantDetail(
