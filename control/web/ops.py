@@ -34,6 +34,7 @@ from control.services import (
     attention,
     audit,
     operators,
+    ops_channels,
     ops_dead_letters,
     ops_fleet,
     ops_overview,
@@ -258,6 +259,15 @@ def tenants():
 def tenant(tenant: str):
     """One tenant: subscription, linked channels, usage and spend, recent deliveries."""
     return render_template("ops/tenant.html", t=ops_tenants.detail(_id(tenant)))
+
+
+@bp.get("/ops/channels")
+def channels():
+    """Each platform's health and reply outcomes (24 h); the latest failed and recovered
+    deliveries."""
+    return render_template("ops/channels.html", rows=ops_channels.channels(),
+                           failed=ops_channels.latest("failed"),
+                           recovered=ops_channels.latest("delivered", recovered_only=True))
 
 
 @bp.get("/ops/fleet.json")

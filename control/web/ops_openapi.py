@@ -189,6 +189,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     },
     ("/ops/tenants/<tenant>", "GET"): _page(
         "One tenant: subscription, linked channels, usage and spend, recent deliveries"),
+    ("/ops/channels", "GET"): _page(
+        "Channels and deliveries: each platform's health and reply outcomes over 24 hours, "
+        "the latest failed and recovered deliveries"),
     ("/ops/fleet.json", "GET"): {
         "summary": "The fleet as JSON, filtered as the fleet page",
         "parameters": [{"name": "q", "in": "query", "required": False,

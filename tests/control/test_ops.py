@@ -150,7 +150,8 @@ def test_a_viewer_reads_every_page_but_gets_403_on_every_change(app, runtime, fa
     assert _sign_in(viewer, "eve@ops.example", secret).status_code == 303
     for path in ("/ops", "/ops/attention", "/ops/dead-letters", "/ops/provisioning",
                  f"/ops/provisioning/{failed_tenant[0]}", "/ops/fleet", "/ops/fleet.json",
-                 "/ops/tenants", f"/ops/tenants/{failed_tenant[0]}", "/ops/attention.json"):
+                 "/ops/tenants", f"/ops/tenants/{failed_tenant[0]}", "/ops/attention.json",
+                 "/ops/channels"):
         assert viewer.get(path).status_code == 200, path
     assert viewer.get("/ops/audit").status_code == 403
     assert viewer.get("/ops/audit.json").status_code == 403
@@ -476,3 +477,10 @@ def test_a_tenants_page_shows_subscription_channels_spend_and_delivery_outcomes(
     assert "2 (1 failed)" in page and 'data-testid="messages-week">1 / 0<' in page
     assert "403 bot was blocked by the user" in page and "(recovered)" in page
     assert admin.get("/ops/tenants/99999").status_code == 404
+
+    channels = admin.get("/ops/channels").get_data(as_text=True)
+    telegram = channels[channels.index('data-testid="channel-telegram"'):].split("</tr>")[0]
+    assert "healthy" in telegram
+    assert [int(n) for n in re.findall(r"<td>(\d+)</td>", telegram)] == [2, 1, 0, 1]
+    failed = channels[channels.index('id="failed"'):channels.index('id="recovered"')]
+    assert "403 bot was blocked by the user" in failed and f"/ops/tenants/{tenant.id}" in failed
