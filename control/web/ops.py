@@ -37,6 +37,7 @@ from control.services import (
     ops_channels,
     ops_dead_letters,
     ops_fleet,
+    ops_history,
     ops_overview,
     ops_provisioning,
     ops_tenants,
@@ -268,6 +269,15 @@ def channels():
     return render_template("ops/channels.html", rows=ops_channels.channels(),
                            failed=ops_channels.latest("failed"),
                            recovered=ops_channels.latest("delivered", recovered_only=True))
+
+
+@bp.get("/ops/history")
+def history():
+    """Messages, spend, errors and provisioning time as charts; ``?range=24h|7d|30d``."""
+    which = request.args.get("range", "24h")
+    which = which if which in ops_history.RANGES else "24h"
+    return render_template("ops/history.html", charts=ops_history.history(which), which=which,
+                           ranges=list(ops_history.RANGES))
 
 
 @bp.get("/ops/fleet.json")

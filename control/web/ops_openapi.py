@@ -192,6 +192,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/ops/channels", "GET"): _page(
         "Channels and deliveries: each platform's health and reply outcomes over 24 hours, "
         "the latest failed and recovered deliveries"),
+    ("/ops/history", "GET"): {
+        **_page("History: messages, LLM spend, errors and provisioning time as charts"),
+        "parameters": [{"name": "range", "in": "query", "required": False,
+                        "description": "`24h` (default), `7d` or `30d`.",
+                        "schema": {"type": "string"}}],
+    },
     ("/ops/fleet.json", "GET"): {
         "summary": "The fleet as JSON, filtered as the fleet page",
         "parameters": [{"name": "q", "in": "query", "required": False,

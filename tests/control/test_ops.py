@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import timedelta
 
 import pyotp
 import pytest
@@ -28,7 +29,7 @@ from control.models import (
     utcnow,
 )
 from control.models import Delivery as Reply
-from control.services import accounts, operators, ops_dead_letters
+from control.services import accounts, operators, ops_dead_letters, ops_history
 from control.services.audit import Actor
 from wire.bus import Delivery
 
@@ -151,7 +152,7 @@ def test_a_viewer_reads_every_page_but_gets_403_on_every_change(app, runtime, fa
     for path in ("/ops", "/ops/attention", "/ops/dead-letters", "/ops/provisioning",
                  f"/ops/provisioning/{failed_tenant[0]}", "/ops/fleet", "/ops/fleet.json",
                  "/ops/tenants", f"/ops/tenants/{failed_tenant[0]}", "/ops/attention.json",
-                 "/ops/channels"):
+                 "/ops/channels", "/ops/history?range=7d", "/ops/history?range=30d"):
         assert viewer.get(path).status_code == 200, path
     assert viewer.get("/ops/audit").status_code == 403
     assert viewer.get("/ops/audit.json").status_code == 403
@@ -484,3 +485,25 @@ def test_a_tenants_page_shows_subscription_channels_spend_and_delivery_outcomes(
     assert [int(n) for n in re.findall(r"<td>(\d+)</td>", telegram)] == [2, 1, 0, 1]
     failed = channels[channels.index('id="failed"'):channels.index('id="recovered"')]
     assert "403 bot was blocked by the user" in failed and f"/ops/tenants/{tenant.id}" in failed
+
+
+def test_history_buckets_messages_spend_errors_and_provisioning_time(admin, runtime, tenant):
+    now = utcnow()
+    with database.connection_context():
+        for n, hours_ago in enumerate((0, 0, 2, 30)):
+            Message.create(tenant=tenant, envelope_id=f"m{n}", direction="in", channel="telegram",
+                           chat_id="1", created_at=now - timedelta(hours=hours_ago))
+        LlmCall.create(tenant=tenant, api="messages", status=200, cost_cents=2.5, created_at=now)
+        LlmCall.create(tenant=tenant, api="messages", status=500, created_at=now)
+        Machine.update(requested_at=now - timedelta(seconds=90), ready_at=now).where(
+            Machine.tenant == tenant.id).execute()
+        day = {s.name: s for s in ops_history.history("24h", now)}
+        month = {s.name: s for s in ops_history.history("30d", now)}
+
+    assert len(day["messages"].values) == 24 and day["messages"].values[-1] == 2
+    assert day["messages"].values[-3] == 1 and sum(day["messages"].values) == 3
+    assert day["spend"].values[-1] == 2.5 and day["errors"].values[-1] == 1
+    assert day["provisioning"].values[-1] == 90.0
+    assert len(month["messages"].values) == 30 and sum(month["messages"].values) == 4
+    page = admin.get("/ops/history").get_data(as_text=True)
+    assert 'data-testid="chart-messages"' in page and "2.0 messages" in page

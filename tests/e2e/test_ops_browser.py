@@ -132,4 +132,10 @@ def test_an_operator_retries_a_failed_provisioning_resolves_and_requeues(console
     shoot(page, output_path, "08-audit")
     assert _audit() == [("operator.add", "test"), ("provisioning.retry", EMAIL),
                         ("attention.resolve", EMAIL), ("dead_letter.requeue", EMAIL)]
+    for number, (link, testid) in enumerate([("Fleet", "fleet-row"), ("Tenants", "tenant-row"),
+                                             ("Channels", "channels"),
+                                             ("History", "chart-messages")], start=9):
+        page.get_by_role("link", name=link, exact=True).click()
+        page.get_by_test_id(testid).first.wait_for()
+        shoot(page, output_path, f"{number:02d}-{link.lower()}")
     context.close()
