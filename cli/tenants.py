@@ -104,6 +104,26 @@ def restart(email: str):
 
 @tenants.command()
 @click.argument("email")
+@click.argument("action", type=click.Choice(["pause", "resume"]))
+def power(email: str, action: str):
+    """Pause a running agent (its data kept; messages wait on the bus) or resume a paused one."""
+    from control.errors import Conflict
+    from control.services import audit, ops_fleet
+
+    rt = open_runtime()
+    tenant = find_tenant(email)
+    change, task = ((ops_fleet.pause, rt.tasks.operator_pause_machine) if action == "pause"
+                    else (ops_fleet.resume, rt.tasks.resume_machine))
+    try:
+        before, after = change(tenant.id, task)
+    except Conflict as exc:
+        raise click.ClickException(str(exc)) from exc
+    audit.record(audit.Actor.cli(), f"machine.{action}", f"tenant:{tenant.id}", before, after)
+    click.echo(f"{action} of tenant {tenant.id}'s agent queued")
+
+
+@tenants.command()
+@click.argument("email")
 def reprovision(email: str):
     """Queue a fresh provisioning of a failed, deprovisioned or unhealthy tenant; idempotent.
 

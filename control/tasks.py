@@ -87,6 +87,9 @@ class ControlTasks:
             self._resize_machine)
         self.restart_machine = huey.task(retries=3, retry_delay=30, name="restart_machine")(
             self._restart_machine)
+        self.operator_pause_machine = huey.task(retries=3, retry_delay=30,
+                                                name="operator_pause_machine")(
+            self._operator_pause_machine)
         # Stripe downgrades take effect at the period end; check four times an hour.
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
@@ -187,6 +190,12 @@ class ControlTasks:
         rt = self.runtime
         with rt.db.connection_context():
             return str(provisioning.run_restart(tenant_id, rt.provisioner).state)
+
+    def _operator_pause_machine(self, tenant_id: int) -> str | None:
+        rt = self.runtime
+        with rt.db.connection_context():
+            machine = provisioning.run_operator_pause(tenant_id, rt.provisioner)
+            return str(machine.state) if machine else None
 
     def _apply_due_downgrades(self) -> list[int]:
         rt = self.runtime

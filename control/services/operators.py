@@ -41,6 +41,7 @@ ACTIONS = {
     "dead_letter.requeue": "operator", "dead_letter.discard": "operator",
     "provisioning.retry": "operator",
     "machine.reprovision": "operator", "machine.resize": "operator", "machine.restart": "operator",
+    "machine.pause": "operator", "machine.resume": "operator",
     "machine.deprovision": "admin",
     "audit.read": "admin",
 }

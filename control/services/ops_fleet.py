@@ -1,5 +1,6 @@
 """The fleet of mission control (issue 21): every machine, and the machine actions that
-``hermes tenants restart|resize|reprovision|deprovision`` and ``/ops/fleet`` share.
+``hermes tenants restart|pause|resume|resize|reprovision|deprovision`` and ``/ops/fleet``
+share.
 
 Each action only records the request and queues the Huey task that does the work
 (``ControlTasks.restart_machine``, ``resize_machine``, ``provision_machine``,
@@ -102,6 +103,35 @@ def restart(tenant_id: int, enqueue_restart: Callable[[int], object]) -> tuple[d
         raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to restart")
     enqueue_restart(tenant_id)
     return _state(machine), {**_state(machine), "restart": "queued"}
+
+
+def pause(tenant_id: int, enqueue_pause: Callable[[int], object]) -> tuple[dict, dict]:
+    """Queue an operator's pause of a serving machine (``provisioning.run_operator_pause``).
+
+    Raises:
+        NotFound: no machine.  Conflict: the machine is not ``ready`` or ``unhealthy``.
+    """
+    machine = _machine(tenant_id)
+    if machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
+        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to pause")
+    enqueue_pause(tenant_id)
+    return _state(machine), {**_state(machine), "pause": "queued"}
+
+
+def resume(tenant_id: int, enqueue_resume: Callable[[int], object]) -> tuple[dict, dict]:
+    """Queue the resume of a paused machine of an active tenant (``lifecycle.resume_machine``,
+    the task a resubscription queues).
+
+    Raises:
+        NotFound: no machine.  Conflict: not paused, or the tenant is not active (a canceled
+        tenant's machine is resumed by paying again).
+    """
+    machine = _machine(tenant_id)
+    if machine.state != MachineState.PAUSED or machine.tenant.status != "active":
+        raise Conflict(f"tenant {tenant_id} is {machine.tenant.status} with its machine "
+                       f"{machine.state}: only an active tenant's paused machine resumes")
+    enqueue_resume(tenant_id)
+    return _state(machine), {**_state(machine), "resume": "queued"}
 
 
 def reprovision(tenant_id: int, enqueue: Callable[[int], object]) -> tuple[dict, dict]:

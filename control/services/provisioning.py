@@ -397,6 +397,28 @@ def run_restart(tenant_id: int, provisioner: Provisioner) -> Machine:
     return machine
 
 
+def run_operator_pause(tenant_id: int, provisioner: Provisioner) -> Machine | None:
+    """Stop a serving machine's agent at an operator's request (``Provisioner.pause``: the
+    data is kept) and mark it ``paused``; its users' messages wait on the bus until it is
+    resumed (``lifecycle.resume_machine``).  Does nothing when the machine stopped serving in
+    the meantime.
+
+    Returns:
+        The machine, now ``paused``, or None when nothing was paused.
+
+    Raises:
+        ProvisioningError: the provider refused (the task retries).
+    """
+    machine = Machine.get_or_none(Machine.tenant == tenant_id)
+    if machine is None or machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
+        return None
+    provisioner.pause(str(tenant_id))
+    machine.state, machine.boot_deadline_at, machine.updated_at = MachineState.PAUSED, None, utcnow()
+    machine.detail = "paused by an operator"
+    machine.save()
+    return machine
+
+
 def apply_due_downgrades(provisioner: Provisioner) -> list[int]:
     """Apply scheduled downgrades whose tenant's billing period has ended.
 

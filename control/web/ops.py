@@ -53,7 +53,7 @@ bp = Blueprint("ops", __name__)
 
 ATTENTION_ACTIONS = ("acknowledge", "assign", "snooze", "resolve")
 DEAD_LETTER_ACTIONS = ("requeue", "discard")
-FLEET_ACTIONS = ("restart", "reprovision", "resize", "deprovision")
+FLEET_ACTIONS = ("restart", "pause", "resume", "reprovision", "resize", "deprovision")
 
 
 def _runtime():
@@ -289,8 +289,9 @@ def fleet_export():
 
 @bp.post("/ops/fleet/<tenant>/<action>")
 def fleet_action(tenant: str, action: str):
-    """Restart the agent, reprovision, resize (``plan``) or deprovision (``confirm``: the tenant's e-mail, or its
-    id when it has none, typed in full) a tenant's machine, as ``hermes tenants`` does."""
+    """Restart the agent, pause or resume it, reprovision, resize (``plan``) or deprovision
+    (``confirm``: the tenant's e-mail, or its id when it has none, typed in full) a tenant's
+    machine, as ``hermes tenants`` does."""
     tenant_id = _id(tenant)
     if action not in FLEET_ACTIONS:
         abort(404)
@@ -298,6 +299,10 @@ def fleet_action(tenant: str, action: str):
     tasks = _runtime().tasks
     if action == "restart":
         before, after = ops_fleet.restart(tenant_id, tasks.restart_machine)
+    elif action == "pause":
+        before, after = ops_fleet.pause(tenant_id, tasks.operator_pause_machine)
+    elif action == "resume":
+        before, after = ops_fleet.resume(tenant_id, tasks.resume_machine)
     elif action == "reprovision":
         before, after = ops_fleet.reprovision(tenant_id, tasks.provision_machine)
     elif action == "resize":

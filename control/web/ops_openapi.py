@@ -160,11 +160,13 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                         "schema": {"type": "string"}}],
     },
     ("/ops/fleet/<tenant>/<action>", "POST"): _change(
-        "Restart the agent (409 unless its machine is ready or unhealthy), reprovision, "
-        "resize (`plan`: `light` or `heavy`) or deprovision (`confirm`: the tenant's e-mail, "
-        "or its id, typed in full) a tenant's machine; `action` is one of those four",
+        "Restart or pause the agent (409 unless its machine is ready or unhealthy), resume it "
+        "(409 unless paused and the tenant active), reprovision, resize (`plan`: `light` or "
+        "`heavy`) or deprovision (`confirm`: the tenant's e-mail, or its id, typed in full) a "
+        "tenant's machine; `action` is one of those six",
         "machine.<action>",
-        extra={"409": _either("Restart: the machine is not running; reprovision: the tenant is "
+        extra={"409": _either("Restart, pause: the machine is not running; resume: it is not "
+                              "paused or the tenant not active; reprovision: the tenant is "
                               "canceled or has no plan.", Conflict.code)}),
     ("/ops/audit", "GET"): {
         **_page("The audit trail, newest first, filtered (admins)"),

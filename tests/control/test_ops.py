@@ -29,7 +29,9 @@ from control.models import (
     utcnow,
 )
 from control.models import Delivery as Reply
-from control.services import accounts, operators, ops_dead_letters, ops_history
+from control.providers.base import MachineStatus
+from control.providers.local import LocalProvisioner
+from control.services import accounts, operators, ops_dead_letters, ops_history, provisioning
 from control.services.audit import Actor
 from wire.bus import Delivery
 
@@ -507,3 +509,43 @@ def test_history_buckets_messages_spend_errors_and_provisioning_time(admin, runt
     assert len(month["messages"].values) == 30 and sum(month["messages"].values) == 4
     page = admin.get("/ops/history").get_data(as_text=True)
     assert 'data-testid="chart-messages"' in page and "2.0 messages" in page
+
+
+def test_an_operator_pauses_a_running_agent_and_resumes_it_only_for_an_active_tenant(
+        app, runtime, tenant):
+    secret = _add(runtime, "op@ops.example", "operator")
+    operator = app.test_client()
+    assert _sign_in(operator, "op@ops.example", secret).status_code == 303
+    token = _token(operator)
+
+    assert operator.post(f"/ops/fleet/{tenant.id}/resume",
+                         data={"csrf_token": token}).status_code == 409  # not paused
+    assert operator.post(f"/ops/fleet/{tenant.id}/pause",
+                         data={"csrf_token": token}).status_code == 303
+    (task,) = runtime.huey.pending()
+    assert task.name == "operator_pause_machine"
+    with database.connection_context():
+        paused = provisioning.run_operator_pause(tenant.id, Stopping())
+        assert (paused.state, paused.detail) == ("paused", "paused by an operator")
+        assert provisioning.run_operator_pause(tenant.id, Stopping()) is None  # idempotent
+    assert "Resume" in operator.get("/ops/fleet").get_data(as_text=True)
+    assert operator.post(f"/ops/fleet/{tenant.id}/resume",
+                         data={"csrf_token": token}).status_code == 303
+    assert [t.name for t in runtime.huey.pending()][-1] == "resume_machine"
+    with database.connection_context():
+        Tenant.update(status="canceled").where(Tenant.id == tenant.id).execute()
+    assert operator.post(f"/ops/fleet/{tenant.id}/resume",
+                         data={"csrf_token": token}).status_code == 409
+    with database.connection_context():
+        actions = [r.action for r in AuditEntry.select().where(AuditEntry.target == f"tenant:{tenant.id}")]
+    assert actions == ["machine.pause", "machine.resume"]
+
+
+class Stopping(LocalProvisioner):
+    """The embedded provider with no agents: a pause has nothing to stop and succeeds."""
+
+    def __init__(self):
+        pass
+
+    def pause(self, tenant):
+        return MachineStatus(tenant, "stopped")
