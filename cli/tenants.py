@@ -87,33 +87,18 @@ def resize(email: str, plan: str):
 
 @tenants.command()
 @click.argument("email")
-def restart(email: str):
-    """Queue a restart of the tenant's running agent (the provider reboots its machine)."""
-    from control.errors import Conflict
-    from control.services import audit, ops_fleet
-
-    rt = open_runtime()
-    tenant = find_tenant(email)
-    try:
-        before, after = ops_fleet.restart(tenant.id, rt.tasks.restart_machine)
-    except Conflict as exc:
-        raise click.ClickException(str(exc)) from exc
-    audit.record(audit.Actor.cli(), "machine.restart", f"tenant:{tenant.id}", before, after)
-    click.echo(f"restart of tenant {tenant.id}'s agent queued")
-
-
-@tenants.command()
-@click.argument("email")
-@click.argument("action", type=click.Choice(["pause", "resume"]))
+@click.argument("action", type=click.Choice(["restart", "pause", "resume"]))
 def power(email: str, action: str):
-    """Pause a running agent (its data kept; messages wait on the bus) or resume a paused one."""
+    """Restart a running agent (the provider reboots its machine), pause it (its data kept;
+    messages wait on the bus) or resume a paused one; queued for the serving control plane."""
     from control.errors import Conflict
     from control.services import audit, ops_fleet
 
     rt = open_runtime()
     tenant = find_tenant(email)
-    change, task = ((ops_fleet.pause, rt.tasks.operator_pause_machine) if action == "pause"
-                    else (ops_fleet.resume, rt.tasks.resume_machine))
+    change, task = {"restart": (ops_fleet.restart, rt.tasks.restart_machine),
+                    "pause": (ops_fleet.pause, rt.tasks.operator_pause_machine),
+                    "resume": (ops_fleet.resume, rt.tasks.resume_machine)}[action]
     try:
         before, after = change(tenant.id, task)
     except Conflict as exc:

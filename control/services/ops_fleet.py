@@ -1,6 +1,5 @@
 """The fleet of mission control (issue 21): every machine, and the machine actions that
-``hermes tenants restart|pause|resume|resize|reprovision|deprovision`` and ``/ops/fleet``
-share.
+``hermes tenants power|resize|reprovision|deprovision`` and ``/ops/fleet`` share.
 
 Each action only records the request and queues the Huey task that does the work
 (``ControlTasks.restart_machine``, ``resize_machine``, ``provision_machine``,
@@ -98,11 +97,7 @@ def restart(tenant_id: int, enqueue_restart: Callable[[int], object]) -> tuple[d
         NotFound: no machine.
         Conflict: the machine is not ``ready`` or ``unhealthy`` (nothing runs to restart).
     """
-    machine = _machine(tenant_id)
-    if machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
-        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to restart")
-    enqueue_restart(tenant_id)
-    return _state(machine), {**_state(machine), "restart": "queued"}
+    return _queue_for_serving(tenant_id, "restart", enqueue_restart)
 
 
 def pause(tenant_id: int, enqueue_pause: Callable[[int], object]) -> tuple[dict, dict]:
@@ -111,11 +106,17 @@ def pause(tenant_id: int, enqueue_pause: Callable[[int], object]) -> tuple[dict,
     Raises:
         NotFound: no machine.  Conflict: the machine is not ``ready`` or ``unhealthy``.
     """
+    return _queue_for_serving(tenant_id, "pause", enqueue_pause)
+
+
+def _queue_for_serving(tenant_id: int, action: str,
+                       enqueue: Callable[[int], object]) -> tuple[dict, dict]:
+    """Queue ``action`` of a ``ready`` or ``unhealthy`` machine; ``(before, after)``."""
     machine = _machine(tenant_id)
     if machine.state not in (MachineState.READY, MachineState.UNHEALTHY):
-        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to pause")
-    enqueue_pause(tenant_id)
-    return _state(machine), {**_state(machine), "pause": "queued"}
+        raise Conflict(f"tenant {tenant_id}'s machine is {machine.state}: nothing runs to {action}")
+    enqueue(tenant_id)
+    return _state(machine), {**_state(machine), action: "queued"}
 
 
 def resume(tenant_id: int, enqueue_resume: Callable[[int], object]) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ RUNBOOKS = REPO / "runbooks"
 # The `hermes` CLI as the lead defines it (see /tmp/COLLAB.md): command -> subcommands.
 HERMES_CLI = {
     "serve": set(), "demo": set(), "drift": set(),
-    "tenants": {"list", "show", "link-token", "restart", "power", "resize", "reprovision", "deprovision"},
+    "tenants": {"list", "show", "link-token", "power", "resize", "reprovision", "deprovision"},
     "machines": {"list", "reconcile", "end-grace"},
     "bus": {"grant", "revoke", "rotate"},
     "image": {"build"},

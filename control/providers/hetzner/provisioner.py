@@ -261,32 +261,32 @@ class HetznerProvisioner(Provisioner):
         """
         from hcloud import APIException
 
-        self._check(tenant)
-        ref = self.stack_ref(tenant)
-        with self.lock.hold(ref.name):
-            server_id = self.runner.outputs(ref).get("server_id") if self.runner.exists(ref) \
-                else None
-            if not server_id:
-                raise ProvisioningError(f"tenant {tenant} has no server to restart")
+        def reboot(server_id: int) -> None:
             try:
-                self.hcloud.servers.get_by_id(int(server_id)).reboot().wait_until_finished()
+                self.hcloud.servers.get_by_id(server_id).reboot().wait_until_finished()
             except APIException as err:
                 raise ProvisioningError(f"Hetzner API error rebooting server {server_id}: {err}") \
                     from err
-        log.info("tenant_restarted", tenant=tenant, server_id=server_id)
-        return self._status_from_outputs(tenant, self.runner.outputs(ref))
+
+        return self._on_server(tenant, "restart", reboot, "tenant_restarted")
 
     def _power(self, tenant: str, on: bool) -> MachineStatus:
+        return self._on_server(tenant, f"power {'on' if on else 'off'}",
+                               lambda server_id: self._set_power(server_id, on),
+                               "tenant_resumed" if on else "tenant_paused")
+
+    def _on_server(self, tenant: str, what: str, act, event: str) -> MachineStatus:
+        """Run ``act(server id)`` on the tenant's server under its stack lock, log ``event``
+        and return the machine's status; ``what`` names the action in the error."""
         self._check(tenant)
         ref = self.stack_ref(tenant)
         with self.lock.hold(ref.name):
             server_id = self.runner.outputs(ref).get("server_id") if self.runner.exists(ref) \
                 else None
             if not server_id:
-                raise ProvisioningError(f"tenant {tenant} has no server to power "
-                                        f"{'on' if on else 'off'}")
-            self._set_power(int(server_id), on)
-        log.info("tenant_resumed" if on else "tenant_paused", tenant=tenant, server_id=server_id)
+                raise ProvisioningError(f"tenant {tenant} has no server to {what}")
+            act(int(server_id))
+        log.info(event, tenant=tenant, server_id=server_id)
         return self._status_from_outputs(tenant, self.runner.outputs(ref))
 
     def _set_power(self, server_id: int, on: bool) -> bool:
