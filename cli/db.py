@@ -27,18 +27,27 @@ def upgrade() -> None:
     """Apply every pending migration; run once before the web and worker processes start.
 
     Safe to run concurrently and repeatedly: a second run applies nothing.  Prints one line per
-    applied step, or "up to date".
+    applied step, or "up to date".  Every deploy runs it, so it also records the version now
+    deployed in the audit trail (mission control's overview shows the last one).
     """
+    from importlib.metadata import version
+
     from control import migrations
+    from control.db import write_transaction
+    from control.services import audit
 
     database = _connect()
     try:
         applied = migrations.upgrade(database)
         info = migrations.status(database)
+        with database.connection_context(), write_transaction():
+            deployed = audit.record_deploy(version("hermes-max"), info["current"])
     except migrations.SchemaError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         database.close()
+    if deployed is not None:
+        click.echo(f"deploy of hermes-max {version('hermes-max')} recorded")
     for step in applied:
         click.echo(f"applied {step.version:04d} {step.name}: {step.summary}")
     click.echo(f"schema version {info['current']} (up to date)")

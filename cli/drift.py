@@ -28,8 +28,12 @@ def run_drift(provisioner, work_dir: str, delay: float | None, sweep: bool) -> t
 @click.option("--textfile", type=click.Path(dir_okay=False), default=None,
               help="Also write hermes_drift_detected (0/1) to this node_exporter textfile "
                    "(the DriftDetected alert in dashboards/alerts reads it).")
+@click.option("--record", is_flag=True,
+              help="Also record the result in the control database's audit trail (action "
+                   "drift.check), for mission control's overview; run it on the control host.")
 @click.pass_context
-def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | None):
+def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | None,
+          record: bool):
     """Report infrastructure drift and orphaned servers; exit 1 when anything is found."""
     from control.errors import HermesError
 
@@ -46,7 +50,21 @@ def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | 
     click.echo(text)
     if textfile:
         write_drift_textfile(textfile, drifted=code != 0)
+    if record:
+        record_drift(ok=code == 0, report=text)
     ctx.exit(code)
+
+
+def record_drift(ok: bool, report: str) -> None:
+    """Append the ``drift.check`` audit row: ``{"ok": bool, "report": first 2,000 characters}``."""
+    from cli.context import open_runtime
+    from control.db import write_transaction
+    from control.services import audit
+
+    runtime = open_runtime()
+    with runtime.db.connection_context(), write_transaction():
+        audit.record(audit.Actor.cli(), "drift.check", "infrastructure", None,
+                     {"ok": ok, "report": report[:2000]})
 
 
 def write_drift_textfile(path: str, drifted: bool) -> None:

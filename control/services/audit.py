@@ -91,6 +91,28 @@ def query(actor: str = "", action: str = "", target: str = "", since: datetime |
     return list(rows.order_by(AuditEntry.id.desc()).limit(max(1, min(limit, MAX_ROWS))))
 
 
+def record_deploy(version: str, schema: int) -> AuditEntry | None:
+    """Record that the control plane now runs ``version`` (action ``deploy``, target
+    ``control``), unless the latest deploy recorded is that version already.  ``hermes db
+    upgrade`` calls it: every deploy runs it (roles/control), and reruns add nothing.
+
+    Returns:
+        The new row, or None when ``version`` was the latest recorded.
+    """
+    last = latest("deploy")
+    before = json.loads(last.after) if last and last.after else None
+    if before is not None and before.get("version") == version:
+        return None
+    return record(Actor.cli(), "deploy", "control", before,
+                  {"version": version, "schema": schema})
+
+
+def latest(action: str) -> AuditEntry | None:
+    """The newest row of ``action`` (exact), or None."""
+    return (AuditEntry.select().where(AuditEntry.action == action)
+            .order_by(AuditEntry.id.desc()).first())
+
+
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
     """The JSON export shape of a row: ``id``, ``at`` (ISO 8601, UTC), ``actor``, ``role``,
     ``action``, ``target``, ``before``/``after`` (decoded JSON or None), ``source``."""

@@ -6,6 +6,7 @@ tenants and 100,000 messages); none walks rows in Python.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from control.models import (
     Tenant,
     utcnow,
 )
-from control.services import ops_dead_letters
+from control.services import audit, ops_dead_letters
 from wire.bus import Bus
 from wire.errors import WireError
 
@@ -50,6 +51,8 @@ class Overview:
         budget_today_cents: the paying tenants' daily budgets summed (``plan_budget_cents``).
         attention_open, attention_snoozed: unresolved items, and how many of them are snoozed.
         dead_letters: entries in every dead-letter stream (None: the bus is unreachable).
+        last_deploy: ``{"version", "at"}`` of the last ``deploy`` audit row, or None.
+        last_drift: ``{"ok", "at"}`` of the last ``drift.check`` audit row, or None.
     """
 
     machines: dict[str, int]
@@ -63,6 +66,15 @@ class Overview:
     attention_open: int
     attention_snoozed: int
     dead_letters: int | None
+    last_deploy: dict[str, Any] | None = None
+    last_drift: dict[str, Any] | None = None
+
+
+def _last(action: str, key: str) -> dict[str, Any] | None:
+    entry = audit.latest(action)
+    if entry is None:
+        return None
+    return {key: json.loads(entry.after or "{}").get(key), "at": entry.created_at}
 
 
 def _rate(failed: int, total: int) -> float:
@@ -126,4 +138,5 @@ def overview(bus: Bus, plan_budget_cents: dict[str, int], now: datetime | None =
         llm_error_rate=_rate(call_failures, calls), spend_today_cents=round(spend or 0.0, 2),
         budget_today_cents=sum(plan_budget_cents.get(plan, 0) * count
                                for plan, count in paying_by_plan.items()),
-        attention_open=attention_open, attention_snoozed=snoozed, dead_letters=dead)
+        attention_open=attention_open, attention_snoozed=snoozed, dead_letters=dead,
+        last_deploy=_last("deploy", "version"), last_drift=_last("drift.check", "ok"))

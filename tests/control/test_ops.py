@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from support.serve import free_port, wait_until
 
+from cli.main import cli
 from control.db import database
 from control.models import (
     AttentionItem,
@@ -31,7 +32,14 @@ from control.models import (
 from control.models import Delivery as Reply
 from control.providers.base import MachineStatus
 from control.providers.local import LocalProvisioner
-from control.services import accounts, operators, ops_dead_letters, ops_history, provisioning
+from control.services import (
+    accounts,
+    audit,
+    operators,
+    ops_dead_letters,
+    ops_history,
+    provisioning,
+)
 from control.services.audit import Actor
 from wire.bus import Delivery
 
@@ -549,3 +557,23 @@ class Stopping(LocalProvisioner):
 
     def pause(self, tenant):
         return MachineStatus(tenant, "stopped")
+
+
+def test_each_deploy_is_recorded_once_and_the_overview_shows_it_with_the_last_drift_check(
+        admin, runtime, settings, monkeypatch):
+    monkeypatch.setenv("HERMES_DATA_DIR", settings.data_dir)
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False).output
+    again = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False).output
+    with database.connection_context():
+        deploys = list(AuditEntry.select().where(AuditEntry.action == "deploy"))
+        audit.record(Actor.cli(), "drift.check", "infrastructure", None,
+                     {"ok": False, "report": "changed: hermes-tenants/prod-tenant-7"})
+
+    overview = admin.get("/ops").get_data(as_text=True)
+
+    assert "recorded" in first and "recorded" not in again and len(deploys) == 1
+    version = json.loads(deploys[0].after)["version"]
+    assert f'data-testid="last-deploy">{version} · ' in overview
+    assert "drift found" in overview[overview.index('data-testid="last-drift"'):]

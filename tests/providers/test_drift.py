@@ -77,3 +77,24 @@ def test_missing_settings_are_a_clean_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(drift, ["--work-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "Hetzner provisioner settings missing" in result.output
+
+
+def test_record_puts_the_result_in_the_audit_trail_for_the_overview(make_provisioner, spec_env,
+                                                                     sleeps, tmp_path,
+                                                                     monkeypatch):
+    from control.db import database
+    from control.models import AuditEntry
+    from control.runtime import Runtime
+    from control.settings import Settings
+
+    monkeypatch.setenv("HERMES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    Runtime(Settings(data_dir=str(tmp_path / "data")), upgrade_schema=True).close()  # deployed
+    prov = provisioned(make_provisioner, spec_env, "alice")
+
+    result = run(prov, "--record")
+
+    assert result.exit_code == 0, result.output
+    with database.connection_context():
+        (row,) = AuditEntry.select().where(AuditEntry.action == "drift.check")
+    assert row.target == "infrastructure" and '"ok": true' in row.after
