@@ -103,8 +103,11 @@ def test_agent_killed_mid_turn_is_restarted_and_answers_exactly_once(stack):
 
 
 def test_sigterm_stops_everything_and_leaves_no_agent_behind(stack):
-    serve, *_ = stack
+    serve, telegram, *_ = stack
+    # Its own tenant, so the test does not depend on which of the others ran before it.
+    signup_and_link(serve, telegram, "sigterm@example.com", "cus_sigterm", 630001, "subscription_first", 7000)
     pids = [serve.agent_pid(p.parent) for p in (serve.data_dir / "agents").glob("*/machine.json")]
+    assert serve.agent_pid(serve.agent_dir("sigterm@example.com")) in pids
     assert pids and all(pids)
     assert serve.stop() == 0
     wait_until(lambda: not any(_alive(pid) for pid in pids), 15, "agent processes to exit")
