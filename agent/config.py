@@ -230,9 +230,9 @@ class AgentConfig:
             "parts); otherwise a photo goes to a backend of the chain that can see, or the reply "
             "says none can")
     media_max_bytes: int = setting(
-        "HERMES_MEDIA_MAX_BYTES", 50 * 1024 * 1024, parse=int, shown="`52428800` (50 MB)",
+        "HERMES_AGENT_MEDIA_MAX_BYTES", 50 * 1024 * 1024, parse=int, shown="`52428800` (50 MB)",
         doc="agent: the largest attachment the agent downloads, bytes (`agent/media/fetch.py`): "
-            "a guard for the VM's memory, above the control plane's limit of the same name, "
+            "a guard for the VM's memory, above the control plane's `HERMES_MEDIA_MAX_BYTES`, "
             "which refuses larger files first")
     document_max_chars: int = setting(
         "HERMES_DOCUMENT_MAX_CHARS", 40_000, parse=int,

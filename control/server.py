@@ -67,7 +67,7 @@ class Server:
 
         delivery = DeliveryWorker(rt.bus, rt.bot, tenants, adapters=rt.channel_adapters(),
                                   edit_interval=self.settings.edit_interval,
-                                  on_ready=rt.tasks.agent_ready)
+                                  on_ready=rt.tasks.agent_ready, send_notice=rt.tasks.send_notice)
 
         def run_delivery():
             with rt.db.connection_context():

@@ -94,6 +94,9 @@ class ControlTasks:
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
         self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
+        # Notices (``control.services.notices``): one linked person on one platform each.
+        self.send_notice = huey.task(retries=5, retry_delay=2, retry_backoff=2.0,
+                                     name="send_notice")(self._send_notice)
         # The control plane's own answers on other platforms (WhatsApp's "not linked yet").
         self.send_channel_text = huey.task(retries=5, retry_delay=2, name="send_channel_text")(
             self._send_channel_text)
@@ -137,14 +140,14 @@ class ControlTasks:
         with rt.db.connection_context():
             machine = provisioning.run_provisioning(
                 tenant_id, rt.provisioner, env, rt.settings.link_token_ttl,
-                policy=self.health_policy, notify=self.send_text)
+                policy=self.health_policy, notify=self.send_notice)
             return str(machine.state)
 
     def _check_machines(self) -> dict[str, list[int]]:
         rt = self.runtime
         with rt.db.connection_context():
             return machine_health.check_machines(
-                self.health_policy, notify=self.send_text,
+                self.health_policy, notify=self.send_notice,
                 enqueue=lambda tenant_id, delay: self.provision_machine.schedule((tenant_id,), delay=delay))
 
     def _requeue_requested(self, now=None) -> dict[str, list[int]]:
@@ -257,14 +260,12 @@ class ControlTasks:
         return self.runtime.settings.public_url.rstrip("/") + "/billing"
 
     def _pause_machine(self, tenant_id: int) -> str | None:
-        from control.models import Tenant
         from control.services import lifecycle
 
         rt = self.runtime
         with rt.db.connection_context():
-            tenant = Tenant.get_by_id(tenant_id)
-            notice = lifecycle.pause_notice(tenant, self.billing_url(), rt.settings.archive_retention_days)
-            machine = lifecycle.pause_machine(tenant_id, rt.provisioner, self.send_text, notice)
+            machine = lifecycle.pause_machine(tenant_id, rt.provisioner, self.send_notice,
+                                              self.billing_url(), rt.settings.archive_retention_days)
             return str(machine.state) if machine else None
 
     def _resume_machine(self, tenant_id: int) -> str | None:
@@ -285,7 +286,8 @@ class ControlTasks:
                 utcnow(), rt.provisioner, env=rt.settings.env,
                 retention_days=rt.settings.archive_retention_days,
                 request=lambda tenant, plan: provisioning.request_machine(
-                    tenant, plan, self.provision_machine), bus_url=rt.settings.bus_url,
+                    tenant, plan, self.provision_machine), send=self.send_notice,
+                billing_url=self.billing_url(), bus_url=rt.settings.bus_url,
                 bus_ca_file=rt.settings.bus_ca_file)
         if report.failures:
             log.error("end of grace: %d tenant(s) failed: %s", len(report.failures), report.failures)
@@ -298,7 +300,7 @@ class ControlTasks:
         from control.channels.base import ChannelError
 
         rt = self.runtime
-        adapter = rt.channel_adapters().get(channel)
+        adapter = self.adapters.get(channel)
         if adapter is None:
             log.error("no %s adapter configured; answer to chat %s dropped", channel, chat_id)
             return
@@ -311,6 +313,34 @@ class ControlTasks:
             raise
         with rt.db.connection_context():
             routing.record_control_reply(channel, chat_id, text, message_id)
+
+    def _send_notice(self, channel: str, identity: str, text: str) -> None:
+        """Tell one linked person a notice (``notices.send_direct``); a refusal is logged, a rate
+        limit or an unreachable platform raises so Huey retries."""
+        from control.channels.base import ChannelError
+        from control.services import notices
+
+        rt = self.runtime
+        adapter = self.adapters.get(channel)
+        if adapter is None:
+            log.error("no %s adapter configured; notice to %s dropped", channel, identity)
+            return
+        # In immediate mode (tests) the task may run inside the caller's open transaction.
+        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+            try:
+                notices.send_direct(adapter, identity, text)
+            except ChannelError as exc:
+                if exc.permanent:
+                    log.error("notice to %s %s refused: %s", channel, identity, exc)
+                    return
+                raise
+
+    @cached_property
+    def adapters(self) -> dict:
+        """Every configured platform's adapter by channel name, Telegram's included."""
+        from control.channels.telegram_adapter import TelegramAdapter
+
+        return {"telegram": TelegramAdapter(self.runtime.bot), **self.runtime.channel_adapters()}
 
     def _record_whatsapp_status(self, message_id: str, status: str, recipient: str,
                                 timestamp: str, error: str) -> str:
@@ -330,14 +360,12 @@ class ControlTasks:
     def media(self):
         """``(store, signer, adapters)`` of the media pipeline (``control.services.media``):
         the media store, the URL signer, and every configured channel's adapter."""
-        from control.channels.telegram_adapter import TelegramAdapter
         from control.services import media
         from control.web.auth import secret_key
 
         rt = self.runtime
         signer = media.MediaSigner(secret_key(rt.settings), rt.settings.public_url)
-        adapters = {"telegram": TelegramAdapter(rt.bot), **rt.channel_adapters()}
-        return media.store_from_settings(rt.settings), signer, adapters
+        return media.store_from_settings(rt.settings), signer, self.adapters
 
     def _ingest_media(self, envelope_json: str, task=None) -> str:
         from control.services import media

@@ -173,6 +173,7 @@ class DiscordApiStandin(ScriptedServer):
         self.callbacks: dict[str, dict] = {}
         self.commands: list[dict] = []
         self.typing: list[str] = []
+        self.dm_channels: dict[str, str] = {}  # recipient user id -> DM channel id
         self.gateway_url = "wss://gateway.discord.gg"
         self.cdn: dict[str, CdnFile] = {}  # signed path -> file
         self.cdn_requests: list[tuple[str, int, float]] = []
@@ -316,6 +317,8 @@ class DiscordApiStandin(ScriptedServer):
                 return 200, self.commands
             if method == "PUT":
                 return self._put_commands(body)
+        if parts == ["users", "@me", "channels"] and method == "POST":
+            return self._create_dm(body)
         if parts[0] == "channels" and parts[2:] == ["typing"] and method == "POST":
             self.typing.append(parts[1])
             return 204, None
@@ -325,6 +328,16 @@ class DiscordApiStandin(ScriptedServer):
             if method == "PATCH" and len(parts) == 4:
                 return self._edit(self.messages.get(parts[3]), parts[1], body)
         return 404, {"message": "404: Not Found", "code": 0}
+
+    def _create_dm(self, body) -> tuple[int, object]:
+        """Create DM: one DM channel (type 1) per recipient, the same on every call."""
+        recipient = body.get("recipient_id") if isinstance(body, dict) else None
+        if not isinstance(recipient, str) or not recipient.isdigit():
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        channel_id = self.dm_channels.setdefault(recipient, snowflake())
+        return 200, {"id": channel_id, "type": 1, "last_message_id": None,
+                     "recipients": [{"id": recipient, "username": f"user{recipient[-4:]}",
+                                     "discriminator": "0", "global_name": None, "avatar": None}]}
 
     def _callback(self, interaction_id: str, token: str, body) -> tuple[int, object]:
         if self._tokens.get(token) != interaction_id:

@@ -7,21 +7,27 @@ import stat
 import pytest
 import support.fuzz  # noqa: F401 - loads the Hypothesis profile (ci or dev) for every test
 
-CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "HERMES_LLM",
-                   "HERMES_MODEL", "DATABASE_URL", "REDIS_URL", "HERMES_BUS", "HERMES_BUS_URL",
-                   "STRIPE_WEBHOOK_SECRET", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET",
-                   "TELEGRAM_API_BASE", "HCLOUD_TOKEN", "HERMES_DATA_DIR", "HERMES_PORT")
+from agent.config import AgentConfig
+from control.settings import Settings
+from wire.declared import env_names
+
+# Every variable the product reads, from the declarations themselves (``Settings`` and
+# ``AgentConfig``, ``wire.declared``), plus the test harness's own database and Redis URLs:
+# a developer's shell (keys, endpoints, a data dir) must not leak into a test.
+DECLARED_VARS = tuple(sorted({name for declared in (Settings, AgentConfig)
+                              for names in env_names(declared).values() for name in names}
+                             | {"DATABASE_URL", "REDIS_URL"}))
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
+    for name in DECLARED_VARS:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 The contract (``wire.protocol.Envelope``): ``url`` answers the file's bytes to a plain GET;
 ``size`` (bytes) and ``sha256`` (hex) describe what it must return.  The download is capped at
-the smaller of the announced size and the agent's own limit (``HERMES_MEDIA_MAX_BYTES``), so a
+the smaller of the announced size and the agent's own limit (``HERMES_AGENT_MEDIA_MAX_BYTES``), so a
 wrong or hostile answer cannot fill the VM's memory, and must finish within ``timeout`` seconds
 in total (httpx's timeouts apply per read, so a slow trickle is cut off here).
 """

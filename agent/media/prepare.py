@@ -108,7 +108,7 @@ class MediaPreparer:
 
     Args:
         transcriber: a ``Transcriber``, or None when no transcription service is configured.
-        max_bytes: the largest file downloaded (``HERMES_MEDIA_MAX_BYTES``).
+        max_bytes: the largest file downloaded (``HERMES_AGENT_MEDIA_MAX_BYTES``).
         document_chars: characters of document text per message (``HERMES_DOCUMENT_MAX_CHARS``).
         timeout: seconds per download.
         client: an ``httpx.Client`` for downloads (default: one per preparer).

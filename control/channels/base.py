@@ -154,6 +154,18 @@ class ChannelAdapter(ABC):
                 rate limited, or unreachable.
         """
 
+    def direct_chat(self, identity: str) -> str:
+        """Return the chat id of the bot's direct conversation with a linked person.
+
+        ``identity`` is what ``ChatIdentity.chat_id`` holds for a linked non-Telegram user (the
+        inbound side's ``InboundMessage.identity``); a notice (``control.services.notices``)
+        is sent there.  Default: the identity itself (Telegram's chat id, WhatsApp's wa_id).
+
+        Raises:
+            ChannelError: the conversation could not be opened (refused or unreachable).
+        """
+        return identity
+
     def split(self, text: str) -> list[str]:
         """Split ``text`` into messages of at most ``limits.max_text`` characters (``split_text``)."""
         return split_text(text, self.limits.max_text)

@@ -358,6 +358,7 @@ class DiscordAdapter(ChannelAdapter):
         self.client = client
         self.targets = targets
         self._downloads: httpx.Client | None = None
+        self._dm_channels: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def send(self, chat_id: str, text: str, reply_to: str | None = None) -> str:
@@ -378,6 +379,26 @@ class DiscordAdapter(ChannelAdapter):
                                        json={"content": text, "nonce": nonce, "enforce_nonce": True})
         if not isinstance(body, dict) or not body.get("id"):
             raise ChannelError("Discord created a message but returned no id", status=0)
+        return str(body["id"])
+
+    def direct_chat(self, identity: str) -> str:
+        """Open (or find) the DM channel with the user ``identity`` (a user id): Create DM,
+        ``POST /users/@me/channels`` (https://discord.com/developers/docs/resources/user#create-dm);
+        the answer is cached per user.
+
+        Raises:
+            ChannelError: Discord refused (a user who shares no server with the bot or blocks
+                DMs: permanent) or could not be reached.
+        """
+        with self._lock:
+            known = self._dm_channels.get(identity)
+        if known:
+            return known
+        body = self.client.request("POST", "/users/@me/channels", json={"recipient_id": identity})
+        if not isinstance(body, dict) or not body.get("id"):
+            raise ChannelError("Discord opened a DM but returned no channel id", status=0)
+        with self._lock:
+            self._dm_channels[identity] = str(body["id"])
         return str(body["id"])
 
     def edit(self, chat_id: str, message_id: str, text: str) -> None:

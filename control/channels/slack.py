@@ -211,6 +211,18 @@ class SlackAdapter(ChannelAdapter):
                                status=200, permanent=True)
         return MediaFile(content, declared or served_type, str(attachment.get("name") or ""))
 
+    def direct_chat(self, identity: str) -> str:
+        """Return the chat id of the DM with the person ``<team>:<user>`` (``<team>:@<user>``;
+        ``send`` opens it with ``conversations.open``).
+
+        Raises:
+            ChannelError: (permanent) ``identity`` is not ``<team>:<user>``.
+        """
+        team, _, user = identity.partition(":")
+        if not team or not user or ":" in user:
+            raise ChannelError(f"not a Slack identity: {identity!r}", permanent=True)
+        return chat_id_for(team, f"@{user}")
+
     def _channel(self, client: WebClient, team: str, conversation: str) -> str:
         """Resolve ``@<user>`` to the DM channel id (``conversations.open``, cached)."""
         if not conversation.startswith("@"):

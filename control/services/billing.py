@@ -44,6 +44,7 @@ from control.models import Account, Machine, Subscription, Tenant, WebhookEvent,
 from control.providers.base import PLANS
 from control.services import lifecycle
 from control.services.attention import raise_attention
+from control.services.notices import Send
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,8 @@ class _Context:
 def handle_event(event: dict, price_plans: dict[str, str],
                  request_machine: Callable[[Tenant, str], object],
                  release_machine: Callable[[Tenant], object] | None = None, *,
-                 grace_days: int = 7, billing_url: str = "/billing") -> str:
+                 grace_days: int = 7, billing_url: str = "/billing",
+                 send_notice: Send | None = None) -> str:
     """Apply one verified Stripe event; idempotent on the event id, safe in any order.
 
     Args:
@@ -196,7 +198,9 @@ def handle_event(event: dict, price_plans: dict[str, str],
             period began (``lifecycle.begin_grace``): pauses the machine; idempotent too.
         grace_days: days a canceled tenant's data is kept on its paused machine
             (``HERMES_GRACE_DAYS``).
-        billing_url: the page where a user pays or resubscribes, for the past-due e-mail.
+        billing_url: the page where a user pays or resubscribes, for the past-due notice.
+        send_notice: the ``send_notice`` task, telling the tenant's linked chats of a failed
+            payment (``notices.tell``); None: only the e-mail and the web chat are told.
 
     Returns:
         ``duplicate``, ``ignored`` or ``processed``.
@@ -229,7 +233,8 @@ def handle_event(event: dict, price_plans: dict[str, str],
             # A deleted account keeps its Stripe ids only so that late events land here.
             return "processed"
         plan = _ready_plan(tenant)
-        ended = plan is None and _standing(tenant, grace_days, billing_url, obj)
+        ended = plan is None and _standing(tenant, grace_days, billing_url, obj,
+                                           send_notice or _no_chats)
     if ended and release_machine is not None:
         release_machine(tenant)
     if plan is not None:
@@ -237,7 +242,11 @@ def handle_event(event: dict, price_plans: dict[str, str],
     return "processed"
 
 
-def _standing(tenant: Tenant, grace_days: int, billing_url: str, obj: dict) -> bool:
+def _no_chats(channel: str, identity: str, text: str) -> None:
+    """A ``notices.Send`` that tells no chat (``handle_event`` called without ``send_notice``)."""
+
+
+def _standing(tenant: Tenant, grace_days: int, billing_url: str, obj: dict, send: Send) -> bool:
     """Move a tenant without a paid subscription to ``past_due`` or ``canceled``.
 
     Returns True when the tenant was canceled just now (its grace period starts).
@@ -246,7 +255,7 @@ def _standing(tenant: Tenant, grace_days: int, billing_url: str, obj: dict) -> b
                 .where(Subscription.tenant == tenant)}
     if statuses & UNPAID_STATUSES:
         retry = obj.get("next_payment_attempt") if obj.get("object") == "invoice" else None
-        lifecycle.mark_past_due(tenant, billing_url, retry_at=(
+        lifecycle.mark_past_due(tenant, billing_url, send, retry_at=(
             datetime.fromtimestamp(retry, UTC).replace(tzinfo=None) if retry else None))
         return False
     if statuses and statuses <= TERMINAL_STATUSES and tenant.status in ("active", "past_due"):

@@ -1,9 +1,9 @@
 """The warning a user gets when today's LLM spend crosses 80 % of the plan's daily budget
 (issue 23, "budgets a user sees").
 
-The LLM gateway calls ``warn_if_crossed`` after metering each call.  The warning goes to the
-tenant's linked chats the way every other control-plane notice does
-(``control.services.lifecycle.tell_chats`` through the ``send_text`` task), at most once per
+The LLM gateway calls ``warn_if_crossed`` after metering each call.  The warning goes out the
+way every other notice does (``control.services.notices.tell``: every linked chat, the web
+chat and the e-mail, ``Notice.BUDGET_WARNING``), at most once per
 tenant per UTC day: a ``BudgetWarning`` row, unique per tenant and day, is inserted first and
 only the caller whose insert landed sends, so concurrent calls in several gunicorn workers
 send one warning between them.
@@ -15,20 +15,15 @@ import logging
 from datetime import datetime
 
 from control.models import BudgetWarning, Tenant, utcnow
-from control.services.lifecycle import Notify, tell_chats
 from control.services.llm_gateway import spent_today_cents
+from control.services.notices import Notice, Send, tell
 
 log = logging.getLogger(__name__)
 
 WARN_AT = 0.8
 """Share of the daily budget at which the user is warned (issue 23: "at 80 %")."""
 
-WARNING_TEXT = ("Heads-up: your agent has used {percent} % of today's model budget "
-                "(${spent:.2f} of ${budget:.2f}). It renews at 00:00 UTC; past it your agent "
-                "answers with the free local model or says so.")
-
-
-def warn_if_crossed(tenant: Tenant, budgets: dict[str, int], notify: Notify,
+def warn_if_crossed(tenant: Tenant, budgets: dict[str, int], notify: Send,
                     now: datetime | None = None) -> bool:
     """Warn ``tenant``'s linked chats once today's spend reaches ``WARN_AT`` of its budget.
 
@@ -36,7 +31,7 @@ def warn_if_crossed(tenant: Tenant, budgets: dict[str, int], notify: Notify,
         tenant: the tenant whose gateway call was just metered.
         budgets: ``settings.plan_budget_cents`` ({plan: US cents per UTC day}; 0 or missing:
             no budget, no warning, as the gateway's own check).
-        notify: ``notify(chat_id, text)``, the ``send_text`` task.
+        notify: the ``send_notice`` task (``notices.Send``).
         now: naive UTC (tests pass one); default now.
 
     Returns:
@@ -55,9 +50,8 @@ def warn_if_crossed(tenant: Tenant, budgets: dict[str, int], notify: Notify,
                .on_conflict_ignore().as_rowcount().execute())
     if not claimed:
         return False
-    text = WARNING_TEXT.format(percent=min(100, int(100 * spent / budget)), spent=spent / 100,
-                               budget=budget / 100)
-    told = tell_chats(tenant.id, text, notify)
-    log.info("tenant %s reached %.0f %% of its daily LLM budget; %d chats told",
-             tenant.id, 100 * spent / budget, told)
+    told = tell(tenant, Notice.BUDGET_WARNING, notify, percent=min(100, int(100 * spent / budget)),
+                spent=spent / 100, budget=budget / 100)
+    log.info("tenant %s reached %.0f %% of its daily LLM budget; %d place(s) told",
+             tenant.id, 100 * spent / budget, told.count)
     return True

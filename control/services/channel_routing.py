@@ -25,7 +25,7 @@ from control.channels.base import InboundMessage
 from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
-from control.services import lifecycle, linking
+from control.services import lifecycle, linking, notices
 from control.services.routing import envelope_id_for, tenant_preferences
 from wire import logs
 from wire.bus import Bus
@@ -79,7 +79,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts, *, env
         texts: the platform's answers.
         envelope_key: the key of envelope ids (``routing.envelope_id_for``).
         paused_notice: the answer for a tenant whose subscription ended
-            (``lifecycle.pause_notice``); None answers ``lifecycle.ENDED_TEXT``.
+            (``lifecycle.pause_notice``); None answers ``Notice.ENDED``.
         ingest_media: where an envelope with attachments goes (``publish``).
 
     Returns:
@@ -103,7 +103,7 @@ def route_inbound(message: InboundMessage, bus: Bus, texts: ChannelTexts, *, env
             return InboundResult("answered", texts.unlinked)
         if lifecycle.is_paused(tenant):
             return InboundResult("answered", paused_notice(tenant) if paused_notice
-                                 else lifecycle.ENDED_TEXT.format(url="/billing"))
+                                 else notices.render(notices.Notice.ENDED, tenant.language, url="/billing")[1])
         if command is not None and command[0] == "help":
             return InboundResult("answered", texts.linked_help)
         if not message.text and not message.attachments:

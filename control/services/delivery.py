@@ -51,10 +51,9 @@ from control.channels.telegram_adapter import TELEGRAM_LIMITS, TelegramAdapter
 from control.db import write_transaction
 from control.errors import MisroutedEvent
 from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
-from control.services import event_guard, machine_health
+from control.services import event_guard, machine_health, notices
 from control.services.attention import raise_attention
 from control.services.delivery_recovery import chunk_ids, highest_known_id, open_ledger
-from control.services.routing import record_control_reply
 from control.services.usage import record_usage
 from wire import logs
 from wire.bus import Bus
@@ -118,6 +117,8 @@ class DeliveryWorker:
             at most that long).
         on_ready: called with the tenant id after its agent's lifecycle ``ready`` was recorded
             (``ControlTasks.agent_ready``: its MCP configuration is sent again).
+        send_notice: the ``send_notice`` task for the user notices of lifecycle events (ready,
+            failed); None sends them from this worker through ``adapters``.
     """
 
     def __init__(self, bus: Bus, client: BotApiClient | ChannelAdapter,
@@ -125,7 +126,8 @@ class DeliveryWorker:
                  adapters: dict[str, ChannelAdapter] | None = None,
                  edit_interval: float | None = None, consumer: str = "control",
                  clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0,
-                 on_ready: Callable[[int], object] | None = None):
+                 on_ready: Callable[[int], object] | None = None,
+                 send_notice: notices.Send | None = None):
         self.bus = bus
         telegram = TelegramAdapter(client) if isinstance(client, BotApiClient) else client
         self.adapters: dict[str, ChannelAdapter] = {telegram.name: telegram, **(adapters or {})}
@@ -135,6 +137,7 @@ class DeliveryWorker:
         self.clock = clock
         self.tenant_refresh = tenant_refresh
         self.on_ready = on_ready
+        self.send_notice = send_notice
         # Keyed by (tenant id, message id): one tenant's ids never touch another's reply.
         self.pending: dict[tuple[int, str], PendingReply] = {}
         self.chats: dict[str, ChatClock] = {}
@@ -262,18 +265,21 @@ class DeliveryWorker:
             return
         self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
 
-    def _tell(self, chat_id: str, text: str) -> None:
-        """Send a control-plane message (machine ready/failed) to a linked chat, once.
-
-        A refusal or an unreachable Telegram is logged, not retried: the lifecycle event is
-        recorded either way and the operator has the attention item.
-        """
-        try:
-            message_id = self.adapters["telegram"].send(chat_id, text)
-        except ChannelError as exc:
-            log.error("could not tell chat %s %r: %s", chat_id, text, exc)
+    def _tell(self, channel: str, identity: str, text: str) -> None:
+        """Tell a linked person a notice (machine ready/failed, ``notices.tell``): queued on
+        ``send_notice`` when the worker has it (retried, off the delivery loop), else sent
+        here once; a refusal or an unreachable platform is then logged, not retried."""
+        if self.send_notice is not None:
+            self.send_notice(channel, identity, text)
             return
-        record_control_reply("telegram", chat_id, text, message_id)
+        adapter = self.adapters.get(channel)
+        if adapter is None:
+            log.error("no %s adapter: notice to %s dropped", channel, identity)
+            return
+        try:
+            notices.send_direct(adapter, identity, text)
+        except ChannelError as exc:
+            log.error("could not tell %s %s %r: %s", channel, identity, text, exc)
 
     def _typing(self, event: Event, replying: bool) -> None:
         adapter = self.adapters[event.channel]

@@ -48,48 +48,31 @@ from control.models import (
 )
 from control.providers.archive import ObjectStore, archive_created_at, delete_archive
 from control.providers.base import Provisioner
-from control.services import mail, provisioning
+from control.services import provisioning
 from control.services.attention import raise_attention
-from control.services.machine_health import HealthPolicy
+from control.services.machine_health import RESUMED_DETAIL, HealthPolicy
+from control.services.notices import Notice, Send, render, tell
 from wire.protocol import events_stream, messages_stream
 
 log = logging.getLogger(__name__)
-
-#: ``notify(chat_id, text)``: tell one linked Telegram chat (the ``send_text`` Huey task).
-Notify = Callable[[str, str], object]
-
-PAST_DUE_SUBJECT = "Your Hermes payment failed"
-PAST_DUE_BODY = (
-    "Hello,\n\nthe latest payment for your Hermes subscription failed{retry}. Your agent keeps "
-    "working while the payment is retried. Please check your payment method at {url} .\n\n"
-    "Hermes Max\n")
-CANCELED_SUBJECT = "Your Hermes subscription has ended"
-PAUSED_TEXT = (
-    "Your Hermes subscription has ended, so your agent is paused and will not answer. Your "
-    "memories, skills, scheduled jobs and history are kept until {until} (UTC). Resubscribe at "
-    "{url} to continue where you left off.")
-ARCHIVED_TEXT = (
-    "Your Hermes subscription has ended and your agent was shut down. Its memories, skills, "
-    "scheduled jobs and history are archived until {until} (UTC). Resubscribe at {url} to get "
-    "them back.")
-ENDED_TEXT = "Your Hermes subscription has ended. Resubscribe at {url} to talk to your agent again."
-
 
 def _day(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
-def mark_past_due(tenant: Tenant, billing_url: str, retry_at: datetime | None = None,
+def mark_past_due(tenant: Tenant, billing_url: str, send: Send, retry_at: datetime | None = None,
                   now: datetime | None = None) -> bool:
-    """Move an active tenant to ``past_due``: e-mail the user, raise ``payment_failed``.
+    """Move an active tenant to ``past_due``: tell the user (``Notice.PAYMENT_FAILED``: chats,
+    web chat, e-mail), raise ``payment_failed``.
 
     Call inside the transaction that recorded the failed payment (the e-mail goes to the
     outbox with it).  Nothing changes for a tenant that is not ``active`` (already past due,
-    pending or canceled), so replays and later failures send no second e-mail.
+    pending or canceled), so replays and later failures tell nobody twice.
 
     Args:
         tenant: the tenant.
         billing_url: where the user updates the payment method.
+        send: the ``send_notice`` task (``notices.Send``).
         retry_at: Stripe's next attempt (the invoice's ``next_payment_attempt``), naive UTC.
         now: the time recorded as ``past_due_since`` (default now).
 
@@ -102,12 +85,11 @@ def mark_past_due(tenant: Tenant, billing_url: str, retry_at: datetime | None = 
     tenant.status, tenant.past_due_since, tenant.updated_at = "past_due", now, now
     tenant.save()
     retry = f"; it will be retried around {_day(retry_at)} (UTC)" if retry_at else ""
-    if tenant.email:
-        mail.queue_mail(tenant.email, PAST_DUE_SUBJECT,
-                        PAST_DUE_BODY.format(retry=retry, url=billing_url))
+    told = tell(tenant, Notice.PAYMENT_FAILED, send, retry=retry, url=billing_url)
     raise_attention("payment_failed", str(tenant.id),
                     f"payment failed{retry}; the agent keeps working during Stripe's retries "
-                    f"(e-mail {'queued to ' + tenant.email if tenant.email else 'not sent: no address'})")
+                    f"(e-mail {'queued to ' + told.email if told.email else 'not sent: no address'}, "
+                    f"{len(told.chats)} chat(s) told)")
     return True
 
 
@@ -146,14 +128,21 @@ def begin_grace(tenant: Tenant, grace_days: int, now: datetime | None = None) ->
 
 
 def pause_notice(tenant: Tenant, billing_url: str, retention_days: int) -> str:
-    """What a canceled tenant's chats are told: paused (data kept until the grace end),
-    archived (kept until the retention end) or ended (nothing kept)."""
+    """The text a canceled tenant's chats get, in its language, depending on whether its data
+    is still on the paused machine (``Notice.PAUSED``), archived (``ARCHIVED``, kept until the
+    retention end) or gone (``ENDED``)."""
+    notice, fields = pause_notice_kind(tenant, billing_url, retention_days)
+    return render(notice, tenant.language, **fields)[1]
+
+
+def pause_notice_kind(tenant: Tenant, billing_url: str, retention_days: int) -> tuple[Notice, dict]:
+    """``(notice, fields)`` behind ``pause_notice``, for ``notices.tell``."""
     if tenant.archive_key and tenant.archived_at:
         until = tenant.archived_at + timedelta(days=retention_days)
-        return ARCHIVED_TEXT.format(until=_day(until), url=billing_url)
+        return Notice.ARCHIVED, {"until": _day(until), "url": billing_url}
     if tenant.grace_until and tenant.archived_at is None:
-        return PAUSED_TEXT.format(until=_day(tenant.grace_until), url=billing_url)
-    return ENDED_TEXT.format(url=billing_url)
+        return Notice.PAUSED, {"until": _day(tenant.grace_until), "url": billing_url}
+    return Notice.ENDED, {"url": billing_url}
 
 
 def is_paused(tenant: Tenant) -> bool:
@@ -161,11 +150,20 @@ def is_paused(tenant: Tenant) -> bool:
     return tenant.status == "canceled"
 
 
-def pause_machine(tenant_id: int, provisioner: Provisioner, notify: Notify, notice: str) -> Machine | None:
-    """Pause a canceled tenant's machine and tell every linked chat ``notice``.
+def pause_machine(tenant_id: int, provisioner: Provisioner, send: Send, billing_url: str,
+                  retention_days: int) -> Machine | None:
+    """Pause a canceled tenant's machine and tell the tenant (``pause_notice_kind``, through
+    ``notices.tell``: every linked chat, the web chat and the e-mail).
 
     Runs in a Huey task after ``begin_grace``.  Does nothing when the tenant paid again in the
     meantime or its machine is not running (never provisioned, already paused or gone).
+
+    Args:
+        tenant_id: the tenant's id.
+        provisioner: where machines come from.
+        send: the ``send_notice`` task.
+        billing_url: where the user resubscribes.
+        retention_days: days an archive is kept (``HERMES_ARCHIVE_RETENTION_DAYS``).
 
     Returns:
         The machine (state ``paused``), or None when nothing was paused.
@@ -182,8 +180,9 @@ def pause_machine(tenant_id: int, provisioner: Provisioner, notify: Notify, noti
     machine.state, machine.boot_deadline_at, machine.updated_at = MachineState.PAUSED, None, utcnow()
     machine.detail = f"paused: subscription ended, data kept until {tenant.grace_until}"
     machine.save()
-    told = tell_chats(tenant_id, notice, notify)
-    log.info("machine of tenant %s paused; %d chat(s) told", tenant_id, told)
+    notice, fields = pause_notice_kind(tenant, billing_url, retention_days)
+    told = tell(tenant, notice, send, **fields)
+    log.info("machine of tenant %s paused; %d place(s) told", tenant_id, told.count)
     return machine
 
 
@@ -209,18 +208,9 @@ def resume_machine(tenant_id: int, provisioner: Provisioner, policy: HealthPolic
     now = utcnow()
     machine.state, machine.provisioning_at, machine.address = MachineState.BOOTING, now, status.address
     machine.boot_deadline_at = now + timedelta(seconds=policy.ready_timeout)
-    machine.detail, machine.updated_at = "resumed after resubscription", now
+    machine.detail, machine.updated_at = RESUMED_DETAIL, now
     machine.save()
     return machine
-
-
-def tell_chats(tenant_id: int, text: str, notify: Notify) -> int:
-    """Send ``text`` to every Telegram chat linked to the tenant; return how many."""
-    chats = [c.chat_id for c in ChatIdentity.select().where(
-        (ChatIdentity.tenant == tenant_id) & (ChatIdentity.channel == "telegram"))]
-    for chat_id in chats:
-        notify(chat_id, text)
-    return len(chats)
 
 
 @dataclass
@@ -233,9 +223,10 @@ class SweepReport:
 
 
 def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_days: int,
-              request: Callable[[Tenant, str], object], bus_url: str | None = None,
-              bus_ca_file: str = "") -> SweepReport:
-    """Archive and destroy the machines whose grace period ended; prune old archives.
+              request: Callable[[Tenant, str], object], send: Send, billing_url: str,
+              bus_url: str | None = None, bus_ca_file: str = "") -> SweepReport:
+    """Archive and destroy the machines whose grace period ended, telling each tenant
+    (``Notice.ARCHIVED``); prune old archives.
 
     Args:
         now: the current time, naive UTC (tests pass a later one).
@@ -244,6 +235,8 @@ def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_da
         retention_days: archives older than this many days (by their key's time) are deleted.
         request: ``provisioning.request_machine`` bound to its queue, called when a tenant
             paid again while its machine was being archived (it gets the archive back).
+        send: the ``send_notice`` task (``notices.tell``).
+        billing_url: where the user resubscribes.
         bus_url, bus_ca_file: to revoke the tenant's Redis bus user (``run_deprovisioning``).
 
     Returns:
@@ -270,6 +263,9 @@ def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_da
         fresh = Tenant.get_by_id(tenant.id)
         if fresh.status == "active" and fresh.plan:
             request(fresh, fresh.plan)
+        else:
+            notice, fields = pause_notice_kind(fresh, billing_url, retention_days)
+            tell(fresh, notice, send, **fields)
     report.pruned = prune_archives(provisioner.store, env, retention_days, now)
     return report
 

@@ -4,7 +4,8 @@ A machine is ready when its agent said so, never because the cloud API says ``ru
 (DESIGN.md, "Agent lifecycle").  The delivery worker hands every lifecycle event of the
 events streams to ``record_lifecycle``, with the tenant of the stream it was read from:
 
-* ``ready`` → ``ready`` (``ready_at``), and the user is told (``tell_user``);
+* ``ready`` → ``ready`` (``ready_at``), and the user is told (``notices.tell``: ready,
+  resumed or restored);
 * ``heartbeat`` → ``last_heartbeat_at``; an ``unhealthy`` machine is ``ready`` again;
 * ``failed`` → ``failed`` with the agent's reason (a start-up failure is a configuration
   problem: retrying the same configuration cannot help), attention item, user told.
@@ -28,7 +29,6 @@ from peewee import fn
 
 from control.models import (
     AttentionItem,
-    ChatIdentity,
     Machine,
     MachineEvent,
     MachineEventKind,
@@ -36,18 +36,18 @@ from control.models import (
     utcnow,
 )
 from control.services.attention import raise_attention
+from control.services.notices import Notice, Send, tell
 from wire.protocol import Event
 
 log = logging.getLogger(__name__)
 
-#: ``notify(chat_id, text)``: send ``text`` to a linked Telegram chat.
-Notify = Callable[[str, str], object]
 #: ``enqueue(tenant_id, delay_seconds)``: schedule another provisioning attempt.
 EnqueueRetry = Callable[[int, float], object]
 
-READY_TEXT = "Your Hermes agent is ready. Say hello!"
-FAILED_TEXT = ("Sorry, we could not start your Hermes agent. Our team has been alerted and is "
-               "on it; we will write to you here when it is up.")
+# ``Machine.detail`` while a machine boots back from a pause or from an archive: the ready
+# notice then says so (``Notice.RESUMED``, ``Notice.RESTORED``).
+RESUMED_DETAIL = "resumed after resubscription"
+RESTORED_DETAIL = "restored from archive"
 # Lifecycle events are accepted in these states; a failed or deprovisioned machine ignores
 # late events of an agent that is being replaced or removed.
 _LISTENING = (MachineState.REQUESTED, MachineState.PROVISIONING, MachineState.BOOTING,
@@ -84,7 +84,7 @@ class HealthPolicy:
         return self.retry_delay * 2 ** max(0, attempt - 1)
 
 
-def record_lifecycle(tenant_id: int, event: Event, notify: Notify) -> Machine | None:
+def record_lifecycle(tenant_id: int, event: Event, notify: Send) -> Machine | None:
     """Apply one agent lifecycle event to the machine of ``tenant_id``.
 
     The tenant is the one whose events stream the event was read from, never the event's own
@@ -95,7 +95,7 @@ def record_lifecycle(tenant_id: int, event: Event, notify: Notify) -> Machine | 
     Args:
         tenant_id: the tenant of the stream the event came from.
         event: an ``Event`` of kind ``lifecycle``.
-        notify: tells a linked chat (see ``tell_user``).
+        notify: the ``send_notice`` task (``notices.tell``).
 
     Returns:
         The updated machine, or None when the event was ignored.
@@ -121,9 +121,9 @@ def _stale(event: Event, machine: Machine) -> bool:
 AGENT_VERSION = re.compile(r"hermes-max ([0-9A-Za-z.+-]{1,32});")
 
 
-def _mark_ready(machine: Machine, event: Event, notify: Notify) -> Machine:
+def _mark_ready(machine: Machine, event: Event, notify: Send) -> Machine:
     now = utcnow()
-    was = machine.state
+    was, detail = machine.state, machine.detail or ""
     named = AGENT_VERSION.match(event.text or "")
     machine.agent_version = named.group(1) if named else None
     machine.state, machine.ready_at, machine.last_heartbeat_at = MachineState.READY, now, now
@@ -137,7 +137,9 @@ def _mark_ready(machine: Machine, event: Event, notify: Notify) -> Machine:
         MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.PROVISIONED, at=now)
         _resolve("provisioning_failed", machine.tenant_id, "the agent reported ready")
         log.info("agent of tenant %s reported ready (%s)", machine.tenant_id, event.text)
-        tell_user(machine, READY_TEXT, notify, "agent ready")
+        notice = (Notice.RESTORED if detail.startswith(RESTORED_DETAIL)
+                  else Notice.RESUMED if detail.startswith(RESUMED_DETAIL) else Notice.READY)
+        tell(machine.tenant, notice, notify)
     return machine
 
 
@@ -160,35 +162,7 @@ def _resolve(kind: str, tenant_id: int, why: str) -> None:
             & AttentionItem.resolved_at.is_null()).execute())
 
 
-def tell_user(machine: Machine, text: str, notify: Notify, why: str) -> int:
-    """Send ``text`` to every Telegram chat linked to the machine's tenant.
-
-    Before any chat is linked the only way to reach the user is e-mail, which the product does
-    not have yet: an attention item ``email_user`` asks an operator to write (nothing is
-    pretended to be sent).
-
-    Args:
-        machine: the tenant's machine.
-        text: what to tell the user.
-        notify: ``notify(chat_id, text)``.
-        why: short reason, for the attention item (``agent ready``, ``provisioning failed``).
-
-    Returns:
-        The number of chats told (0: an attention item was raised instead).
-    """
-    chats = [c.chat_id for c in ChatIdentity.select().where(
-        (ChatIdentity.tenant == machine.tenant_id) & (ChatIdentity.channel == "telegram"))]
-    for chat_id in chats:
-        notify(chat_id, text)
-    if not chats:
-        email = machine.tenant.email or "(no e-mail on record)"
-        raise_attention("email_user", str(machine.tenant_id),
-                        f"{why}: no chat is linked, e-mail {email} by hand (no mail system yet): "
-                        f"{text}")
-    return len(chats)
-
-
-def fail_machine(machine: Machine, reason: str, notify: Notify) -> Machine:
+def fail_machine(machine: Machine, reason: str, notify: Send) -> Machine:
     """Mark ``machine`` failed for good: attention item ``provisioning_failed``, user told.
 
     Returns:
@@ -201,12 +175,12 @@ def fail_machine(machine: Machine, reason: str, notify: Notify) -> Machine:
     MachineEvent.create(tenant=machine.tenant_id, kind=MachineEventKind.FAILED, at=now)
     log.error("machine of tenant %s failed: %s", machine.tenant_id, reason)
     raise_attention("provisioning_failed", str(machine.tenant_id), reason)
-    tell_user(machine, FAILED_TEXT, notify, "provisioning failed")
+    tell(machine.tenant, Notice.FAILED, notify)
     return machine
 
 
 def retry_or_fail(machine: Machine, reason: str, policy: HealthPolicy, enqueue: EnqueueRetry,
-                  notify: Notify) -> bool:
+                  notify: Send) -> bool:
     """After a transient failure: request another attempt with backoff, or fail the machine.
 
     Returns:
@@ -225,13 +199,13 @@ def retry_or_fail(machine: Machine, reason: str, policy: HealthPolicy, enqueue: 
     return True
 
 
-def check_machines(policy: HealthPolicy, notify: Notify, enqueue: EnqueueRetry,
+def check_machines(policy: HealthPolicy, notify: Send, enqueue: EnqueueRetry,
                    now: datetime | None = None) -> dict[str, list[int]]:
     """Enforce the ready deadline and the heartbeat; run every minute.
 
     Args:
         policy: deadlines and retry budget.
-        notify: tells a linked chat.
+        notify: the ``send_notice`` task (``notices.tell``).
         enqueue: schedules a provisioning attempt.
         now: the current naive UTC time (tests pass one).
 

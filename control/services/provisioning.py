@@ -42,7 +42,8 @@ from control.models import AttentionItem, Machine, MachineState, Subscription, T
 from control.providers.base import MachineSpec, Provisioner, ServerState
 from control.services import agent_settings, bus_acl, linking, llm_gateway
 from control.services.attention import raise_attention
-from control.services.machine_health import HealthPolicy, Notify, fail_machine
+from control.services.machine_health import RESTORED_DETAIL, HealthPolicy, fail_machine
+from control.services.notices import Send
 from wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def reprovision(tenant: Tenant, enqueue: Callable[[int], object]) -> str:
 
 def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[str, str],
                      link_ttl: int, policy: HealthPolicy | None = None,
-                     notify: Notify | None = None) -> Machine:
+                     notify: Send | None = None) -> Machine:
     """Have the provider create the tenant's machine, then wait (``booting``) for its agent.
 
     The first link token is issued once the provider accepted the machine; it is shown
@@ -240,7 +241,8 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
             tenant's own ACL user's URL (``tenant_bus_url``).
         link_ttl: link token lifetime in seconds.
         policy: ready deadline and attempt budget (default ``HealthPolicy()``).
-        notify: ``notify(chat_id, text)`` tells a linked chat when the machine fails.
+        notify: the ``send_notice`` task, telling the tenant when the machine fails
+            (``notices.tell``).
 
     Returns:
         The machine row: ``booting`` (or already ``ready``) on success, ``failed`` after a
@@ -253,7 +255,7 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
             ``requested`` and the Huey task retries.
     """
     policy = policy or HealthPolicy()
-    notify = notify or (lambda chat_id, text: None)
+    notify = notify or (lambda channel, identity, text: None)
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
     if machine is None:
         raise NotFound(f"tenant {tenant_id} has no machine request")
@@ -302,6 +304,7 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
         # lifecycle events (even a "ready") predate this and are ignored (machine_health).
         waiting += [MachineState.READY, MachineState.UNHEALTHY]
         changes["provisioning_at"] = now
+        changes["detail"] = f"{RESTORED_DETAIL} {restore}: {status.detail}"
     (Machine.update(**changes)
      .where((Machine.id == machine.id) & Machine.state.in_(waiting)).execute())
     log.info("machine for tenant %s is %s at %s; waiting for its agent's ready event", tenant_id,

@@ -23,7 +23,7 @@ from control.channels.telegram import InboundUpdate
 from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
-from control.services import lifecycle, linking
+from control.services import lifecycle, linking, notices
 from wire import logs
 from wire.bus import Bus
 from wire.protocol import Envelope
@@ -103,7 +103,7 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
         envelope_key: the key of envelope ids (``envelope_id_for``).
         paused_notice: the answer for a chat whose tenant's subscription ended
             (``lifecycle.pause_notice``): its messages never reach the (paused or archived)
-            agent; None answers ``lifecycle.ENDED_TEXT``.
+            agent; None answers ``Notice.ENDED``.
         ingest_media: queues the download of a message's files before it is published
             (``channel_routing.publish``; ``control.services.media``).
 
@@ -132,7 +132,7 @@ def route_telegram_update(update: InboundUpdate, bus: Bus, reply: Callable[[str,
             return RoutingResult("answered")
         if lifecycle.is_paused(tenant):
             reply(chat_id, paused_notice(tenant) if paused_notice
-                  else lifecycle.ENDED_TEXT.format(url="/billing"))
+                  else notices.render(notices.Notice.ENDED, tenant.language, url="/billing")[1])
             return RoutingResult("answered")
         if command is not None and command[0] == "help":
             reply(chat_id, HELP_LINKED)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from control.channels import web as web_channel
 from control.db import write_transaction
 from control.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from control.models import Delivery, DeliveryState, Machine, MachineState, Message, Tenant
@@ -28,7 +29,7 @@ from wire.protocol import Envelope, messages_stream, new_id
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "web"
+CHANNEL = web_channel.CHANNEL
 MAX_CHARS = 4000
 """Longest message accepted (characters); about Telegram's 4096, so both channels take the same."""
 
@@ -40,8 +41,8 @@ TIMEOUT_TEXT = "No reply yet. It will appear in the conversation when your agent
 
 
 def chat_id(tenant: Tenant) -> str:
-    """Return the web chat id of ``tenant`` (one conversation per tenant)."""
-    return f"web-{tenant.id}"
+    """Return the web chat id of ``tenant`` (one conversation per tenant, ``channels.web``)."""
+    return web_channel.chat_id(tenant.id)
 
 
 def send(tenant: Tenant, text: str, bus: Bus) -> Envelope:

@@ -231,7 +231,7 @@ def _record(tenant: Tenant, api: str, status: int, metered: Metered, latency: in
     call = llm_gateway.record(tenant.id, api, status, metered, latency)
     if call.cost_cents > 0:
         rt = runtime()
-        budget_warning.warn_if_crossed(tenant, rt.settings.plan_budget_cents, rt.tasks.send_text)
+        budget_warning.warn_if_crossed(tenant, rt.settings.plan_budget_cents, rt.tasks.send_notice)
 
 
 def _meter_document(raw: bytes, metered: Metered) -> None:

@@ -90,7 +90,8 @@ def stripe_webhook():
         partial(provisioning.request_machine, enqueue=rt.tasks.provision_machine,
                 enqueue_resize=rt.tasks.resize_machine, enqueue_resume=rt.tasks.resume_machine),
         lambda tenant: rt.tasks.pause_machine(tenant.id),
-        grace_days=rt.settings.grace_days, billing_url=rt.tasks.billing_url())
+        grace_days=rt.settings.grace_days, billing_url=rt.tasks.billing_url(),
+        send_notice=rt.tasks.send_notice)
     return jsonify(received=True, outcome=outcome)
 
 

@@ -1,7 +1,7 @@
 """Budgets a user sees (issue 23): the LLM gateway warns the user's linked chat once a day when
 today's spend crosses 80 % of the plan's daily budget.  The gateway on a real port, called with
 Anthropic's SDK, in front of the Anthropic stand-in; the warning arrives at the Telegram Bot API
-stand-in through the control plane's ``send_text`` task."""
+stand-in through the control plane's ``send_notice`` task."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_crossing_80_percent_warns_the_linked_chat_exactly_once(gateway, claude,
 def test_workers_racing_past_the_mark_send_one_warning_between_them(gateway):
     _, runtime = gateway
     linked_tenant(runtime)
-    sent: list[tuple[str, str]] = []
+    sent: list[tuple[str, str, str]] = []
     with runtime.db.connection_context():
         tenant = Tenant.get(Tenant.email == "budget@example.com")
         LlmCall.create(tenant=tenant, api="anthropic", model="claude-haiku-4-5", status=200,
@@ -94,11 +94,11 @@ def test_workers_racing_past_the_mark_send_one_warning_between_them(gateway):
         with runtime.db.connection_context():
             barrier.wait(timeout=10)
             return budget_warning.warn_if_crossed(tenant, {"light": 10},
-                                                  lambda chat, text: sent.append((chat, text)))
+                                                  lambda *notice: sent.append(notice))
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(worker, range(4)))
-    assert results.count(True) == 1 and len(sent) == 1 and sent[0][0] == str(CHAT)
+    assert results.count(True) == 1 and sent == [("telegram", str(CHAT), sent[0][2])]
 
 
 def test_a_tenant_burning_its_budget_shows_in_its_plan_and_bucket_for_the_operator(gateway, claude):

@@ -26,13 +26,15 @@ from control.models import (
     Machine,
     MachineEvent,
     MachineState,
+    OutboxMail,
     Tenant,
     utcnow,
 )
 from control.providers.base import MachineSpec, MachineStatus, Provisioner
 from control.runtime import Runtime
-from control.services import machine_health, provisioning, slo
+from control.services import machine_health, notices, provisioning, slo
 from control.services.delivery import DeliveryWorker
+from control.services.notices import Notice
 from infra.hetzner_api import make_client, validate_server_types
 from standins import stripe_events as se
 from standins.hcloud_api import HcloudStandin
@@ -176,8 +178,10 @@ def test_machine_stays_booting_while_the_cloud_says_running_until_its_agent_repo
     assert machine.state == MachineState.READY and machine.ready_at and machine.last_heartbeat_at
     token = LinkToken.get(LinkToken.tenant == tenant)
     assert token.used_at is None and token.expires_at > utcnow()
-    # No chat linked yet and no mail system: an operator is asked to e-mail the user.
-    assert "email_user" in open_kinds(tenant)
+    # No chat linked yet: the user is told by e-mail (the outbox), nobody by hand.
+    assert [(m.to_addr, m.subject) for m in OutboxMail.select()] == [
+        ("ada@example.com", notices.render(Notice.READY)[0])]
+    assert "notice_undelivered" not in open_kinds(tenant)
     assert telegram.calls_for("sendMessage") == []  # lifecycle events never reach a chat
 
 
@@ -188,8 +192,7 @@ def test_a_linked_user_is_told_in_the_chat_when_the_agent_is_ready(world, telegr
     provisioning.request_machine(tenant, "light", runtime.tasks.provision_machine)
     publish(runtime, tenant, "ready")
     drain(worker, runtime, tenant)
-    assert [m.text for m in telegram.chat_messages(CHAT)] == [machine_health.READY_TEXT]
-    assert "email_user" not in open_kinds(tenant)
+    assert [m.text for m in telegram.chat_messages(CHAT)] == [notices.render(Notice.READY)[1]]
 
 
 def test_missing_heartbeats_make_a_ready_machine_unhealthy_until_the_next_one(world):
@@ -240,7 +243,7 @@ def test_hetzner_failing_every_attempt_fails_the_machine_and_tells_the_user(worl
     assert machine.state == MachineState.FAILED
     assert machine.attempts == runtime.settings.provision_attempts
     assert "provisioning_failed" in open_kinds(tenant)
-    assert [m.text for m in telegram.chat_messages(CHAT)] == [machine_health.FAILED_TEXT]
+    assert [m.text for m in telegram.chat_messages(CHAT)] == [notices.render(Notice.FAILED)[1]]
 
 
 def test_no_ready_event_by_the_deadline_retries_then_fails(world):
@@ -262,7 +265,8 @@ def test_no_ready_event_by_the_deadline_retries_then_fails(world):
     assert machine_of(tenant).state == MachineState.FAILED
     assert "did not report ready" in machine_of(tenant).detail
     assert [d for _, d in scheduled] == [policy.backoff(n) for n in range(1, policy.attempts)]
-    assert {"provisioning_failed", "email_user"} <= open_kinds(tenant)
+    assert "provisioning_failed" in open_kinds(tenant)
+    assert [m.subject for m in OutboxMail.select()] == [notices.render(Notice.FAILED)[0]]
 
 
 def test_an_agent_reporting_failed_fails_the_machine_with_its_reason(world):

@@ -37,9 +37,10 @@ from control.models import (
 )
 from control.providers.archive import archive_key
 from control.runtime import Runtime
-from control.services import lifecycle, provisioning
+from control.services import lifecycle, notices, provisioning
 from control.services.accounts import create_account
 from control.services.delivery import DeliveryWorker
+from control.services.notices import Notice
 from control.settings import Settings
 from standins import stripe_events as se
 from standins.anthropic_api import AnthropicStandin
@@ -115,7 +116,8 @@ def test_payment_failed_makes_the_tenant_past_due_with_one_email_and_an_attentio
         assert tenant.status == "past_due" and tenant.past_due_since is not None
         mails = list(OutboxMail.select())
         machine = Machine.get(Machine.tenant == tenant)
-    assert [(m.to_addr, m.subject) for m in mails] == [("ada@example.com", lifecycle.PAST_DUE_SUBJECT)]
+    assert [(m.to_addr, m.subject) for m in mails] == [("ada@example.com",
+                                                         notices.render(Notice.PAYMENT_FAILED, retry="", url="")[0])]
     assert "http://127.0.0.1:8000/billing" in mails[0].body and "retried" in mails[0].body
     assert "payment_failed" in open_attention(tenant.id)
     assert machine.state == MachineState.REQUESTED  # the machine is left alone
@@ -317,8 +319,10 @@ def test_a_memory_survives_cancellation_grace_archive_and_resubscription(world, 
         report = lifecycle.end_grace(
             tenant.grace_until + timedelta(minutes=1), provisioner, env=runtime.settings.env,
             retention_days=runtime.settings.archive_retention_days,
-            request=lambda t, plan: provisioning.request_machine(t, plan, runtime.tasks.provision_machine))
+            request=lambda t, plan: provisioning.request_machine(t, plan, runtime.tasks.provision_machine),
+            send=runtime.tasks.send_notice, billing_url=runtime.tasks.billing_url())
     assert report.archived == [tenant_id] and report.failures == {}
+    assert "archived until" in telegram.chat_messages(CHAT)[-1].text  # the user is told
     tenant = tenant_row()
     assert tenant.archive_key.startswith(f"archives/local/{tenant_id}/") and tenant.archived_at
     assert provisioner.store.list_keys(tenant.archive_key) == [
@@ -331,6 +335,8 @@ def test_a_memory_survives_cancellation_grace_archive_and_resubscription(world, 
     post_stripe(client, sub_event(sub="sub_B", event_id="evt_resub"))
     assert tenant_row().status == "active" and tenant_row().archive_key is None
     wait_ready(worker, tenant_id)
+    wait_until(lambda: telegram.chat_messages(CHAT)[-1].text == notices.render(Notice.RESTORED)[1], 10,
+               "the restored notice")
     assert "oat milk" in say(client, worker, telegram, 4, "/memory tea", "oat milk")
 
 
@@ -346,6 +352,8 @@ def test_resubscribing_during_grace_resumes_the_paused_agent(world, telegram):
     assert (tenant.status, tenant.paused_at, tenant.grace_until) == ("active", None, None)
     assert machine_state(tenant_id) == MachineState.BOOTING
     wait_ready(worker, tenant_id)
+    wait_until(lambda: telegram.chat_messages(CHAT)[-1].text == notices.render(Notice.RESUMED)[1], 10,
+               "the welcome-back notice")
     assert "Miso" in say(client, worker, telegram, 2, "/memory cat", "Miso")
 
 
@@ -358,14 +366,16 @@ def test_after_retention_the_archive_is_gone_and_a_resubscriber_gets_a_fresh_age
     settings, provisioner = runtime.settings, runtime.provisioner
     def request(t, plan):
         return provisioning.request_machine(t, plan, runtime.tasks.provision_machine)
+    told = {"send": runtime.tasks.send_notice, "billing_url": runtime.tasks.billing_url()}
     with database.connection_context():
         lifecycle.end_grace(tenant.grace_until + timedelta(hours=1), provisioner, env=settings.env,
-                            retention_days=settings.archive_retention_days, request=request)
+                            retention_days=settings.archive_retention_days, request=request, **told)
         key = Tenant.get_by_id(tenant_id).archive_key
         # The archive's key is stamped with the real time: prune with a "now" past its retention.
         later = utcnow() + timedelta(days=settings.archive_retention_days, hours=1)
         report = lifecycle.end_grace(later, provisioner, env=settings.env,
-                                     retention_days=settings.archive_retention_days, request=request)
+                                     retention_days=settings.archive_retention_days, request=request,
+                                     **told)
     assert report.pruned == [key]
     assert provisioner.store.list_keys(f"archives/local/{tenant_id}/") == []
     assert tenant_row().archive_key is None
