@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         The Flask app; ``app.extensions["hermes"]`` holds the runtime.
     """
     from control.runtime import Runtime
-    from control.web import accounts, auth, error_reporting, health, metrics, request_ids, webhooks
+    from control.web import auth, error_reporting, metrics, request_ids
 
     if settings is None and runtime is None:
         settings = Settings.from_env()
@@ -56,41 +56,37 @@ def create_app(settings: Settings | None = None, runtime=None) -> Flask:
         if not runtime.db.is_closed():
             runtime.db.close()
 
-    auth.csrf.exempt(webhooks.bp)
-    app.register_blueprint(webhooks.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(accounts.bp)
-    from control.web import dashboard, openapi
-
-    app.register_blueprint(dashboard.bp)
-    from control.web import billing
-
-    app.register_blueprint(billing.bp)
-    app.register_blueprint(openapi.bp)
-    from control.web import connections
-
-    auth.csrf.exempt(connections.webhook)
-    app.register_blueprint(connections.bp)
-    from control.web import mcp_proxy
-
-    auth.csrf.exempt(mcp_proxy.bp)
-    app.register_blueprint(mcp_proxy.bp)
-    from control.web import llm_gateway
-
-    auth.csrf.exempt(llm_gateway.bp)
-    app.register_blueprint(llm_gateway.bp)
-    from control.web import media
-
-    app.register_blueprint(media.bp)
-    from control.web import slack
-
-    auth.csrf.exempt(slack.bp)
-    slack.init_app(app, runtime)
-    from control.web import whatsapp
-
-    auth.csrf.exempt(whatsapp.bp)
-    whatsapp.init_app(app, runtime)
-    from control.web import ops
-
-    ops.init_app(app)
+    for module in _web_modules():
+        init = getattr(module, "init_app", None)
+        if init is not None:
+            init(app, runtime)
+        else:
+            app.register_blueprint(module.bp)
     return app
+
+
+def _web_modules() -> tuple:
+    """The web modules whose blueprint the app serves, in registration order.
+
+    Each module has ``bp`` (registered as is) or ``init_app(app, runtime)`` (registers ``bp``
+    after its own set-up); a route that cannot carry a form's CSRF token (a signed webhook, a
+    bearer-token API) declares ``csrf.exempt`` next to it, in its module.
+    """
+    from control.web import (
+        accounts,
+        billing,
+        connections,
+        dashboard,
+        health,
+        llm_gateway,
+        mcp_proxy,
+        media,
+        openapi,
+        ops,
+        slack,
+        webhooks,
+        whatsapp,
+    )
+
+    return (webhooks, health, accounts, dashboard, billing, openapi, connections, mcp_proxy,
+            llm_gateway, media, slack, whatsapp, ops)

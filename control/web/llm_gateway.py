@@ -37,10 +37,12 @@ from control.models import Tenant
 from control.services import budget_warning, llm_gateway
 from control.services.llm_gateway import Metered, NotConfigured, StreamMeter, UpstreamUnreachable
 from control.web import runtime
+from control.web.auth import csrf
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("llm_gateway", __name__)
+csrf.exempt(bp)  # tenant agents authenticate with their bearer token
 
 # Bytes: Anthropic's Messages request limit is 32 MB (docs: api/overview, "Request size
 # limits"); OpenAI's transcription upload limit is 25 MB.

@@ -19,11 +19,13 @@ from flask import Blueprint, Response, request, stream_with_context
 from control.services import mcp_proxy
 from control.services.composio_client import IntegrationError
 from control.services.secrets_box import box_from_settings
-from control.web import runtime, stream_cap
+from control.web import runtime
+from control.web.auth import csrf, stream_cap
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("mcp_proxy", __name__)
+csrf.exempt(bp)  # tenant agents authenticate with their bearer token
 
 # Request headers of the transport passed on to Composio (everything else, notably the
 # agent's Authorization, stays here); the spec's names, matched case-insensitively.

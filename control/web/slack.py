@@ -61,13 +61,14 @@ from control.services.slack_install import (
     is_installed,
 )
 from control.web import runtime
-from control.web.auth import limiter
+from control.web.auth import csrf, limiter
 from control.web.webhooks import WEBHOOK_MAX_BYTES, json_body
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("slack", __name__)
+csrf.exempt(bp)  # signed by Slack (v0 signature), not by a form token
 
 INSTALL_PATH, REDIRECT_PATH = "/slack/install", "/slack/oauth_redirect"
 CHANNEL = "slack"

@@ -18,11 +18,13 @@ from control.channels import discord, telegram
 from control.errors import BadRequest, ServiceUnavailable
 from control.services import billing, discord_routing, lifecycle, provisioning, routing
 from control.web import runtime
+from control.web.auth import csrf
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+csrf.exempt(bp)  # signed by the platforms, not by a form token
 
 
 # Bodies above this answer 413 before they are read. Neither platform publishes a maximum,

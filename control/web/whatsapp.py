@@ -44,12 +44,14 @@ from control.errors import ServiceUnavailable
 from control.models import utcnow
 from control.services import channel_routing, lifecycle, whatsapp_status, whatsapp_window
 from control.web import runtime
+from control.web.auth import csrf
 from control.web.webhooks import WEBHOOK_MAX_BYTES, json_body
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("whatsapp", __name__)
+csrf.exempt(bp)  # signed by Meta (X-Hub-Signature-256), not by a form token
 
 PATH = "/webhooks/whatsapp"
 TEXTS = channel_routing.ChannelTexts(
