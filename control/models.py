@@ -41,9 +41,20 @@ class BaseModel(Model):
         database = database
 
 
+class TenantStatus(StrEnum):
+    """The states of a ``Tenant`` (stored as their string values)."""
+
+    PENDING = "pending"
+    """Signed up or paid, not both yet."""
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    """A renewal payment failed; Stripe is retrying."""
+    CANCELED = "canceled"
+    """No paid subscription left: grace, archive, or gone (``control.services.lifecycle``)."""
+
+
 class Tenant(BaseModel):
-    """A user of the service.  ``status``: ``pending`` (signed up or paid, not both yet) |
-    ``active`` | ``past_due`` (a renewal payment failed; Stripe is retrying) | ``canceled``.
+    """A user of the service; ``status`` a ``TenantStatus``.
 
     Preferences the user sets on the dashboard (``None``: the control plane's default):
     ``timezone`` (IANA name), ``language`` (BCP 47 tag for replies), ``model`` (from the
@@ -57,7 +68,7 @@ class Tenant(BaseModel):
     email = CharField(null=True, unique=True)
     stripe_customer_id = CharField(null=True, unique=True)
     plan = CharField(null=True)
-    status = CharField(default="pending")
+    status = CharField(default=TenantStatus.PENDING)
     timezone = CharField(null=True)
     language = CharField(null=True)
     model = CharField(null=True)
@@ -147,6 +158,19 @@ class OutboxMail(BaseModel):
     error = TextField(default="")
 
 
+class SubscriptionStatus(StrEnum):
+    """Stripe's subscription statuses (https://docs.stripe.com/api/subscriptions/object#subscription_object-status)."""
+
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    CANCELED = "canceled"
+    UNPAID = "unpaid"
+    PAUSED = "paused"
+
+
 class Subscription(BaseModel):
     """A Stripe subscription.  ``plan`` is ``light`` | ``heavy`` | ``None`` (unknown price).
 
@@ -158,7 +182,7 @@ class Subscription(BaseModel):
     tenant = ForeignKeyField(Tenant, backref="subscriptions", null=True)
     tenant_id: IntegerField[int | None]
     stripe_customer_id = CharField(null=True, index=True)
-    status = CharField(default="incomplete")
+    status = CharField(default=SubscriptionStatus.INCOMPLETE)
     plan = CharField(null=True)
     price_id = CharField(null=True)
     current_period_end = DateTimeField(null=True)

@@ -40,7 +40,16 @@ import stripe
 
 from control.db import write_transaction
 from control.errors import BadRequest, SignatureError
-from control.models import Account, Machine, Subscription, Tenant, WebhookEvent, utcnow
+from control.models import (
+    Account,
+    Machine,
+    Subscription,
+    SubscriptionStatus,
+    Tenant,
+    TenantStatus,
+    WebhookEvent,
+    utcnow,
+)
 from control.providers.base import PLANS
 from control.services import lifecycle
 from control.services.attention import raise_attention
@@ -49,12 +58,12 @@ from control.services.notices import Send
 log = logging.getLogger(__name__)
 
 # Subscription statuses that mean "paid": https://docs.stripe.com/api/subscriptions/object#subscription_object-status
-PAID_STATUSES = frozenset({"active", "trialing"})
+PAID_STATUSES = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING})
 # A renewal failed and Stripe is retrying (past_due), or gave up and left the subscription
 # open without payment (unpaid, per the account's retry settings): the tenant is past due.
-UNPAID_STATUSES = frozenset({"past_due", "unpaid"})
+UNPAID_STATUSES = frozenset({SubscriptionStatus.PAST_DUE, SubscriptionStatus.UNPAID})
 # Statuses Stripe never leaves (same reference).
-TERMINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
+TERMINAL_STATUSES = frozenset({SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED})
 # Checkout Session payment_status values that mean the customer has paid.
 PAID_CHECKOUT = frozenset({"paid", "no_payment_required"})
 # Stripe object ids are at most 255 characters (https://docs.stripe.com/upgrades, "object IDs");
@@ -258,7 +267,7 @@ def _standing(tenant: Tenant, grace_days: int, billing_url: str, obj: dict, send
         lifecycle.mark_past_due(tenant, billing_url, send, retry_at=(
             datetime.fromtimestamp(retry, UTC).replace(tzinfo=None) if retry else None))
         return False
-    if statuses and statuses <= TERMINAL_STATUSES and tenant.status in ("active", "past_due"):
+    if statuses and statuses <= TERMINAL_STATUSES and tenant.status in (TenantStatus.ACTIVE, TenantStatus.PAST_DUE):
         lifecycle.begin_grace(tenant, grace_days)
         return True
     return False
@@ -298,7 +307,7 @@ def _on_checkout_completed(session: dict, ctx: _Context) -> Tenant | None:
         # the subscription's own events, whenever they arrive, still apply.
         if (session.get("payment_status") in PAID_CHECKOUT and sub.status not in PAID_STATUSES
                 and sub.status not in TERMINAL_STATUSES and sub.status_at is None):
-            sub.status = "active"
+            sub.status = SubscriptionStatus.ACTIVE
         sub.updated_at = utcnow()
         sub.save()
     return tenant
@@ -344,8 +353,9 @@ def _on_invoice(invoice: dict, ctx: _Context, paid: bool) -> Tenant | None:
         return None
     # A failed first payment leaves the subscription incomplete (no service was ever paid);
     # a paid one activates it.
-    before = UNPAID_STATUSES | {"incomplete"} if paid else PAID_STATUSES
-    if sub.status in before and _set_status(sub, "active" if paid else "past_due", ctx.at):
+    before = UNPAID_STATUSES | {SubscriptionStatus.INCOMPLETE} if paid else PAID_STATUSES
+    status = SubscriptionStatus.ACTIVE if paid else SubscriptionStatus.PAST_DUE
+    if sub.status in before and _set_status(sub, status, ctx.at):
         sub.updated_at = utcnow()
         sub.save()
     return sub.tenant
@@ -451,9 +461,9 @@ def _ready_plan(tenant: Tenant) -> str | None:
     if sub.tenant_id != tenant.id:
         sub.tenant = tenant
         sub.save()
-    if tenant.plan != sub.plan or tenant.status != "active":
+    if tenant.plan != sub.plan or tenant.status != TenantStatus.ACTIVE:
         lifecycle.reactivate(tenant)
-        tenant.plan, tenant.status, tenant.updated_at = sub.plan, "active", utcnow()
+        tenant.plan, tenant.status, tenant.updated_at = sub.plan, TenantStatus.ACTIVE, utcnow()
         tenant.save()
     return sub.plan
 

@@ -26,6 +26,7 @@ from control.models import (
     Message,
     Subscription,
     Tenant,
+    TenantStatus,
     utcnow,
 )
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
@@ -120,12 +121,12 @@ def overview(tenant: Tenant, plan_budgets: dict[str, int], now: datetime | None 
 
 def banner(tenant: Tenant) -> str | None:
     """Return the account banner: paused (subscription ended) or past due, else None."""
-    if tenant.status == "canceled" and tenant.archived_at is not None:
+    if tenant.status == TenantStatus.CANCELED and tenant.archived_at is not None:
         return ARCHIVED_BANNER
-    if tenant.status == "canceled":
+    if tenant.status == TenantStatus.CANCELED:
         until = f"{tenant.grace_until:%Y-%m-%d}" if tenant.grace_until else "the end of the grace period"
         return PAUSED_BANNER.format(until=until)
-    if tenant.status == "past_due":
+    if tenant.status == TenantStatus.PAST_DUE:
         return PAST_DUE_BANNER
     return None
 

@@ -43,6 +43,7 @@ from control.models import (
     Message,
     PasswordReset,
     Tenant,
+    TenantStatus,
     Usage,
     utcnow,
 )
@@ -79,10 +80,10 @@ def mark_past_due(tenant: Tenant, billing_url: str, send: Send, retry_at: dateti
     Returns:
         True when the tenant became past due.
     """
-    if tenant.status != "active":
+    if tenant.status != TenantStatus.ACTIVE:
         return False
     now = now or utcnow()
-    tenant.status, tenant.past_due_since, tenant.updated_at = "past_due", now, now
+    tenant.status, tenant.past_due_since, tenant.updated_at = TenantStatus.PAST_DUE, now, now
     tenant.save()
     retry = f"; it will be retried around {_day(retry_at)} (UTC)" if retry_at else ""
     told = tell(tenant, Notice.PAYMENT_FAILED, send, retry=retry, url=billing_url)
@@ -117,10 +118,10 @@ def begin_grace(tenant: Tenant, grace_days: int, now: datetime | None = None) ->
     Returns:
         True when the grace period started now.
     """
-    if tenant.status == "canceled":
+    if tenant.status == TenantStatus.CANCELED:
         return False
     now = now or utcnow()
-    tenant.status, tenant.paused_at = "canceled", now
+    tenant.status, tenant.paused_at = TenantStatus.CANCELED, now
     tenant.grace_until = now + timedelta(days=grace_days)
     tenant.past_due_since, tenant.updated_at = None, now
     tenant.save()
@@ -147,7 +148,7 @@ def pause_notice_kind(tenant: Tenant, billing_url: str, retention_days: int) -> 
 
 def is_paused(tenant: Tenant) -> bool:
     """True when the tenant's chats must not reach its agent (subscription ended)."""
-    return tenant.status == "canceled"
+    return tenant.status == TenantStatus.CANCELED
 
 
 def pause_machine(tenant_id: int, provisioner: Provisioner, send: Send, billing_url: str,
@@ -201,7 +202,7 @@ def resume_machine(tenant_id: int, provisioner: Provisioner, policy: HealthPolic
     """
     tenant = Tenant.get_or_none(Tenant.id == tenant_id)
     machine = Machine.get_or_none(Machine.tenant == tenant_id)
-    if tenant is None or tenant.status != "active" or machine is None \
+    if tenant is None or tenant.status != TenantStatus.ACTIVE or machine is None \
             or machine.state != MachineState.PAUSED:
         return None
     status = provisioner.resume(str(tenant_id))
@@ -244,7 +245,7 @@ def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_da
         and retried on the next run, and does not stop the others.
     """
     report = SweepReport()
-    due = Tenant.select().where((Tenant.status == "canceled") & (Tenant.grace_until <= now)
+    due = Tenant.select().where((Tenant.status == TenantStatus.CANCELED) & (Tenant.grace_until <= now)
                                 & Tenant.archived_at.is_null() & Tenant.deleted_at.is_null())
     for tenant in list(due):
         machine = Machine.get_or_none(Machine.tenant == tenant)
@@ -261,7 +262,7 @@ def end_grace(now: datetime, provisioner: Provisioner, *, env: str, retention_da
             continue
         report.archived.append(tenant.id)
         fresh = Tenant.get_by_id(tenant.id)
-        if fresh.status == "active" and fresh.plan:
+        if fresh.status == TenantStatus.ACTIVE and fresh.plan:
             request(fresh, fresh.plan)
         else:
             notice, fields = pause_notice_kind(fresh, billing_url, retention_days)
@@ -355,7 +356,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
         if tenant.deleted_at is None:
             tenant.deleted_at = now
         tenant.email = tenant.timezone = tenant.language = tenant.model = tenant.preferences = None
-        tenant.status, tenant.plan = "canceled", None
+        tenant.status, tenant.plan = TenantStatus.CANCELED, None
         tenant.past_due_since = tenant.grace_until = tenant.paused_at = None
         tenant.archive_key = tenant.archived_at = None
         # The MCP proxy credential and the sealed Composio endpoint go with the account.

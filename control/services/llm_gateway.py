@@ -30,7 +30,7 @@ from werkzeug.datastructures import Headers
 
 from control.db import write_transaction
 from control.errors import BadRequest, HermesError, Unauthorized
-from control.models import LlmCall, LlmToken, Tenant, utcnow
+from control.models import LlmCall, LlmToken, Tenant, TenantStatus, utcnow
 from wire.pricing import (
     PRICES_CENTS_PER_MTOK,
     TRANSCRIBE_CENTS_PER_MINUTE,
@@ -225,7 +225,7 @@ def authenticate(token: str) -> Tenant:
     row = (LlmToken.select(LlmToken, Tenant).join(Tenant)
            .where(LlmToken.token_hash == _digest(token)).first()) if token else None
     tenant = row.tenant if row is not None else None
-    if (tenant is None or tenant.status == "canceled" or tenant.deleted_at is not None
+    if (tenant is None or tenant.status == TenantStatus.CANCELED or tenant.deleted_at is not None
             or tenant.paused_at is not None or tenant.plan not in ("light", "heavy")):
         raise Unauthorized("A valid LLM gateway token is required.", code="bad_llm_token")
     return tenant

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from control.db import write_transaction
 from control.errors import Unauthorized
-from control.models import Tenant
+from control.models import Tenant, TenantStatus
 from control.services.composio_client import McpEndpoint
 from control.services.secrets_box import SecretsBox
 
@@ -123,7 +123,7 @@ def authenticate(tenant_id: int, authorization: str, box: SecretsBox) -> McpEndp
     # Every stored hash is compared (no early exit), so the time says nothing about which.
     matches = [hmac.compare_digest(given.encode(), digest.encode()) for digest in stored]
     valid = any(matches)
-    ended = tenant is not None and (tenant.status == "canceled" or tenant.deleted_at is not None)
+    ended = tenant is not None and (tenant.status == TenantStatus.CANCELED or tenant.deleted_at is not None)
     if not valid or tenant is None or not tenant.mcp_token_hash or not tenant.mcp_upstream or ended:
         raise Unauthorized("A valid MCP proxy token is required.", code="bad_mcp_token")
     endpoint = json.loads(box.decrypt(tenant.mcp_upstream))

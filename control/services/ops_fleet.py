@@ -14,7 +14,7 @@ from datetime import datetime
 
 from control.db import write_transaction
 from control.errors import BadRequest, Conflict, NotFound
-from control.models import Machine, MachineState, Tenant, utcnow
+from control.models import Machine, MachineState, Tenant, TenantStatus, utcnow
 from control.services import provisioning, slo
 
 PLANS = ("light", "heavy")
@@ -128,7 +128,7 @@ def resume(tenant_id: int, enqueue_resume: Callable[[int], object]) -> tuple[dic
         tenant's machine is resumed by paying again).
     """
     machine = _machine(tenant_id)
-    if machine.state != MachineState.PAUSED or machine.tenant.status != "active":
+    if machine.state != MachineState.PAUSED or machine.tenant.status != TenantStatus.ACTIVE:
         raise Conflict(f"tenant {tenant_id} is {machine.tenant.status} with its machine "
                        f"{machine.state}: only an active tenant's paused machine resumes")
     enqueue_resume(tenant_id)

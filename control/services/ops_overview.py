@@ -21,6 +21,7 @@ from control.models import (
     Machine,
     Message,
     Tenant,
+    TenantStatus,
     utcnow,
 )
 from control.services import audit, ops_dead_letters
@@ -104,7 +105,7 @@ def overview(bus: Bus, plan_budget_cents: dict[str, int], now: datetime | None =
     machines = _counts(Machine.select(Machine.state, fn.COUNT(Machine.id))
                        .group_by(Machine.state))
     paying_by_plan = _counts(Tenant.select(Tenant.plan, fn.COUNT(Tenant.id)).where(
-        Tenant.status.in_(["active", "past_due"]) & Tenant.deleted_at.is_null())
+        Tenant.status.in_([TenantStatus.ACTIVE, TenantStatus.PAST_DUE]) & Tenant.deleted_at.is_null())
         .group_by(Tenant.plan))
     active = (Message.select(fn.COUNT(Message.tenant.distinct()))
               .where((Message.direction == "in")

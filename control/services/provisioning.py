@@ -38,7 +38,15 @@ from peewee import fn
 
 from control.db import write_transaction
 from control.errors import Conflict, NotFound, ProvisioningError
-from control.models import AttentionItem, Machine, MachineState, Subscription, Tenant, utcnow
+from control.models import (
+    AttentionItem,
+    Machine,
+    MachineState,
+    Subscription,
+    Tenant,
+    TenantStatus,
+    utcnow,
+)
 from control.providers.base import MachineSpec, Provisioner, ServerState
 from control.services import agent_settings, bus_acl, linking, llm_gateway
 from control.services.attention import raise_attention
@@ -151,7 +159,7 @@ def requeue_requested(enqueue: Callable[[int], object], queued: Callable[[], set
     waiting = list(Machine.select().join(Tenant).where(
         (Machine.state == MachineState.REQUESTED)
         & (Machine.updated_at <= now - timedelta(seconds=REQUEUE_AFTER))
-        & Tenant.status.in_(["active", "past_due"]) & Tenant.deleted_at.is_null()))
+        & Tenant.status.in_([TenantStatus.ACTIVE, TenantStatus.PAST_DUE]) & Tenant.deleted_at.is_null()))
     in_queue = queued() if waiting else set()
     for machine in waiting:
         if machine.tenant_id not in in_queue:
@@ -199,7 +207,7 @@ def reprovision(tenant: Tenant, enqueue: Callable[[int], object]) -> str:
     Raises:
         Conflict: the tenant is canceled or has no plan, so it must not get a machine.
     """
-    if tenant.status == "canceled" or not tenant.plan:
+    if tenant.status == TenantStatus.CANCELED or not tenant.plan:
         raise Conflict(f"tenant {tenant.id} is {tenant.status} (plan {tenant.plan}): "
                        "no machine to provision")
     with write_transaction():

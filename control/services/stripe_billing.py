@@ -22,7 +22,7 @@ from peewee import fn
 from stripe.params.checkout import SessionCreateParams
 
 from control.errors import BadRequest, Conflict, NotFound, PaymentProviderError, ServiceUnavailable
-from control.models import Tenant, Usage
+from control.models import SubscriptionStatus, Tenant, Usage
 from control.providers.base import PLANS
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
 from control.services.billing import plan_of_subscription
@@ -41,8 +41,9 @@ CHECKOUT_IDEMPOTENCY_WINDOW = 600
 # Subscription statuses (https://docs.stripe.com/api/subscriptions/object#subscription_object-status)
 # of a customer who has a plan, and, with ``incomplete`` (a first payment still pending), those
 # that may still bill: the ones account deletion cancels.
-SUBSCRIBED_STATUSES = ("active", "trialing", "past_due", "unpaid", "paused")
-LIVE_STATUSES = (*SUBSCRIBED_STATUSES, "incomplete")
+SUBSCRIBED_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE,
+                       SubscriptionStatus.UNPAID, SubscriptionStatus.PAUSED)
+LIVE_STATUSES = (*SUBSCRIBED_STATUSES, SubscriptionStatus.INCOMPLETE)
 NOT_SET_UP = "billing is not set up on this server"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -16,7 +16,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from flask_login import current_user, login_required
 
 from control.errors import BadRequest, Unauthorized
-from control.models import Tenant
+from control.models import ConnectionStatus, Tenant
 from control.services import connections
 from control.web import runtime
 from control.web.auth import csrf
@@ -87,7 +87,7 @@ def callback():
         raise BadRequest("The connection callback lacks its connected account id.")
     row = service().complete_oauth(_tenant(), account_id)
     name = connections.service_or_404(row.service).name
-    if row.status == "active":
+    if row.status == ConnectionStatus.ACTIVE:
         flash(f"{name} is connected. Your agent can use it from your next message on.", "ok")
     else:
         flash(f"{name} was not connected ({row.status}). You can try again.", "error")
