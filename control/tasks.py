@@ -15,7 +15,7 @@ import redis
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
 from control.channels.telegram import BotApiError
-from control.services import machine_health, provisioning, routing
+from control.services import lifecycle, machine_health, provisioning, routing
 from wire import redis_bus
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,12 @@ class ControlTasks:
         """The page where a user pays or resubscribes."""
         return self.runtime.settings.public_url.rstrip("/") + "/billing"
 
-    def _pause_machine(self, tenant_id: int) -> str | None:
-        from control.services import lifecycle
+    def paused_notice(self, tenant) -> str:
+        """The answer a canceled tenant's chats get instead of their agent, in the tenant's
+        language (``lifecycle.pause_notice``: paused, archived or ended)."""
+        return lifecycle.pause_notice(tenant, self.billing_url(), self.runtime.settings.archive_retention_days)
 
+    def _pause_machine(self, tenant_id: int) -> str | None:
         rt = self.runtime
         with rt.db.connection_context():
             machine = lifecycle.pause_machine(tenant_id, rt.provisioner, self.send_notice,
@@ -269,8 +272,6 @@ class ControlTasks:
             return str(machine.state) if machine else None
 
     def _resume_machine(self, tenant_id: int) -> str | None:
-        from control.services import lifecycle
-
         rt = self.runtime
         with rt.db.connection_context():
             machine = lifecycle.resume_machine(tenant_id, rt.provisioner, self.health_policy)
@@ -278,7 +279,6 @@ class ControlTasks:
 
     def _end_grace(self) -> dict[str, object]:
         from control.models import utcnow
-        from control.services import lifecycle
 
         rt = self.runtime
         with rt.db.connection_context():

@@ -37,10 +37,9 @@ import hmac
 import logging
 import re
 import time
-from functools import partial
 from urllib.parse import parse_qs
 
-from flask import Blueprint, g, jsonify, request
+from flask import g, jsonify, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
 from slack_bolt.adapter.flask.handler import to_bolt_request, to_flask_response
@@ -52,7 +51,7 @@ from control.channels import slack_views as views
 from control.channels.base import InboundMessage
 from control.channels.slack import chat_id_for, file_attachments
 from control.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
-from control.services import channel_routing, lifecycle, linking
+from control.services import channel_routing, linking
 from control.services.slack_install import (
     DatabaseInstallationStore,
     DatabaseStateStore,
@@ -61,14 +60,13 @@ from control.services.slack_install import (
     is_installed,
 )
 from control.web import runtime
-from control.web.auth import csrf, limiter
-from control.web.webhooks import WEBHOOK_MAX_BYTES, json_body
+from control.web.auth import limiter
+from control.web.webhooks import json_body, retry_later, webhook_blueprint
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("slack", __name__)
-csrf.exempt(bp)  # signed by Slack (v0 signature), not by a form token
+bp = webhook_blueprint("slack", __name__)  # signed by Slack (v0 signature)
 
 INSTALL_PATH, REDIRECT_PATH = "/slack/install", "/slack/oauth_redirect"
 CHANNEL = "slack"
@@ -88,11 +86,6 @@ REPLAY_WINDOW = 300  # seconds
 # row; a person adding the app to a workspace or two needs a handful.
 INSTALL_LIMITS = "10 per minute; 60 per hour"
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
-
-
-@bp.before_request
-def _cap_body():
-    request.max_content_length = WEBHOOK_MAX_BYTES
 
 
 def init_app(app, rt) -> None:
@@ -155,8 +148,7 @@ class _Listeners:
         rt = self.rt
         result = channel_routing.route_inbound(
             message, rt.bus, TEXTS, envelope_key=rt.envelope_key,
-            paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                                  retention_days=rt.settings.archive_retention_days),
+            paused_notice=rt.tasks.paused_notice,
             ingest_media=rt.tasks.ingest_media)
         g.slack_outcome = result.outcome
         return result
@@ -461,8 +453,7 @@ def _dispatch(check) -> object:
         return jsonify(ok=True, outcome="ignored")
     response = to_flask_response(bolt.dispatch(bolt_request))
     if isinstance(g.slack_error, BusUnavailable):
-        log.error("bus unavailable; Slack will retry: %s", g.slack_error)
-        raise ServiceUnavailable("message bus unavailable, retry later") from g.slack_error
+        raise retry_later(g.slack_error, "Slack will retry") from g.slack_error
     if g.slack_error is not None:
         raise g.slack_error
     if response.status_code == 401:  # bolt's own check (the same as ours) refused it

@@ -16,15 +16,42 @@ from flask import Blueprint, jsonify, request
 
 from control.channels import discord, telegram
 from control.errors import BadRequest, ServiceUnavailable
-from control.services import billing, discord_routing, lifecycle, provisioning, routing
+from control.services import billing, discord_routing, provisioning, routing
 from control.web import runtime
 from control.web.auth import csrf
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
-csrf.exempt(bp)  # signed by the platforms, not by a form token
+
+
+def webhook_blueprint(name: str, import_name: str, **options) -> Blueprint:
+    """A blueprint for platform webhooks: exempt from CSRF (each request is signed by the
+    platform, verified on the raw body) and bodies capped at ``WEBHOOK_MAX_BYTES`` (413
+    before they are read).
+
+    Args:
+        name, import_name, **options: as ``flask.Blueprint``.
+    """
+    blueprint = Blueprint(name, import_name, **options)
+    csrf.exempt(blueprint)
+    blueprint.before_request(_cap_body)
+    return blueprint
+
+
+def _cap_body() -> None:
+    request.max_content_length = WEBHOOK_MAX_BYTES
+
+
+def retry_later(exc: BusUnavailable, what: str) -> ServiceUnavailable:
+    """Log that the bus is down while handling ``what`` and return the 503 to raise (``raise
+    retry_later(exc, ...) from exc``): every platform retries a webhook answered 5xx, and
+    nothing was stored, so the retry loses nothing."""
+    log.error("bus unavailable; %s: %s", what, exc)
+    return ServiceUnavailable("message bus unavailable, retry later")
+
+
+bp = webhook_blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
 # Bodies above this answer 413 before they are read. Neither platform publishes a maximum,
@@ -42,11 +69,6 @@ MAX_JSON_DEPTH = 64
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-@bp.before_request
-def _cap_body():
-    request.max_content_length = WEBHOOK_MAX_BYTES
 
 
 def nesting_depth(text: str) -> int:
@@ -112,12 +134,10 @@ def telegram_webhook():
         result = routing.route_telegram_update(
             update, rt.bus, rt.tasks.send_text, rt.settings.telegram_bot_username,
             envelope_key=rt.envelope_key,
-            paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                                  retention_days=rt.settings.archive_retention_days),
+            paused_notice=rt.tasks.paused_notice,
             ingest_media=rt.tasks.ingest_media)
     except BusUnavailable as exc:
-        log.error("bus unavailable; asking Telegram to retry update %s: %s", update.update_id, exc)
-        raise ServiceUnavailable("message bus unavailable, retry later") from exc
+        raise retry_later(exc, f"asking Telegram to retry update {update.update_id}") from exc
     return jsonify(ok=True, outcome=result.outcome)
 
 
@@ -138,9 +158,7 @@ def discord_webhook():
     try:
         answer = discord_routing.respond(
             interaction, rt.bus, rt.secrets_box, envelope_key=rt.envelope_key,
-            paused_notice=partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                                  retention_days=rt.settings.archive_retention_days))
+            paused_notice=rt.tasks.paused_notice)
     except BusUnavailable as exc:
-        log.error("bus unavailable; failing Discord interaction %s: %s", interaction.id, exc)
-        raise ServiceUnavailable("message bus unavailable, retry later") from exc
+        raise retry_later(exc, f"failing Discord interaction {interaction.id}") from exc
     return jsonify(answer)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from functools import partial
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import Forbidden
 
 from control.channels.whatsapp import WhatsAppConfig
@@ -40,18 +39,15 @@ from control.channels.whatsapp_inbound import (
     verify_signature,
 )
 from control.db import write_transaction
-from control.errors import ServiceUnavailable
 from control.models import utcnow
-from control.services import channel_routing, lifecycle, whatsapp_status, whatsapp_window
+from control.services import channel_routing, whatsapp_status, whatsapp_window
 from control.web import runtime
-from control.web.auth import csrf
-from control.web.webhooks import WEBHOOK_MAX_BYTES, json_body
+from control.web.webhooks import json_body, retry_later, webhook_blueprint
 from wire.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("whatsapp", __name__)
-csrf.exempt(bp)  # signed by Meta (X-Hub-Signature-256), not by a form token
+bp = webhook_blueprint("whatsapp", __name__)  # signed by Meta (X-Hub-Signature-256)
 
 PATH = "/webhooks/whatsapp"
 TEXTS = channel_routing.ChannelTexts(
@@ -59,11 +55,6 @@ TEXTS = channel_routing.ChannelTexts(
               "on your Hermes dashboard (Chats), or send /link CODE with the code shown there."),
     linked_help="You're connected to your Hermes agent: just write here, it answers in this chat.",
 )
-
-
-@bp.before_request
-def _cap_body():
-    request.max_content_length = WEBHOOK_MAX_BYTES
 
 
 def init_app(app, rt, config: WhatsAppConfig | None = None) -> None:
@@ -92,8 +83,7 @@ def receive():
     raw = request.get_data(cache=False)
     verify_signature(raw, request.headers.get("X-Hub-Signature-256"), _config().app_secret)
     batch = parse_webhook(json_body(raw))
-    notice = partial(lifecycle.pause_notice, billing_url=rt.tasks.billing_url(),
-                     retention_days=rt.settings.archive_retention_days)
+    notice = rt.tasks.paused_notice
     outcomes = []
     for message in batch.messages:
         try:
@@ -106,9 +96,7 @@ def receive():
                 whatsapp_window.record_inbound(message.user_id,
                                                _sent_at(batch.sent_at.get(message.message_id)))
         except BusUnavailable as exc:
-            log.error("bus unavailable; Meta will retry WhatsApp message %s: %s",
-                      message.message_id, exc)
-            raise ServiceUnavailable("message bus unavailable, retry later") from exc
+            raise retry_later(exc, f"Meta will retry WhatsApp message {message.message_id}") from exc
         if result.answer:
             rt.tasks.send_channel_text(CHANNEL, message.chat_id, result.answer)
         outcomes.append(result.outcome)
