@@ -88,10 +88,12 @@ bench: $(VENV)/.test
 rehearsal: $(VENV)/.test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/hermes rehearsal
 
-# ruff and mypy keep their caches (.ruff_cache, .mypy_cache) between runs.
+# ruff, mypy and lint-imports (the layers of pyproject.toml's [tool.importlinter]) keep their
+# caches (.ruff_cache, .mypy_cache, .import_linter_cache) between runs.
 lint: $(VENV)/.test
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Recompile the locks from pyproject.toml: test.txt first, then every other set constrained by it
 # so a package has one version everywhere. UPGRADE=1 moves every pin to its newest allowed release.

@@ -3,6 +3,7 @@
 ``/help``, ``/start``, ``/remember``, ``/forget``, ``/memory``, ``/cron``, ``/goal``, ``/skills``,
 ``/model``, ``/tools``, ``/usage``, ``/status``, ``/reset``, ``/stop``.  Unknown commands get the help text, never the
 LLM, and no command makes a paid LLM call.  ``/cmd@botname`` (Telegram groups) is accepted.
+Their names, summaries and usage lines (``/help``, the bot menus) are ``wire.commands``.
 """
 
 from __future__ import annotations
@@ -13,24 +14,8 @@ from dataclasses import dataclass
 from agent.cron import ScheduleError
 from agent.goals import GoalError
 from agent.history import History
+from wire.commands import HELP
 from wire.protocol import Envelope
-
-HELP = """Commands:
-/remember TEXT — store a fact or preference
-/forget QUERY|ID — forget matching memories (or one by id)
-/memory [QUERY] — list recent memories, or search them
-/cron add "<min hour day month weekday>" [tz=Area/City] PROMPT — schedule a prompt
-/cron list · /cron pause|resume|remove ID
-/goal OBJECTIVE — let me work on it on my own, turn after turn, until done
-/goal status|pause|resume|cancel
-/skills [list|show NAME|delete NAME] — skills I learned
-/model [NAME|default] — show or choose the model
-/tools [allow NAME|ask NAME] — my tools; allow one to write without asking first
-/usage — tokens and cost today and this month
-/status — how I am doing
-/reset — start a new conversation
-/stop — stop the reply in progress
-/help — this list"""
 
 COMMAND_RE = re.compile(r"^/([A-Za-z_]+)(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
 CRON_ADD_RE = re.compile(r"""^add\s+(["'])(.+?)\1\s+(?:tz=(\S+)\s+)?(.+)$""", re.DOTALL)
@@ -330,6 +315,7 @@ def cmd_stop(runtime, command: Command) -> str:
     return "Stopping the current reply." if running else "Nothing is running right now."
 
 
+# One handler per command of wire.commands.COMMANDS, in that order.
 HANDLERS = {
     "help": cmd_help, "start": cmd_start, "remember": cmd_remember, "forget": cmd_forget,
     "memory": cmd_memory, "cron": cmd_cron, "goal": cmd_goal, "skills": cmd_skills, "model": cmd_model,

@@ -5,9 +5,9 @@
 https://discord.com/developers/docs/interactions/application-commands#bulk-overwrite-global-application-commands),
 after reading the registered ones (``GET``) and comparing: output ``commands: unchanged (N)`` or
 ``commands: updated (N)`` (Ansible's ``changed_when`` looks for ``updated``).  Descriptions come
-from the agent's command registry, as for Telegram (``cli.telegram.bot_commands``).  The
-interactions endpoint URL (``<HERMES_PUBLIC_URL>/webhooks/discord``) is set once in the
-Developer Portal: Discord offers no API for it that a bot token may call.
+from the agent's commands (``wire.commands``), as for Telegram.  The interactions endpoint URL
+(``<HERMES_PUBLIC_URL>/webhooks/discord``) is set once in the Developer Portal: Discord offers
+no API for it that a bot token may call.
 
 ``gateway`` holds the Gateway session that receives direct messages
 (``control.channels.discord_gateway``) and routes each like a slash command; it runs next to
@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 
 import click
+
+from wire.commands import COMMANDS
 
 #: Path of the interactions endpoint (control/web/webhooks.py).
 WEBHOOK_PATH = "/webhooks/discord"
@@ -43,9 +45,7 @@ RATE_LIMIT_RETRIES = 3
 
 def discord_commands() -> list[dict]:
     """Return the global command definitions (type 1, CHAT_INPUT), in ``COMMAND_NAMES`` order."""
-    from cli.telegram import bot_commands
-
-    described = {c["command"]: c["description"] for c in bot_commands()}
+    described = {c.name: c.description for c in COMMANDS}
     commands = []
     for name in COMMAND_NAMES:
         description = (OWN_DESCRIPTIONS.get(name) or described.get(name) or name)[:DESCRIPTION_MAX]

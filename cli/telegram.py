@@ -2,7 +2,7 @@
 
 Bot API (https://core.telegram.org/bots/api): ``setWebhook`` with ``secret_token`` (Telegram then
 sends it in ``X-Telegram-Bot-Api-Secret-Token``, which ``POST /webhooks/telegram`` requires) and
-``setMyCommands`` with the agent's own command registry (``agent.commands.HANDLERS``).
+``setMyCommands`` with the agent's commands (``wire.commands.COMMANDS``).
 
 Idempotent: ``getWebhookInfo`` and ``getMyCommands`` are read first and a setter is called only
 when something differs.  ``getWebhookInfo`` never returns the secret token, so a SHA-256
@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 
 import click
+
+from wire.commands import COMMANDS
 
 #: Path of the control plane's Telegram webhook route (control/web/webhooks.py).
 WEBHOOK_PATH = "/webhooks/telegram"
@@ -74,27 +76,17 @@ class BotApi:
 
 
 def bot_commands() -> list[dict]:
-    """Return the Telegram command menu from the agent's registry, in registry order.
+    """Return the Telegram command menu: every command of ``wire.commands.COMMANDS``, in order.
 
-    Each entry is ``{"command": name, "description": text}``; the description is the one the
-    agent's ``/help`` shows (``agent.commands.HELP``, the text after ``—``), or the handler's
-    docstring for commands ``/help`` does not list (``/start``).
+    Each entry is ``{"command": name, "description": text}``, the description being the one
+    the agent's ``/help`` gives, capitalised.
 
     Raises:
-        click.ClickException: a registry name or description breaks the BotCommand limits.
+        click.ClickException: a command's name or description breaks the BotCommand limits.
     """
-    from agent.commands import HANDLERS, HELP
-
-    described = {}
-    for line in HELP.splitlines():
-        match = re.match(r"^/([a-z0-9_]+)\b.*? — (.+)$", line.strip())
-        if match and match.group(1) not in described:
-            described[match.group(1)] = match.group(2).strip()
     commands = []
-    for name, handler in HANDLERS.items():
-        text = described.get(name) or (handler.__doc__ or name).strip().splitlines()[0]
-        text = text.rstrip(".")
-        text = text[:1].upper() + text[1:]
+    for command in COMMANDS:
+        name, text = command.name, command.description
         if not _COMMAND_RE.fullmatch(name) or not 1 <= len(text) <= _DESCRIPTION_MAX:
             raise click.ClickException(f"command /{name} cannot be a Telegram BotCommand")
         commands.append({"command": name, "description": text})

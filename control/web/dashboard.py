@@ -29,6 +29,7 @@ from control.db import write_transaction
 from control.errors import BadRequest, NotFound
 from control.services import dashboard, linking, tenant_settings, web_chat
 from control.web import stream_cap
+from wire.commands import COMMANDS
 
 bp = Blueprint("dashboard", __name__)
 
@@ -186,22 +187,13 @@ def export():
 @bp.get("/dashboard/commands")
 @login_required
 def commands():
-    """The agent's chat commands, generated from its command registry."""
+    """The agent's chat commands, generated from ``wire.commands``."""
     return render_template("dashboard/commands.html", commands=command_reference())
 
 
 def command_reference() -> list[dict]:
     """Return ``[{"command", "description", "usage": [lines]}]`` for every command of
-    ``agent.commands.HANDLERS``: the Telegram menu's descriptions (``cli.telegram.bot_commands``)
-    and the usage lines of the agent's ``/help`` text that start with the command."""
-    from agent.commands import HELP
-    from cli.telegram import bot_commands
-
-    lines = [line.strip() for line in HELP.splitlines() if line.strip().startswith("/")]
-    reference = []
-    for entry in bot_commands():
-        name = entry["command"]
-        usage = [part.strip() for line in lines for part in line.split("·")
-                 if re.match(rf"^/{name}\b", part.strip())]
-        reference.append({**entry, "usage": [u.split(" — ")[0] for u in usage] or [f"/{name}"]})
-    return reference
+    ``wire.commands.COMMANDS``, in menu order: the description the bot menus show and each way
+    of writing the command."""
+    return [{"command": c.name, "description": c.description, "usage": list(c.usage)}
+            for c in COMMANDS]
