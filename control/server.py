@@ -113,7 +113,7 @@ class Server:
             while not self.stopping.wait(1.0):
                 try:
                     with rt.db.connection_context():
-                        mail.print_pending(sys.stdout)
+                        mail.print_pending(sys.stdout, as_log=rt.settings.log_format == "json")
                 except Exception:  # a database hiccup must not end the loop for good
                     log.exception("printing outbox mail failed")
 

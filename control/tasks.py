@@ -14,7 +14,6 @@ from functools import cached_property
 import redis
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
-from control.channels.telegram import BotApiError
 from control.services import lifecycle, machine_health, provisioning, routing
 from wire import redis_bus
 
@@ -93,11 +92,10 @@ class ControlTasks:
         # Stripe downgrades take effect at the period end; check four times an hour.
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
-        self.send_text = huey.task(retries=5, retry_delay=2, name="send_text")(self._send_text)
         # Notices (``control.services.notices``): one linked person on one platform each.
         self.send_notice = huey.task(retries=5, retry_delay=2, retry_backoff=2.0,
                                      name="send_notice")(self._send_notice)
-        # The control plane's own answers on other platforms (WhatsApp's "not linked yet").
+        # The control plane's own answers (linking, help, "not linked yet") on every platform.
         self.send_channel_text = huey.task(retries=5, retry_delay=2, name="send_channel_text")(
             self._send_channel_text)
         # A WhatsApp status that came before the delivery worker saved the reply's wamid is
@@ -386,15 +384,3 @@ class ControlTasks:
 
         settings = self.runtime.settings
         return len(media.prune(self.media[0], settings.env, settings.media_retention_days))
-
-    def _send_text(self, chat_id: str, text: str) -> None:
-        rt = self.runtime
-        try:
-            message_id = rt.bot.send_message(chat_id, text)
-        except BotApiError as exc:
-            if exc.error_code in (400, 403):
-                log.error("message to chat %s refused: %s", chat_id, exc)
-                return
-            raise
-        with rt.db.connection_context():
-            routing.record_control_reply("telegram", chat_id, text, message_id)

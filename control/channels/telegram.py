@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from control.channels.base import InboundMessage
 from control.errors import BadRequest, HermesError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -277,3 +278,19 @@ class BotApiClient:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._http.close()
+
+
+def inbound_message(update: InboundUpdate) -> InboundMessage | None:
+    """Return the ``InboundMessage`` of a new message in a private chat, else None (group
+    chats, edits, callback queries: only a person's own chat with the bot reaches routing).
+
+    The identity linked to a tenant is the private chat's id; ``/start CODE`` is the link
+    command (Telegram's deep links, https://core.telegram.org/bots/features#deep-linking).
+    """
+    if not update.is_private_message or update.chat_id is None:
+        return None
+    return InboundMessage(channel="telegram", event_id=str(update.update_id), event_type=update.kind,
+                          identity=update.chat_id, user_id=update.user_id or "",
+                          chat_id=update.chat_id, message_id=update.message_id or str(update.update_id),
+                          text=update.text, command=update.command(),
+                          attachments=tuple(update.attachments))

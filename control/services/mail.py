@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from control.errors import ConfigError
 from control.models import OutboxMail, utcnow
 from control.services.attention import raise_attention
+from wire import logs
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +179,29 @@ def send_pending(settings, limit: int = 50) -> int:
     return sent
 
 
-def print_pending(stream: TextIO, limit: int = 50) -> int:
+def print_pending(stream: TextIO, limit: int = 50, as_log: bool = False) -> int:
     """Local mode without ``SMTP_URL``: write each unsent mail to ``stream`` once and mark it
     sent (error ``"printed to console"``), so a local user can follow a reset link.
+
+    Args:
+        stream: where the mails are written (``hermes serve``'s standard output).
+        limit: mails handled per call.
+        as_log: write each mail as a log record instead (``HERMES_LOG_FORMAT=json``: the
+            process's output stays one JSON object per line).
 
     Returns:
         The number of mails printed.
     """
     mails = _pending(limit)
     for mail in mails:
-        stream.write(f"\n----- e-mail (not sent: SMTP_URL is not set) -----\nTo: {mail.to_addr}\n"
-                     f"Subject: {mail.subject}\n\n{mail.body}\n"
-                     "----- end of e-mail -----\n")
-        stream.flush()
+        if as_log:
+            with logs.bound(mail_to=mail.to_addr, subject=mail.subject):
+                log.info("e-mail not sent (SMTP_URL is not set): %s", mail.body)
+        else:
+            stream.write(f"\n----- e-mail (not sent: SMTP_URL is not set) -----\nTo: {mail.to_addr}\n"
+                         f"Subject: {mail.subject}\n\n{mail.body}\n"
+                         "----- end of e-mail -----\n")
+            stream.flush()
         mail.sent_at = utcnow()
         mail.attempts += 1
         mail.error = CONSOLE_NOTE

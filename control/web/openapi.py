@@ -118,8 +118,8 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                                {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"})],
         "requestBody": _body("TelegramUpdate", TELEGRAM_EXAMPLE),
         "responses": {
-            "200": _json("Routed: published to the tenant's agent, answered, ignored or a "
-                         "duplicate.", ref("TelegramAck")),
+            "200": _json("Routed: published to the tenant's agent, answered, linked (``/start CODE``), "
+                         "ignored or a duplicate.", ref("TelegramAck")),
             "400": _error("Not an Update, or a stored field of the wrong type.",
                           *_codes(BadRequest)),
             "401": _error("The secret header is missing or wrong, or no secret is configured.",

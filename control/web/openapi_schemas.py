@@ -190,7 +190,7 @@ SCHEMAS: dict[str, dict] = {
     "TelegramAck": {
         "type": "object", "required": ["ok", "outcome"], "additionalProperties": False,
         "properties": {"ok": {"const": True},
-                       "outcome": {"enum": ["published", "answered", "ignored", "duplicate"]}},
+                       "outcome": {"enum": ["published", "answered", "linked", "ignored", "duplicate"]}},
     },
     "Health": {
         "type": "object", "required": ["status"], "additionalProperties": False,

@@ -159,7 +159,7 @@ def linked_chat(client, tenant):
     with database.connection_context():
         token = linking.current_token(tenant, 3600).token
     response = post_telegram(client, text_update(900, CHAT, f"/start {token}"))
-    assert response.json["outcome"] == "answered"
+    assert response.json["outcome"] == "linked"
     return tenant
 
 

@@ -27,8 +27,9 @@ def _inbox(runtime, tenant):
 
 
 def _replies(runtime):
-    """Texts the control plane queued for Telegram (its send_text tasks)."""
-    return [task.args[1] for task in runtime.huey.pending() if task.name == "send_text"]
+    """Texts the control plane queued for Telegram (its send_channel_text tasks)."""
+    return [task.args[2] for task in runtime.huey.pending()
+            if task.name == "send_channel_text" and task.args[0] == "telegram"]
 
 
 def test_wrong_or_missing_secret_is_401_and_stores_nothing(client):

@@ -91,7 +91,7 @@ def test_one_message_is_followed_from_webhook_to_delivery_in_json_logs(stack):
     assert any(r["event"] == "request" and r.get("path") == "/webhooks/telegram"
                and r.get("status") == 200 for r in webhook)
     [routed] = [r for r in webhook if r.get("envelope_id") == envelope_id]
-    assert routed["tenant"] == tenant and routed["logger"] == "control.services.routing"
+    assert routed["tenant"] == tenant and routed["logger"] == "control.services.channel_routing"
 
     turn = [r for r in agent if r.get("envelope_id") == envelope_id]
     assert {r["event"].split(":")[0] for r in turn} >= {"turn started for telegram chat 630001",

@@ -42,7 +42,7 @@ def link_telegram_chat(client, tenant, chat: int):
     """
     with database.connection_context():
         token = linking.current_token(tenant, 3600).token
-    assert post_telegram(client, text_update(900, chat, f"/start {token}")).json["outcome"] == "answered"
+    assert post_telegram(client, text_update(900, chat, f"/start {token}")).json["outcome"] == "linked"
     return tenant
 
 
