@@ -50,6 +50,9 @@ class ArchiveResult:
     sha256: str
 
 
+# Longest lifetime of a SigV4 presigned URL, seconds (7 days; AWS's and Hetzner's S3 refuse more).
+SIGV4_MAX_EXPIRY = 7 * 24 * 3600
+
 def archive_key(env: str, tenant: str, now: dt.datetime | None = None) -> str:
     """Return ``archives/{env}/{tenant}/{UTC timestamp}.tar.gz`` (timestamp ``YYYYmmddTHHMMSSZ``)."""
     moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
@@ -88,6 +91,14 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting an absent key is not an error."""
+
+    def presigned_url(self, key: str, expires_in: int, content_type: str = "",
+                      disposition: str = "") -> str | None:
+        """Return a URL that answers ``key``'s content to a plain GET for ``expires_in``
+        seconds, signed by the store itself, with ``content_type`` and ``disposition`` as the
+        answer's ``Content-Type`` and ``Content-Disposition`` when given; None when the store
+        cannot sign one (the default: the caller serves the object through its own route)."""
+        return None
 
     def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         """Store ``data`` under ``key``."""
@@ -175,6 +186,7 @@ class S3ObjectStore(ObjectStore):
     ):
         import boto3
         from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
 
         self.bucket = bucket
         self._client = client or boto3.client(
@@ -183,6 +195,8 @@ class S3ObjectStore(ObjectStore):
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             region_name=region,
+            # SigV4 everywhere: presigned URLs too (boto3 may pick SigV2 for those otherwise).
+            config=Config(signature_version="s3v4"),
         )
         self._transfer = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
 
@@ -223,6 +237,21 @@ class S3ObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def presigned_url(self, key: str, expires_in: int, content_type: str = "",
+                      disposition: str = "") -> str | None:
+        """A presigned ``GetObject`` URL (SigV4 query string, boto3's
+        ``generate_presigned_url``), the answer's headers set by S3's ``response-content-type``
+        and ``response-content-disposition`` overrides (S3 API, GetObject); SigV4 allows at most
+        7 days (604,800 s), so longer lifetimes are cut to that
+        (https://docs.aws.amazon.com/AmazonS3/latest/userguide/using-presigned-url.html)."""
+        params = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
+        return self._client.generate_presigned_url("get_object", Params=params,
+                                                   ExpiresIn=min(expires_in, SIGV4_MAX_EXPIRY))
 
 
 def _content_type(key: str) -> str:

@@ -158,6 +158,12 @@ def resolve_type(file: MediaFile) -> str:
     return normalise_type(guess or OCTET_STREAM)
 
 
+def attachment_disposition(name: str) -> str:
+    """``Content-Disposition`` of a served file: ``attachment`` (never rendered as a page), with
+    the sender's file name in RFC 6266's ``filename*`` (UTF-8, percent-encoded) when known."""
+    return f"attachment; filename*=UTF-8''{quote(name, safe='')}" if name else "attachment"
+
+
 def ingest_one(attachment: dict, file: MediaFile, store: ObjectStore, signer: MediaSigner,
                key: str, tenant: str) -> dict:
     """Check and store one downloaded attachment; return the attachment for the envelope.
@@ -179,7 +185,11 @@ def ingest_one(attachment: dict, file: MediaFile, store: ObjectStore, signer: Me
     store.put_bytes(key, file.content, {
         "content-type": mime_type, "name": quote(name), "tenant": tenant, "sha256": sha256,
         "stored-at": dt.datetime.now(dt.UTC).isoformat()})
-    return {**described, "sha256": sha256, "url": signer.url(tenant, key)}
+    # The agent downloads from object storage directly when it can sign a URL (no control-plane
+    # hop); the local store is served through the control plane's signed route.
+    url = store.presigned_url(key, signer.max_age, mime_type, attachment_disposition(name)) \
+        or signer.url(tenant, key)
+    return {**described, "sha256": sha256, "url": url}
 
 
 def ingest(envelope: Envelope, adapter: ChannelAdapter | None, store: ObjectStore,

@@ -13,7 +13,6 @@ script on our origin; accepted types are never HTML anyway), ``Cache-Control: pr
 from __future__ import annotations
 
 from functools import cached_property
-from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app
 
@@ -52,9 +51,7 @@ def download(token: str):
     """The stored file's bytes with its type (module docstring); 404 for anything else."""
     found = _media()
     stored = media.read(found.store, found.signer, token)
-    disposition = "attachment"
-    if stored.name:
-        disposition += f"; filename*=UTF-8''{quote(stored.name, safe='')}"
     return Response(stored.content, mimetype=stored.mime_type, headers={
-        "Content-Disposition": disposition, "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": media.attachment_disposition(stored.name),
+        "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private"})

@@ -6,6 +6,9 @@ import datetime as dt
 import os
 from urllib.parse import urlsplit
 
+import httpx
+from werkzeug.wrappers import Response
+
 from wire.protocol import Envelope, messages_stream
 
 # Real magic numbers (JPEG SOI + JFIF APP0, "OggS", "%PDF-") followed by random bytes: what
@@ -49,5 +52,9 @@ def inbox(runtime, tenant) -> list[Envelope]:
 
 
 def fetch(client, url: str):
-    """GET a media URL on the test app (its path; the host is the public URL's)."""
-    return client.get(urlsplit(url).path)
+    """GET a media URL: the control plane's signed route on the test app (its path), or an
+    object store's presigned URL over HTTP (as a werkzeug ``Response``, like the test app's)."""
+    if "Signature=" not in urlsplit(url).query:  # not presigned by the object store
+        return client.get(urlsplit(url).path)
+    answer = httpx.get(url, timeout=10)
+    return Response(answer.content, status=answer.status_code, headers=dict(answer.headers))
