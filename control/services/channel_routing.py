@@ -26,6 +26,7 @@ from control.db import write_transaction
 from control.errors import LinkError
 from control.models import Message, Tenant, WebhookEvent
 from control.services import lifecycle, linking, notices
+from control.services.channel_texts import ChannelTexts
 from control.services.routing import envelope_id_for, tenant_preferences
 from wire import logs
 from wire.bus import Bus
@@ -34,24 +35,6 @@ from wire.protocol import Envelope, messages_stream
 log = logging.getLogger(__name__)
 
 LINK_COMMANDS = ("link", "start")
-LINKED_OK = "Linked! You now talk to your personal Hermes agent here. Say hello."
-
-
-@dataclass(frozen=True)
-class ChannelTexts:
-    """What the control plane answers on one platform.
-
-    Attributes:
-        unlinked: to an identity that is not linked (how to link).
-        linked_help: to ``/help`` from a linked identity.
-        linked_ok: after a successful link.
-    """
-
-    unlinked: str
-    linked_help: str
-    linked_ok: str = LINKED_OK
-
-
 @dataclass(frozen=True)
 class InboundResult:
     """What happened: ``outcome`` (``duplicate``, ``ignored``, ``answered``, ``linked``,

@@ -18,18 +18,11 @@ from control.channels import discord
 from control.channels.discord import EPHEMERAL, Interaction
 from control.db import write_transaction
 from control.models import Tenant
-from control.services import discord_interactions
-from control.services.channel_routing import ChannelTexts, route_inbound
+from control.services import channel_texts, discord_interactions
+from control.services.channel_routing import route_inbound
 from control.services.secrets_box import SecretsBox
 from wire.bus import Bus
 
-TEXTS = ChannelTexts(
-    unlinked=("This Discord account is not linked to a Hermes agent yet. Copy the link code from "
-              "your Hermes dashboard (Linked chats) and send /link CODE."),
-    linked_help=("You're connected to your Hermes agent. /ask QUESTION talks to it (or send me a "
-                 "direct message); /remember, /forget, /memory, /cron, /usage and /status work as "
-                 "in any chat with Hermes."),
-)
 NOT_A_COMMAND = "Hermes answers its slash commands and direct messages only."
 
 
@@ -51,7 +44,7 @@ def respond(interaction: Interaction, bus: Bus, box: SecretsBox, *, envelope_key
     with write_transaction():  # one commit for the token and the routing
         if interaction.name not in discord.CONTROL_COMMANDS:
             discord_interactions.remember(interaction, ephemeral, box)
-        result = route_inbound(discord.interaction_message(interaction), bus, TEXTS,
+        result = route_inbound(discord.interaction_message(interaction), bus, channel_texts.DISCORD,
                                envelope_key=envelope_key, paused_notice=paused_notice)
     if result.outcome in ("published", "duplicate"):
         return {"type": discord.DEFERRED_CHANNEL_MESSAGE,
@@ -87,7 +80,7 @@ def on_gateway_dispatch(kind: str, data: dict, bus: Bus, send: Callable[[str, st
     message = discord.dm_message(data)
     if message is None:
         return None
-    result = route_inbound(message, bus, TEXTS, envelope_key=envelope_key,
+    result = route_inbound(message, bus, channel_texts.DISCORD, envelope_key=envelope_key,
                            paused_notice=paused_notice, ingest_media=ingest_media)
     if result.answer:
         send(message.chat_id, result.answer)

@@ -51,7 +51,7 @@ from control.channels import slack_views as views
 from control.channels.base import InboundMessage
 from control.channels.slack import chat_id_for, file_attachments
 from control.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
-from control.services import channel_routing, linking
+from control.services import channel_routing, channel_texts, linking
 from control.services.slack_install import (
     DatabaseInstallationStore,
     DatabaseStateStore,
@@ -72,14 +72,6 @@ INSTALL_PATH, REDIRECT_PATH = "/slack/install", "/slack/oauth_redirect"
 CHANNEL = "slack"
 NOT_INSTALLED = "Hermes is not installed in this workspace (any more); ask an admin to add it again."
 THINKING = "Thinking… the answer arrives in your DM with Hermes."
-TEXTS = channel_routing.ChannelTexts(
-    unlinked=("This Slack account is not linked to a Hermes agent yet. Get a link code on your "
-              "Hermes dashboard, then send `/hermes link CODE` (or press *Link with a code* on "
-              "the Hermes app's Home tab)."),
-    linked_help=("You're connected to your Hermes agent: write to it in its Messages tab, "
-                 "mention @Hermes in a channel (it answers in a thread), or send "
-                 "`/hermes your question`. The *Ask Hermes* shortcut opens a form."),
-)
 # Slack's replay window: "more than five minutes from local time" is refused (signature docs).
 REPLAY_WINDOW = 300  # seconds
 # Per client (IPv4 address or IPv6 /64): every visit of the install page stores an OAuth state
@@ -147,7 +139,7 @@ class _Listeners:
     def route(self, message: InboundMessage) -> channel_routing.InboundResult:
         rt = self.rt
         result = channel_routing.route_inbound(
-            message, rt.bus, TEXTS, envelope_key=rt.envelope_key,
+            message, rt.bus, channel_texts.SLACK, envelope_key=rt.envelope_key,
             paused_notice=rt.tasks.paused_notice,
             ingest_media=rt.tasks.ingest_media)
         g.slack_outcome = result.outcome
@@ -168,11 +160,9 @@ class _Listeners:
             return
         key = _key(context)
         user = str(event.get("user") or "")
-        result = self.route(InboundMessage(
-            channel=CHANNEL, event_id=str(body["event_id"]), event_type="message.im",
-            identity=f"{key}:{user}", user_id=user, chat_id=chat_id_for(key, f"@{user}"),
-            message_id=str(event.get("ts") or ""), text=str(event.get("text") or ""),
-            attachments=file_attachments(event, key)))
+        result = self.route(_inbound(
+            key, user, str(body["event_id"]), "message.im", str(event.get("ts") or ""),
+            str(event.get("text") or ""), attachments=file_attachments(event, key)))
         if result.answer:
             _ephemeral(client, event.get("channel"), user, result.answer)
 
@@ -182,11 +172,9 @@ class _Listeners:
         user = str(event.get("user") or "")
         thread = str(event.get("thread_ts") or event.get("ts") or "")
         text = _MENTION.sub("", str(event.get("text") or "")).strip()
-        result = self.route(InboundMessage(
-            channel=CHANNEL, event_id=str(body["event_id"]), event_type="app_mention",
-            identity=f"{key}:{user}", user_id=user,
+        result = self.route(_inbound(
+            key, user, str(body["event_id"]), "app_mention", str(event.get("ts") or ""), text,
             chat_id=chat_id_for(key, str(event.get("channel")), thread),
-            message_id=str(event.get("ts") or ""), text=text,
             attachments=file_attachments(event, key)))
         if result.answer:
             _ephemeral(client, event.get("channel"), user, result.answer, thread)
@@ -219,13 +207,11 @@ class _Listeners:
         parsed = (head.lower(), rest.strip()) if head.lower() in ("link", "help") else None
         if not text:
             parsed = ("help", "")
-        result = self.route(InboundMessage(
-            channel=CHANNEL, event_id=f"command:{command.get('trigger_id')}",
-            event_type="slash_command", identity=f"{key}:{user}", user_id=user,
-            chat_id=chat_id_for(key, f"@{user}"), message_id=str(command.get("trigger_id")),
-            text=text, command=parsed))
+        result = self.route(_inbound(
+            key, user, f"command:{command.get('trigger_id')}", "slash_command",
+            str(command.get("trigger_id")), text, command=parsed))
         ack(response_type="ephemeral", text=result.answer or (
-            THINKING if result.outcome in ("published", "duplicate") else TEXTS.linked_help))
+            THINKING if result.outcome in ("published", "duplicate") else channel_texts.SLACK.linked_help))
 
     def open_ask(self, ack, body: dict, client) -> None:
         """The "Ask Hermes" global shortcut or Home button: open the question modal."""
@@ -250,11 +236,9 @@ class _Listeners:
         key = _key(context)
         user = str(body["user"]["id"])
         text = views.submitted_value(view, views.QUESTION_BLOCK, views.QUESTION_INPUT)
-        result = self.route(InboundMessage(
-            channel=CHANNEL, event_id=f"view:{body.get('trigger_id') or view.get('id')}",
-            event_type="view_submission", identity=f"{key}:{user}", user_id=user,
-            chat_id=chat_id_for(key, f"@{user}"), message_id=str(view.get("id") or ""),
-            text=text))
+        result = self.route(_inbound(
+            key, user, f"view:{body.get('trigger_id') or view.get('id')}", "view_submission",
+            str(view.get("id") or ""), text))
         if result.answer:
             ack(response_action="errors", errors={views.QUESTION_BLOCK: result.answer[:150]})
         else:
@@ -265,17 +249,26 @@ class _Listeners:
         key = _key(context)
         user = str(body["user"]["id"])
         code = views.submitted_value(view, views.CODE_BLOCK, views.CODE_INPUT)
-        result = self.route(InboundMessage(
-            channel=CHANNEL, event_id=f"view:{body.get('trigger_id') or view.get('id')}",
-            event_type="view_submission", identity=f"{key}:{user}", user_id=user,
-            chat_id=chat_id_for(key, f"@{user}"), message_id=str(view.get("id") or ""),
-            text="", command=("link", code)))
+        result = self.route(_inbound(
+            key, user, f"view:{body.get('trigger_id') or view.get('id')}", "view_submission",
+            str(view.get("id") or ""), "", command=("link", code)))
         if result.outcome == "linked":
             ack()
             self.publish_home(client, key, user)
         else:
             ack(response_action="errors",
                 errors={views.CODE_BLOCK: (result.answer or "Already handled.")[:150]})
+
+
+def _inbound(key: str, user: str, event_id: str, event_type: str, message_id: str, text: str, *,
+             chat_id: str | None = None, command: tuple[str, str] | None = None,
+             attachments: list | tuple = ()) -> InboundMessage:
+    """The ``InboundMessage`` of something ``user`` of workspace ``key`` did: the identity is
+    ``<key>:<user>``; the reply goes to ``chat_id``, by default the person's DM with the bot."""
+    return InboundMessage(channel=CHANNEL, event_id=event_id, event_type=event_type,
+                          identity=f"{key}:{user}", user_id=user,
+                          chat_id=chat_id or chat_id_for(key, f"@{user}"), message_id=message_id,
+                          text=text, command=command, attachments=tuple(attachments))
 
 
 def _key(context) -> str:

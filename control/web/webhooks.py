@@ -16,7 +16,7 @@ from flask import Blueprint, jsonify, request
 
 from control.channels import discord, telegram
 from control.errors import BadRequest, ServiceUnavailable
-from control.services import billing, channel_routing, discord_routing, provisioning
+from control.services import billing, channel_routing, channel_texts, discord_routing, provisioning
 from control.web import runtime
 from control.web.auth import csrf
 from wire.errors import BusUnavailable
@@ -135,7 +135,7 @@ def telegram_webhook():
         return jsonify(ok=True, outcome="ignored")
     try:
         result = channel_routing.route_inbound(
-            message, rt.bus, telegram_texts(rt.settings.telegram_bot_username),
+            message, rt.bus, channel_texts.telegram(rt.settings.telegram_bot_username),
             envelope_key=rt.envelope_key, paused_notice=rt.tasks.paused_notice,
             ingest_media=rt.tasks.ingest_media)
     except BusUnavailable as exc:
@@ -143,20 +143,6 @@ def telegram_webhook():
     if result.answer:
         rt.tasks.send_channel_text("telegram", message.chat_id, result.answer)
     return jsonify(ok=True, outcome=result.outcome)
-
-
-def telegram_texts(bot_username: str) -> channel_routing.ChannelTexts:
-    """The control plane's own answers on Telegram; ``bot_username`` is the bot's @name
-    (``TELEGRAM_BOT_USERNAME``), for the deep link the welcome e-mail carries."""
-    return channel_routing.ChannelTexts(
-        unlinked=("Hi! I'm Hermes, your personal AI agent. To connect this chat to your agent, open "
-                  f"the link from your welcome email (it looks like t.me/{bot_username}?start=CODE), "
-                  "or send /start CODE."),
-        linked_help=("You're connected to your Hermes agent: just write to it. Commands: /remember "
-                     "TEXT, /forget QUERY, /memory [QUERY], /cron add|list|pause|resume|remove, "
-                     "/skills, /model, /usage, /status, /reset (new conversation), /stop (cancel the "
-                     "running answer)."),
-        linked_ok="Linked! This chat now talks to your personal Hermes agent. Say hello.")
 
 
 @bp.post("/discord")

@@ -40,7 +40,7 @@ from control.channels.whatsapp_inbound import (
 )
 from control.db import write_transaction
 from control.models import utcnow
-from control.services import channel_routing, whatsapp_status, whatsapp_window
+from control.services import channel_routing, channel_texts, whatsapp_status, whatsapp_window
 from control.web import runtime
 from control.web.webhooks import json_body, retry_later, webhook_blueprint
 from wire.errors import BusUnavailable
@@ -50,13 +50,6 @@ log = logging.getLogger(__name__)
 bp = webhook_blueprint("whatsapp", __name__)  # signed by Meta (X-Hub-Signature-256)
 
 PATH = "/webhooks/whatsapp"
-TEXTS = channel_routing.ChannelTexts(
-    unlinked=("This WhatsApp number is not linked to a Hermes agent yet. Open the WhatsApp link "
-              "on your Hermes dashboard (Chats), or send /link CODE with the code shown there."),
-    linked_help="You're connected to your Hermes agent: just write here, it answers in this chat.",
-)
-
-
 def init_app(app, rt, config: WhatsAppConfig | None = None) -> None:
     """Keep the WhatsApp config (default: from ``rt.settings``) and register ``bp``."""
     app.extensions["whatsapp"] = config or WhatsAppConfig.from_settings(rt.settings)
@@ -91,7 +84,7 @@ def receive():
             # answer below is queued: the message opens the window the answer is sent in.
             with write_transaction():
                 result = channel_routing.route_inbound(
-                    message, rt.bus, TEXTS, envelope_key=rt.envelope_key, paused_notice=notice,
+                    message, rt.bus, channel_texts.WHATSAPP, envelope_key=rt.envelope_key, paused_notice=notice,
                     ingest_media=rt.tasks.ingest_media)
                 whatsapp_window.record_inbound(message.user_id,
                                                _sent_at(batch.sent_at.get(message.message_id)))
