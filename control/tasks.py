@@ -14,7 +14,7 @@ from functools import cached_property
 import redis
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
-from control.services import lifecycle, machine_health, provisioning, routing
+from control.services import discord_routing, lifecycle, machine_health, provisioning, routing
 from wire import redis_bus
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,11 @@ class ControlTasks:
         # Stripe downgrades take effect at the period end; check four times an hour.
         self.apply_due_downgrades = huey.periodic_task(crontab(minute="*/15"), name="apply_due_downgrades")(
             self._apply_due_downgrades)
+        # A linked user's Discord command, acknowledged before its writes (discord_routing):
+        # routed at once, retried while the bus is down, within the token's 15 minutes.
+        self.route_discord_interaction = huey.task(
+            retries=6, retry_delay=5, retry_backoff=2.0, priority=10,
+            name="route_discord_interaction")(self._route_discord_interaction)
         # Notices (``control.services.notices``): one linked person on one platform each.
         self.send_notice = huey.task(retries=5, retry_delay=2, retry_backoff=2.0,
                                      name="send_notice")(self._send_notice)
@@ -311,6 +316,14 @@ class ControlTasks:
             raise
         with rt.db.connection_context():
             routing.record_control_reply(channel, chat_id, text, message_id)
+
+    def _route_discord_interaction(self, interaction) -> str:
+        """``discord_routing.route_deferred`` for an interaction ``respond`` acknowledged."""
+        rt = self.runtime
+        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+            return discord_routing.route_deferred(interaction, rt.bus, rt.discord_adapter,
+                                                  envelope_key=rt.envelope_key,
+                                                  paused_notice=self.paused_notice)
 
     def _send_notice(self, channel: str, identity: str, text: str) -> None:
         """Tell one linked person a notice (``notices.send_direct``); a refusal is logged, a rate

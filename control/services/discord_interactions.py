@@ -19,11 +19,14 @@ from control.models import DiscordInteraction, utcnow
 from control.services.secrets_box import SecretsBox
 
 
-def remember(interaction: Interaction, ephemeral: bool, box: SecretsBox) -> None:
-    """Store ``interaction``'s token (encrypted); a retried interaction keeps the first row."""
+def remember(interaction: Interaction, ephemeral: bool, box: SecretsBox | None) -> None:
+    """Store ``interaction``'s token, encrypted with ``box`` (None: ``interaction.token`` is
+    already ``box.encrypt``-ed, as ``discord_routing`` queues it); a retried interaction keeps
+    the first row."""
+    token = box.encrypt(interaction.token) if box is not None else interaction.token
     DiscordInteraction.insert(interaction_id=interaction.id,
                               application_id=interaction.application_id,
-                              token=box.encrypt(interaction.token), ephemeral=ephemeral,
+                              token=token, ephemeral=ephemeral,
                               ).on_conflict_ignore().execute()
 
 

@@ -162,7 +162,7 @@ def discord_webhook():
     try:
         answer = discord_routing.respond(
             interaction, rt.bus, rt.secrets_box, envelope_key=rt.envelope_key,
-            paused_notice=rt.tasks.paused_notice)
+            paused_notice=rt.tasks.paused_notice, queue=rt.tasks.route_discord_interaction)
     except BusUnavailable as exc:
         raise retry_later(exc, f"failing Discord interaction {interaction.id}") from exc
     return jsonify(answer)

@@ -19,8 +19,15 @@ from support.webhooks import stored_state
 
 from control.channels.telegram import BotApiClient
 from control.db import database
-from control.models import ChatIdentity, Delivery, DeliveryState, DiscordInteraction, Message
-from control.services import linking
+from control.models import (
+    ChatIdentity,
+    Delivery,
+    DeliveryState,
+    DiscordInteraction,
+    Message,
+    Tenant,
+)
+from control.services import lifecycle, linking
 from control.services.delivery import DeliveryWorker
 from standins.discord_api import DiscordApiStandin, InteractionSigner, command_interaction
 from standins.telegram_bot_api import TelegramBotApiStandin
@@ -146,7 +153,9 @@ def test_command_is_deferred_then_the_original_response_is_edited_with_the_reply
         command_interaction("ask", USER, {"question": "What is 2+2?"}))
     response = post(client, interaction)
     assert response.json == {"type": 5}
+    assert inbox(runtime, tenant) == []  # acknowledged before any write: routed by the queue
     assert post(client, interaction).json == {"type": 5}  # a retried interaction: still one envelope
+    assert run_queued(runtime.huey, "route_discord_interaction") == 2
     [envelope] = inbox(runtime, tenant)
     assert (envelope.channel, envelope.text) == ("discord", "What is 2+2?")
     assert envelope.chat_id == f"interaction:{interaction['id']}"
@@ -177,6 +186,34 @@ def test_private_commands_defer_ephemerally(client, tenant, discord_api):
     link(client, tenant)
     response = post(client, command_interaction("usage", USER))
     assert response.json == {"type": 5, "data": {"flags": 64}}
+
+
+def test_a_tenant_paused_after_the_ack_sees_why_in_the_deferred_response(
+        client, runtime, tenant, discord_api):
+    link(client, tenant)
+    interaction = discord_api.expect_interaction(command_interaction("ask", USER, {"question": "hi"}))
+    response = post(client, interaction)
+    discord_api.respond(interaction, response.json)
+    with database.connection_context():
+        lifecycle.begin_grace(Tenant.get_by_id(tenant.id), runtime.settings.grace_days)
+    run_queued(runtime.huey, "route_discord_interaction")
+    assert inbox(runtime, tenant) == []
+    assert "Resubscribe" in discord_api.original(interaction["id"]).content
+
+
+def run_queued(huey, name: str) -> int:
+    """Run the queued ``name`` tasks (what the consumer does); others stay queued.  Returns how
+    many ran."""
+    ran, others = 0, []
+    while (task := huey.dequeue()) is not None:
+        if task.name != name:
+            others.append(task)
+            continue
+        huey.execute(task)
+        ran += 1
+    for task in others:
+        huey.enqueue(task)
+    return ran
 
 
 def _step_until(worker, predicate, timeout: float = 10.0) -> None:
