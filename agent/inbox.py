@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from enum import StrEnum
 from pathlib import Path
 
 from agent import schema
@@ -40,7 +41,20 @@ CREATE TABLE IF NOT EXISTS stop_requests (
 """,
 )
 
-OPEN_STATES = ("queued", "running")
+
+
+class InboxState(StrEnum):
+    """An envelope's state in the ledger (stored as its string value)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+    """Its last attempt failed (the user was told)."""
+
+
+OPEN_STATES = (InboxState.QUEUED, InboxState.RUNNING)
+_OPEN = "state IN (?, ?)"  # bound to OPEN_STATES
 
 
 class InboxLedger:
@@ -63,19 +77,19 @@ class InboxLedger:
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO inbox (envelope_id, chat_key, payload, state, updated_at)"
-                " VALUES (?, ?, ?, 'queued', ?)", (envelope_id, chat_key, payload, time.time()))
+                " VALUES (?, ?, ?, ?, ?)", (envelope_id, chat_key, payload, InboxState.QUEUED, time.time()))
             return self._db.execute("SELECT state FROM inbox WHERE envelope_id = ?",
                                     (envelope_id,)).fetchone()[0]
 
     def start(self, envelope_id: str) -> int:
         """Mark an envelope ``running``; return its attempt number (1 on the first run)."""
         with self._lock:
-            self._db.execute("UPDATE inbox SET state = 'running', attempts = attempts + 1, updated_at = ?"
-                             " WHERE envelope_id = ?", (time.time(), envelope_id))
+            self._db.execute("UPDATE inbox SET state = ?, attempts = attempts + 1, updated_at = ?"
+                             " WHERE envelope_id = ?", (InboxState.RUNNING, time.time(), envelope_id))
             row = self._db.execute("SELECT attempts FROM inbox WHERE envelope_id = ?", (envelope_id,)).fetchone()
         return row[0] if row else 1
 
-    def finish(self, envelope_id: str, state: str = "done", error: str = "") -> None:
+    def finish(self, envelope_id: str, state: InboxState = InboxState.DONE, error: str = "") -> None:
         """Mark an envelope ``done`` (or ``dead``/``queued`` for a retry) with an optional error."""
         with self._lock:
             self._db.execute("UPDATE inbox SET state = ?, error = ?, updated_at = ? WHERE envelope_id = ?",
@@ -91,22 +105,21 @@ class InboxLedger:
         """Return ``[(envelope_id, payload)]`` still ``queued`` or ``running``, oldest first."""
         with self._lock:
             return self._db.execute(
-                "SELECT envelope_id, payload FROM inbox WHERE state IN ('queued', 'running')"
-                " ORDER BY updated_at").fetchall()
+                f"SELECT envelope_id, payload FROM inbox WHERE {_OPEN} ORDER BY updated_at",
+                OPEN_STATES).fetchall()
 
     def running_in(self, chat_key: str) -> bool:
         """Return True when a turn of ``chat_key`` is running."""
         with self._lock:
-            return self._db.execute("SELECT 1 FROM inbox WHERE chat_key = ? AND state = 'running'",
-                                    (chat_key,)).fetchone() is not None
+            return self._db.execute("SELECT 1 FROM inbox WHERE chat_key = ? AND state = ?",
+                                    (chat_key, InboxState.RUNNING)).fetchone() is not None
 
     def open_payloads(self, chat_key: str) -> list[str]:
         """Return the payloads of ``chat_key``'s envelopes still ``queued`` or ``running``
         (a goal yields to them, ``agent.goal_runner``)."""
         with self._lock:
             return [r[0] for r in self._db.execute(
-                "SELECT payload FROM inbox WHERE chat_key = ? AND state IN ('queued', 'running')",
-                (chat_key,))]
+                f"SELECT payload FROM inbox WHERE chat_key = ? AND {_OPEN}", (chat_key, *OPEN_STATES))]
 
     def request_stop(self, chat_key: str, at: float | None = None) -> None:
         """Ask the running turn of ``chat_key`` to stop."""

@@ -26,6 +26,7 @@ from huey import SqliteHuey, crontab
 
 from agent.goal_runner import GoalRunner
 from agent.history import History
+from agent.inbox import OPEN_STATES, InboxState
 from agent.turn import TurnRunner
 from wire import logs
 from wire.errors import MalformedMessage
@@ -76,7 +77,7 @@ class AgentTasks:
         """
         key = History.chat_key(envelope.channel, envelope.chat_id)
         state = self.runtime.inbox.admit(envelope.id, key, envelope.to_json())
-        if state in ("queued", "running") and envelope.id not in self.queued_ids():
+        if state in OPEN_STATES and envelope.id not in self.queued_ids():
             self.handle_message(envelope.to_json())
         return state
 
@@ -146,7 +147,7 @@ class AgentTasks:
 
     def _handle(self, envelope: Envelope, task) -> None:
         inbox = self.runtime.inbox
-        if inbox.state(envelope.id) == "dead":
+        if inbox.state(envelope.id) == InboxState.DEAD:
             return
         attempt = inbox.start(envelope.id)
         try:
@@ -158,13 +159,13 @@ class AgentTasks:
             if last:
                 self._dead_letter(envelope, exc, attempt)
                 return
-            inbox.finish(envelope.id, "queued", repr(exc))
+            inbox.finish(envelope.id, InboxState.QUEUED, repr(exc))
             raise
-        inbox.finish(envelope.id, "done")
+        inbox.finish(envelope.id, InboxState.DONE)
 
     def _dead_letter(self, envelope: Envelope, exc: Exception, attempts: int) -> None:
         runtime = self.runtime
-        runtime.inbox.finish(envelope.id, "dead", repr(exc))
+        runtime.inbox.finish(envelope.id, InboxState.DEAD, repr(exc))
         record = {"envelope": json.loads(envelope.to_json()), "reason": repr(exc), "attempts": attempts}
         runtime.bus.append(f"{messages_stream(envelope.tenant)}:dead", json.dumps(record),
                            idempotency_key=envelope.id)

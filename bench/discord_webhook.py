@@ -10,9 +10,11 @@ playhouse's pool and a private ``redis-server`` bus (``bench/bench_support.py``,
 time: it falls behind well below 200/s on this 2-core host).  ``--users`` Discord users are
 linked to tenants with a ready machine; every request is a distinct ``/ask`` interaction from
 one of them, signed with Ed25519 as Discord signs (``standins.discord_api.InteractionSigner``;
-signed before the clock starts).  Each is verified, its token encrypted and stored, recorded,
-and its envelope published on the bus before the deferred response (type 5) is returned: the
-full work of an acknowledgement.
+signed before the clock starts).  Each is verified, its user looked up (one read) and the
+command queued on the task queue (Redis in production) with its token encrypted before the
+deferred response (type 5) is returned: the work of an acknowledgement; the writes (token,
+webhook key, message log, envelope) run in the ``route_discord_interaction`` task, which this
+bench does not run (no consumer).
 
 Open loop: request ``i`` is scheduled at ``start + i / rate``; its latency runs from that
 scheduled time to the response, so a server falling behind shows in the figures

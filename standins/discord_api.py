@@ -3,13 +3,22 @@
 REST (``DiscordApiStandin``), in Discord's wire format (https://discord.com/developers/docs/reference):
 ``POST /interactions/{id}/{token}/callback`` (types 1, 4, 5; a deferred response creates the
 "is thinking..." original message), ``PATCH``/``POST`` ``/webhooks/{app}/{token}[/messages/{id|@original}]``
-(``?wait=true`` returns the message), ``GET``/``PUT /applications/{app}/commands`` (bulk overwrite),
+(``?wait=true`` returns the message), ``GET /webhooks/{app}/{token}/messages/{id|@original}``,
+``GET``/``PUT /applications/{app}/commands`` (bulk overwrite),
 ``POST``/``PATCH /channels/{id}/messages[/{id}]`` (``nonce`` + ``enforce_nonce`` dedupe),
-``POST /channels/{id}/typing``, and
-``GET /gateway/bot``.  Every answer carries ``X-RateLimit-Limit/Remaining/Reset-After/Bucket``;
+``GET /channels/{id}/messages`` (``after``/``before``, ``limit`` 1-100, newest first; no
+ephemeral messages), ``POST /channels/{id}/messages/{id}/threads`` (Start Thread from Message:
+only in a guild text channel, the thread's id is the message's, one thread per message),
+``GET /users/@me``, ``POST /channels/{id}/typing``, and
+``GET /gateway/bot``.  Messages live in real channels: an interaction's original response and
+follow-ups in the channel it was invoked in (a guild text channel when it has ``guild_id``, a
+DM otherwise), a thread's messages in the thread; ``user_message`` adds a person's message.
+Snowflakes encode their creation time, as Discord's.  Every answer carries
+``X-RateLimit-Limit/Remaining/Reset-After/Bucket``;
 ``rate_limit_next`` scripts 429 answers (JSON ``retry_after``, ``Retry-After`` header) and
 ``spend_bucket`` an answer with ``Remaining: 0``.  Errors are ``{"message", "code"}`` with
-Discord's JSON codes (10008 Unknown Message, 50027 Invalid Webhook Token, 0 for 401).
+Discord's JSON codes (10003 Unknown Channel, 10008 Unknown Message, 50024 Cannot execute action
+on this channel type, 50027 Invalid Webhook Token, 160004 thread already created, 0 for 401).
 
 CDN (https://discord.com/developers/docs/reference#signed-attachment-cdn-urls): ``add_attachment``
 makes an attachment object (``id``, ``filename``, ``size``, ``url``, ``proxy_url``,
@@ -36,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import logging
 import threading
@@ -52,13 +60,29 @@ from standins.scripted_server import ScriptedServer, send_json, wait_notified
 
 log = logging.getLogger(__name__)
 
-# Discord epoch-based snowflakes are opaque to clients; increasing integers are enough here.
-_ids = itertools.count(1_200_000_000_000_000_000)
+DISCORD_EPOCH_MS = 1_420_070_400_000  # snowflake time 0 (https://discord.com/developers/docs/reference#snowflakes)
+EPHEMERAL = 1 << 6
+
+
+class _Snowflakes:
+    """Increasing snowflakes whose top bits are the milliseconds since the Discord epoch."""
+
+    def __init__(self):
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(self._last + 1, (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22)
+            return str(self._last)
+
+
+_ids = _Snowflakes()
 
 
 def snowflake() -> str:
-    """Return a fresh, increasing snowflake-shaped id."""
-    return str(next(_ids))
+    """Return a fresh snowflake: later ones are greater, and its time is now."""
+    return _ids.next()
 
 
 class InteractionSigner:
@@ -119,7 +143,11 @@ class CdnFile:
 
 @dataclass
 class DiscordMessage:
-    """A message as users see it now; ``history`` holds every text it showed, in order."""
+    """A message as users see it now; ``history`` holds every text it showed, in order.
+
+    ``author_id`` is a person's user id, or ``""`` for the bot; ``thread`` the thread channel
+    started from it, if any.
+    """
 
     id: str
     channel_id: str
@@ -128,16 +156,22 @@ class DiscordMessage:
     interaction_id: str | None = None
     nonce: str | None = None
     history: list = field(default_factory=list)
+    author_id: str = ""
+    thread: dict | None = None
 
     def as_json(self, application_id: str) -> dict:
-        """The message object Discord returns."""
+        """The message object Discord returns (an interaction's carry ``webhook_id``, the
+        application's id, as Discord's do)."""
+        author = ({"id": self.author_id, "username": "Mason", "discriminator": "0", "avatar": None}
+                  if self.author_id else {"id": application_id, "username": "Hermes", "bot": True,
+                                          "discriminator": "0", "avatar": None})
         return {"id": self.id, "channel_id": self.channel_id, "content": self.content,
                 "flags": self.flags, "type": 0, "tts": False, "embeds": [], "attachments": [],
                 "mentions": [], "mention_roles": [], "pinned": False, "mention_everyone": False,
                 "timestamp": "2026-01-01T00:00:00.000000+00:00", "edited_timestamp": None,
-                "author": {"id": application_id, "username": "Hermes", "bot": True,
-                           "discriminator": "0", "avatar": None},
-                **({"nonce": self.nonce} if self.nonce else {})}
+                "author": author, **({"nonce": self.nonce} if self.nonce else {}),
+                **({"webhook_id": application_id} if self.interaction_id else {}),
+                **({"thread": self.thread} if self.thread else {})}
 
 
 class DiscordApiStandin(ScriptedServer):
@@ -149,10 +183,13 @@ class DiscordApiStandin(ScriptedServer):
         bot_token: the token ``Authorization: Bot`` must carry on bot routes.
         application_id: the application's id.
         bucket_limit: ``X-RateLimit-Limit`` reported on every answer.
+        nonce_window: seconds during which ``enforce_nonce`` returns the earlier message with
+            the same nonce (Discord: "the past few minutes"; 0 models a retry after longer).
 
     Attributes:
         requests: ``(method, path, json)`` of every request, in order.
         messages: every message by id.
+        threads: every thread started from a message, by id (its channel object).
         callbacks: ``interaction id -> callback body``.
         typing: channel ids of every ``POST /channels/{id}/typing``, in order.
         commands: the registered global commands (with ids).
@@ -163,13 +200,15 @@ class DiscordApiStandin(ScriptedServer):
     base_path = "/api/v10"
 
     def __init__(self, bot_token: str = "discord-bot-token", application_id: str = "775799577604522054",
-                 bucket_limit: int = 5):
+                 bucket_limit: int = 5, nonce_window: float = 300.0):
         super().__init__(responder=lambda body: None)
         self.bot_token = bot_token
         self.application_id = application_id
         self.bucket_limit = bucket_limit
+        self.nonce_window = nonce_window
         self.requests: list[tuple[str, str, object]] = []
         self.messages: dict[str, DiscordMessage] = {}
+        self.threads: dict[str, dict] = {}
         self.callbacks: dict[str, dict] = {}
         self.commands: list[dict] = []
         self.typing: list[str] = []
@@ -180,6 +219,8 @@ class DiscordApiStandin(ScriptedServer):
         self._cdn_failures: list[int] = []
         self._tokens: dict[str, str] = {}  # interaction token -> interaction id
         self._originals: dict[str, str] = {}  # interaction token -> original message id
+        self._interaction_channels: dict[str, str] = {}  # interaction id -> its channel id
+        self._channel_guilds: dict[str, str | None] = {}  # channel id -> guild id (None: a DM)
         self._rate_limits: list[tuple[float, bool]] = []
         self._spent_reset: float | None = None
         self._lock = threading.RLock()
@@ -188,16 +229,23 @@ class DiscordApiStandin(ScriptedServer):
     # -- scripting and inspection -----------------------------------------------------------
 
     def expect_interaction(self, interaction: dict) -> dict:
-        """Make the stand-in know ``interaction``'s token (as Discord knows the ones it sent)."""
+        """Make the stand-in know ``interaction``'s token and channel (a guild text channel when
+        it has ``guild_id``, else a DM), as Discord knows the ones it sent."""
         with self._lock:
-            self._tokens[interaction["token"]] = interaction["id"]
+            self._know(interaction)
         return interaction
+
+    def _know(self, interaction: dict) -> None:
+        channel_id = str(interaction.get("channel_id") or "")
+        self._tokens[interaction["token"]] = interaction["id"]
+        self._interaction_channels[interaction["id"]] = channel_id
+        self._channel_guilds.setdefault(channel_id, interaction.get("guild_id") or None)
 
     def respond(self, interaction: dict, response: dict) -> None:
         """Apply the app's HTTP answer to ``interaction`` as Discord does (a type 4 or 5 answer
         creates the original response message), as if it had come through the callback route."""
         with self._changed:
-            self._tokens[interaction["token"]] = interaction["id"]
+            self._know(interaction)
             status, answer = self._callback(interaction["id"], interaction["token"], response)
             self._changed.notify_all()
         if status >= 400:
@@ -259,10 +307,20 @@ class DiscordApiStandin(ScriptedServer):
             return [m for m in self.messages.values() if m.interaction_id == interaction_id]
 
     def channel_messages(self, channel_id: str) -> list[DiscordMessage]:
-        """The bot's messages in ``channel_id`` created through ``/channels`` (DMs), oldest first."""
+        """The bot's messages in ``channel_id`` created through ``/channels`` (a DM, a thread),
+        oldest first."""
         with self._lock:
-            return [m for m in self.messages.values()
-                    if m.channel_id == channel_id and m.interaction_id is None]
+            return [m for m in self.messages.values() if m.channel_id == channel_id
+                    and m.interaction_id is None and not m.author_id]
+
+    def user_message(self, channel_id: str, user_id: str, content: str) -> DiscordMessage:
+        """Add a person's message to ``channel_id``, as if they wrote it."""
+        with self._changed:
+            message = DiscordMessage(snowflake(), channel_id, content, history=[content],
+                                     author_id=user_id)
+            self.messages[message.id] = message
+            self._changed.notify_all()
+        return message
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Wait until ``predicate()`` is true after some request (or already); False on timeout."""
@@ -319,14 +377,26 @@ class DiscordApiStandin(ScriptedServer):
                 return self._put_commands(body)
         if parts == ["users", "@me", "channels"] and method == "POST":
             return self._create_dm(body)
+        if parts == ["users", "@me"] and method == "GET":
+            return 200, {"id": self.application_id, "username": "Hermes", "bot": True,
+                         "discriminator": "0", "global_name": None, "avatar": None, "flags": 0}
         if parts[0] == "channels" and parts[2:] == ["typing"] and method == "POST":
             self.typing.append(parts[1])
             return 204, None
         if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
             if method == "POST" and len(parts) == 3:
                 return self._create_message(parts[1], body)
+            if method == "GET" and len(parts) == 3:
+                return self._list_messages(parts[1], query)
             if method == "PATCH" and len(parts) == 4:
-                return self._edit(self.messages.get(parts[3]), parts[1], body)
+                message = self.messages.get(parts[3])
+                if message is not None and message.author_id:
+                    return 403, {"message": "Cannot edit a message authored by another user",
+                                 "code": 50005}
+                in_channel = message is not None and message.channel_id == parts[1]
+                return self._edit(message if in_channel else None, body)
+            if method == "POST" and parts[4:] == ["threads"]:
+                return self._start_thread(parts[1], parts[3], body)
         return 404, {"message": "404: Not Found", "code": 0}
 
     def _create_dm(self, body) -> tuple[int, object]:
@@ -335,6 +405,7 @@ class DiscordApiStandin(ScriptedServer):
         if not isinstance(recipient, str) or not recipient.isdigit():
             return 400, {"message": "Invalid Form Body", "code": 50035}
         channel_id = self.dm_channels.setdefault(recipient, snowflake())
+        self._channel_guilds[channel_id] = None
         return 200, {"id": channel_id, "type": 1, "last_message_id": None,
                      "recipients": [{"id": recipient, "username": f"user{recipient[-4:]}",
                                      "discriminator": "0", "global_name": None, "avatar": None}]}
@@ -349,8 +420,9 @@ class DiscordApiStandin(ScriptedServer):
         self.callbacks[interaction_id] = body
         data = body.get("data") or {}
         if body["type"] in (4, 5):
-            message = DiscordMessage(snowflake(), "interaction", data.get("content", ""),
-                                     int(data.get("flags") or 0), interaction_id)
+            message = DiscordMessage(snowflake(), self._interaction_channels[interaction_id],
+                                     data.get("content", ""), int(data.get("flags") or 0),
+                                     interaction_id)
             message.history.append(message.content)
             self.messages[message.id] = message
             self._originals[token] = message.id
@@ -366,17 +438,21 @@ class DiscordApiStandin(ScriptedServer):
                 return 400, {"message": "Cannot send an empty message", "code": 50006}
             if len(body["content"]) > 2000:
                 return 400, {"message": "Invalid Form Body (content: 2000 or fewer)", "code": 50035}
-            message = DiscordMessage(snowflake(), "interaction", body["content"],
-                                     int(body.get("flags") or 0), interaction_id)
+            message = DiscordMessage(snowflake(), self._interaction_channels[interaction_id],
+                                     body["content"], int(body.get("flags") or 0), interaction_id)
             message.history.append(message.content)
             self.messages[message.id] = message
             return (200, message.as_json(self.application_id)) if query.get("wait") == "true" else (204, None)
-        if len(parts) == 5 and parts[3] == "messages" and method == "PATCH":
+        if len(parts) == 5 and parts[3] == "messages" and method in ("GET", "PATCH"):
             target = self._originals.get(token) if parts[4] == "@original" else parts[4]
             message = self.messages.get(target) if target else None
             if message is not None and message.interaction_id != interaction_id:
                 message = None
-            return self._edit(message, "interaction", body)
+            if method == "PATCH":
+                return self._edit(message, body)
+            if message is None:
+                return 404, {"message": "Unknown Message", "code": 10008}
+            return 200, message.as_json(self.application_id)
         return 404, {"message": "404: Not Found", "code": 0}
 
     def _create_message(self, channel_id: str, body) -> tuple[int, object]:
@@ -386,16 +462,64 @@ class DiscordApiStandin(ScriptedServer):
             return 400, {"message": "Invalid Form Body (content: 2000 or fewer)", "code": 50035}
         nonce = body.get("nonce")
         if nonce and body.get("enforce_nonce"):
+            since = (int((time.time() - self.nonce_window) * 1000) - DISCORD_EPOCH_MS) << 22
             for message in self.messages.values():
-                if message.nonce == nonce and message.channel_id == channel_id:
+                if message.nonce == nonce and message.channel_id == channel_id \
+                        and int(message.id) >= since:
                     return 200, message.as_json(self.application_id)
         message = DiscordMessage(snowflake(), channel_id, body["content"], nonce=nonce)
         message.history.append(message.content)
         self.messages[message.id] = message
         return 200, message.as_json(self.application_id)
 
-    def _edit(self, message: DiscordMessage | None, channel_id: str, body) -> tuple[int, object]:
-        if message is None or message.channel_id != channel_id:
+    def _list_messages(self, channel_id: str, query: dict) -> tuple[int, object]:
+        """Get Channel Messages: ``limit`` (1-100, default 50) of the channel's messages after
+        ``after`` (the ones right after it) or before ``before`` (right before it), else the
+        newest; answered newest first."""
+        try:
+            limit = int(query.get("limit") or 50)
+            after, before = int(query.get("after") or 0), int(query.get("before") or 0)
+        except ValueError:
+            return 400, {"message": "Invalid Form Body", "code": 50035}
+        if not 1 <= limit <= 100:
+            return 400, {"message": "Invalid Form Body (limit: 1 to 100)", "code": 50035}
+        shown = sorted((m for m in self.messages.values()
+                        if m.channel_id == channel_id and not m.flags & EPHEMERAL
+                        and int(m.id) > after and (not before or int(m.id) < before)),
+                       key=lambda m: int(m.id))
+        page = shown[:limit] if after else shown[-limit:]
+        return 200, [m.as_json(self.application_id) for m in reversed(page)]
+
+    def _start_thread(self, channel_id: str, message_id: str, body) -> tuple[int, object]:
+        """Start Thread from Message in a guild text channel: a PUBLIC_THREAD (type 11) whose id
+        is the message's."""
+        if channel_id in self.threads or self._channel_guilds.get(channel_id, "") is None:
+            return 400, {"message": "Cannot execute action on this channel type", "code": 50024}
+        if channel_id not in self._channel_guilds:
+            return 404, {"message": "Unknown Channel", "code": 10003}
+        message = self.messages.get(message_id)
+        if message is None or message.channel_id != channel_id or message.flags & EPHEMERAL:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            return 400, {"message": "Invalid Form Body (name: 1 to 100 characters)", "code": 50035}
+        if message.thread is not None:
+            return 400, {"message": "A thread has already been created for this message",
+                         "code": 160004}
+        message.thread = {
+            "id": message.id, "type": 11, "guild_id": self._channel_guilds[channel_id],
+            "parent_id": channel_id, "owner_id": self.application_id, "name": name,
+            "last_message_id": None, "rate_limit_per_user": 0, "flags": 0, "message_count": 0,
+            "member_count": 1, "total_message_sent": 0,
+            "thread_metadata": {"archived": False, "locked": False,
+                                "auto_archive_duration": body.get("auto_archive_duration") or 4320,
+                                "archive_timestamp": "2026-01-01T00:00:00.000000+00:00",
+                                "create_timestamp": "2026-01-01T00:00:00.000000+00:00"}}
+        self.threads[message.id] = message.thread
+        return 201, message.thread
+
+    def _edit(self, message: DiscordMessage | None, body) -> tuple[int, object]:
+        if message is None:
             return 404, {"message": "Unknown Message", "code": 10008}
         if not isinstance(body, dict) or not isinstance(body.get("content"), str):
             return 400, {"message": "Invalid Form Body", "code": 50035}

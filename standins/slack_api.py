@@ -9,9 +9,20 @@ with a ``Retry-After`` header in seconds (https://docs.slack.dev/apis/web-api/ra
 fields and answers Slack's published response (``payloads/slack/oauth_v2_access_response.json``).
 
 Methods: ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``conversations.open``, ``views.publish``, ``views.open``, ``oauth.v2.access``.  The stand-in
-keeps every channel's bot messages (with their edit history and ``thread_ts``), the published
-App Home views and opened modals, so tests read what a user would see.
+``conversations.open``, ``conversations.history``, ``conversations.replies``, ``views.publish``,
+``views.open``, ``oauth.v2.access``; a method is also answered on ``GET /api/<method>?<args>``
+(slack_sdk reads history that way).  The stand-in keeps every channel's messages (the bot's
+with their edit history; a person's from ``user_message``) with their ``thread_ts``, the
+published App Home views and opened modals, so tests read what a user would see.
+
+Reading history (https://docs.slack.dev/reference/methods/conversations.history,
+https://docs.slack.dev/reference/methods/conversations.replies): ``oldest``/``latest`` bound
+``ts`` (exclusive unless ``inclusive``), ``limit`` caps the page (default 100) and
+``has_more`` says more matched; ``history`` lists a channel's top-level messages newest first,
+``replies`` a thread's parent then its replies oldest first (``thread_not_found`` for an unknown
+thread).  Each message is ``{"type": "message", "user", "text", "ts"}`` plus ``team``,
+``bot_id`` for the bot's and ``thread_ts`` in a thread.  Cursors are not implemented (``next_cursor`` is
+empty).
 
 Files (https://docs.slack.dev/messaging/working-with-files#downloading_files): ``add_file``
 returns a file object as a ``file_share`` message carries it; its ``url_private_download``
@@ -36,10 +47,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from standins.scripted_server import ScriptedServer, send_json, wait_notified
 
@@ -47,6 +59,9 @@ from standins.scripted_server import ScriptedServer, send_json, wait_notified
 # ``msg_too_long`` (https://docs.slack.dev/reference/methods/chat.update#errors).
 MAX_TEXT = 40000
 RATE_LIMITED_METHODS = ("chat.postMessage", "chat.update")
+# The bot the stand-in's tokens act as (``auth.test``; the author of every message it posts).
+BOT_USER_ID, BOT_ID = "U0KRQLJ9H", "B0STANDIN"
+HISTORY_LIMIT = 100  # conversations.history/replies' default ``limit``.
 
 
 def published_payload(name: str) -> dict | str:
@@ -108,7 +123,8 @@ SIGN_IN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sig
 
 @dataclass
 class SlackMessage:
-    """A message the bot posted, as the channel shows it now (``history``: every text it had)."""
+    """A message as the channel shows it now (``history``: every text it had); the bot's
+    unless ``bot_id`` is None (a person's, ``user``)."""
 
     channel: str
     ts: str
@@ -116,6 +132,15 @@ class SlackMessage:
     thread_ts: str | None = None
     team: str = ""
     history: list = field(default_factory=list)
+    user: str = BOT_USER_ID
+    bot_id: str | None = BOT_ID
+
+    def as_json(self) -> dict:
+        """The message object ``conversations.history``/``replies`` answer."""
+        return {"type": "message", "user": self.user, "text": self.text, "ts": self.ts,
+                **({"team": self.team} if self.team else {}),
+                **({"bot_id": self.bot_id} if self.bot_id else {}),
+                **({"thread_ts": self.thread_ts} if self.thread_ts else {})}
 
 
 class SlackApiStandin(ScriptedServer):
@@ -130,7 +155,7 @@ class SlackApiStandin(ScriptedServer):
         base_url: ``http://127.0.0.1:<port>/api/`` (``SLACK_API_BASE``; slack_sdk's ``base_url``).
         tokens: ``{bot token: team id}`` accepted as ``Bearer``; ``oauth.v2.access`` adds the
             token it issues.
-        messages: ``{(channel, ts): SlackMessage}``.
+        messages: ``{(channel, ts): SlackMessage}``, the bot's and people's.
         home_views: ``{user id: the latest view published to the user's App Home}``.
         modals: views opened with ``views.open``, in order.
         ephemerals: ``[{"channel", "user", "text"}]`` from ``chat.postEphemeral``.
@@ -221,7 +246,17 @@ class SlackApiStandin(ScriptedServer):
     def channel_messages(self, channel: str) -> list[SlackMessage]:
         """The bot's messages in ``channel``, oldest first."""
         with self._lock:
-            return [m for m in self.messages.values() if m.channel == channel]
+            return [m for m in self.messages.values() if m.channel == channel and m.bot_id]
+
+    def user_message(self, channel: str, user: str, text: str,
+                     thread_ts: str | None = None) -> SlackMessage:
+        """Add a person's message to ``channel`` (in thread ``thread_ts``), as if they wrote it."""
+        with self._changed:
+            message = SlackMessage(channel, self._ts(), text, thread_ts, history=[text],
+                                   user=user, bot_id=None)
+            self.messages[(channel, message.ts)] = message
+            self._changed.notify_all()
+        return message
 
     def calls_for(self, method: str) -> list[SlackCall]:
         """The recorded calls of ``method``."""
@@ -235,11 +270,13 @@ class SlackApiStandin(ScriptedServer):
     # -- the wire ----------------------------------------------------------------------------
 
     def _dispatch(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict, dict]:
-        method = path.split("?", 1)[0].removeprefix("/api/")
+        url = urlsplit(path)
+        method = url.path.removeprefix("/api/")
         headers = {k.lower(): v for k, v in headers.items()}
         params = _decode(headers.get("content-type", ""), raw)
         if params is None:
             return 200, {"ok": False, "error": "invalid_json"}, {}
+        params = {**dict(parse_qsl(url.query, keep_blank_values=True)), **params}
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else str(params.pop("token", ""))
         call = SlackCall(method, params, token, time.monotonic())
@@ -276,7 +313,7 @@ class SlackApiStandin(ScriptedServer):
 
     def _auth_test(self, params: dict, team: str) -> dict:
         return {"ok": True, "url": "https://standin.slack.com/", "team": "Stand-in",
-                "user": "hermes", "team_id": team, "user_id": "U0KRQLJ9H", "bot_id": "B0STANDIN",
+                "user": "hermes", "team_id": team, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
                 "is_enterprise_install": False}
 
     def _post_message(self, params: dict, team: str) -> dict:
@@ -289,10 +326,7 @@ class SlackApiStandin(ScriptedServer):
         message = SlackMessage(channel, self._ts(), text, params.get("thread_ts") or None, team,
                                [text])
         self.messages[(channel, message.ts)] = message
-        return {"ok": True, "channel": channel, "ts": message.ts,
-                "message": {"type": "message", "text": text, "user": "U0KRQLJ9H",
-                            "bot_id": "B0STANDIN", "ts": message.ts,
-                            **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
+        return {"ok": True, "channel": channel, "ts": message.ts, "message": message.as_json()}
 
     def _update(self, params: dict, team: str) -> dict:
         channel, ts, text = str(params.get("channel") or ""), str(params.get("ts") or ""), params.get("text")
@@ -307,7 +341,7 @@ class SlackApiStandin(ScriptedServer):
             message.text = text
             message.history.append(text)
         return {"ok": True, "channel": channel, "ts": ts, "text": text,
-                "message": {"type": "message", "text": text, "user": "U0KRQLJ9H"}}
+                "message": {"type": "message", "text": text, "user": BOT_USER_ID}}
 
     def _post_ephemeral(self, params: dict, team: str) -> dict:
         if not params.get("channel") or not params.get("user"):
@@ -323,6 +357,28 @@ class SlackApiStandin(ScriptedServer):
             return {"ok": False, "error": "users_list_not_supplied"}
         # One DM channel per user, stable across calls (as Slack's own).
         return {"ok": True, "channel": {"id": "D" + users.lstrip("UW")}}
+
+    def _history(self, params: dict, team: str) -> dict:
+        channel = str(params.get("channel") or "")
+        window = _window(params)
+        if not channel or window is None:
+            return {"ok": False, "error": "channel_not_found" if not channel else "invalid_arguments"}
+        matched = [m for m in self.messages.values() if m.channel == channel
+                   and m.thread_ts in (None, m.ts) and window(m.ts)]
+        matched.sort(key=lambda m: Decimal(m.ts), reverse=True)
+        return _page(matched, params)
+
+    def _replies(self, params: dict, team: str) -> dict:
+        channel, thread = str(params.get("channel") or ""), str(params.get("ts") or "")
+        window = _window(params)
+        if not channel or not thread or window is None:
+            return {"ok": False, "error": "channel_not_found" if not channel else "invalid_arguments"}
+        parent = self.messages.get((channel, thread))
+        replies = sorted((m for m in self.messages.values() if m.channel == channel
+                          and m.thread_ts == thread and m.ts != thread), key=lambda m: Decimal(m.ts))
+        if parent is None and not replies:
+            return {"ok": False, "error": "thread_not_found"}
+        return _page([*([parent] if parent else []), *(m for m in replies if window(m.ts))], params)
 
     def _views_publish(self, params: dict, team: str) -> dict:
         view = _json_field(params.get("view"))
@@ -358,6 +414,7 @@ class SlackApiStandin(ScriptedServer):
     _HANDLERS: ClassVar[dict] = {
         "auth.test": _auth_test, "chat.postMessage": _post_message, "chat.update": _update,
         "chat.postEphemeral": _post_ephemeral, "conversations.open": _conversations_open,
+        "conversations.history": _history, "conversations.replies": _replies,
         "views.publish": _views_publish, "views.open": _views_open,
     }
 
@@ -374,6 +431,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_GET(self):
+        if self.path.startswith(self.owner.base_path):
+            self.do_POST()
+            return
         status, content_type, body, announce = self.owner._download(
             self.path, self.headers.get("Authorization", ""))
         try:
@@ -404,6 +464,36 @@ def _decode(content_type: str, raw: bytes) -> dict | None:
             return None
         return value if isinstance(value, dict) else None
     return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _window(params: dict):
+    """``ts -> bool``: inside the ``oldest``/``latest``/``inclusive`` bounds of a history call;
+    None when a bound is not a number."""
+    inclusive = str(params.get("inclusive") or "").lower() in ("1", "true")
+    try:
+        oldest = Decimal(str(params.get("oldest") or "0"))
+        latest = Decimal(str(params["latest"])) if params.get("latest") else None
+    except InvalidOperation:
+        return None
+
+    def inside(ts: str) -> bool:
+        value = Decimal(ts)
+        above = value >= oldest if inclusive else value > oldest
+        below = latest is None or (value <= latest if inclusive else value < latest)
+        return above and below
+
+    return inside
+
+
+def _page(messages: list, params: dict) -> dict:
+    """The answer of a history call: the first ``limit`` of ``messages`` and ``has_more``."""
+    try:
+        limit = int(params.get("limit") or HISTORY_LIMIT)
+    except ValueError:
+        return {"ok": False, "error": "invalid_limit"}
+    return {"ok": True, "messages": [m.as_json() for m in messages[:limit]],
+            "has_more": len(messages) > limit, "pin_count": 0,
+            "response_metadata": {"next_cursor": ""}}
 
 
 def _json_field(value):

@@ -188,16 +188,30 @@ class ChannelAdapter(ABC):
         """
         return None
 
-    def find_sent(self, ledger) -> str | None:
+    def find_sent(self, ledger, recorded: frozenset[str]) -> str | None:
         """Look for a message an interrupted ``send`` created, before sending again.
+
+        Only reads (the Telegram probe aside, see ``control.channels.telegram_recovery``); a
+        read the platform refuses for good (a missing scope or permission) is no reason to fail
+        the reply, so it returns None rather than a permanent ``ChannelError``.
 
         Args:
             ledger: the reply's ``control.models.Delivery`` row, whose ``pending_text`` (the
-                text that was being sent) is set.
+                text that was being sent) is set; ``pending_after`` is the highest ordered
+                platform id of the chat known before the send (None when none is known) and
+                ``created_at`` when the reply's first intent was written (naive UTC)
+                (``control.services.delivery_recovery``).
+            recorded: every platform message id already recorded for the chat (ledger and
+                conversation log): a message with one of them is never the lost one.
 
         Returns:
-            The platform id of that message if found, else None (the text is sent again; the
-            default for platforms with no way to search: a duplicate is possible, never a loss).
+            The platform id of that message (as ``send`` would have returned it) if found,
+            else None (the text is sent again; the default for platforms with no way to
+            search: a duplicate is possible, never a loss).
+
+        Raises:
+            ChannelError: (transient or rate limited) the platform could not be asked now; the
+                intent stays and the search runs again later.
         """
         return None
 

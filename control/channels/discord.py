@@ -5,8 +5,7 @@ Discord POSTs each slash command to the interactions endpoint signed with Ed2551
 ``X-Signature-Timestamp + raw body``, verified with the application's public key; an endpoint
 must answer within 3 seconds, so commands for the agent are answered with a deferred response
 (type 5, "is thinking...") and the reply streams by editing that original response through
-``PATCH /webhooks/{application.id}/{token}/messages/@original``; longer replies continue in
-follow-up messages (``POST /webhooks/{application.id}/{token}``).  The interaction token is
+``PATCH /webhooks/{application.id}/{token}/messages/@original``.  The interaction token is
 valid for 15 minutes: a reply not finished by then is refused (401, "Invalid Webhook Token")
 and lands as a permanent failure with an attention item.
 
@@ -14,6 +13,40 @@ Direct messages arrive through the Gateway (``control.channels.discord_gateway``
 answered with ``POST /channels/{channel.id}/messages``.  Reply chat ids (``Envelope.chat_id``):
 ``interaction:<interaction id>`` for a slash command (its token is looked up in the control
 database, ``control.services.discord_interactions``), the DM channel id otherwise.
+
+Long replies: a reply longer than one message (2,000 characters) goes on in further messages
+(``send``).  In a DM they are plain messages of the DM: Discord has threads only in guild text
+and announcement channels (https://discord.com/developers/docs/topics/threads).  A slash
+command's reply that Discord shows in a guild channel goes on in a thread started from its
+original response (``POST /channels/{channel.id}/messages/{message.id}/threads``,
+https://discord.com/developers/docs/resources/channel#start-thread-from-message; the thread's
+id is the message's), posted with the bot token (``POST /channels/{thread.id}/messages``:
+interaction follow-ups cannot target a thread, ``thread_id`` is not supported for them).  Such
+a message's id is ``<thread id>:<message id>``.  Where no thread can be started the reply goes
+on in follow-up messages (``POST /webhooks/{application.id}/{token}``): an ephemeral reply (it
+is no channel message), a command used in a DM (with the bot, or between users for a
+user-installed app), a channel that is a thread or a forum itself, an app whose bot user is
+not in the guild or lacks Create Public Threads.  Once the thread exists, a refusal to post in
+it (Send Messages in Threads missing) fails the reply like any refused send.
+
+Crash recovery (``find_sent``): a message posted with the bot token carries a nonce with
+``enforce_nonce``, so Discord returns the existing message instead of a second one when a send
+whose answer was lost is repeated within a few minutes
+(https://discord.com/developers/docs/resources/message#create-message).  After longer, the
+worker's search reads ``GET /channels/{channel.id}/messages?after=&limit=100`` (newest first,
+https://discord.com/developers/docs/resources/message#get-channel-messages) in the DM, or in
+the reply's thread, and adopts the earliest message by the bot user (``GET /users/@me``) with
+the text sent and an id recorded nowhere.  ``after`` is the intent's ``pending_after`` (a
+snowflake: they grow with their creation time,
+https://discord.com/developers/docs/reference#snowflakes) or, with none known, the snowflake
+of the ledger row's ``created_at`` less ``CLOCK_SKEW``.  Not recoverable, so sent again (a
+duplicate is possible, never a loss): a follow-up message (a webhook's messages can only be
+fetched one by one by id, ``GET /webhooks/{application.id}/{token}/messages/{message.id}``,
+never listed; and the bot token often cannot read where it lies: an ephemeral message is in no
+channel's history, a user-installed app's bot is not in the guild or DM); a message more than
+``SEARCH_LIMIT`` messages after the bound; a channel whose history the bot may not read
+(without Read Message History Discord returns no messages).  The first message of a slash
+command's reply is never lost: it is the deferred original response, edited, not sent.
 
 Rate limits (https://discord.com/developers/docs/topics/rate-limits): every answer carries
 ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset-After`` (seconds); when ``Remaining`` is 0 the
@@ -31,6 +64,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 
 import httpx
 from nacl.exceptions import BadSignatureError
@@ -67,6 +101,11 @@ SIGNATURE_TOLERANCE = 300
 UNKNOWN_MESSAGE = 10008
 INTERACTION_PREFIX = "interaction:"
 NONCE_LENGTH = 25  # a message nonce is at most 25 characters.
+# Start Thread from Message: a thread name is 1-100 characters.
+THREAD_NAME_LIMIT = 100
+SEARCH_LIMIT = 100  # messages one recovery search reads: Get Channel Messages' maximum.
+CLOCK_SKEW = 60.0  # seconds a search bound from our clock reaches back.
+DISCORD_EPOCH_MS = 1_420_070_400_000  # snowflake time 0: 2015-01-01T00:00:00Z, in ms.
 
 
 def verify_signature(public_key: str, signature: str | None, timestamp: str | None, raw: bytes,
@@ -359,27 +398,157 @@ class DiscordAdapter(ChannelAdapter):
         self.targets = targets
         self._downloads: httpx.Client | None = None
         self._dm_channels: dict[str, str] = {}
+        # interaction id -> (monotonic expiry, the thread its reply goes on in or None).
+        self._threads: dict[str, tuple[float, str | None]] = {}
+        self._bot_user_id: str | None = None
         self._lock = threading.Lock()
 
     def send(self, chat_id: str, text: str, reply_to: str | None = None) -> str:
-        """A follow-up message (interaction) or a channel message (DM); return its id.
+        """Post ``text`` in a DM, or go on with a slash command's reply after its original
+        response (module docstring, "Long replies": in its thread, else a follow-up); return
+        the new message's id (``<thread id>:<message id>`` in a thread).
 
-        A DM carries a nonce derived from the chat, the message answered and the text, with
-        ``enforce_nonce``: Discord then returns the existing message instead of creating a
-        second one when a send whose answer was lost is repeated within a few minutes.
+        A message posted with the bot token carries a nonce derived from the chat, the message
+        answered and the text, with ``enforce_nonce``: Discord then returns the existing
+        message instead of creating a second one when a send whose answer was lost is repeated
+        within a few minutes.
+
+        Raises:
+            ChannelError: Discord refused (permanent), rate limited or could not be reached.
         """
-        if chat_id.startswith(INTERACTION_PREFIX):
-            target = self.targets(chat_id.removeprefix(INTERACTION_PREFIX))
-            payload = {"content": text, **({"flags": EPHEMERAL} if target.ephemeral else {})}
-            body = self.client.request("POST", f"/webhooks/{target.application_id}/{target.token}",
-                                       json=payload, params={"wait": "true"})
-        else:
-            nonce = hashlib.sha256(f"{chat_id}:{reply_to}:{text}".encode()).hexdigest()[:NONCE_LENGTH]
-            body = self.client.request("POST", f"/channels/{chat_id}/messages",
-                                       json={"content": text, "nonce": nonce, "enforce_nonce": True})
-        if not isinstance(body, dict) or not body.get("id"):
-            raise ChannelError("Discord created a message but returned no id", status=0)
-        return str(body["id"])
+        nonce = hashlib.sha256(f"{chat_id}:{reply_to}:{text}".encode()).hexdigest()[:NONCE_LENGTH]
+        if not chat_id.startswith(INTERACTION_PREFIX):
+            return self._post(chat_id, text, nonce)
+        interaction_id = chat_id.removeprefix(INTERACTION_PREFIX)
+        target = self.targets(interaction_id)
+        thread = self._thread(interaction_id, target, start=True)
+        if thread is not None:
+            return f"{thread}:{self._post(thread, text, nonce)}"
+        payload = {"content": text, **({"flags": EPHEMERAL} if target.ephemeral else {})}
+        return _message_id(self.client.request(
+            "POST", f"/webhooks/{target.application_id}/{target.token}", json=payload,
+            params={"wait": "true"}))
+
+    def find_sent(self, ledger, recorded: frozenset[str]) -> str | None:
+        """Return the id of the message a lost send created in a DM or a reply's thread, or
+        None (module docstring, "Crash recovery": what is searched and what cannot be).
+
+        Raises:
+            ChannelError: (transient, rate limited) Discord could not be read now;
+                (permanent) the interaction's token is unknown or expired, as ``send``.
+        """
+        after, text = _search_after(ledger), ledger.pending_text or ""
+        if not ledger.chat_id.startswith(INTERACTION_PREFIX):
+            return self._search(ledger.chat_id, text, after, recorded)
+        interaction_id = ledger.chat_id.removeprefix(INTERACTION_PREFIX)
+        thread = self._thread(interaction_id, self.targets(interaction_id), start=False)
+        if thread is None:  # follow-ups cannot be listed
+            return None
+        prefix = f"{thread}:"
+        found = self._search(thread, text, after, frozenset(
+            value.removeprefix(prefix) for value in recorded if value.startswith(prefix)))
+        return prefix + found if found else None
+
+    def _post(self, channel_id: str, text: str, nonce: str) -> str:
+        """Create Message with the bot token and a nonce; return the message id."""
+        return _message_id(self.client.request(
+            "POST", f"/channels/{channel_id}/messages",
+            json={"content": text, "nonce": nonce, "enforce_nonce": True}))
+
+    def _thread(self, interaction_id: str, target: InteractionTarget, start: bool) -> str | None:
+        """Return the thread a slash command's reply goes on in, or None for follow-ups.
+
+        The original response (``GET /webhooks/{application.id}/{token}/messages/@original``,
+        https://discord.com/developers/docs/interactions/receiving-and-responding#get-original-interaction-response)
+        names its ``thread`` once one was started from it; else, with ``start``, one is started
+        (``_start_thread``).  The answer is kept for the token's life.
+
+        Raises:
+            ChannelError: (transient, rate limited) Discord could not be asked now.
+        """
+        if target.ephemeral:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            known = self._threads.get(interaction_id)
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            original = _object(self.client.request(
+                "GET", f"/webhooks/{target.application_id}/{target.token}/messages/@original"))
+        except ChannelError as exc:
+            if not (exc.permanent or exc.message_gone):
+                raise
+            log.info("interaction %s: no original response to start a thread from (%s)",
+                     interaction_id, exc)
+            original = {}
+        thread = _object(original.get("thread")).get("id")
+        if thread is None and not start:
+            return None
+        if thread is None and original:
+            thread = self._start_thread(interaction_id, original)
+        with self._lock:
+            self._threads = {key: value for key, value in self._threads.items() if value[0] > now}
+            self._threads[interaction_id] = (now + INTERACTION_TOKEN_TTL, thread)
+        return thread
+
+    def _start_thread(self, interaction_id: str, original: dict) -> str | None:
+        """Start a thread from the original response (Start Thread from Message), named after
+        its first line; return its id (the message's), or None when Discord refuses (a DM, a
+        thread or forum, no bot user in the guild, no Create Public Threads).
+
+        Raises:
+            ChannelError: (transient, rate limited) Discord could not be asked now.
+        """
+        channel_id, message_id = original.get("channel_id"), original.get("id")
+        try:
+            self.client.request("POST", f"/channels/{channel_id}/messages/{message_id}/threads",
+                                json={"name": _thread_name(original.get("content"))})
+        except ChannelError as exc:
+            if not (exc.permanent or exc.message_gone):
+                raise
+            log.info("interaction %s: no thread in channel %s (%s); the reply goes on in "
+                     "follow-up messages", interaction_id, channel_id, exc)
+            return None
+        return str(message_id)
+
+    def _search(self, channel_id: str, text: str, after: str, skip: frozenset[str]) -> str | None:
+        """Return the earliest message id after ``after`` in ``channel_id`` by the bot user with
+        content ``text`` and not in ``skip``; None when there is none or the bot may not read
+        the channel (logged).
+
+        Raises:
+            ChannelError: (transient, rate limited) Discord could not be read now.
+        """
+        try:
+            messages = self.client.request("GET", f"/channels/{channel_id}/messages",
+                                           params={"after": after, "limit": SEARCH_LIMIT})
+        except ChannelError as exc:
+            if not (exc.permanent or exc.message_gone):
+                raise
+            log.warning("cannot read Discord channel %s to look for a lost message (%s); "
+                        "sending again", channel_id, exc)
+            return None
+        me = self._bot_user()
+        found = [str(m["id"]) for m in (messages if isinstance(messages, list) else ())
+                 if isinstance(m, dict) and _snowflake(m.get("id")) and m.get("content") == text
+                 and _object(m.get("author")).get("id") == me and m["id"] not in skip]
+        return min(found, key=int) if found else None
+
+    def _bot_user(self) -> str:
+        """The bot user's id (``GET /users/@me``,
+        https://discord.com/developers/docs/resources/user#get-current-user; cached).
+
+        Raises:
+            ChannelError: Discord could not be asked, or answered no id.
+        """
+        with self._lock:
+            known = self._bot_user_id
+        if known is None:
+            known = _message_id(self.client.request("GET", "/users/@me"))
+            with self._lock:
+                self._bot_user_id = known
+        return known
 
     def direct_chat(self, identity: str) -> str:
         """Open (or find) the DM channel with the user ``identity`` (a user id): Create DM,
@@ -405,9 +574,13 @@ class DiscordAdapter(ChannelAdapter):
         """Edit the original response or a follow-up (interaction), or a DM message.
 
         An ``@original`` that Discord does not know yet is transient, not gone: the agent can
-        answer before Discord has processed the deferred response that creates it.
+        answer before Discord has processed the deferred response that creates it.  A reply's
+        message in its thread (``<thread id>:<message id>``) is edited with the bot token.
         """
-        if chat_id.startswith(INTERACTION_PREFIX):
+        if chat_id.startswith(INTERACTION_PREFIX) and ":" in message_id:
+            thread, _, message = message_id.partition(":")
+            path = f"/channels/{thread}/messages/{message}"
+        elif chat_id.startswith(INTERACTION_PREFIX):
             target = self.targets(chat_id.removeprefix(INTERACTION_PREFIX))
             path = f"/webhooks/{target.application_id}/{target.token}/messages/{message_id}"
         else:
@@ -456,3 +629,31 @@ class DiscordAdapter(ChannelAdapter):
         self.client.close()
         if self._downloads is not None:
             self._downloads.close()
+
+
+def _message_id(body: object) -> str:
+    """The ``id`` of a message (or user) object Discord answered.
+
+    Raises:
+        ChannelError: (status 0) no id in the answer: the outcome is unknown.
+    """
+    if not isinstance(body, dict) or not body.get("id"):
+        raise ChannelError("Discord answered no id", status=0)
+    return str(body["id"])
+
+
+def _thread_name(content: object) -> str:
+    """A thread's name: the first non-blank line of ``content``, at most ``THREAD_NAME_LIMIT``
+    characters, or ``Reply`` (a name must not be empty)."""
+    lines = str(content or "").splitlines()
+    first = next((line.strip() for line in lines if line.strip()), "")
+    return first[:THREAD_NAME_LIMIT] or "Reply"
+
+
+def _search_after(ledger) -> str:
+    """The ``after`` snowflake of a recovery search (module docstring): ``pending_after``, else
+    the snowflake of the ledger row's ``created_at`` (naive UTC) less ``CLOCK_SKEW``."""
+    if ledger.pending_after and str(ledger.pending_after).isdigit():
+        return str(ledger.pending_after)
+    millis = int((ledger.created_at.replace(tzinfo=UTC).timestamp() - CLOCK_SKEW) * 1000)
+    return str(max(millis - DISCORD_EPOCH_MS, 0) << 22)

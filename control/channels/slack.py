@@ -24,6 +24,23 @@ a download needs and ``fetch_media`` GETs ``url_private_download`` with the work
 token as ``Authorization: Bearer`` (https://docs.slack.dev/messaging/working-with-files#downloading_files),
 which needs the ``files:read`` scope.  Without it Slack answers its HTML sign-in page with
 status 200, which is taken as a refusal.
+
+Crash recovery (``find_sent``): ``chat.postMessage`` has no idempotency key, so a post whose
+answer was lost is looked for before posting again.  A thread chat reads
+``conversations.replies`` (https://docs.slack.dev/reference/methods/conversations.replies),
+any other chat ``conversations.history`` (https://docs.slack.dev/reference/methods/conversations.history),
+from ``oldest`` = the intent's ``pending_after`` (the highest ``ts`` the ledger knew: every
+message posted since has a higher one) or, when none is known, the ledger row's ``created_at``
+less ``CLOCK_SKEW``; the lost post is the earliest message by our bot (its ``bot_id`` or bot
+user from ``auth.test``) whose ``text`` is the mrkdwn ``send`` posts and whose ``ts`` is
+recorded nowhere.  Scopes: ``im:history`` for the DM (in ``SLACK_SCOPES``), ``channels:history``
+(public) or ``groups:history`` (private) for a channel thread, which the app does not ask for
+by default.  What cannot be recovered, then posted a second time: a chat whose history the
+token may not read (``missing_scope``, ``not_in_channel``: logged), a post that Slack stored
+with a text other than the one sent, and one outside the ``SEARCH_LIMIT`` messages a search
+reads (one call: ``history`` lists the newest first, so more than that many later messages hide
+it; ``replies`` the oldest first).  ``SEARCH_LIMIT`` is 15 because Slack allows no more, and one
+call a minute, to commercially distributed non-Marketplace apps since May 2025.
 """
 
 from __future__ import annotations
@@ -32,6 +49,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from datetime import UTC
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import httpx
@@ -58,6 +77,8 @@ SLACK_API_BASE = "https://slack.com/api/"
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable",
                               "request_timeout", "ratelimited"})
 GONE_ERRORS = frozenset({"message_not_found"})
+SEARCH_LIMIT = 15  # messages one recovery search reads (module docstring: Slack's cap).
+CLOCK_SKEW = 60.0  # seconds a search bound from our clock reaches back (Slack's clock may lag).
 
 
 def parse_chat_id(chat_id: str) -> tuple[str, str, str | None]:
@@ -128,6 +149,7 @@ class SlackAdapter(ChannelAdapter):
         self._timeout = timeout
         self._clients: dict[str, WebClient] = {}
         self._dm_channels: dict[tuple[str, str], str] = {}
+        self._identities: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._downloads: httpx.Client | None = None
         # The stand-in serves files next to its Web API (tests); production: files.slack.com.
@@ -181,6 +203,38 @@ class SlackAdapter(ChannelAdapter):
         channel = self._channel(client, team, conversation)
         self._call(client.chat_update, "chat.update", channel=channel, ts=message_id,
                    text=to_mrkdwn(text))
+
+    def find_sent(self, ledger, recorded: frozenset[str]) -> str | None:
+        """Return the ``ts`` of the message a lost ``chat.postMessage`` created, or None.
+
+        Reads the chat's history after the intent's bound (module docstring: method, bound,
+        scopes and what cannot be recovered).
+
+        Raises:
+            ChannelError: (transient, rate limited) Slack could not be read now; (permanent)
+                the app is no longer installed in the workspace, as ``send``.
+        """
+        team, conversation, thread = parse_chat_id(ledger.chat_id)
+        client = self.client(team)
+        channel = self._channel(client, team, conversation)
+        args = {"channel": channel, "oldest": _oldest(ledger), "limit": SEARCH_LIMIT}
+        try:
+            if thread:
+                answer = self._call(client.conversations_replies, "conversations.replies",
+                                    ts=thread, **args)
+            else:
+                answer = self._call(client.conversations_history, "conversations.history", **args)
+        except ChannelError as exc:
+            if not exc.permanent:
+                raise
+            log.warning("reply %s: cannot read Slack chat %s to look for a lost post (%s); "
+                        "posting again", ledger.envelope_id, ledger.chat_id, exc)
+            return None
+        ours, text = self._identity(client), to_mrkdwn(ledger.pending_text or "")
+        found = [str(m["ts"]) for m in answer.get("messages") or ()
+                 if isinstance(m, dict) and isinstance(m.get("ts"), str) and m.get("text") == text
+                 and ours & {m.get("bot_id"), m.get("user")} and m["ts"] not in recorded]
+        return min(found, key=Decimal) if found else None
 
     def fetch_media(self, attachment: dict, max_bytes: int) -> MediaFile:
         """GET ``url_private_download`` with the workspace's bot token (module docstring).
@@ -238,6 +292,20 @@ class SlackAdapter(ChannelAdapter):
             self._dm_channels[key] = channel
         return channel
 
+    def _identity(self, client: WebClient) -> frozenset[str]:
+        """The bot's ``bot_id`` and bot user id in ``client``'s workspace (``auth.test``,
+        https://docs.slack.dev/reference/methods/auth.test; cached per token)."""
+        token = str(client.token)
+        with self._lock:
+            known = self._identities.get(token)
+        if known is not None:
+            return known
+        answer = self._call(client.auth_test, "auth.test")
+        identity = frozenset(str(answer[key]) for key in ("bot_id", "user_id") if answer.get(key))
+        with self._lock:
+            self._identities[token] = identity
+        return identity
+
     @staticmethod
     def _call(method, name: str, **args):
         """Call a WebClient method, turning every failure into a ``ChannelError``."""
@@ -257,3 +325,12 @@ class SlackAdapter(ChannelAdapter):
                                message_gone=error in GONE_ERRORS) from exc
         except (SlackClientError, OSError, ValueError) as exc:
             raise ChannelError(f"{name} failed: {exc}", status=0) from exc
+
+
+def _oldest(ledger) -> str:
+    """The ``oldest`` bound of a recovery search (module docstring): ``pending_after`` when it
+    is a ``ts``, else the ledger row's creation (naive UTC) less ``CLOCK_SKEW``, as a ``ts``."""
+    after = ledger.pending_after
+    if after and after.replace(".", "", 1).isdigit():
+        return str(after)
+    return f"{ledger.created_at.replace(tzinfo=UTC).timestamp() - CLOCK_SKEW:.6f}"

@@ -6,7 +6,7 @@ message per second per chat (https://core.telegram.org/bots/faq#my-bot-is-hittin
 delivery worker did before adapters existed: 429 is a rate limit with ``parameters.retry_after``,
 400 "message to edit not found" means the message is gone, any other 400 or 403 is a refusal
 (bad chat, bot blocked), everything else (5xx, transport) is transient.  A lost ``sendMessage``
-answer is searched for with ``control.services.delivery_recovery.SentMessageFinder``.
+answer is searched for with ``control.channels.telegram_recovery.SentMessageFinder``.
 
 Files (``fetch_media``): ``getFile`` gives the download path, then ``GET
 <api base>/file/bot<token>/<file_path>`` the bytes (https://core.telegram.org/bots/api#getfile).
@@ -28,7 +28,7 @@ from control.channels.base import (
     MediaTooLarge,
 )
 from control.channels.telegram import BotApiClient, BotApiError
-from control.services.delivery_recovery import SentMessageFinder
+from control.channels.telegram_recovery import Overwrite, SentMessageFinder
 
 TELEGRAM_LIMITS = ChannelLimits(max_text=4096, can_edit=True, min_edit_interval=1.0, typing=True)
 
@@ -45,14 +45,17 @@ class TelegramAdapter(ChannelAdapter):
 
     Args:
         client: the Bot API client (``control.runtime.Runtime.bot``).
+        on_overwrite: ``SentMessageFinder``'s report of a recovery probe that overwrote a bot
+            message recorded nowhere (the delivery worker raises an attention item); None:
+            logged only.
     """
 
     name = "telegram"
     limits = TELEGRAM_LIMITS
 
-    def __init__(self, client: BotApiClient):
+    def __init__(self, client: BotApiClient, on_overwrite: Overwrite | None = None):
         self.client = client
-        self.finder = SentMessageFinder(client)
+        self.finder = SentMessageFinder(client, on_overwrite)
         self._downloads: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -77,10 +80,10 @@ class TelegramAdapter(ChannelAdapter):
         except BotApiError as exc:
             raise channel_error(exc) from exc
 
-    def find_sent(self, ledger) -> str | None:
+    def find_sent(self, ledger, recorded: frozenset[str]) -> str | None:
         """Probe for the message a lost ``sendMessage`` created (``SentMessageFinder``)."""
         try:
-            return self.finder.find(ledger)
+            return self.finder.find(ledger, recorded)
         except BotApiError as exc:
             raise channel_error(exc) from exc
 

@@ -14,8 +14,9 @@ after the platform confirmed the final text (returned its message id) and the le
 undelivered one.  The ledger row records the channel of each reply.
 
 A crash between the platform accepting a send and the ledger write never shows the user a
-second reply where the platform lets us look (``ChannelAdapter.find_sent``; Telegram:
-``control.services.delivery_recovery``) or dedupes sends (Discord's message nonce).
+second reply where the platform lets us look (``ChannelAdapter.find_sent``, given the ids
+already recorded for the chat; the send intent: ``control.services.delivery_recovery``) or
+dedupes sends (Discord's message nonce).
 
 Replies on the ``web`` channel (the dashboard's quick chat) have no platform to send to: the
 ledger is where the dashboard's event stream reads them (``control.services.web_chat``), so
@@ -53,7 +54,13 @@ from control.errors import MisroutedEvent
 from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
 from control.services import event_guard, machine_health, notices
 from control.services.attention import raise_attention
-from control.services.delivery_recovery import chunk_ids, highest_known_id, open_ledger
+from control.services.delivery_recovery import (
+    chunk_ids,
+    highest_known_id,
+    open_ledger,
+    recorded_ids,
+    report_overwrite,
+)
 from control.services.usage import record_usage
 from wire import logs
 from wire.bus import Bus
@@ -104,8 +111,9 @@ class DeliveryWorker:
 
     Args:
         bus: the bus.
-        client: the Telegram Bot API client (wrapped in a ``TelegramAdapter``), or the adapter
-            for ``telegram`` itself.
+        client: the Telegram Bot API client (wrapped in a ``TelegramAdapter`` whose recovery
+            probe reports an overwritten message as an attention item), or the adapter for
+            ``telegram`` itself.
         tenant_ids: returns the ids of tenants whose events to consume; called at most once
             per ``tenant_refresh`` seconds.
         adapters: further adapters by channel name (``{"discord": DiscordAdapter(...)}``).
@@ -129,7 +137,8 @@ class DeliveryWorker:
                  on_ready: Callable[[int], object] | None = None,
                  send_notice: notices.Send | None = None):
         self.bus = bus
-        telegram = TelegramAdapter(client) if isinstance(client, BotApiClient) else client
+        telegram = (TelegramAdapter(client, on_overwrite=report_overwrite)
+                    if isinstance(client, BotApiClient) else client)
         self.adapters: dict[str, ChannelAdapter] = {telegram.name: telegram, **(adapters or {})}
         self.tenant_ids = tenant_ids
         self.edit_interval = edit_interval
@@ -408,7 +417,8 @@ class DeliveryWorker:
             if reply_of is None:
                 raise ValueError("the first message of a reply needs its event")
             ledger = open_ledger(*reply_of, text)
-        elif ledger.pending_text is not None and (found := adapter.find_sent(ledger)) is not None:
+        elif ledger.pending_text is not None and (
+                found := adapter.find_sent(ledger, recorded_ids(ledger.chat_id))) is not None:
             return ledger, found, ledger.pending_text
         else:
             ledger.pending_text = text
