@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from agent.cron import ScheduleError
 from agent.goals import GoalError
 from agent.history import History
+from agent.mcp_client.listing import chat_listing
+from agent.memory import MemoryRejected
 from wire.commands import HELP
 from wire.protocol import Envelope
 
@@ -73,8 +75,6 @@ def cmd_start(runtime, command: Command) -> str:
 
 def cmd_remember(runtime, command: Command) -> str:
     """Store ``args`` as a memory (screened for instruction-like text, merged with duplicates)."""
-    from agent.memory import MemoryRejected
-
     if not command.args:
         return "Usage: /remember TEXT"
     try:
@@ -249,8 +249,6 @@ def cmd_model(runtime, command: Command) -> str:
 def cmd_tools(runtime, command: Command) -> str:
     """``/tools`` lists the tools; ``/tools allow NAME`` stops the confirmation question for a
     tool that writes; ``/tools ask NAME`` brings it back (``agent.tools.permissions``)."""
-    from agent.mcp_client.listing import chat_listing
-
     verb, _, name = command.args.partition(" ")
     verb, name = verb.lower(), name.strip()
     permissions = runtime.tool_permissions

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wire import logs
 from wire.declared import documented, read_env, setting
+from wire.pricing import PRICES_CENTS_PER_MTOK
 
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-5-5"  # Claude Haiku 5.5, the current Haiku (2026-10-07)
 BACKENDS = ("anthropic", "openai_compat", "local")
@@ -277,8 +278,6 @@ class AgentConfig:
     @property
     def prices(self) -> dict[str, tuple[float, float]]:
         """Model prices in cents per million tokens: defaults merged with ``prices_json``."""
-        from wire.pricing import PRICES_CENTS_PER_MTOK
-
         table = dict(PRICES_CENTS_PER_MTOK)
         if self.prices_json:
             table.update({k: (float(v[0]), float(v[1])) for k, v in json.loads(self.prices_json).items()})

@@ -63,6 +63,8 @@ def build(config: AgentConfig, command: str):
         LLMError: an LLM backend could not be created or loaded (e.g. a missing model file).
         WireError: the bus is unreachable or refuses our credentials.
     """
+    # deferred: a failing import (a broken dependency) is reported as lifecycle "failed" by
+    # serve(), after logging and Sentry are up, instead of killing the process silently.
     from agent.listener import InboxListener
     from agent.runtime import AgentRuntime
     from agent.tasks import AgentTasks
@@ -155,6 +157,7 @@ def serve(config: AgentConfig, command: str) -> int:
 
 def list_tools(config: AgentConfig, out=None) -> int:
     """Print the tools ``config``'s agent would offer the model (``agent.mcp_client.listing``); return 0."""
+    # deferred: the MCP SDK (~0.5 s) only for this command.
     from agent.mcp_client.config import McpConfigError, load_servers, specs_from_servers
     from agent.mcp_client.listing import table
     from agent.mcp_client.manager import McpManager
@@ -200,6 +203,7 @@ def start_error_reporting(config: AgentConfig) -> bool:
     """Start Sentry when ``SENTRY_DSN`` is set (``wire.sentry``); return True if so."""
     from urllib.parse import urlsplit
 
+    # deferred: sentry-sdk (~0.3 s) loads only in the processes that report errors.
     from wire.sentry import init_sentry
 
     return init_sentry(config.sentry_dsn, environment="agent", secrets=(
@@ -255,6 +259,7 @@ def report_failure(config: AgentConfig | None, reason: str) -> bool:
     Returns:
         True when the event was published.
     """
+    # deferred: this runs when start-up failed; it must not depend on what failed to import.
     from wire.factory import bus_from_url
 
     if config is None:

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent import commands, preferences
@@ -27,7 +26,9 @@ from agent.inbox import InboxLedger
 from agent.llm import router_from_config
 from agent.llm.router import Router
 from agent.loop import ToolLoop
+from agent.mcp_client.config import McpConfigError, load_servers, specs_from_servers, write_pushed
 from agent.mcp_client.manager import McpManager
+from agent.memory import MemoryStore, default_embedder
 from agent.preferences import Preferences
 from agent.skills import SkillLibrary
 from agent.tools.loader import load_builtin_tools
@@ -36,9 +37,6 @@ from agent.tools.registry import LayeredRegistry, ToolRegistry
 from agent.usage import UsageLedger
 from wire.factory import bus_from_url
 from wire.protocol import Event, events_stream
-
-if TYPE_CHECKING:  # imported on first use: it loads numpy and the vector extension
-    from agent.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,6 @@ class AgentRuntime:
         Returns:
             ``McpManager.status()``: ``{server: ""}`` when usable, else the reason.
         """
-        from agent.mcp_client.config import McpConfigError, load_servers, specs_from_servers
-
         try:
             raw = load_servers(self.config.mcp_servers, self.config.data_path)
         except McpConfigError as exc:
@@ -132,8 +128,6 @@ class AgentRuntime:
         Raises:
             McpConfigError: ``pushed`` or ``HERMES_MCP_SERVERS`` is not a valid mapping.
         """
-        from agent.mcp_client.config import specs_from_servers, write_pushed
-
         raw = write_pushed(self.config.mcp_servers, self.config.data_path, pushed)
         return self.mcp.reload(specs_from_servers(raw))
 
@@ -141,8 +135,6 @@ class AgentRuntime:
         """Return the embedder shared by memory and skills (the bundled MiniLM by default),
         wrapped so one turn's query text is embedded once for both."""
         if self._embedder is None:
-            from agent.memory import default_embedder
-
             self._embedder = default_embedder()
         if not isinstance(self._embedder, QueryCachingEmbedder):
             self._embedder = QueryCachingEmbedder(self._embedder)
@@ -152,8 +144,6 @@ class AgentRuntime:
         """Return the tenant's ``agent.memory.MemoryStore`` (opened on first use)."""
         with self._memory_lock:
             if self._memory is None:
-                from agent.memory import MemoryStore
-
                 self._memory = MemoryStore(self.config.data_path / "memory.db", embedder=self.embedder(),
                                            zone=ZoneInfo(self.config.default_tz))
             # Named dates in memory queries ("yesterday") follow the user's current zone.

@@ -34,7 +34,9 @@ from agent import commands, metrics, preferences
 from agent.context import CHARS_PER_TOKEN
 from agent.history import History
 from agent.llm.base import BudgetExhausted, LLMError, ToolUse, cannot_see_reply
+from agent.mcp_client.config import McpConfigError
 from agent.media import MediaPreparer, PreparedMessage
+from agent.memory import MemoryRejected, extract_memories
 from agent.tools.egress import TurnEgress
 from agent.tools.permissions import confirmation_question, is_yes
 from agent.tools.registry import ToolContext
@@ -97,8 +99,6 @@ class TurnRunner:
         A configuration that cannot be applied is logged, not retried: retrying the same bad
         mapping cannot succeed, and the control plane's next push replaces it.
         """
-        from agent.mcp_client.config import McpConfigError
-
         try:
             status = self.runtime.apply_mcp_config(envelope.mcp_servers or {})
         except McpConfigError as exc:
@@ -236,8 +236,6 @@ class TurnRunner:
         if not self.runtime.config.memory_extraction:
             return
         try:
-            from agent.memory import MemoryRejected, extract_memories
-
             facts = extract_memories(lambda p: self.runtime.router.complete(p, purpose="extract"),
                                      user_text, reply)
             store = self.runtime.memory() if facts else None

@@ -15,6 +15,7 @@ def attention():
 @attention.command("list")
 def list_items():
     """Print open attention items, oldest first."""
+    # deferred: keeps `hermes --help` light: loads peewee (~65 ms)
     from control.services.attention import open_items
 
     open_runtime()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
+from control.errors import HermesError
+from control.settings import Settings
+
 
 def _settings():
-    from control.errors import HermesError
-    from control.settings import Settings
-
     try:
         return Settings.from_env()
     except HermesError as exc:
@@ -17,6 +17,7 @@ def _settings():
 
 
 def _connect(settings):
+    # deferred: keeps `hermes --help` light: loads peewee (~50 ms)
     from control.db import connect_database
 
     return connect_database(settings.database_url)
@@ -33,7 +34,7 @@ def run() -> None:
 
     Prints one line per stored object; exits 1 when a tenant's backup failed.
     """
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads peewee, tenacity, infra (~150 ms)
     from control.services import backups
 
     settings = _settings()
@@ -60,6 +61,7 @@ def run() -> None:
 @click.option("--archives", is_flag=True, help="list deprovision archives instead of backups")
 def list_(tenant: str | None, archives: bool) -> None:
     """List stored backups: key, size in bytes and UTC time, oldest first per series."""
+    # deferred: keeps `hermes --help` light: loads peewee, tenacity, infra (~150 ms)
     from control.services import backups
 
     store = backups.store_from_settings(_settings())
@@ -83,7 +85,7 @@ def restore():
 def restore_control(key: str, database_url: str | None) -> None:
     """Restore control DB backup KEY into a fresh database (SQLite file absent, or an empty
     Postgres database), then run ``hermes db upgrade``."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads peewee, tenacity, infra (~150 ms)
     from control.services import backups
 
     settings = _settings()
@@ -103,7 +105,7 @@ def restore_tenant(tenant: str, key: str | None, force: bool) -> None:
     """Restore TENANT's agent data from KEY (default: its newest backup); KEY may also be a
     deprovision archive (``archives/...``).  Locally the agent must be stopped; on a VM the
     agent's units are stopped and started around the restore."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads peewee, tenacity, infra (~150 ms)
     from control.services import backups
 
     settings = _settings()
@@ -113,6 +115,7 @@ def restore_tenant(tenant: str, key: str | None, force: bool) -> None:
         raise click.ClickException(f"no backup of tenant {tenant}")
     address = None
     if settings.provisioner == "hetzner":
+        # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
         from control.models import Machine
 
         database = _connect(settings)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import click
 
+from wire.errors import WireError
+
 REDIS_URL_ENV = "REDIS_URL"
 CA_FILE_ENV = "HERMES_BUS_CA_FILE"
 
@@ -28,6 +30,7 @@ def admin_url_option(command):
 
 
 def _admin(redis_url: str, ca_file: str):
+    # deferred: keeps `hermes --help` light: loads redis (~130 ms)
     from wire.redis_bus import connect
 
     return connect(redis_url, ca_file=ca_file)
@@ -35,8 +38,6 @@ def _admin(redis_url: str, ca_file: str):
 
 def _run(action):
     """Run ``action()``; turn bus and validation errors into a clean CLI error (exit 1)."""
-    from wire.errors import WireError
-
     try:
         return action()
     except (WireError, ValueError) as exc:
@@ -59,6 +60,7 @@ advertised_host_option = click.option(
 @advertised_host_option
 def grant(tenant: str, redis_url: str, ca_file: str, advertised_host: str | None):
     """Create or rotate TENANT's ACL user and print its connection URL (contains the password)."""
+    # deferred: keeps `hermes --help` light: loads redis (~120 ms)
     from control.services import bus_acl
 
     click.echo(_run(lambda: bus_acl.grant(_admin(redis_url, ca_file), tenant, advertised_host=advertised_host)))
@@ -70,6 +72,7 @@ def grant(tenant: str, redis_url: str, ca_file: str, advertised_host: str | None
 @advertised_host_option
 def rotate(tenant: str, redis_url: str, ca_file: str, advertised_host: str | None):
     """Give TENANT a new password (the old one stops working at once) and print the new URL."""
+    # deferred: keeps `hermes --help` light: loads redis (~120 ms)
     from control.services import bus_acl
 
     click.echo(_run(lambda: bus_acl.rotate(_admin(redis_url, ca_file), tenant, advertised_host=advertised_host)))
@@ -80,6 +83,7 @@ def rotate(tenant: str, redis_url: str, ca_file: str, advertised_host: str | Non
 @admin_url_option
 def revoke(tenant: str, redis_url: str, ca_file: str):
     """Delete TENANT's ACL user and close its connections (nothing to do if it has none)."""
+    # deferred: keeps `hermes --help` light: loads redis (~120 ms)
     from control.services import bus_acl
 
     deleted = _run(lambda: bus_acl.revoke(_admin(redis_url, ca_file), tenant))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from control.errors import HermesError
+from control.settings import Settings
+
 
 def open_runtime():
     """Return a ``Runtime`` built from the environment, or exit with a clear message."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads huey, redis, peewee (~280 ms)
     from control.runtime import Runtime
-    from control.settings import Settings
 
     try:
         return Runtime(Settings.from_env())
@@ -19,6 +21,7 @@ def open_runtime():
 
 def find_tenant(email: str):
     """Return the tenant with ``email`` or exit with status 1."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import Tenant
 
     tenant = Tenant.get_or_none(Tenant.email == email)

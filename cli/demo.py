@@ -22,6 +22,11 @@ from pathlib import Path
 import click
 import httpx
 
+from standins import stripe_events
+from standins.stripe_api import StripeStandin
+from standins.telegram_bot_api import TelegramBotApiStandin
+from standins.telegram_updates import text_update
+
 DEMO_EMAIL = "ada@example.com"
 DEMO_CHAT_ID = 424242
 QUESTION = "Hi Hermes! In one sentence: what can you help me with?"
@@ -74,12 +79,10 @@ class _Demo:
         return env
 
     def post_stripe(self, event: dict) -> float:
-        from standins.stripe_events import sign
-
         body = json.dumps(event).encode()
         started = time.monotonic()
         r = self.http.post("/webhooks/stripe", content=body,
-                           headers={"Stripe-Signature": sign(body, self.stripe_secret),
+                           headers={"Stripe-Signature": stripe_events.sign(body, self.stripe_secret),
                                     "Content-Type": "application/json"})
         r.raise_for_status()
         return (time.monotonic() - started) * 1000
@@ -99,9 +102,6 @@ class _Demo:
 def demo(keep: bool, timeout: float, stay: bool | None) -> None:
     """Run a paid signup → provisioned agent → Telegram conversation, locally; then serve
     the web dashboard (sign up, pay against the local Stripe stand-in, chat)."""
-    from standins.stripe_api import StripeStandin
-    from standins.telegram_bot_api import TelegramBotApiStandin
-
     if stay is None:
         stay = sys.stdin.isatty()
     data_dir = Path(tempfile.mkdtemp(prefix="hermes-demo-"))
@@ -129,9 +129,6 @@ def demo(keep: bool, timeout: float, stay: bool | None) -> None:
 
 
 def _converse(d: _Demo, standin, server: subprocess.Popen, timeout: float) -> None:
-    from standins import stripe_events
-    from standins.telegram_updates import text_update
-
     _wait(lambda: _healthy(d.http, server), 60, "hermes serve to answer /healthz")
     d.say("hermes", "control plane is up")
     _signup(d, stripe_events, timeout)

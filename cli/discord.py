@@ -20,7 +20,13 @@ import time
 
 import click
 
+from cli.context import open_runtime
+from control.channels.base import ChannelError
+from control.channels.discord_gateway import GatewayClient, GatewayFatal
+from control.errors import HermesError
+from control.settings import Settings
 from wire.commands import COMMANDS
+from wire.errors import BusUnavailable
 
 #: Path of the interactions endpoint (control/web/webhooks.py).
 WEBHOOK_PATH = "/webhooks/discord"
@@ -69,8 +75,6 @@ def _comparable(commands: list[dict]) -> list[tuple]:
 
 def _call(client, method: str, path: str, json=None):
     """One REST call, waiting out rate limits (``retry_after``) up to ``RATE_LIMIT_RETRIES`` times."""
-    from control.channels.base import ChannelError
-
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         try:
             return client.request(method, path, json=json)
@@ -98,9 +102,6 @@ def ensure_commands(client, application_id: str, commands: list[dict]) -> bool:
 
 
 def _settings():
-    from control.errors import HermesError
-    from control.settings import Settings
-
     try:
         settings = Settings.from_env()
     except HermesError as err:
@@ -124,6 +125,7 @@ def setup():
 
     Reads DISCORD_BOT_TOKEN, DISCORD_APPLICATION_ID and DISCORD_API_BASE through control.settings.
     """
+    # deferred: keeps `hermes --help` light: loads pynacl (~15 ms)
     from control.channels.discord import DiscordRestClient
 
     settings = _settings()
@@ -148,8 +150,7 @@ def gateway():
     import asyncio
     import signal
 
-    from cli.context import open_runtime
-    from control.channels.discord_gateway import GatewayClient, GatewayFatal
+    # deferred: keeps `hermes --help` light: loads redis, peewee, pynacl (~230 ms)
     from control.services import channel_watchdog
     from control.services.discord_routing import on_gateway_dispatch
 
@@ -190,9 +191,8 @@ def _route_with_retry(kind: str, data: dict, rt, route) -> None:
     """Route a dispatch, retrying while the bus is down (the Gateway does not redeliver)."""
     import logging
 
-    from control.channels.base import ChannelError
+    # deferred: keeps `hermes --help` light: loads peewee (~65 ms)
     from control.services.routing import record_control_reply
-    from wire.errors import BusUnavailable
 
     def send(channel_id: str, text: str) -> None:
         try:

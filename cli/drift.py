@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import click
 
+from cli.context import open_runtime
+from control.errors import HermesError
+from control.settings import Settings
+
 
 def run_drift(provisioner, work_dir: str, delay: float | None, sweep: bool) -> tuple[int, str]:
     """Run the checks on ``provisioner``; return ``(exit code, report text)``."""
@@ -35,13 +39,11 @@ def run_drift(provisioner, work_dir: str, delay: float | None, sweep: bool) -> t
 def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | None,
           record: bool):
     """Report infrastructure drift and orphaned servers; exit 1 when anything is found."""
-    from control.errors import HermesError
-
     try:
         provisioner = (ctx.obj or {}).get("provisioner")
         if provisioner is None:
+            # deferred: keeps `hermes --help` light: loads tenacity, infra (~90 ms)
             from control.providers.hetzner.settings import hetzner_provisioner
-            from control.settings import Settings
 
             provisioner = hetzner_provisioner(Settings.from_env())
         code, text = run_drift(provisioner, work_dir, delay, sweep)
@@ -57,7 +59,7 @@ def drift(ctx, work_dir: str, delay: float | None, sweep: bool, textfile: str | 
 
 def record_drift(ok: bool, report: str) -> None:
     """Append the ``drift.check`` audit row: ``{"ok": bool, "report": first 2,000 characters}``."""
-    from cli.context import open_runtime
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.db import write_transaction
     from control.services import audit
 

@@ -10,6 +10,9 @@ import subprocess
 
 import click
 
+from agent_image.build import ImageBuildConfig, ImageBuildError, build_image
+from infra.hetzner_api import make_client
+
 
 def _git_sha() -> str:
     try:
@@ -53,9 +56,6 @@ def build(wheel_path, ssh_key_path, ssh_key_names, hcloud_token, hcloud_endpoint
           server_type, version, git_sha):
     """Temporary server -> pyinfra deploy -> power off -> snapshot -> delete; print the id."""
     from hcloud import APIException
-
-    from agent_image.build import ImageBuildConfig, ImageBuildError, build_image
-    from infra.hetzner_api import make_client
 
     config = ImageBuildConfig(
         version=version or _version(), git_sha=git_sha or _git_sha(), wheel_path=wheel_path,

@@ -15,6 +15,7 @@ def machines():
 @machines.command("list")
 def list_machines():
     """One line per machine recorded in the database: tenant, state, plan, address, timestamps."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import Machine
 
     open_runtime()
@@ -28,6 +29,7 @@ def list_machines():
 @click.option("--remove", is_flag=True, help="Delete orphans instead of only reporting them.")
 def reconcile(remove: bool):
     """Compare cloud servers (by label) with active tenants; report or remove orphans."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import Machine, MachineState
 
     rt = open_runtime()

@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from wire import logs
+
 # name -> "module:attribute" of a click command or group.
 COMMANDS = {
     "serve": "cli.serve:serve",
@@ -71,8 +73,6 @@ def configure_logging() -> None:
     Raises:
         click.UsageError: HERMES_LOG_FORMAT is invalid.
     """
-    from wire import logs
-
     try:
         logs.configure(logs.format_from_env())
     except ValueError as exc:

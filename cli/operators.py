@@ -12,12 +12,11 @@ import sys
 import click
 
 from cli.context import open_runtime
+from control.errors import HermesError
 
 
 def _run(action):
     """Run ``action()``; a ``HermesError`` (bad input, unknown operator) exits 1 cleanly."""
-    from control.errors import HermesError
-
     try:
         return action()
     except HermesError as exc:
@@ -39,6 +38,7 @@ def add(email: str, role: str):
 
     Prints the otpauth:// URI to scan into an authenticator app: it is shown only now.
     """
+    # deferred: keeps `hermes --help` light: loads peewee, argon2, pyotp (~220 ms)
     from control.services import audit
     from control.services import operators as service
 
@@ -57,6 +57,7 @@ def add(email: str, role: str):
 @operators.command("list")
 def list_operators():
     """One line per operator: e-mail, role, created, last sign-in (UTC)."""
+    # deferred: keeps `hermes --help` light: loads peewee, argon2, pyotp (~220 ms)
     from control.services import operators as service
 
     open_runtime()
@@ -72,6 +73,7 @@ def list_operators():
 @click.argument("email")
 def remove(email: str):
     """Remove an operator; their sessions end at once."""
+    # deferred: keeps `hermes --help` light: loads peewee, argon2, pyotp (~220 ms)
     from control.services import audit
     from control.services import operators as service
 
@@ -85,6 +87,7 @@ def remove(email: str):
 def reset_totp(email: str):
     """Give an operator a new TOTP secret (a lost phone); prints the new otpauth:// URI once
     and ends their sessions."""
+    # deferred: keeps `hermes --help` light: loads peewee, argon2, pyotp (~220 ms)
     from control.services import audit
     from control.services import operators as service
 

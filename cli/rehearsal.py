@@ -18,6 +18,7 @@ import click
 @click.option("--keep", is_flag=True, help="Keep the temporary directory after a success.")
 def rehearsal(timeout: float, keep: bool) -> None:
     """Rehearse payment -> VM -> Telegram reply -> resize -> archive on this machine."""
+    # deferred: keeps `hermes --help` light: loads peewee (~90 ms)
     from rehearsal.run import main
 
     sys.exit(main(timeout=timeout, keep=keep, echo=click.echo))

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import click
 
+from control.errors import HermesError
+from control.settings import Settings
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 def serve(host: str) -> None:
     """Serve webhooks on HERMES_PORT and run every worker until SIGINT/SIGTERM."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads huey, redis, peewee (~290 ms)
     from control.server import Server
-    from control.settings import Settings
 
     try:
         server = Server(Settings.from_env(), host=host)
@@ -27,9 +29,8 @@ def serve(host: str) -> None:
 @click.option("--workers", default=4, show_default=True, help="Huey worker threads.")
 def worker(workers: int) -> None:
     """Run the task consumer and the delivery worker without HTTP (production, next to gunicorn)."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads huey, redis, peewee (~290 ms)
     from control.server import Server
-    from control.settings import Settings
 
     try:
         server = Server(Settings.from_env(), upgrade_schema=False)

@@ -14,6 +14,7 @@ from cli.context import open_runtime
 def slo(as_json: bool):
     """Provisioning success (30 days), per-VM uptime (30 days), delivery success and
     dead-letter rate (24 hours), each against its target (control.services.slo)."""
+    # deferred: keeps `hermes --help` light: loads peewee, prometheus_client (~75 ms)
     from control.services.slo import report
 
     runtime = open_runtime()

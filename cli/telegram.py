@@ -22,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from control.errors import HermesError
+from control.settings import Settings
 from wire.commands import COMMANDS
 
 #: Path of the control plane's Telegram webhook route (control/web/webhooks.py).
@@ -156,9 +158,6 @@ def setup():
     Reads TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET, TELEGRAM_API_BASE, HERMES_PUBLIC_URL and
     HERMES_DATA_DIR through control.settings.
     """
-    from control.errors import HermesError
-    from control.settings import Settings
-
     try:
         settings = Settings.from_env()
     except HermesError as err:

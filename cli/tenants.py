@@ -8,6 +8,7 @@ import json
 import click
 
 from cli.context import find_tenant, open_runtime
+from control.errors import Conflict, HermesError, NotFound
 
 
 @click.group()
@@ -18,6 +19,7 @@ def tenants():
 @tenants.command("list")
 def list_tenants():
     """One line per tenant: id, email, plan, status, machine state."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import Machine, Tenant
 
     open_runtime()
@@ -31,6 +33,7 @@ def list_tenants():
 @click.argument("email")
 def show(email: str):
     """Print a tenant, its machine and linked chats as JSON."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import ChatIdentity, Machine
 
     open_runtime()
@@ -56,6 +59,7 @@ def show(email: str):
 @click.argument("email")
 def link_token(email: str):
     """Print a link token and the Telegram deep link; exit 1 while the tenant is not ready."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.models import Machine, MachineState
     from control.services import linking
 
@@ -76,6 +80,7 @@ def link_token(email: str):
 @click.argument("plan", type=click.Choice(["light", "heavy"]))
 def resize(email: str, plan: str):
     """Queue a resize of the tenant's machine (run by the serving control plane)."""
+    # deferred: keeps `hermes --help` light: loads peewee (~60 ms)
     from control.services import audit
 
     rt = open_runtime()
@@ -91,7 +96,7 @@ def resize(email: str, plan: str):
 def power(email: str, action: str):
     """Restart a running agent (the provider reboots its machine), pause it (its data kept;
     messages wait on the bus) or resume a paused one; queued for the serving control plane."""
-    from control.errors import Conflict
+    # deferred: keeps `hermes --help` light: loads redis, peewee, prometheus_client (~200 ms)
     from control.services import audit, ops_fleet
 
     rt = open_runtime()
@@ -114,7 +119,7 @@ def reprovision(email: str):
 
     A ready tenant is left alone ("already ready"), and so is one being provisioned.
     """
-    from control.errors import Conflict
+    # deferred: keeps `hermes --help` light: loads redis, peewee (~200 ms)
     from control.services import audit, provisioning
 
     rt = open_runtime()
@@ -136,7 +141,7 @@ def reprovision(email: str):
 @click.confirmation_option(prompt="Archive and delete this tenant's machine?")
 def deprovision(email: str):
     """Queue archive + deletion of the tenant's machine (run by the serving control plane)."""
-    from control.errors import NotFound
+    # deferred: keeps `hermes --help` light: loads redis, peewee, prometheus_client (~200 ms)
     from control.services import audit, ops_fleet
 
     rt = open_runtime()
@@ -158,7 +163,7 @@ def deprovision(email: str):
 def export(email: str, output: str | None, latest: bool):
     """Write the tenant's data (memories, skills, cron jobs, goals, history, files, settings) as
     one zip of documented JSON; archived tenants too, from their archive."""
-    from control.errors import HermesError
+    # deferred: keeps `hermes --help` light: loads peewee, tenacity, infra (~150 ms)
     from control.services.export import export_tenant
 
     rt = open_runtime()

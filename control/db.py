@@ -12,6 +12,8 @@ from pathlib import Path
 from peewee import DatabaseProxy, SqliteDatabase
 from playhouse.db_url import connect
 
+from control import migrations
+
 database = DatabaseProxy()
 
 SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal"}
@@ -59,8 +61,6 @@ def init_database(url: str, upgrade: bool = True):
     Raises:
         control.migrations.SchemaOutOfDate: ``upgrade`` is False and steps are pending.
     """
-    from control import migrations
-
     db = connect_database(url)
     if upgrade:
         migrations.upgrade(db)

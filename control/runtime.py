@@ -10,9 +10,12 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+from control.channels.discord import DiscordAdapter, DiscordRestClient
 from control.channels.telegram import BotApiClient
 from control.db import init_database
-from control.services import agent_settings
+from control.services import agent_settings, discord_interactions, routing
+from control.services.secrets_box import box_from_settings
+from control.services.whatsapp_window import in_window
 from control.settings import Settings
 from control.tasks import ControlTasks, create_huey
 from wire.factory import bus_from_url
@@ -45,6 +48,7 @@ class Runtime:
         """The machine provider (``LocalProvisioner`` unless configured otherwise)."""
         with self._lock:
             if self._provisioner is None:
+                # deferred: the provisioner stack (tenacity, infra: ~60 ms) loads only once one is built
                 from control.providers.factory import provisioner_from_settings
 
                 self._provisioner = provisioner_from_settings(self.settings)
@@ -62,31 +66,24 @@ class Runtime:
         Raises:
             ConfigError: no secret key outside local mode (``control.web.auth.secret_key``).
         """
-        from control.services.routing import envelope_key
+        # deferred: web stack (flask-login, flask-wtf, flask-limiter: ~0.25 s); most Runtime users skip it
         from control.web.auth import secret_key
 
-        return envelope_key(secret_key(self.settings))
+        return routing.envelope_key(secret_key(self.settings))
 
     @cached_property
     def secrets_box(self):
         """The ``SecretsBox`` for stored third-party secrets (``box_from_settings``)."""
-        from control.services.secrets_box import box_from_settings
-
         return box_from_settings(self.settings)
 
     @cached_property
     def discord_rest(self):
         """The Discord REST client (``DISCORD_BOT_TOKEN``, ``DISCORD_API_BASE``)."""
-        from control.channels.discord import DiscordRestClient
-
         return DiscordRestClient(self.settings.discord_bot_token, self.settings.discord_api_base)
 
     @cached_property
     def discord_adapter(self):
         """The ``DiscordAdapter`` (interaction tokens read back through ``secrets_box``)."""
-        from control.channels.discord import DiscordAdapter
-        from control.services import discord_interactions
-
         return DiscordAdapter(self.discord_rest, discord_interactions.target_lookup(self.secrets_box))
 
     def channel_adapters(self) -> dict:
@@ -98,6 +95,7 @@ class Runtime:
         if self.settings.discord_bot_token:
             adapters["discord"] = self.discord_adapter
         if self.settings.slack_signing_secret:
+            # deferred: slack_bolt, slack_sdk (~50 ms): workers and the CLI load them only for Slack
             from control.services.slack_install import slack_adapter
 
             adapters["slack"] = slack_adapter(self.secrets_box, self.settings.slack_api_base)
@@ -108,8 +106,8 @@ class Runtime:
     @cached_property
     def whatsapp_adapter(self):
         """The ``WhatsAppAdapter`` when WhatsApp is configured (``WhatsAppConfig.enabled``), else None."""
+        # deferred: pywa (~0.2 s): workers and the CLI load it only when WhatsApp is configured
         from control.channels.whatsapp import Template, WhatsAppAdapter, WhatsAppConfig
-        from control.services.whatsapp_window import in_window
 
         config = WhatsAppConfig.from_settings(self.settings)
         if not config.enabled:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from control import create_app
 from control.runtime import Runtime
+from control.services import mail
 from control.services.delivery import DeliveryWorker
 from control.services.provisioning import ready_tenant_ids
 from control.settings import Settings
@@ -104,8 +105,6 @@ class Server:
         """Local mode without SMTP_URL: print each outbox mail (a reset link, a payment notice)
         to this console once a second, so a local user can read it."""
         import sys
-
-        from control.services import mail
 
         rt = self.runtime
 

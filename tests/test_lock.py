@@ -9,10 +9,13 @@ from a lock, or pinned outside its range, means someone changed ``pyproject.toml
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,31 @@ def test_the_rehearsal_image_is_rebuilt_when_its_lock_changes(tmp_path, monkeypa
     (tmp_path / "agent.txt").write_text(read_lock("agent.txt").replace("\n", "\n\n", 1))
     monkeypatch.setattr("agent_image.image_settings.REQUIREMENTS_DIR", tmp_path)
     assert dependency_key() != before
+
+
+def third_party_imports(*packages: str) -> dict[str, set[str]]:
+    """``{top-level module: files}`` of every absolute import outside the standard library and
+    the project in ``packages`` (directories of this repository), function-local ones included."""
+    first_party = {p.name for p in REPO.iterdir() if (p / "__init__.py").exists()} | {"bench"}
+    found: dict[str, set[str]] = {}
+    for package in packages:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                         and not node.level else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in first_party and top not in sys.stdlib_module_names | {"__future__"}:
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_the_control_host_lock_holds_everything_the_control_plane_imports():
+    # The control host installs control.txt with --no-deps: a module missing from it is an
+    # ImportError in production (gunicorn, `hermes worker` provisioning, the CLI), never in CI.
+    locked = set(parse_lock(read_lock("control.txt")))
+    distributions = packages_distributions()
+    missing = {module: sorted(files) for module, files in third_party_imports("control", "wire", "cli").items()
+               if not any(canonicalize_name(d) in locked for d in distributions.get(module, [module]))}
+    assert missing == {}

@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 
 from wire.bus import Bus
 from wire.errors import WireError
+from wire.sqlite_bus import SqliteBus
 
 
 def bus_from_url(url: str, *, visibility_timeout: float = 30.0, ca_file: str = "") -> Bus:
@@ -24,10 +25,9 @@ def bus_from_url(url: str, *, visibility_timeout: float = 30.0, ca_file: str = "
     """
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
-        from wire.sqlite_bus import SqliteBus
-
         return SqliteBus(url[len("sqlite:///"):], visibility_timeout=visibility_timeout)
     if scheme in ("redis", "rediss"):
+        # deferred: redis (~0.2 s) is an extra of control and agent, not a core dependency of wire
         from wire.redis_bus import RedisBus
 
         return RedisBus.from_url(url, visibility_timeout=visibility_timeout, ca_file=ca_file)

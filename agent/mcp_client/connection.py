@@ -30,6 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
 from agent.mcp_client.config import CONNECT_TIMEOUT, ServerSpec
+from agent.mcp_client.naming import result_text
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,6 @@ class ServerConnection:
             await self._close_if_current(client)
             raise ServerDown(f"the connection failed ({type(exc).__name__})") from exc
         if result.is_error:
-            from agent.mcp_client.naming import result_text
-
             raise ToolCallFailed(result_text(result) or "the tool failed")
         return result
 

@@ -114,7 +114,7 @@ class McpManager:
                 log.warning("MCP server %s did not close within 10 s", server.spec.name)
             log.info("MCP server %s removed", server.spec.name)
         added = []
-        # The SDK takes about a second to import: only agents with MCP servers pay for it.
+        # deferred: the MCP SDK (mcp, starlette, uvicorn: ~0.5 s); only agents with MCP servers pay
         from agent.mcp_client.connection import ServerConnection
 
         for spec in new:
@@ -180,6 +180,7 @@ class McpManager:
             ToolError: the server is unknown, unavailable (open breaker), timed out, failed,
                 or the tool answered ``isError`` (the message is what the model should hear).
         """
+        # deferred: connection loads the MCP SDK (~0.5 s); only agents with MCP servers get here
         from agent.mcp_client.connection import ServerDown, ToolCallFailed
 
         with self._lock:
@@ -245,6 +246,7 @@ class McpManager:
         log.info("MCP server %s (%s): %d tools offered", spec.name, spec.describe(), len(tools))
 
     async def _connect_all(self, servers: list[_Server]) -> None:
+        # deferred: connection loads the MCP SDK (~0.5 s); only agents with MCP servers get here
         from agent.mcp_client.connection import ServerDown
 
         async def connect(server: _Server) -> None:

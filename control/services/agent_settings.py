@@ -58,6 +58,7 @@ def base_agent_env(settings) -> dict[str, str]:
         ``HERMES_VISIBILITY_TIMEOUT`` (seconds), ``HERMES_CONTROL_URL``, ``HERMES_TZ``,
         ``HERMES_BUS_CA_FILE`` when a Redis CA is configured, and ``PLAN_BUDGETS_VAR``.
     """
+    # deferred: control.settings imports this module; llm_gateway would add peewee to hermes --help
     from control.services import llm_gateway
 
     env = {

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from control.errors import HermesError, ProvisioningError
+from control.models import Machine, MachineState
 from control.providers.archive import (
     LocalObjectStore,
     ObjectStore,
@@ -292,8 +293,6 @@ def target_from_settings(settings, tenant: str, address: str | None = None) -> R
 def active_tenants() -> list[tuple[str, str | None]]:
     """Return ``(tenant key, address)`` of every machine whose agent runs (ready or unhealthy);
     needs a database connection."""
-    from control.models import Machine, MachineState
-
     machines = Machine.select().where(Machine.state.in_([MachineState.READY, MachineState.UNHEALTHY]))
     return [(str(m.tenant_id), m.address) for m in machines.order_by(Machine.tenant)]
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from control.errors import NotFound, ServiceUnavailable
+from control.models import Machine, MachineState
 from control.providers.archive import ObjectStore
 from control.services import backups, media
 
@@ -45,8 +46,6 @@ class Export:
 
 def _source_key(settings, store: ObjectStore, tenant, fresh: bool, now: dt.datetime | None) -> str | None:
     """The key to export from: a fresh backup, the newest backup, or the tenant's archive."""
-    from control.models import Machine, MachineState
-
     name = str(tenant.id)
     machine = Machine.get_or_none(Machine.tenant == tenant)
     if fresh and machine is not None and machine.state in (MachineState.READY, MachineState.UNHEALTHY):

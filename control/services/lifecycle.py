@@ -49,8 +49,9 @@ from control.models import (
 )
 from control.providers.archive import ObjectStore, archive_created_at, delete_archive
 from control.providers.base import Provisioner
-from control.services import provisioning
+from control.services import media, provisioning
 from control.services.attention import raise_attention
+from control.services.composio_client import provider_from_settings
 from control.services.machine_health import RESUMED_DETAIL, HealthPolicy
 from control.services.notices import Notice, Send, render, tell
 from wire.protocol import events_stream, messages_stream
@@ -297,8 +298,6 @@ def _delete_connections(tenant: Tenant, runtime) -> None:
         if row.composio_account_id]
     if not accounts:
         return
-    from control.services.composio_client import provider_from_settings
-
     provider = provider_from_settings(runtime.settings)
     for account_id in accounts:
         provider.delete_account(account_id)
@@ -330,7 +329,7 @@ def delete_tenant_data(tenant: Tenant, runtime, now: datetime | None = None) -> 
         ProvisioningError: the machine could not be destroyed (nothing else was deleted; retry).
         wire.errors.WireError: the bus user could not be revoked or the streams deleted (retry).
     """
-    from control.services import media
+    # deferred: backups would pull the provisioner stack (tenacity, infra: ~70 ms) into web/workers
     from control.services.backups import store_from_settings
 
     settings, provisioner = runtime.settings, runtime.provisioner

@@ -53,6 +53,7 @@ from control.services.attention import raise_attention
 from control.services.machine_health import RESTORED_DETAIL, HealthPolicy, fail_machine
 from control.services.notices import Send
 from wire.errors import WireError
+from wire.redis_bus import connect
 
 log = logging.getLogger(__name__)
 
@@ -504,8 +505,6 @@ def revoke_bus_access(bus_url: str, tenant: str, ca_file: str = "") -> bool:
 @contextmanager
 def _redis_admin(bus_url: str, ca_file: str = ""):
     """An admin Redis connection for ACL changes, closed afterwards."""
-    from wire.redis_bus import connect
-
     admin = connect(bus_url, ca_file=ca_file)
     try:
         yield admin

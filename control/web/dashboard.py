@@ -27,6 +27,7 @@ from flask_login import current_user, login_required
 from control.channels.whatsapp import link_url
 from control.db import write_transaction
 from control.errors import BadRequest, NotFound
+from control.models import Tenant
 from control.services import dashboard, linking, tenant_settings, web_chat
 from control.web import stream_cap
 from wire.commands import COMMANDS
@@ -40,8 +41,6 @@ def _runtime():
 
 def _tenant():
     """The signed-in user's tenant, re-read so a change made in another request shows."""
-    from control.models import Tenant
-
     return Tenant.get_by_id(current_user.tenant.id)
 
 
@@ -176,6 +175,7 @@ def unlink(identity_id: str):
 @login_required
 def export():
     """Everything the user's agent keeps, as one zip download (``control.services.export``)."""
+    # deferred: export would pull the provisioner stack (tenacity, infra: ~80 ms) into the web app
     from control.services.export import export_tenant
 
     made = export_tenant(_runtime().settings, _tenant())

@@ -6,6 +6,7 @@ instruction to the agent is refused by the store (``MemoryRejected``) and report
 
 from __future__ import annotations
 
+from agent.memory import MemoryRejected
 from agent.tools.registry import ToolContext, ToolError, tool
 
 
@@ -34,8 +35,6 @@ def memory_remember(args: dict, ctx: ToolContext) -> str:
     Raises:
         ToolError: empty text, or the store refused it as instruction-like.
     """
-    from agent.memory import MemoryRejected
-
     text = str(args.get("text", "")).strip()
     if not text:
         raise ToolError("text is required")

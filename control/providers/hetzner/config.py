@@ -34,6 +34,7 @@ class TenantProgram:
     plan: str
 
     def __call__(self) -> None:
+        # deferred: infra.tenant imports pulumi, pulumi_hcloud (~0.2 s); only Pulumi runs this
         from infra.tenant import build
 
         build(self.tenant, self.plan)

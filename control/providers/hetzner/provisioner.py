@@ -48,6 +48,7 @@ from control.providers.hetzner.config import (
     HetznerConfig,
     TenantProgram,
 )
+from control.providers.hetzner.drift import check_drift
 from control.providers.hetzner.host_keys import HostKeyStore
 from control.providers.hetzner.locking import StackLock
 from control.providers.hetzner.reconcile import SweepReport, find_orphans, server_address
@@ -467,8 +468,6 @@ class HetznerProvisioner(Provisioner):
 
         Returns a ``drift.DriftReport``.
         """
-        from control.providers.hetzner.drift import check_drift
-
         refs = [self.stack_ref(t) for t in self.tenant_stacks()]
         return check_drift(
             self.runner, self.shared_stack_ref(work_dir), refs,

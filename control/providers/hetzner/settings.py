@@ -14,6 +14,7 @@ from typing import Any
 from control.errors import ConfigError
 from control.providers.hetzner.config import HetznerConfig
 from control.providers.hetzner.host_keys import known_hosts_dir
+from control.providers.hetzner.provisioner import HetznerProvisioner
 
 #: HetznerConfig field → Settings attribute.
 SETTINGS_FIELDS = {
@@ -74,6 +75,4 @@ def hetzner_provisioner(settings):
     Raises:
         ConfigError: the Hetzner settings are incomplete.
     """
-    from control.providers.hetzner.provisioner import HetznerProvisioner
-
     return HetznerProvisioner(hetzner_config_from_settings(settings))
