@@ -6,7 +6,14 @@ from __future__ import annotations
 from control import integrations
 from control.errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
 from control.services.composio_client import IntegrationError
-from control.web.openapi import _SIGN_IN, _TOO_LARGE, _error, _header, _json, _page
+from control.web.openapi_parts import (
+    SIGN_IN,
+    TOO_LARGE_RESPONSE,
+    error,
+    header,
+    json_response,
+    page,
+)
 
 _STATUSES = ["not_connected", "initiated", "active", "expired", "failed", "removed"]
 _CONNECTION = {
@@ -22,19 +29,19 @@ _CONNECTION = {
         "updated_at": {"type": ["string", "null"]},
     },
 }
-_NO_SESSION = _error("Not signed in.", Unauthorized.code)
+_NO_SESSION = error("Not signed in.", Unauthorized.code)
 _CSRF = ("The `X-CSRFToken` header (the session's CSRF token) is missing or wrong; nothing is "
          "stored.")
-_NOT_SET_UP = _error("COMPOSIO_API_KEY is not set: connections are not set up on this server.",
+_NOT_SET_UP = error("COMPOSIO_API_KEY is not set: connections are not set up on this server.",
                      "integrations_not_set_up")
-_PROVIDER = _error("Composio failed or refused; nothing was changed here.", IntegrationError.code)
+_PROVIDER = error("Composio failed or refused; nothing was changed here.", IntegrationError.code)
 _SERVICE = ("`<key>` is a service of `control/integrations/services.yaml`: "
             + ", ".join(integrations.load()) + ".")
 
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/hermes/connections", "GET"): {
         "summary": "Every connectable service with the signed-in user's connection status",
-        "responses": {"200": _json("The 14 services, in catalogue order.", {
+        "responses": {"200": json_response("The 14 services, in catalogue order.", {
             "type": "object", "required": ["connections"],
             "properties": {"connections": {"type": "array", "items": _CONNECTION}}}),
             "401": _NO_SESSION},
@@ -48,14 +55,14 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
             "type": "object", "additionalProperties": {"type": "string"}}}}},
         "responses": {
-            "201": _json("Started (OAuth: `redirect_url`) or connected (API key).", {
+            "201": json_response("Started (OAuth: `redirect_url`) or connected (API key).", {
                 "type": "object", "required": ["status"],
                 "properties": {"status": {"enum": _STATUSES}, "redirect_url": {"type": "string"}}}),
-            "400": _error(_CSRF + " Or the credential fields are missing or malformed.",
+            "400": error(_CSRF + " Or the credential fields are missing or malformed.",
                           BadRequest.code, "bad_json", "missing_credential", "bad_credential"),
             "401": _NO_SESSION,
-            "404": _error("No such service.", NotFound.code),
-            "409": _error("Already connected; disconnect first.", "already_connected"),
+            "404": error("No such service.", NotFound.code),
+            "409": error("Already connected; disconnect first.", "already_connected"),
             "502": _PROVIDER, "503": _NOT_SET_UP,
         },
     },
@@ -63,10 +70,10 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "summary": "Disconnect a service (on Composio and here); the agent loses its tools",
         "description": _SERVICE,
         "responses": {
-            "200": _json("Removed.", {"type": "object", "required": ["status"],
+            "200": json_response("Removed.", {"type": "object", "required": ["status"],
                                       "properties": {"status": {"enum": ["removed"]}}}),
-            "400": _error(_CSRF, BadRequest.code), "401": _NO_SESSION,
-            "404": _error("No such service, or it is not connected.", NotFound.code),
+            "400": error(_CSRF, BadRequest.code), "401": _NO_SESSION,
+            "404": error("No such service, or it is not connected.", NotFound.code),
             "502": _PROVIDER, "503": _NOT_SET_UP,
         },
     },
@@ -79,14 +86,14 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                        {"name": "status", "in": "query", "required": False,
                         "schema": {"type": "string"}}],
         "responses": {
-            "302": {**_SIGN_IN, "description": "To `/dashboard/connections`, or not signed in: "
+            "302": {**SIGN_IN, "description": "To `/dashboard/connections`, or not signed in: "
                                                "to `/login?next=<this path>`."},
-            "400": _error("The connected account id is missing.", BadRequest.code),
-            "404": _error("Not a connection of this user.", NotFound.code),
+            "400": error("The connected account id is missing.", BadRequest.code),
+            "404": error("Not a connection of this user.", NotFound.code),
             "502": _PROVIDER, "503": _NOT_SET_UP,
         },
     },
-    ("/dashboard/connections", "GET"): _page("Connections: a card per service with its status "
+    ("/dashboard/connections", "GET"): page("Connections: a card per service with its status "
                                              "and connect/disconnect"),
     ("/webhooks/composio", "POST"): {
         "summary": "Composio webhook: expired connected accounts",
@@ -96,25 +103,25 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                        "`webhook-id`. `composio.connected_account.expired` marks the connection "
                        "expired and updates the agent's tools; other events are acknowledged.",
         "parameters": [
-            _header("webhook-id", "Unique message id (the idempotency key).",
+            header("webhook-id", "Unique message id (the idempotency key).",
                     {"type": "string", "maxLength": 255}),
-            _header("webhook-timestamp", "Unix seconds.", {"type": "string", "pattern": "^[0-9]+$"}),
-            _header("webhook-signature", "Space-separated `v1,<base64>` signatures.",
+            header("webhook-timestamp", "Unix seconds.", {"type": "string", "pattern": "^[0-9]+$"}),
+            header("webhook-signature", "Space-separated `v1,<base64>` signatures.",
                     {"type": "string"})],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "properties": {"id": {"type": "string"}, "type": {"type": "string"},
                                              "data": {"type": "object"}}}}}},
         "responses": {
-            "200": _json("Verified: applied, ignored or a duplicate.", {
+            "200": json_response("Verified: applied, ignored or a duplicate.", {
                 "type": "object", "required": ["received", "outcome"],
                 "properties": {"received": {"const": True},
                                "outcome": {"enum": ["expired", "ignored", "duplicate"]}}}),
-            "400": _error("Not a JSON object, or a connection event without `data.id`.",
+            "400": error("Not a JSON object, or a connection event without `data.id`.",
                           BadRequest.code),
-            "401": _error("Signature headers missing, stale or wrong, or no webhook secret is "
+            "401": error("Signature headers missing, stale or wrong, or no webhook secret is "
                           "configured; nothing is stored.", Unauthorized.code, "bad_signature"),
-            "413": _TOO_LARGE,
-            "503": _error("The database is unavailable; Composio retries.",
+            "413": TOO_LARGE_RESPONSE,
+            "503": error("The database is unavailable; Composio retries.",
                           ServiceUnavailable.code),
         },
     },

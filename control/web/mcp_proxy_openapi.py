@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from control.errors import Unauthorized
 from control.services.composio_client import IntegrationError
-from control.web.openapi import _TOO_MANY_STREAMS, _error, _header
+from control.web.openapi_parts import TOO_MANY_STREAMS, error, header
 
 _PATH = "/mcp/tenants/<int:tenant_id>"
-_AUTH = _header("Authorization", "`Bearer <token>`: the tenant's current MCP proxy token, as "
+_AUTH = header("Authorization", "`Bearer <token>`: the tenant's current MCP proxy token, as "
                 "pushed to its agent in the newest `mcp_config` (each push rotates it).",
                 {"type": "string"})
 _SESSION = {"name": "Mcp-Session-Id", "in": "header", "required": False,
@@ -16,9 +16,9 @@ _SESSION = {"name": "Mcp-Session-Id", "in": "header", "required": False,
 _VERSION = {"name": "MCP-Protocol-Version", "in": "header", "required": False,
             "description": "The MCP protocol version, passed through both ways.",
             "schema": {"type": "string"}}
-_REFUSED = _error("No bearer token, or not the tenant's current one; nothing is forwarded.",
+_REFUSED = error("No bearer token, or not the tenant's current one; nothing is forwarded.",
                   Unauthorized.code, "bad_mcp_token")
-_DOWN = _error("Composio cannot be reached.", IntegrationError.code)
+_DOWN = error("Composio cannot be reached.", IntegrationError.code)
 _ANSWER = {"description": "Composio's answer, streamed unbuffered with its status "
                           "(JSON-RPC as `application/json` or `text/event-stream`).",
            "content": {"application/json": {"schema": {}},
@@ -31,7 +31,7 @@ def _operation(summary: str, **extra) -> dict:
                            "connected tools, proxied to their Composio session with the project "
                            "key added here, so agents never hold it.",
             "parameters": [_AUTH, _SESSION, _VERSION],
-            "responses": {"default": _ANSWER, "401": _REFUSED, "429": _TOO_MANY_STREAMS,
+            "responses": {"default": _ANSWER, "401": _REFUSED, "429": TOO_MANY_STREAMS,
                           "502": _DOWN}, **extra}
 
 

@@ -16,52 +16,30 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from werkzeug.routing import Map, Rule
 
-from control.errors import BadRequest, HermesError, ServiceUnavailable, SignatureError, Unauthorized
+from control.errors import BadRequest, ServiceUnavailable, SignatureError, Unauthorized
+from control.web.connections_openapi import OPERATIONS as _CONNECTIONS
+from control.web.llm_gateway_openapi import OPERATIONS as _LLM_GATEWAY
+from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
+from control.web.openapi_parts import (
+    BODY_NOTE,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    SIGN_IN,
+    TOO_LARGE_RESPONSE,
+    TOO_MANY_STREAMS,
+    codes,
+    error,
+    error_page,
+    header,
+    json_response,
+    page,
+)
 from control.web.openapi_schemas import SCHEMAS, ref
-from control.web.webhooks import WEBHOOK_MAX_BYTES
+from control.web.ops_openapi import OPERATIONS as _OPS
+from control.web.slack_openapi import OPERATIONS as _SLACK
+from control.web.whatsapp_openapi import OPERATIONS as _WHATSAPP
 
 bp = Blueprint("openapi", __name__)
-
-# Error codes Werkzeug's exceptions render as (control.errors.register_error_handlers: the
-# exception's name, lower-cased, spaces as underscores).
-# Annotated: control.web.slack_openapi imports them while this module is still loading.
-NOT_FOUND: str = "not_found"
-METHOD_NOT_ALLOWED: str = "method_not_allowed"
-TOO_LARGE: str = "request_entity_too_large"
-
-
-def _error(description: str, *codes: str) -> dict:
-    """A response with the ``Error`` body whose ``error`` is one of ``codes``."""
-    schema = {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-# The per-tenant stream cap (control/web/stream_cap.py): web-chat streams and MCP proxy calls.
-_TOO_MANY_STREAMS = {**_error("The account holds `HERMES_STREAMS_PER_TENANT` web-chat and MCP "
-                              "streams already; `Retry-After` says when to try again.",
-                              "too_many_streams"),
-                     "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}}}
-
-
-def _json(description: str, schema: dict) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _header(name: str, description: str, schema: dict) -> dict:
-    return {"name": name, "in": "header", "required": True, "description": description,
-            "schema": schema}
-
-
-def _codes(*errors: type[HermesError]) -> list[str]:
-    return [err.code for err in errors]
-
-
-# Annotated, like the codes above: the per-channel route tables import these.
-_TOO_LARGE: dict = _error(f"The body exceeds {WEBHOOK_MAX_BYTES} bytes (refused before it is read).",
-                          TOO_LARGE)
-_BODY_NOTE: str = ("UTF-8 JSON (RFC 8259) nested at most 64 levels, at most "
-                   f"{WEBHOOK_MAX_BYTES} bytes; anything else is 400 (413 when too large), "
-                   "and a refused request stores nothing.")
 
 # One request per webhook, as the platforms send them (Telegram's: a published Update from its
 # webhook guide; Stripe's: the 2026 event and subscription shapes, fields trimmed to those read).
@@ -95,48 +73,48 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "summary": "Stripe webhook: subscriptions create, resize and release machines",
         "description": "The signature is verified on the raw body before anything is parsed "
                        "(https://docs.stripe.com/webhooks#verify-events); the event is applied "
-                       "once per event id. " + _BODY_NOTE,
-        "parameters": [_header("Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256 of "
+                       "once per event id. " + BODY_NOTE,
+        "parameters": [header("Stripe-Signature", "`t=<unix time>,v1=<hex HMAC-SHA256 of "
                                "'<t>.<body>' with the endpoint secret>`, within the tolerance.",
                                {"type": "string", "pattern": "^t=[0-9]+(,v[0-9]+=[0-9a-f]+)+$"})],
         "requestBody": _body("StripeEvent", STRIPE_EXAMPLE),
         "responses": {
-            "200": _json("Verified and applied, ignored, or already seen.", ref("StripeAck")),
-            "400": _error("Bad signature (Stripe's documented answer) or a malformed event.",
-                          *_codes(BadRequest, SignatureError)),
-            "413": _TOO_LARGE,
-            "503": _error("STRIPE_WEBHOOK_SECRET is not set; Stripe retries.",
-                          *_codes(ServiceUnavailable)),
+            "200": json_response("Verified and applied, ignored, or already seen.", ref("StripeAck")),
+            "400": error("Bad signature (Stripe's documented answer) or a malformed event.",
+                          *codes(BadRequest, SignatureError)),
+            "413": TOO_LARGE_RESPONSE,
+            "503": error("STRIPE_WEBHOOK_SECRET is not set; Stripe retries.",
+                          *codes(ServiceUnavailable)),
         },
     },
     ("/webhooks/telegram", "POST"): {
         "summary": "Telegram webhook: messages for a tenant's agent, and /start linking",
         "description": "The secret header is compared in constant time before the body is "
-                       "read (https://core.telegram.org/bots/api#setwebhook). " + _BODY_NOTE,
-        "parameters": [_header("X-Telegram-Bot-Api-Secret-Token",
+                       "read (https://core.telegram.org/bots/api#setwebhook). " + BODY_NOTE,
+        "parameters": [header("X-Telegram-Bot-Api-Secret-Token",
                                "The `secret_token` given to setWebhook.",
                                {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"})],
         "requestBody": _body("TelegramUpdate", TELEGRAM_EXAMPLE),
         "responses": {
-            "200": _json("Routed: published to the tenant's agent, answered, linked (``/start CODE``), "
+            "200": json_response("Routed: published to the tenant's agent, answered, linked (``/start CODE``), "
                          "ignored or a duplicate.", ref("TelegramAck")),
-            "400": _error("Not an Update, or a stored field of the wrong type.",
-                          *_codes(BadRequest)),
-            "401": _error("The secret header is missing or wrong, or no secret is configured.",
-                          *_codes(Unauthorized)),
-            "413": _TOO_LARGE,
-            "503": _error("The message bus is unavailable; Telegram retries.",
-                          *_codes(ServiceUnavailable)),
+            "400": error("Not an Update, or a stored field of the wrong type.",
+                          *codes(BadRequest)),
+            "401": error("The secret header is missing or wrong, or no secret is configured.",
+                          *codes(Unauthorized)),
+            "413": TOO_LARGE_RESPONSE,
+            "503": error("The message bus is unavailable; Telegram retries.",
+                          *codes(ServiceUnavailable)),
         },
     },
     ("/healthz", "GET"): {
         "summary": "Liveness: the process answers HTTP",
-        "responses": {"200": _json("Alive.", ref("Health"))},
+        "responses": {"200": json_response("Alive.", ref("Health"))},
     },
     ("/readyz", "GET"): {
         "summary": "Readiness: database, bus and the workers started in this process",
-        "responses": {"200": _json("Ready.", ref("Readiness")),
-                      "503": _json("A dependency is down or no worker runs in this process.",
+        "responses": {"200": json_response("Ready.", ref("Readiness")),
+                      "503": json_response("A dependency is down or no worker runs in this process.",
                                    ref("Readiness"))},
     },
     ("/metrics", "GET"): {
@@ -146,12 +124,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     },
     ("/openapi.json", "GET"): {
         "summary": "This document",
-        "responses": {"200": _json("OpenAPI 3.1 description of every route.",
+        "responses": {"200": json_response("OpenAPI 3.1 description of every route.",
                                    {"type": "object", "required": ["openapi", "paths"]})},
     },
     ("/static/<path:filename>", "GET"): {
         "summary": "Flask's static files route; the control plane ships none",
-        "responses": {"404": _error("No such file (there are none).", NOT_FOUND)},
+        "responses": {"404": error("No such file (there are none).", NOT_FOUND)},
     },
 }
 
@@ -166,43 +144,34 @@ OPERATIONS[("/webhooks/discord", "POST")] = {
                    "overview#setting-up-an-endpoint-validating-security-request-headers). A command "
                    "for the agent is answered with a deferred response (type 5) and its reply "
                    "edits the original response; the interaction token lives 15 minutes. "
-                   + _BODY_NOTE,
+                   + BODY_NOTE,
     "parameters": [
-        _header("X-Signature-Ed25519", "Hex Ed25519 signature of timestamp + body.",
+        header("X-Signature-Ed25519", "Hex Ed25519 signature of timestamp + body.",
                 {"type": "string", "pattern": "^[0-9a-f]{128}$"}),
-        _header("X-Signature-Timestamp", "Unix seconds when Discord sent the request.",
+        header("X-Signature-Timestamp", "Unix seconds when Discord sent the request.",
                 {"type": "string", "pattern": "^[0-9]+$"}),
     ],
     "requestBody": _body("DiscordInteraction", DISCORD_PING_EXAMPLE),
     "responses": {
-        "200": _json("PONG, the control plane's answer (ephemeral), or a deferred response.",
+        "200": json_response("PONG, the control plane's answer (ephemeral), or a deferred response.",
                      ref("DiscordInteractionResponse")),
-        "400": _error("Not an interaction, or a stored field of the wrong type.", *_codes(BadRequest)),
-        "401": _error("The signature is missing, wrong or too old, or DISCORD_PUBLIC_KEY is not "
-                      "set; nothing is stored.", *_codes(Unauthorized)),
-        "413": _TOO_LARGE,
-        "503": _error("The message bus is unavailable; the user sees the interaction fail and "
-                      "may retry.", *_codes(ServiceUnavailable)),
+        "400": error("Not an interaction, or a stored field of the wrong type.", *codes(BadRequest)),
+        "401": error("The signature is missing, wrong or too old, or DISCORD_PUBLIC_KEY is not "
+                      "set; nothing is stored.", *codes(Unauthorized)),
+        "413": TOO_LARGE_RESPONSE,
+        "503": error("The message bus is unavailable; the user sees the interaction fail and "
+                      "may retry.", *codes(ServiceUnavailable)),
     },
 }
 
-# The signed-in user's dashboard (control/web/dashboard.py, issue #10).  Without a session every
-# route redirects to the login page; a POST is checked for its CSRF token first (flask-wtf).
-_SIGN_IN: dict = {"description": "Not signed in: a redirect to `/login?next=<this path>` (or, after a "
-                           "successful form POST, back to the page).",
-            "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
 _CSRF = "The CSRF token (form field `csrf_token` or header `X-CSRFToken`) is missing or wrong; nothing is stored."
 
 
-def _page(summary: str) -> dict:
-    return {"summary": summary, "responses": {
-        "200": {"description": "The page (HTML).", "content": {"text/html": {"schema": {"type": "string"}}}},
-        "302": _SIGN_IN}}
 
 
 OPERATIONS.update({
-    ("/dashboard", "GET"): _page("Dashboard: machine state, plan and usage this billing period"),
-    ("/dashboard/chat", "GET"): _page("Quick chat with the user's agent over the `web` channel"),
+    ("/dashboard", "GET"): page("Dashboard: machine state, plan and usage this billing period"),
+    ("/dashboard/chat", "GET"): page("Quick chat with the user's agent over the `web` channel"),
     ("/dashboard/chat/messages", "POST"): {
         "summary": "Send a quick-chat message to the user's agent (same bus as every channel)",
         "description": "JSON `{\"text\"}` or a form field `text`; at most 4000 characters. The "
@@ -211,14 +180,14 @@ OPERATIONS.update({
             "application/json": {"schema": ref("WebChatMessage")},
             "application/x-www-form-urlencoded": {"schema": ref("WebChatMessage")}}},
         "responses": {
-            "202": _json("Published to the agent.", ref("WebChatAccepted")),
-            "302": _SIGN_IN,
-            "400": _error(_CSRF + " Or the text is empty, too long or not a string.",
+            "202": json_response("Published to the agent.", ref("WebChatAccepted")),
+            "302": SIGN_IN,
+            "400": error(_CSRF + " Or the text is empty, too long or not a string.",
                           "bad_request", "bad_json", "empty_message", "message_too_long"),
-            "409": _error("The agent is paused (subscription ended) or its machine is not ready.",
+            "409": error("The agent is paused (subscription ended) or its machine is not ready.",
                           "paused", "not_ready"),
-            "503": _error("The message bus is unavailable; nothing was stored.",
-                          *_codes(ServiceUnavailable)),
+            "503": error("The message bus is unavailable; nothing was stored.",
+                          *codes(ServiceUnavailable)),
         },
     },
     ("/dashboard/chat/stream/<envelope_id>", "GET"): {
@@ -230,9 +199,9 @@ OPERATIONS.update({
         "responses": {
             "200": {"description": "The event stream.",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            "302": _SIGN_IN,
-            "404": _error("Not a quick-chat message of this user.", NOT_FOUND),
-            "429": _TOO_MANY_STREAMS,
+            "302": SIGN_IN,
+            "404": error("Not a quick-chat message of this user.", NOT_FOUND),
+            "429": TOO_MANY_STREAMS,
         },
     },
     ("/dashboard/export", "GET"): {
@@ -244,19 +213,19 @@ OPERATIONS.update({
         "responses": {
             "200": {"description": "The zip.", "content": {"application/zip": {"schema": {
                 "type": "string", "format": "binary"}}}},
-            "302": _SIGN_IN,
-            "404": _error("No backup or archive of the account's data exists yet.", "no_backup"),
-            "503": _error("The backup failed its checksum or the export could not be built.",
+            "302": SIGN_IN,
+            "404": error("No backup or archive of the account's data exists yet.", "no_backup"),
+            "503": error("The backup failed its checksum or the export could not be built.",
                           "export_failed"),
         },
     },
-    ("/dashboard/settings", "GET"): _page("Settings: model, time zone, reply language, preferences"),
+    ("/dashboard/settings", "GET"): page("Settings: model, time zone, reply language, preferences"),
     ("/dashboard/settings", "POST"): {
         "summary": "Save the settings (a form); the agent applies them from the next message",
         "requestBody": {"required": True, "content": {
             "application/x-www-form-urlencoded": {"schema": ref("SettingsForm")}}},
         "responses": {
-            "302": _SIGN_IN,
+            "302": SIGN_IN,
             "400": {"description": _CSRF + " Or a field is invalid: the form again (HTML) with "
                                            "each error; nothing is stored.",
                     "content": {"application/json": {"schema": {"allOf": [
@@ -264,39 +233,35 @@ OPERATIONS.update({
                                 "text/html": {"schema": {"type": "string"}}}},
         },
     },
-    ("/dashboard/chats", "GET"): _page("Linked chats, and the Telegram link (deep link, QR code)"),
+    ("/dashboard/chats", "GET"): page("Linked chats, and the Telegram link (deep link, QR code)"),
     ("/dashboard/chats/<identity_id>/unlink", "POST"): {
         "summary": "Unlink one of the user's chats",
         "responses": {
-            "302": _SIGN_IN,
-            "400": _error(_CSRF, "bad_request"),
-            "404": _error("Not a linked chat of this user.", NOT_FOUND),
+            "302": SIGN_IN,
+            "400": error(_CSRF, "bad_request"),
+            "404": error("Not a linked chat of this user.", NOT_FOUND),
         },
     },
-    ("/dashboard/commands", "GET"): _page("The agent's chat commands, from its command registry"),
+    ("/dashboard/commands", "GET"): page("The agent's chat commands, from its command registry"),
 })
 
 # The billing pages (control/web/billing.py, issue #10).  Errors are JSON for API clients and
 # a page for browsers (``control.errors.wants_html``).
-def _error_page(description: str, *codes: str) -> dict:
-    response = _error(description, *codes)
-    response["content"]["text/html"] = {"schema": {"type": "string"}}
-    return response
 
 
 
-_STRIPE_FAILED = _error_page("Stripe could not be reached or refused the request "
+_STRIPE_FAILED = error_page("Stripe could not be reached or refused the request "
                              "(`payment_provider_error`); nothing was changed here.",
                              "payment_provider_error")
-_NO_BILLING = _error_page("STRIPE_SECRET_KEY (or the plan's price) is not set: billing is not "
+_NO_BILLING = error_page("STRIPE_SECRET_KEY (or the plan's price) is not set: billing is not "
                           "set up on this server.", "billing_not_configured")
 _TO_STRIPE = {"description": "A redirect (303) to Stripe's page.",
               "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}
 
 OPERATIONS.update({
-    ("/billing", "GET"): {**_page("Billing: plan, status, renewal date, usage this period "
+    ("/billing", "GET"): {**page("Billing: plan, status, renewal date, usage this period "
                                   "against the plan, invoices (from Stripe)"),
-                          "responses": {**_page("")["responses"], "502": _STRIPE_FAILED,
+                          "responses": {**page("")["responses"], "502": _STRIPE_FAILED,
                                         "503": _NO_BILLING}},
     ("/billing/checkout", "GET"): {
         "summary": "Start Stripe Checkout for a plan (subscription mode)",
@@ -307,8 +272,8 @@ OPERATIONS.update({
         "responses": {
             "303": {**_TO_STRIPE, "description": "To the Checkout page, or to `/billing` for a "
                                                  "user who already pays."},
-            "302": _SIGN_IN,
-            "400": _error_page("`plan` is not `light` or `heavy`.", "bad_request"),
+            "302": SIGN_IN,
+            "400": error_page("`plan` is not `light` or `heavy`.", "bad_request"),
             "502": _STRIPE_FAILED, "503": _NO_BILLING,
         },
     },
@@ -316,22 +281,22 @@ OPERATIONS.update({
         "summary": "After paying: provisioning progress, then how to link Telegram and the web chat",
         "parameters": [{"name": "session_id", "in": "query", "required": False,
                         "schema": {"type": "string"}}],
-        "responses": {**_page("")["responses"],
-                      "404": _error_page("The checkout session is not this user's.", NOT_FOUND)},
+        "responses": {**page("")["responses"],
+                      "404": error_page("The checkout session is not this user's.", NOT_FOUND)},
     },
     ("/billing/status.json", "GET"): {
         "summary": "The signed-in user's provisioning progress",
-        "responses": {"200": _json("Machine state, step, plan and, when ready, the chat links.",
+        "responses": {"200": json_response("Machine state, step, plan and, when ready, the chat links.",
                                    ref("BillingStatus")),
-                      "302": _SIGN_IN},
+                      "302": SIGN_IN},
     },
     ("/billing/portal", "GET"): {
         "summary": "Open the Stripe customer portal (card, plan, cancellation)",
         "responses": {"303": {**_TO_STRIPE, "description": "To the portal, or to `/billing` when "
                                                            "the user never subscribed."},
-                      "302": _SIGN_IN, "502": _STRIPE_FAILED, "503": _NO_BILLING},
+                      "302": SIGN_IN, "502": _STRIPE_FAILED, "503": _NO_BILLING},
     },
-    ("/account/delete", "GET"): _page("Account deletion: confirm with e-mail address and password"),
+    ("/account/delete", "GET"): page("Account deletion: confirm with e-mail address and password"),
     ("/account/delete", "POST"): {
         "summary": "Delete the account: cancel the Stripe subscriptions, delete all the user's data",
         "description": "Rate limited like the log-in form. A wrong e-mail address or password "
@@ -341,17 +306,17 @@ OPERATIONS.update({
         "responses": {
             "200": {"description": "Deleted and signed out (HTML confirmation).",
                     "content": {"text/html": {"schema": {"type": "string"}}}},
-            "302": _SIGN_IN,
+            "302": SIGN_IN,
             "400": {"description": _CSRF + " Or the e-mail address or password is wrong: the "
                                            "form again (HTML); nothing is deleted.",
                     "content": {"application/json": {"schema": {"allOf": [
                         ref("Error"), {"properties": {"error": {"enum": ["bad_request"]}}}]}},
                                 "text/html": {"schema": {"type": "string"}}}},
-            "429": _error_page("Too many attempts from this address.", "too_many_requests"),
+            "429": error_page("Too many attempts from this address.", "too_many_requests"),
             "502": _STRIPE_FAILED,
-            "503": _error_page("Billing is not set up, or the machine could not be deleted "
+            "503": error_page("Billing is not set up, or the machine could not be deleted "
                                "yet; nothing (else) was deleted.", "billing_not_configured",
-                               *_codes(ServiceUnavailable)),
+                               *codes(ServiceUnavailable)),
         },
     },
 })
@@ -367,7 +332,7 @@ def _account_page(description: str) -> dict:
 
 
 def _account_error(description: str, *codes: str) -> dict:
-    response = _error(description, *codes)
+    response = error(description, *codes)
     return {**response, "content": {**response["content"], **_ACCOUNT_HTML}}
 
 
@@ -440,13 +405,13 @@ OPERATIONS.update({
                                             "code (required once the user turned TOTP on; each "
                                             "code works once).", "bad_request"),
                       "429": _ACCOUNT_LIMITED}},
-    ("/dashboard/security", "GET"): _page("Two-step sign-in (TOTP): when off, a new secret as an "
+    ("/dashboard/security", "GET"): page("Two-step sign-in (TOTP): when off, a new secret as an "
                                           "otpauth:// URI and QR code; when on, how to turn it off"),
     ("/dashboard/security/totp", "POST"): {
         "summary": "Turn TOTP on with the page's sealed secret and one current code",
         "requestBody": _account_form("sealed", "code"),
         "responses": {"303": _account_redirect("On: back to the security page."),
-                      "302": _SIGN_IN,
+                      "302": SIGN_IN,
                       "400": _account_error(_CSRF + " Or the code is wrong or used, or the "
                                             "sealed secret is not the page's: the page again "
                                             "with the error; TOTP stays off.", "bad_request"),
@@ -455,7 +420,7 @@ OPERATIONS.update({
         "summary": "Turn TOTP off; needs one current, unused code",
         "requestBody": _account_form("code"),
         "responses": {"303": _account_redirect("Off: back to the security page."),
-                      "302": _SIGN_IN,
+                      "302": SIGN_IN,
                       "400": _account_error(_CSRF + " Or the code is wrong or used: the page "
                                             "again with the error; TOTP stays on.", "bad_request"),
                       "429": _ACCOUNT_LIMITED}},
@@ -493,18 +458,12 @@ OPERATIONS.update({
 
 
 # The connection routes (control/web/connections.py, issue #13); after the helpers they use.
-from control.web.connections_openapi import OPERATIONS as _CONNECTIONS
-
 OPERATIONS.update(_CONNECTIONS)
 
 # The Slack routes (control/web/slack.py, issue 11), likewise.
-from control.web.slack_openapi import OPERATIONS as _SLACK
-
 OPERATIONS.update(_SLACK)
 
 # The WhatsApp webhook (control/web/whatsapp.py, issue 12), likewise.
-from control.web.whatsapp_openapi import OPERATIONS as _WHATSAPP
-
 OPERATIONS.update(_WHATSAPP)
 
 # The media URLs (control/web/media.py, issue #12).
@@ -518,23 +477,17 @@ OPERATIONS[("/media/<token>", "GET")] = {
     "responses": {
         "200": {"description": "The file's bytes.",
                 "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-        "404": _error("No such file.", NOT_FOUND),
+        "404": error("No such file.", NOT_FOUND),
     },
 }
 
 # The MCP proxy (control/web/mcp_proxy.py, issue #13), likewise.
-from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
-
 OPERATIONS.update(_MCP_PROXY)
 
 # The LLM gateway (control/web/llm_gateway.py, issue #19), likewise.
-from control.web.llm_gateway_openapi import OPERATIONS as _LLM_GATEWAY
-
 OPERATIONS.update(_LLM_GATEWAY)
 
 # Mission control (control/web/ops.py, issue 21), likewise.
-from control.web.ops_openapi import OPERATIONS as _OPS
-
 OPERATIONS.update(_OPS)
 
 
@@ -615,8 +568,8 @@ def build_document(url_map: Map) -> dict:
         "components": {
             "schemas": SCHEMAS,
             "responses": {
-                "NotFound": _error("Unknown path.", NOT_FOUND),
-                "MethodNotAllowed": _error("The path does not answer this method.",
+                "NotFound": error("Unknown path.", NOT_FOUND),
+                "MethodNotAllowed": error("The path does not answer this method.",
                                            METHOD_NOT_ALLOWED),
             },
         },

@@ -9,17 +9,17 @@ browser and the JSON ``Error`` otherwise.
 from __future__ import annotations
 
 from control.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
-from control.web.openapi import _error
+from control.web.openapi_parts import error
 
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 
 
 def _either(description: str, *codes: str) -> dict:
-    response = _error(description, *codes)
+    response = error(description, *codes)
     return {**response, "content": {**response["content"], **_HTML}}
 
 
-def _page(summary: str, description: str = "") -> dict:
+def page(summary: str, description: str = "") -> dict:
     operation = {"summary": summary,
                  "responses": {"200": {"description": "The page (HTML).", "content": _HTML},
                                "404": _HIDDEN}}
@@ -122,10 +122,10 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "responses": {"303": {**_BACK, "description": "To the sign-in form."},
                       "400": _REFUSED, "404": _HIDDEN},
     },
-    ("/ops", "GET"): _page("Overview: machines by state, users, message rate, error rates, "
+    ("/ops", "GET"): page("Overview: machines by state, users, message rate, error rates, "
                            "LLM spend against budget, attention items, dead letters"),
     ("/ops/attention", "GET"): {
-        **_page("Attention queue: open items, oldest first"),
+        **page("Attention queue: open items, oldest first"),
         "parameters": [{"name": "all", "in": "query", "required": False,
                         "description": "`1`: snoozed items too.", "schema": {"type": "string"}}],
     },
@@ -134,19 +134,19 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "attention item; `action` is one of those four", "attention.<action>",
         extra={"409": _either("The item is resolved already.", Conflict.code)}),
     ("/ops/dead-letters", "GET"): {
-        **_page("Dead letters of every `<stream>:dead`, reason and masked payload"),
-        "responses": {**_page("")["responses"], "503": _BUS_DOWN},
+        **page("Dead letters of every `<stream>:dead`, reason and masked payload"),
+        "responses": {**page("")["responses"], "503": _BUS_DOWN},
     },
     ("/ops/dead-letters/<action>", "POST"): _change(
         "Requeue (back onto its stream) or discard one dead letter; `action` is `requeue` or "
         "`discard`", "dead_letter.<action>", "stream", "entry_id",
         extra={"503": _BUS_DOWN}),
     ("/ops/provisioning", "GET"): {
-        **_page("Provisioning ledger: every machine's latest job and its current step"),
+        **page("Provisioning ledger: every machine's latest job and its current step"),
         "parameters": [{"name": "state", "in": "query", "required": False,
                         "schema": {"enum": ["failed", "in_progress", "all"]}}],
     },
-    ("/ops/provisioning/<tenant>", "GET"): _page(
+    ("/ops/provisioning/<tenant>", "GET"): page(
         "One job's timeline: queued, stack up, server running, agent ready (or the failed "
         "step and its error)"),
     ("/ops/provisioning/<tenant>/retry", "POST"): _change(
@@ -154,7 +154,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "`hermes tenants reprovision`)", "provisioning.retry",
         extra={"409": _either("The tenant is canceled or has no plan.", Conflict.code)}),
     ("/ops/fleet", "GET"): {
-        **_page("Fleet: every machine with its tenant, plan, state, address and last heartbeat"),
+        **page("Fleet: every machine with its tenant, plan, state, address and last heartbeat"),
         "parameters": [{"name": "q", "in": "query", "required": False,
                         "description": "Tenant e-mail (part of it) or id.",
                         "schema": {"type": "string"}}],
@@ -169,9 +169,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
                               "paused or the tenant not active; reprovision: the tenant is "
                               "canceled or has no plan.", Conflict.code)}),
     ("/ops/audit", "GET"): {
-        **_page("The audit trail, newest first, filtered (admins)"),
+        **page("The audit trail, newest first, filtered (admins)"),
         "parameters": _AUDIT_FILTERS,
-        "responses": {**_page("")["responses"], "400": _REFUSED, "403": _FORBIDDEN},
+        "responses": {**page("")["responses"], "400": _REFUSED, "403": _FORBIDDEN},
     },
     ("/ops/audit.json", "GET"): {
         "summary": "The filtered audit trail as JSON (admins)",
@@ -184,18 +184,18 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             "400": _REFUSED, "403": _FORBIDDEN, "404": _HIDDEN},
     },
     ("/ops/tenants", "GET"): {
-        **_page("Tenants, newest first, with status, plan and machine state"),
+        **page("Tenants, newest first, with status, plan and machine state"),
         "parameters": [{"name": "q", "in": "query", "required": False,
                         "description": "Tenant e-mail (part of it) or id.",
                         "schema": {"type": "string"}}],
     },
-    ("/ops/tenants/<tenant>", "GET"): _page(
+    ("/ops/tenants/<tenant>", "GET"): page(
         "One tenant: subscription, linked channels, usage and spend, recent deliveries"),
-    ("/ops/channels", "GET"): _page(
+    ("/ops/channels", "GET"): page(
         "Channels and deliveries: each platform's health and reply outcomes over 24 hours, "
         "the latest failed and recovered deliveries"),
     ("/ops/history", "GET"): {
-        **_page("History: messages, LLM spend, errors and provisioning time as charts"),
+        **page("History: messages, LLM spend, errors and provisioning time as charts"),
         "parameters": [{"name": "range", "in": "query", "required": False,
                         "description": "`24h` (default), `7d` or `30d`.",
                         "schema": {"type": "string"}}],

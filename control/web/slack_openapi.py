@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from control.errors import BadRequest, ServiceUnavailable, Unauthorized
-from control.web.openapi import (
-    _BODY_NOTE,
-    _TOO_LARGE,
+from control.web.openapi_parts import (
+    BODY_NOTE,
     NOT_FOUND,
-    _codes,
-    _error,
-    _error_page,
-    _header,
-    _json,
+    TOO_LARGE_RESPONSE,
+    codes,
+    error,
+    error_page,
+    header,
+    json_response,
 )
 from control.web.openapi_schemas import SCHEMAS, ref
 
@@ -45,25 +45,25 @@ SCHEMAS.update({
 # Slack (control/web/slack.py, issue 11): bolt behind our checks. Each POST is signed with
 # Slack's v0 scheme and refused with 401 before its body is parsed; its shape is checked next.
 _SLACK_SIGNATURE = [
-    _header("X-Slack-Request-Timestamp", "Unix seconds when Slack sent the request; more than "
+    header("X-Slack-Request-Timestamp", "Unix seconds when Slack sent the request; more than "
             "5 minutes away from now is a replay (401).", {"type": "string", "pattern": "^[0-9]+$"}),
-    _header("X-Slack-Signature", "`v0=<hex HMAC-SHA256 of 'v0:<timestamp>:<body>' with "
+    header("X-Slack-Signature", "`v0=<hex HMAC-SHA256 of 'v0:<timestamp>:<body>' with "
             "SLACK_SIGNING_SECRET>` (https://docs.slack.dev/authentication/verifying-requests-from-slack).",
             {"type": "string", "pattern": "^v0=[0-9a-f]{64}$"}),
 ]
-_SLACK_401 = _error("The signature is missing, wrong or older than 5 minutes, or "
-                    "SLACK_SIGNING_SECRET is not set; nothing is stored.", *_codes(Unauthorized))
-_SLACK_503 = _error("The message bus is unavailable; Slack retries (`X-Slack-Retry-Num`).",
-                    *_codes(ServiceUnavailable))
+_SLACK_401 = error("The signature is missing, wrong or older than 5 minutes, or "
+                    "SLACK_SIGNING_SECRET is not set; nothing is stored.", *codes(Unauthorized))
+_SLACK_503 = error("The message bus is unavailable; Slack retries (`X-Slack-Retry-Num`).",
+                    *codes(ServiceUnavailable))
 _SLACK_FORM = {"required": True, "content": {"application/x-www-form-urlencoded": {
     "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}
 
 
 def _slack_post(summary: str, description: str, body: dict, ok: dict) -> dict:
-    return {"summary": summary, "description": description + " " + _BODY_NOTE,
+    return {"summary": summary, "description": description + " " + BODY_NOTE,
             "parameters": _SLACK_SIGNATURE, "requestBody": body,
-            "responses": {"200": ok, "400": _error("Not the shape Slack sends.", *_codes(BadRequest)),
-                          "401": _SLACK_401, "413": _TOO_LARGE, "503": _SLACK_503}}
+            "responses": {"200": ok, "400": error("Not the shape Slack sends.", *codes(BadRequest)),
+                          "401": _SLACK_401, "413": TOO_LARGE_RESPONSE, "503": _SLACK_503}}
 
 
 _SLACK_REDIRECT_PAGE = {"description": "An HTML page (bolt's): the Add to Slack link, or the "
@@ -78,7 +78,7 @@ OPERATIONS.update({
         "`app_home_opened` publishes the Home view. An unlinked person gets an ephemeral "
         "answer and nothing reaches any agent.",
         {"required": True, "content": {"application/json": {"schema": ref("SlackEvent")}}},
-        _json("Acknowledged (within Slack's 3 seconds): the routing outcome, or the "
+        json_response("Acknowledged (within Slack's 3 seconds): the routing outcome, or the "
               "`url_verification` challenge.",
               {"oneOf": [ref("SlackAck"), {"type": "object", "required": ["challenge"],
                                            "properties": {"challenge": {"type": "string"}}}]})),
@@ -101,8 +101,8 @@ OPERATIONS.update({
     ("/slack/install", "GET"): {
         "summary": "Add to Slack: a link to Slack's OAuth page with a single-use state",
         "responses": {"200": _SLACK_REDIRECT_PAGE,
-                      "404": _error_page("Slack installation is not configured here.", NOT_FOUND),
-                      "429": {**_error_page("More than 10 visits a minute or 60 an hour from "
+                      "404": error_page("Slack installation is not configured here.", NOT_FOUND),
+                      "429": {**error_page("More than 10 visits a minute or 60 an hour from "
                                             "this client (an IPv6 client: its /64).",
                                             "too_many_requests"),
                               "headers": {"Retry-After": {"required": True,
@@ -114,10 +114,10 @@ OPERATIONS.update({
         "parameters": [{"name": "code", "in": "query", "required": False, "schema": {"type": "string"}},
                        {"name": "state", "in": "query", "required": False, "schema": {"type": "string"}}],
         "responses": {"200": _SLACK_REDIRECT_PAGE,
-                      "400": _error_page("Expired, replayed or foreign state, or Slack refused "
-                                         "the code; nothing is stored.", *_codes(BadRequest)),
-                      "404": _error_page("Slack installation is not configured here.", NOT_FOUND),
-                      "503": _error_page("The installation could not be stored; try again.",
-                                         *_codes(ServiceUnavailable))},
+                      "400": error_page("Expired, replayed or foreign state, or Slack refused "
+                                         "the code; nothing is stored.", *codes(BadRequest)),
+                      "404": error_page("Slack installation is not configured here.", NOT_FOUND),
+                      "503": error_page("The installation could not be stored; try again.",
+                                         *codes(ServiceUnavailable))},
     },
 })

@@ -4,7 +4,14 @@ into ``control.web.openapi.OPERATIONS``; its request and answer schemas join ``S
 from __future__ import annotations
 
 from control.errors import BadRequest, ServiceUnavailable, Unauthorized
-from control.web.openapi import _BODY_NOTE, _TOO_LARGE, _codes, _error, _header, _json
+from control.web.openapi_parts import (
+    BODY_NOTE,
+    TOO_LARGE_RESPONSE,
+    codes,
+    error,
+    header,
+    json_response,
+)
 from control.web.openapi_schemas import SCHEMAS, ref
 
 OPERATIONS: dict[tuple[str, str], dict] = {}
@@ -81,7 +88,7 @@ OPERATIONS.update({
         "responses": {
             "200": {"description": "The `hub.challenge`, as plain text.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}},
-            "403": _error("Not a subscribe request, or the verify token is wrong or unset.",
+            "403": error("Not a subscribe request, or the verify token is wrong or unset.",
                           "forbidden")},
     },
     ("/webhooks/whatsapp", "POST"): {
@@ -91,22 +98,22 @@ OPERATIONS.update({
                        "unlinked number is told how to link (`/link CODE`, prefilled by the "
                        "dashboard's wa.me link) and nothing reaches any agent. Statuses update "
                        "the delivery ledger; `failed` marks the reply not delivered. "
-                       + _BODY_NOTE,
-        "parameters": [_header(
+                       + BODY_NOTE,
+        "parameters": [header(
             "X-Hub-Signature-256", "`sha256=<hex HMAC-SHA256 of the raw body with "
             "WHATSAPP_APP_SECRET>` (https://developers.facebook.com/docs/graph-api/webhooks/getting-started#validate-payloads).",
             {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"})],
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": ref("WhatsAppNotification")}}},
         "responses": {
-            "200": _json("Acknowledged: what happened to each message and status.",
+            "200": json_response("Acknowledged: what happened to each message and status.",
                          ref("WhatsAppAck")),
-            "400": _error("Not UTF-8 JSON of the Cloud API's shape; nothing is stored.",
-                          *_codes(BadRequest)),
-            "401": _error("The signature is missing or wrong, or WHATSAPP_APP_SECRET is not set "
-                          "(WhatsApp off); nothing is stored.", *_codes(Unauthorized)),
-            "413": _TOO_LARGE,
-            "503": _error("The message bus is unavailable; Meta retries.",
-                          *_codes(ServiceUnavailable))},
+            "400": error("Not UTF-8 JSON of the Cloud API's shape; nothing is stored.",
+                          *codes(BadRequest)),
+            "401": error("The signature is missing or wrong, or WHATSAPP_APP_SECRET is not set "
+                          "(WhatsApp off); nothing is stored.", *codes(Unauthorized)),
+            "413": TOO_LARGE_RESPONSE,
+            "503": error("The message bus is unavailable; Meta retries.",
+                          *codes(ServiceUnavailable))},
     },
 })
