@@ -66,7 +66,7 @@ class Server:
             with rt.db.connection_context():
                 return ready_tenant_ids()
 
-        delivery = DeliveryWorker(rt.bus, rt.bot, tenants, adapters=rt.channel_adapters(),
+        delivery = DeliveryWorker(rt.bus, rt.tasks.adapters, tenants,
                                   edit_interval=self.settings.edit_interval,
                                   on_ready=rt.tasks.agent_ready, send_notice=rt.tasks.send_notice)
 

@@ -15,6 +15,7 @@ import redis
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
 from control.services import discord_routing, lifecycle, machine_health, provisioning, routing
+from control.services.delivery_recovery import report_overwrite
 from wire import redis_bus
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,9 @@ class ControlTasks:
         """Every configured platform's adapter by channel name, Telegram's included."""
         from control.channels.telegram_adapter import TelegramAdapter
 
-        return {"telegram": TelegramAdapter(self.runtime.bot), **self.runtime.channel_adapters()}
+        # A recovery probe that overwrote an unrecorded bot message raises an attention item.
+        return {"telegram": TelegramAdapter(self.runtime.bot, on_overwrite=report_overwrite),
+                **self.runtime.channel_adapters()}
 
     def _record_whatsapp_status(self, message_id: str, status: str, recipient: str,
                                 timestamp: str, error: str) -> str:

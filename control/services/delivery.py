@@ -47,8 +47,7 @@ from dataclasses import dataclass
 
 from control.channels.base import ChannelAdapter, ChannelError
 from control.channels.base import split_text as split_to_limit
-from control.channels.telegram import BotApiClient
-from control.channels.telegram_adapter import TELEGRAM_LIMITS, TelegramAdapter
+from control.channels.telegram_adapter import TELEGRAM_LIMITS
 from control.db import write_transaction
 from control.errors import MisroutedEvent
 from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
@@ -59,7 +58,6 @@ from control.services.delivery_recovery import (
     highest_known_id,
     open_ledger,
     recorded_ids,
-    report_overwrite,
 )
 from control.services.usage import record_usage
 from wire import logs
@@ -111,12 +109,11 @@ class DeliveryWorker:
 
     Args:
         bus: the bus.
-        client: the Telegram Bot API client (wrapped in a ``TelegramAdapter`` whose recovery
-            probe reports an overwritten message as an attention item), or the adapter for
-            ``telegram`` itself.
+        adapters: every platform's adapter by channel name (``{"telegram":
+            TelegramAdapter(...), "discord": DiscordAdapter(...)}``, ``ControlTasks.adapters``);
+            an event of a channel without one waits for a worker that has it.
         tenant_ids: returns the ids of tenants whose events to consume; called at most once
             per ``tenant_refresh`` seconds.
-        adapters: further adapters by channel name (``{"discord": DiscordAdapter(...)}``).
         edit_interval: minimum seconds between sends/edits in one chat, for every channel;
             None takes each adapter's ``limits.min_edit_interval``.
         consumer: this worker's consumer name in the ``delivery`` group.
@@ -129,17 +126,14 @@ class DeliveryWorker:
             failed); None sends them from this worker through ``adapters``.
     """
 
-    def __init__(self, bus: Bus, client: BotApiClient | ChannelAdapter,
+    def __init__(self, bus: Bus, adapters: dict[str, ChannelAdapter],
                  tenant_ids: Callable[[], list[int]], *,
-                 adapters: dict[str, ChannelAdapter] | None = None,
                  edit_interval: float | None = None, consumer: str = "control",
                  clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0,
                  on_ready: Callable[[int], object] | None = None,
                  send_notice: notices.Send | None = None):
         self.bus = bus
-        telegram = (TelegramAdapter(client, on_overwrite=report_overwrite)
-                    if isinstance(client, BotApiClient) else client)
-        self.adapters: dict[str, ChannelAdapter] = {telegram.name: telegram, **(adapters or {})}
+        self.adapters = dict(adapters)
         self.tenant_ids = tenant_ids
         self.edit_interval = edit_interval
         self.consumer = consumer

@@ -148,8 +148,7 @@ def test_delivery_worker_waits_out_a_discord_429_and_delivers_a_long_dm_once(run
         Message.create(tenant=tenant, envelope_id="env-discord-long", direction="in",
                        channel="discord", chat_id=DM, text="tell me a long story")
     adapter = discord_adapter(discord_api)
-    worker = DeliveryWorker(runtime.bus, BotApiClient(telegram.token, telegram.base_url),
-                            lambda: [tenant.id], adapters={"discord": adapter}, edit_interval=0.0)
+    worker = DeliveryWorker(runtime.bus, {"discord": adapter}, lambda: [tenant.id], edit_interval=0.0)
     text = "\n".join(f"line {i:04d} " + "x" * 90 for i in range(30))  # about 3000 characters
     runtime.bus.append(events_stream(str(tenant.id)), Event(
         "env-discord-long", 0, "final", text, str(tenant.id), "discord", DM).to_json())
@@ -171,8 +170,7 @@ def test_delivery_worker_waits_out_a_discord_429_and_delivers_a_long_dm_once(run
 # Long replies and crash recovery through the delivery worker.
 
 def _worker(runtime, tenant, adapter, telegram):
-    return DeliveryWorker(runtime.bus, BotApiClient(telegram.token, telegram.base_url),
-                          lambda: [tenant.id], adapters={"discord": adapter}, edit_interval=0.0)
+    return DeliveryWorker(runtime.bus, {"discord": adapter}, lambda: [tenant.id], edit_interval=0.0)
 
 
 def _asked(tenant, envelope_id: str, chat_id: str, platform_id: str) -> None:

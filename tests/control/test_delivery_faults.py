@@ -19,9 +19,11 @@ import pytest
 from support.serve import wait_until
 
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import database
 from control.models import AttentionItem, Delivery, Message
 from control.services.delivery import DeliveryWorker
+from control.services.delivery_recovery import report_overwrite
 from control.services.routing import record_control_reply
 from standins.telegram_bot_api import TelegramBotApiStandin
 from wire.protocol import Event, events_stream
@@ -34,15 +36,18 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import sys, threading
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import init_database
 from control.services.delivery import DeliveryWorker
+from control.services.delivery_recovery import report_overwrite
 from wire.sqlite_bus import SqliteBus
 
 db_url, bus_path, api_base, token, tenant, consumer = sys.argv[1:7]
 db = init_database(db_url)
 bus = SqliteBus(bus_path, visibility_timeout=0.5, poll_interval=0.01)
-worker = DeliveryWorker(bus, BotApiClient(token, api_base), lambda: [int(tenant)],
-                        edit_interval=0.05, consumer=consumer)
+telegram = TelegramAdapter(BotApiClient(token, api_base), on_overwrite=report_overwrite)
+worker = DeliveryWorker(bus, {"telegram": telegram}, lambda: [int(tenant)], edit_interval=0.05,
+                        consumer=consumer)
 with db.connection_context():
     worker.run(threading.Event())
 """
@@ -166,8 +171,9 @@ def test_worker_killed_while_streaming_finishes_the_same_message_with_the_final_
 def test_send_whose_answer_timed_out_is_found_instead_of_sent_twice(telegram, bus, tenant):
     _user_asks(telegram, bus, tenant, "e3", "ping?")
     _publish(bus, tenant, "e3", 1, "final", "pong")
-    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url, timeout=0.5),
-                            lambda: [tenant.id], edit_interval=0.05)
+    client = BotApiClient(telegram.token, telegram.base_url, timeout=0.5)
+    telegram_adapter = TelegramAdapter(client, on_overwrite=report_overwrite)
+    worker = DeliveryWorker(bus, {"telegram": telegram_adapter}, lambda: [tenant.id], edit_interval=0.05)
     accepted, release = telegram.hold_next("sendMessage")
     deadline = time.monotonic() + 30
     with database.connection_context():
@@ -184,7 +190,7 @@ def test_refused_send_clears_the_intent_and_a_later_send_needs_no_search(telegra
     _user_asks(telegram, bus, tenant, "e4", "are you there?")
     telegram.rate_limit_next(retry_after=0.2, times=1)
     _publish(bus, tenant, "e4", 1, "final", "Yes.")
-    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
+    worker = DeliveryWorker(bus, {"telegram": _telegram(telegram)},
                             lambda: [tenant.id], edit_interval=0.05)
     deadline = time.monotonic() + 15
     with database.connection_context():
@@ -205,7 +211,7 @@ def _crashed_send(telegram, tenant, envelope_id: str, text: str, after: int) -> 
 
 
 def _deliver(bus, telegram, tenant, envelope_id: str) -> None:
-    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
+    worker = DeliveryWorker(bus, {"telegram": _telegram(telegram)},
                             lambda: [tenant.id], edit_interval=0.05)
     deadline = time.monotonic() + 15
     with database.connection_context():
@@ -253,7 +259,7 @@ def test_crash_while_logging_the_reply_leaves_it_undelivered_then_logs_and_bills
         raise SystemExit("worker killed while storing usage")
 
     monkeypatch.setattr(delivery, "record_usage", dies)
-    worker = DeliveryWorker(bus, BotApiClient(telegram.token, telegram.base_url),
+    worker = DeliveryWorker(bus, {"telegram": _telegram(telegram)},
                             lambda: [tenant.id], edit_interval=0.05)
     with database.connection_context(), pytest.raises(SystemExit):  # noqa: PT012 - until it dies
         for _ in range(200):
@@ -266,3 +272,8 @@ def test_crash_while_logging_the_reply_leaves_it_undelivered_then_logs_and_bills
     with database.connection_context():
         assert [m.text for m in Message.select().where(Message.direction == "out")] == ["Two euros."]
         assert Usage.select().where(Usage.envelope_id == "e9").count() == 1
+
+
+def _telegram(standin) -> TelegramAdapter:
+    """The Telegram adapter as ``hermes serve`` builds it (``ControlTasks.adapters``)."""
+    return TelegramAdapter(BotApiClient(standin.token, standin.base_url), on_overwrite=report_overwrite)

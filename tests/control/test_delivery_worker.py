@@ -9,6 +9,7 @@ import pytest
 from support.delivery import delivered, delivery_bus, publish, run_until
 
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import database
 from control.models import Delivery, Message, Usage
 from control.services.delivery import DELIVERY_GROUP, DeliveryWorker, split_text
@@ -36,7 +37,8 @@ def bus(tmp_path):
 
 def _worker(bus, telegram, tenant, interval=0.3, consumer="control"):
     client = BotApiClient(telegram.token, telegram.base_url)
-    return DeliveryWorker(bus, client, lambda: [tenant.id], edit_interval=interval, consumer=consumer)
+    return DeliveryWorker(bus, {"telegram": TelegramAdapter(client)}, lambda: [tenant.id],
+                          edit_interval=interval, consumer=consumer)
 
 
 _publish = partial(publish, channel="telegram", chat_id=CHAT)

@@ -18,6 +18,7 @@ from support.fuzz import examples
 from support.webhooks import stored_state
 
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import database
 from control.models import (
     ChatIdentity,
@@ -165,9 +166,9 @@ def test_command_is_deferred_then_the_original_response_is_edited_with_the_reply
     discord_api.respond(interaction, response.json)  # what Discord does with our answer
 
     with TelegramBotApiStandin() as telegram:
-        worker = DeliveryWorker(runtime.bus, BotApiClient(telegram.token, telegram.base_url),
-                                lambda: [tenant.id], adapters={"discord": runtime.discord_adapter},
-                                edit_interval=0.0)
+        adapters = {"telegram": TelegramAdapter(BotApiClient(telegram.token, telegram.base_url)),
+                    "discord": runtime.discord_adapter}
+        worker = DeliveryWorker(runtime.bus, adapters, lambda: [tenant.id], edit_interval=0.0)
         with database.connection_context():
             for seq, (kind, text) in enumerate([("delta", "It is"), ("final", "It is 4.")]):
                 runtime.bus.append(events_stream(str(tenant.id)), Event(

@@ -20,6 +20,7 @@ from support.delivery import run_until
 from support.webhooks import TELEGRAM_SECRET, post_telegram
 
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import database
 from control.models import (
     AttentionItem,
@@ -108,7 +109,7 @@ def tenants(runtime):
 
 def _worker(runtime, telegram, *tenants: Tenancy, consumer: str = "control") -> DeliveryWorker:
     # B's stream is read first, so its events are taken (and flushed) before A's.
-    return DeliveryWorker(runtime.bus, BotApiClient(telegram.token, telegram.base_url),
+    return DeliveryWorker(runtime.bus, {"telegram": TelegramAdapter(BotApiClient(telegram.token, telegram.base_url))},
                           lambda: [t.id for t in tenants], edit_interval=0.05, consumer=consumer)
 
 

@@ -110,7 +110,7 @@ def _world(settings, cloud, telegram, immediate: bool):
         with database.connection_context():
             return provisioning.ready_tenant_ids()
 
-    worker = DeliveryWorker(runtime.bus, runtime.bot, tenants, tenant_refresh=0.0)
+    worker = DeliveryWorker(runtime.bus, runtime.tasks.adapters, tenants, tenant_refresh=0.0)
     yield runtime, prov, worker, app
     runtime.close()
 

@@ -265,7 +265,7 @@ def test_an_agent_reporting_ready_is_sent_its_config_again(served, composio):
         Machine.create(tenant=tenant.id, plan="light", state="booting")
         # A restored (or restarted) agent reports ready.
         runtime.bus.append(stream, Event.lifecycle_event(str(tenant.id), "ready", "restored").to_json())
-        worker = DeliveryWorker(runtime.bus, runtime.bot, lambda: [tenant.id], tenant_refresh=0.0,
+        worker = DeliveryWorker(runtime.bus, runtime.tasks.adapters, lambda: [tenant.id], tenant_refresh=0.0,
                                 on_ready=runtime.tasks.agent_ready)
         for _ in range(50):
             if worker.step(block=0.05) == 0 and runtime.bus.pending_count(stream, DELIVERY_GROUP) == 0:

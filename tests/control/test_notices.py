@@ -135,7 +135,7 @@ def test_a_ready_agent_is_announced_on_every_platform_and_by_email(runtime, tena
     with database.connection_context():
         Machine.update(state=MachineState.BOOTING, detail=detail).execute()
     ids = [t.id for t in tenants.values()]
-    worker = DeliveryWorker(runtime.bus, runtime.bot, lambda: ids, adapters=runtime.channel_adapters(),
+    worker = DeliveryWorker(runtime.bus, runtime.tasks.adapters, lambda: ids,
                             send_notice=runtime.tasks.send_notice, tenant_refresh=0.0)
     for tenant_id in ids:
         runtime.bus.append(events_stream(str(tenant_id)),

@@ -10,7 +10,6 @@ from functools import partial
 import pytest
 from support.delivery import delivered, delivery_bus, publish, run_until
 
-from control.channels.telegram import BotApiClient
 from control.db import database
 from control.models import Delivery
 from control.services.delivery import DELIVERY_GROUP, DeliveryWorker
@@ -45,8 +44,7 @@ def slack(settings, runtime):
 def worker(tmp_path, settings, slack, tenant):
     bus = delivery_bus(tmp_path)
     adapter = slack_adapter(box_from_settings(settings), slack.base_url)
-    telegram = BotApiClient("123456:TEST", "http://127.0.0.1:9")
-    return DeliveryWorker(bus, telegram, lambda: [tenant.id], adapters={"slack": adapter},
+    return DeliveryWorker(bus, {"slack": adapter}, lambda: [tenant.id],
                           edit_interval=0.2)
 
 

@@ -240,7 +240,7 @@ def world(tmp_path, anthropic, telegram):
         with database.connection_context():
             return provisioning.ready_tenant_ids()
 
-    worker = DeliveryWorker(runtime.bus, runtime.bot, tenants, tenant_refresh=0.0)
+    worker = DeliveryWorker(runtime.bus, runtime.tasks.adapters, tenants, tenant_refresh=0.0)
     yield runtime, app.test_client(), worker
     runtime.close()
 

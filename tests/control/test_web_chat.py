@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.runtime import AgentRuntime
 from agent.turn import TurnRunner
 from control.channels.telegram import BotApiClient
+from control.channels.telegram_adapter import TelegramAdapter
 from control.db import database
 from control.models import Delivery, Machine, Message, Tenant, Usage
 from control.services import web_chat
@@ -81,7 +82,8 @@ class Stack:
         self.turns = TurnRunner(self.agent)
         worker_bus = SqliteBus(bus_path, visibility_timeout=5, poll_interval=0.01)
         self.worker_bus = worker_bus
-        self.delivery = DeliveryWorker(worker_bus, BotApiClient(telegram.token, telegram.base_url),
+        client = BotApiClient(telegram.token, telegram.base_url)
+        self.delivery = DeliveryWorker(worker_bus, {"telegram": TelegramAdapter(client)},
                                        lambda: [tenant.id], edit_interval=0.05)
         self.threads = [threading.Thread(target=self._agent_loop, daemon=True),
                         threading.Thread(target=self._delivery_loop, daemon=True)]

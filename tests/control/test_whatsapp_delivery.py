@@ -13,7 +13,6 @@ from support.delivery import publish, run_until
 from support.whatsapp import APP_SECRET, PATH, WA_ID, configure
 from werkzeug.serving import make_server
 
-from control.channels.telegram import BotApiClient
 from control.db import database
 from control.models import AttentionItem, Delivery, utcnow
 from control.services import linking
@@ -71,8 +70,7 @@ def linked(adapter, tenant, live_url, api):
 
 
 def worker_for(runtime, adapter, tenant, edit_interval: float | None = 0.1) -> DeliveryWorker:
-    return DeliveryWorker(runtime.bus, BotApiClient("123456:TEST", "http://127.0.0.1:9"),
-                          lambda: [tenant.id], adapters={"whatsapp": adapter},
+    return DeliveryWorker(runtime.bus, {"whatsapp": adapter}, lambda: [tenant.id],
                           edit_interval=edit_interval)
 
 
