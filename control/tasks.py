@@ -14,7 +14,23 @@ from functools import cached_property
 import redis
 from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
-from control.services import discord_routing, lifecycle, machine_health, provisioning, routing
+from control.channels.base import ChannelError
+from control.channels.telegram_adapter import TelegramAdapter
+from control.models import Connection, Tenant, utcnow
+from control.services import (
+    bus_quota,
+    channel_watchdog,
+    connections,
+    discord_interactions,
+    discord_routing,
+    lifecycle,
+    machine_health,
+    mail,
+    media,
+    notices,
+    provisioning,
+    routing,
+)
 from control.services.delivery_recovery import report_overwrite
 from wire import redis_bus
 
@@ -168,14 +184,12 @@ class ControlTasks:
                 if task.name == name and task.args}
 
     def _watch_channels(self) -> dict[str, bool]:
-        from control.services import channel_watchdog, discord_interactions
 
         with self.runtime.db.connection_context():
             discord_interactions.prune()
             return {v.channel: v.healthy for v in channel_watchdog.watch()}
 
     def _enforce_bus_quota(self) -> dict[str, list[str]] | None:
-        from control.services import bus_quota
 
         with self.runtime.db.connection_context():
             report = bus_quota.run_from_settings(self.runtime.settings)
@@ -210,6 +224,8 @@ class ControlTasks:
             return provisioning.apply_due_downgrades(rt.provisioner)
 
     def _run_backups(self) -> dict[str, object]:
+        # deferred: backups pull the provisioner code (tenacity, infra, cryptography) into workers
+        # that never back up.
         from control.services import backups
 
         rt = self.runtime
@@ -221,14 +237,12 @@ class ControlTasks:
                 "failed": sorted(report.failures), "pruned": len(report.pruned)}
 
     def _send_mail(self) -> int:
-        from control.services import mail
 
         rt = self.runtime
         with rt.db.connection_context():
             return mail.send_pending(rt.settings)
 
     def _reconcile_connections(self) -> dict[int, list[str]]:
-        from control.services import connections
 
         rt = self.runtime
         with rt.db.connection_context():
@@ -248,8 +262,6 @@ class ControlTasks:
     def _publish_mcp_config(self, tenant_id: int) -> int | None:
         """Publish the tenant's ``mcp_config`` (``Connections.publish_config``) when it ever had a
         connection; returns the number of servers sent, None when nothing was sent."""
-        from control.models import Connection, Tenant
-        from control.services import connections
 
         rt = self.runtime
         with rt.db.connection_context():
@@ -282,7 +294,6 @@ class ControlTasks:
             return str(machine.state) if machine else None
 
     def _end_grace(self) -> dict[str, object]:
-        from control.models import utcnow
 
         rt = self.runtime
         with rt.db.connection_context():
@@ -301,7 +312,6 @@ class ControlTasks:
     def _send_channel_text(self, channel: str, chat_id: str, text: str) -> None:
         """Send a control-plane answer through ``channel``'s adapter; a refusal is logged, a
         rate limit or an unreachable platform raises so Huey retries."""
-        from control.channels.base import ChannelError
 
         rt = self.runtime
         adapter = self.adapters.get(channel)
@@ -329,8 +339,6 @@ class ControlTasks:
     def _send_notice(self, channel: str, identity: str, text: str) -> None:
         """Tell one linked person a notice (``notices.send_direct``); a refusal is logged, a rate
         limit or an unreachable platform raises so Huey retries."""
-        from control.channels.base import ChannelError
-        from control.services import notices
 
         rt = self.runtime
         adapter = self.adapters.get(channel)
@@ -350,7 +358,6 @@ class ControlTasks:
     @cached_property
     def adapters(self) -> dict:
         """Every configured platform's adapter by channel name, Telegram's included."""
-        from control.channels.telegram_adapter import TelegramAdapter
 
         # A recovery probe that overwrote an unrecorded bot message raises an attention item.
         return {"telegram": TelegramAdapter(self.runtime.bot, on_overwrite=report_overwrite),
@@ -360,6 +367,7 @@ class ControlTasks:
                                 timestamp: str, error: str) -> str:
         """Match a status callback to its reply again; raises ``StatusNotMatched`` (Huey
         retries) while no reply has the wamid."""
+        # deferred: pywa (~180 ms) only on a host where WhatsApp is configured.
         from control.channels.whatsapp_inbound import StatusUpdate
         from control.services import whatsapp_status
 
@@ -374,7 +382,7 @@ class ControlTasks:
     def media(self):
         """``(store, signer, adapters)`` of the media pipeline (``control.services.media``):
         the media store, the URL signer, and every configured channel's adapter."""
-        from control.services import media
+        # deferred: the web stack (flask-login, flask-wtf, ~280 ms) only for media URLs.
         from control.web.auth import secret_key
 
         rt = self.runtime
@@ -382,7 +390,6 @@ class ControlTasks:
         return media.store_from_settings(rt.settings), signer, self.adapters
 
     def _ingest_media(self, envelope_json: str, task=None) -> str:
-        from control.services import media
 
         rt = self.runtime
         store, signer, adapters = self.media
@@ -396,7 +403,6 @@ class ControlTasks:
         return envelope.id
 
     def _prune_media(self) -> int:
-        from control.services import media
 
         settings = self.runtime.settings
         return len(media.prune(self.media[0], settings.env, settings.media_retention_days))
