@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from wire import logs
+from wire import logs, shared_settings
 from wire.declared import documented, read_env, setting
 from wire.pricing import PRICES_CENTS_PER_MTOK
 
@@ -81,10 +81,7 @@ class AgentConfig:
     bus_url: str = setting(
         "HERMES_BUS_URL", "", shown="`sqlite:///$HERMES_DATA_DIR/bus.db`",
         doc="agent: the bus (its own Redis ACL user's `rediss://` URL on a tenant VM)")
-    bus_ca_file: str = setting(
-        "HERMES_BUS_CA_FILE", "",
-        doc="agent: PEM CA that signed the Redis server certificate, verifying a `rediss://` "
-            "bus URL; unset → system CAs")
+    bus_ca_file: str = shared_settings.bus_ca_file()
     llm: str = setting(
         "HERMES_LLM", "local", read=_llm, shown="`anthropic` if a key is set, else `local`",
         doc="the agent's LLM backend: `anthropic`, `openai_compat` or `local`")
@@ -104,9 +101,7 @@ class AgentConfig:
             "budget are summarised)")
     max_tokens: int = setting(
         "HERMES_MAX_TOKENS", 1024, parse=int, doc="agent: output tokens per reply")
-    visibility_timeout: float = setting(
-        "HERMES_VISIBILITY_TIMEOUT", 30.0, parse=float,
-        doc="agent: seconds before an unacknowledged envelope is redelivered")
+    visibility_timeout: float = shared_settings.visibility_timeout()
     delta_interval: float = setting(
         "HERMES_DELTA_INTERVAL", 0.25, parse=float,
         doc="agent: seconds between published reply deltas")
@@ -201,18 +196,12 @@ class AgentConfig:
         "HERMES_TASK_RETRY_DELAY", 2.0, parse=float,
         doc="agent: seconds before the first task retry (doubles)")
     workers: int = setting("HERMES_WORKERS", 2, parse=int, doc="agent: Huey worker threads")
-    heartbeat_interval: float = setting(
-        "HERMES_HEARTBEAT_INTERVAL", 30.0, parse=float,
-        doc="agent: seconds between lifecycle heartbeats on the events stream (the control plane "
-            "marks the machine unhealthy after missed ones and sends its own value)")
+    heartbeat_interval: float = shared_settings.heartbeat_interval()
     parent_pid: int = setting(
         "HERMES_PARENT_PID", 0, parse=int,
         doc="agent: when set (by the local provisioner), the agent exits when that process "
             "dies, so no agent outlives a killed `hermes serve`")
-    log_format: str = setting(
-        "HERMES_LOG_FORMAT", "console", read=log_format_from_env,
-        doc="agent: `console` (readable lines) or `json` (one JSON object per line, "
-            "`wire.logs`); tenant VMs get `json` (`infra/tenant_config.py`)")
+    log_format: str = shared_settings.log_format()
     metrics_port: int = setting(
         "HERMES_METRICS_PORT", 0, parse=int, shown="`0` (off); `9464` on tenant VMs",
         doc="agent: TCP port of the Prometheus endpoint of the process that runs turns "
@@ -222,9 +211,7 @@ class AgentConfig:
         "HERMES_METRICS_ADDR", "127.0.0.1", shown="`127.0.0.1`; `0.0.0.0` on tenant VMs",
         doc="agent: address the metrics endpoint binds (`agent/metrics.py` says why `0.0.0.0` "
             "is private on a tenant VM)")
-    sentry_dsn: str = setting(
-        "SENTRY_DSN", "", shown="unset (off)",
-        doc="agent: Sentry project DSN for unhandled errors (`wire.sentry`)")
+    sentry_dsn: str = shared_settings.sentry_dsn()
     openai_vision: bool = setting(
         "HERMES_OPENAI_VISION", False, parse=_parse_on,
         doc="agent: the `openai_compat` model can see images (`1`: it is sent `image_url` "

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from control.errors import ConfigError
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
-from wire import logs
+from wire import shared_settings
 from wire.declared import documented, read_env, setting
 
 
@@ -159,9 +159,7 @@ class Settings:
         doc="the bus: `REDIS_URL` (Redis 7, `rediss://` for TLS) selects Redis when set; "
             "`HERMES_BUS` = `redis` or `sqlite` forces one (`redis` needs `REDIS_URL`); "
             "`HERMES_BUS_URL` is the bus URL when not Redis")
-    bus_ca_file: str = setting(
-        "HERMES_BUS_CA_FILE", "",
-        doc="PEM CA that verifies a `rediss://` bus (issued by `roles/redis`); unset → system CAs")
+    bus_ca_file: str = shared_settings.bus_ca_file()
     stripe_webhook_secret: str = setting(
         "STRIPE_WEBHOOK_SECRET", "",
         doc="endpoint secret (`whsec_…`); unset → Stripe webhooks answer 503 (Stripe retries)")
@@ -241,9 +239,7 @@ class Settings:
     edit_interval: float = setting(
         "HERMES_EDIT_INTERVAL", 1.0, parse=float,
         doc="seconds between edits of one chat's streaming reply")
-    visibility_timeout: float = setting(
-        "HERMES_VISIBILITY_TIMEOUT", 30.0, parse=float,
-        doc="seconds before an unacknowledged bus entry is redelivered")
+    visibility_timeout: float = shared_settings.visibility_timeout()
     provisioner: str = setting(
         "HERMES_PROVISIONER", "local",
         doc="`local` (agents as local processes) or `hetzner` for production machines (see below)")
@@ -313,9 +309,7 @@ class Settings:
             "counts as failed: a Hetzner server from a snapshot boots in about a minute, then "
             "cloud-init writes the env file and the agent loads its models; 10 minutes leaves "
             "room for a slow location without hiding a broken agent for long")
-    heartbeat_interval: float = setting(
-        "HERMES_HEARTBEAT_INTERVAL", 30.0, parse=float,
-        doc="seconds between agent heartbeats (handed to agents, so both sides agree)")
+    heartbeat_interval: float = shared_settings.heartbeat_interval()
     missed_heartbeats: int = setting(
         "HERMES_MISSED_HEARTBEATS", 3, parse=int,
         doc="heartbeat intervals without a lifecycle event before a ready machine is `unhealthy`")
@@ -333,24 +327,13 @@ class Settings:
             "`runbooks/backup-restore.md`)")
     backup_hour: int = setting(
         "HERMES_BACKUP_HOUR", 3, parse=int, doc="the UTC hour (0-23) of the nightly backup run")
-    log_format: str = setting(
-        "HERMES_LOG_FORMAT", "console", read=logs.format_from_env,
-        shown="`console` (`json` on the control host and tenant VMs)",
-        doc="log lines of control and agent (`wire/logs.py`): `json` is one object per line with "
-            "`request_id`, `tenant`, `envelope_id`, so `grep <envelope_id>` follows one message "
-            "from webhook to agent turn to delivery; `console` is readable lines; the control "
-            "plane passes it to the agents it starts; answers carry `X-Request-ID` (an incoming "
-            "well-formed one is kept)")
+    log_format: str = shared_settings.log_format()
     metrics_multiproc_dir: str = setting(
         "PROMETHEUS_MULTIPROC_DIR", "", shown="unset (`/run/hermes-control/metrics` on the control host)",
         doc="control under gunicorn: prometheus_client's multiprocess directory (it reads the "
             "variable itself), so `/metrics` sums every worker (`control/web/metrics.py`, "
             "`control/gunicorn_conf.py`); unset: one process, in-memory metrics")
-    sentry_dsn: str = setting(
-        "SENTRY_DSN", "", shown="unset (off)",
-        doc="control and agent: Sentry project for unhandled errors, without request bodies, "
-            "cookies, `Authorization` or any configured secret (`wire/sentry.py`); agents' "
-            "events say `environment=agent`")
+    sentry_dsn: str = shared_settings.sentry_dsn()
     secret_key: str = setting(
         "HERMES_SECRET_KEY", "",
         shown="generated once in `$HERMES_DATA_DIR/secret_key` (0600) when `HERMES_ENV=local`; "
