@@ -93,3 +93,13 @@ def test_agents_are_handed_only_the_agent_variables_that_are_set(tmp_path):
 def test_default_zone_falls_back_to_hermes_tz(tmp_path):
     assert read(tmp_path, HERMES_TZ="Europe/Berlin").default_tz == "Europe/Berlin"
     assert read(tmp_path, HERMES_TZ="Europe/Berlin", HERMES_DEFAULT_TZ="Asia/Tokyo").default_tz == "Asia/Tokyo"
+
+
+def test_every_variable_handed_to_agents_is_one_the_agent_reads():
+    # AGENT_ENV_KEYS names the agent's variables on the control side (control never imports
+    # agent): a rename on either side would silently stop passing it.
+    from agent.config import AgentConfig
+    from wire.declared import env_names
+
+    read_by_agent = {name for names in env_names(AgentConfig).values() for name in names}
+    assert set(AGENT_ENV_KEYS) - read_by_agent == set()
