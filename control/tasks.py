@@ -16,6 +16,7 @@ from huey import MemoryHuey, PriorityRedisHuey, SqliteHuey, crontab
 
 from control.channels.base import ChannelError
 from control.channels.telegram_adapter import TelegramAdapter
+from control.channels.web import WebAdapter
 from control.models import Connection, Tenant, utcnow
 from control.services import (
     bus_quota,
@@ -361,7 +362,7 @@ class ControlTasks:
 
         # A recovery probe that overwrote an unrecorded bot message raises an attention item.
         return {"telegram": TelegramAdapter(self.runtime.bot, on_overwrite=report_overwrite),
-                **self.runtime.channel_adapters()}
+                "web": WebAdapter(), **self.runtime.channel_adapters()}
 
     def _record_whatsapp_status(self, message_id: str, status: str, recipient: str,
                                 timestamp: str, error: str) -> str:

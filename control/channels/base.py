@@ -88,12 +88,15 @@ class ChannelLimits:
         min_edit_interval: seconds between two sends/edits in one chat that stay under the
             platform's rate limit (the delivery worker's default throttle).
         typing: the platform can show a "typing" indicator (``ChannelAdapter.typing``).
+        throttled: sends count against a platform rate limit, so ``HERMES_EDIT_INTERVAL``
+            applies; False (the web chat, a row in our own database) sends every change.
     """
 
     max_text: int
     can_edit: bool = True
     min_edit_interval: float = 1.0
     typing: bool = False
+    throttled: bool = True
 
 
 def split_text(text: str, limit: int) -> list[str]:

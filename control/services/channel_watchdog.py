@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
+from control.channels import web as web_channel
 from control.models import AttentionItem, Delivery, DeliveryState, GatewayState, utcnow
 from control.services.attention import raise_attention
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 DEAF_AFTER = 300  # seconds without a delivery while replies are pending.
 GATEWAY_STALE = 180  # seconds without a Gateway report (about 4 Discord heartbeats).
 PENDING_WINDOW = 3600  # seconds: an older undelivered reply no longer counts as pending.
-WEB_CHANNEL = "web"
+WEB_CHANNEL = web_channel.CHANNEL  # no platform to watch
 
 
 @dataclass(frozen=True)

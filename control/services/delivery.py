@@ -18,10 +18,9 @@ second reply where the platform lets us look (``ChannelAdapter.find_sent``, give
 already recorded for the chat; the send intent: ``control.services.delivery_recovery``) or
 dedupes sends (Discord's message nonce).
 
-Replies on the ``web`` channel (the dashboard's quick chat) have no platform to send to: the
-ledger is where the dashboard's event stream reads them (``control.services.web_chat``), so
-each delta's text is stored as ``last_text`` and the final is ``delivered`` (platform message
-id = envelope id) together with its ``Message`` and ``Usage`` rows before it is acknowledged.
+Replies on the ``web`` channel (the dashboard's quick chat) go through the same path; its
+adapter (``control.channels.web.WebAdapter``) calls nothing: the ledger this worker writes at
+every send and edit is where the dashboard's event stream reads them (``web_chat``), unthrottled.
 
 Lifecycle events (the agent's ``ready``/``heartbeat``/``failed``) are not replies: they go to
 ``control.services.machine_health`` and are acknowledged once recorded, never sent to a chat.
@@ -71,7 +70,6 @@ log = logging.getLogger(__name__)
 TELEGRAM_MAX_TEXT = TELEGRAM_LIMITS.max_text
 TYPING_INTERVAL = 4.0  # seconds; a chat action shows for about 5 s.
 TRANSIENT_BACKOFF = 2.0  # seconds before retrying a chat after a transport or 5xx error.
-WEB_CHANNEL = event_guard.WEB_CHANNEL  # the dashboard's quick chat: the ledger is the delivery.
 # Deliveries of one event that raised while being taken before it is dead-lettered: a few
 # tries ride out a passing database error, and a poison event never comes back forever.
 TAKE_ATTEMPTS = 3
@@ -191,6 +189,8 @@ class DeliveryWorker:
         return due
 
     def _interval(self, adapter: ChannelAdapter) -> float:
+        if not adapter.limits.throttled:
+            return 0.0
         return adapter.limits.min_edit_interval if self.edit_interval is None else self.edit_interval
 
     def _take(self, delivery: BusDelivery) -> None:
@@ -242,10 +242,6 @@ class DeliveryWorker:
             return
         ledger = _ledger(tenant_id, event.message_id)
         if ledger is not None and ledger.state == DeliveryState.DELIVERED:
-            self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
-            return
-        if event.channel == WEB_CHANNEL:
-            _store_web_event(tenant_id, event, ledger)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         if event.channel not in self.adapters:
@@ -471,39 +467,6 @@ class DeliveryWorker:
 def _ledger(tenant_id: int, envelope_id: str) -> Delivery | None:
     """The ledger row of tenant ``tenant_id``'s reply ``envelope_id``, if there is one."""
     return Delivery.get_or_none((Delivery.tenant == tenant_id) & (Delivery.envelope_id == envelope_id))
-
-
-def _store_web_event(tenant_id: int, event: Event, ledger: Delivery | None) -> None:
-    """Deliver one event of a ``web`` reply by storing it (the caller then acks it).
-
-    ``status`` events are dropped (the page shows its own "thinking" state); a ``delta``
-    stores the text so far; a ``final`` or ``error`` stores the whole reply as ``delivered``
-    with its conversation-log row and usage, in one transaction.  A database failure raises,
-    so the event stays unacknowledged and is redelivered.
-
-    Args:
-        tenant_id: the tenant of the events stream it came from.
-        event: a non-lifecycle event whose channel is ``web``.
-        ledger: the reply's ``Delivery`` row if it exists (never a delivered one).
-    """
-    if event.kind == "status":
-        return
-    with write_transaction():
-        if ledger is None:
-            ledger, _ = Delivery.get_or_create(
-                envelope_id=event.message_id,
-                defaults={"tenant": tenant_id, "channel": event.channel,
-                          "chat_id": event.chat_id})
-            if ledger.state == DeliveryState.DELIVERED:
-                return
-        ledger.last_text = event.text
-        if event.kind in ("final", "error"):
-            ledger.platform_message_id = event.message_id
-            ledger.state, ledger.delivered_at = DeliveryState.DELIVERED, utcnow()
-            _record_reply(tenant_id, event, event.text, ledger)
-        ledger.save()
-    if event.kind in ("final", "error"):
-        log.info("reply stored for web chat %s", event.chat_id)
 
 
 def _record_reply(tenant_id: int, event: Event, text: str, ledger: Delivery) -> None:

@@ -24,11 +24,12 @@ reason, raises an ``event_rejected`` attention item and never acts on it.
 
 from __future__ import annotations
 
+from control.channels import web as web_channel
 from control.errors import MisroutedEvent
 from control.models import ChatIdentity, Delivery, Message
 from wire.protocol import LIFECYCLE, Event
 
-WEB_CHANNEL = "web"
+WEB_CHANNEL = web_channel.CHANNEL
 # Platforms whose ``ChatIdentity`` is a user, not a chat (``InboundMessage.identity``).
 USER_LINKED_CHANNELS = frozenset({"slack", "discord"})
 
