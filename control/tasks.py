@@ -185,13 +185,11 @@ class ControlTasks:
                 if task.name == name and task.args}
 
     def _watch_channels(self) -> dict[str, bool]:
-
         with self.runtime.db.connection_context():
             discord_interactions.prune()
             return {v.channel: v.healthy for v in channel_watchdog.watch()}
 
     def _enforce_bus_quota(self) -> dict[str, list[str]] | None:
-
         with self.runtime.db.connection_context():
             report = bus_quota.run_from_settings(self.runtime.settings)
         return None if report is None else {"suspended": report.suspended, "resumed": report.resumed}
@@ -238,13 +236,11 @@ class ControlTasks:
                 "failed": sorted(report.failures), "pruned": len(report.pruned)}
 
     def _send_mail(self) -> int:
-
         rt = self.runtime
         with rt.db.connection_context():
             return mail.send_pending(rt.settings)
 
     def _reconcile_connections(self) -> dict[int, list[str]]:
-
         rt = self.runtime
         with rt.db.connection_context():
             return connections.from_runtime(rt).reconcile()
@@ -263,7 +259,6 @@ class ControlTasks:
     def _publish_mcp_config(self, tenant_id: int) -> int | None:
         """Publish the tenant's ``mcp_config`` (``Connections.publish_config``) when it ever had a
         connection; returns the number of servers sent, None when nothing was sent."""
-
         rt = self.runtime
         with rt.db.connection_context():
             tenant = Tenant.get_or_none(Tenant.id == tenant_id)
@@ -295,7 +290,6 @@ class ControlTasks:
             return str(machine.state) if machine else None
 
     def _end_grace(self) -> dict[str, object]:
-
         rt = self.runtime
         with rt.db.connection_context():
             report = lifecycle.end_grace(
@@ -311,55 +305,47 @@ class ControlTasks:
                 "pruned": len(report.pruned)}
 
     def _send_channel_text(self, channel: str, chat_id: str, text: str) -> None:
-        """Send a control-plane answer through ``channel``'s adapter; a refusal is logged, a
-        rate limit or an unreachable platform raises so Huey retries."""
-
-        rt = self.runtime
-        adapter = self.adapters.get(channel)
-        if adapter is None:
-            log.error("no %s adapter configured; answer to chat %s dropped", channel, chat_id)
-            return
-        try:
-            message_id = adapter.send(chat_id, text)
-        except ChannelError as exc:
-            if exc.permanent:
-                log.error("answer to %s chat %s refused: %s", channel, chat_id, exc)
-                return
-            raise
-        with rt.db.connection_context():
-            routing.record_control_reply(channel, chat_id, text, message_id)
+        """Send a control-plane answer to ``chat_id`` and log it (``_deliver``)."""
+        self._deliver(channel, chat_id, lambda adapter: routing.record_control_reply(
+            channel, chat_id, text, adapter.send(chat_id, text)))
 
     def _route_discord_interaction(self, interaction) -> str:
         """``discord_routing.route_deferred`` for an interaction ``respond`` acknowledged."""
         rt = self.runtime
-        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+        with self._connection():
             return discord_routing.route_deferred(interaction, rt.bus, rt.discord_adapter,
                                                   envelope_key=rt.envelope_key,
                                                   paused_notice=self.paused_notice)
 
     def _send_notice(self, channel: str, identity: str, text: str) -> None:
-        """Tell one linked person a notice (``notices.send_direct``); a refusal is logged, a rate
-        limit or an unreachable platform raises so Huey retries."""
+        """Tell one linked person a notice (``notices.send_direct``, through ``_deliver``)."""
+        self._deliver(channel, identity, lambda adapter: notices.send_direct(adapter, identity, text))
 
-        rt = self.runtime
+    def _deliver(self, channel: str, to: str, send) -> None:
+        """Run ``send(adapter)`` with ``channel``'s adapter and a database connection: a missing
+        adapter or a refusal is logged and dropped, a rate limit or an unreachable platform
+        raises so Huey retries."""
         adapter = self.adapters.get(channel)
         if adapter is None:
-            log.error("no %s adapter configured; notice to %s dropped", channel, identity)
+            log.error("no %s adapter configured; message to %s dropped", channel, to)
             return
-        # In immediate mode (tests) the task may run inside the caller's open transaction.
-        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+        with self._connection():
             try:
-                notices.send_direct(adapter, identity, text)
+                send(adapter)
             except ChannelError as exc:
-                if exc.permanent:
-                    log.error("notice to %s %s refused: %s", channel, identity, exc)
-                    return
-                raise
+                if not exc.permanent:
+                    raise
+                log.error("message to %s %s refused: %s", channel, to, exc)
+
+    def _connection(self):
+        """A connection for a task's queries; in immediate mode (tests) a task may run inside
+        the caller's open transaction, whose connection must stay open."""
+        db = self.runtime.db
+        return db.connection_context() if db.is_closed() else contextlib.nullcontext()
 
     @cached_property
     def adapters(self) -> dict:
         """Every configured platform's adapter by channel name, Telegram's included."""
-
         # A recovery probe that overwrote an unrecorded bot message raises an attention item.
         return {"telegram": TelegramAdapter(self.runtime.bot, on_overwrite=report_overwrite),
                 "web": WebAdapter(), **self.runtime.channel_adapters()}
@@ -391,12 +377,10 @@ class ControlTasks:
         return media.store_from_settings(rt.settings), signer, self.adapters
 
     def _ingest_media(self, envelope_json: str, task=None) -> str:
-
         rt = self.runtime
         store, signer, adapters = self.media
-        # Slack's bot tokens are read from the database; in immediate mode (tests) the task runs
-        # inside the webhook's open transaction, whose connection must stay open.
-        with rt.db.connection_context() if rt.db.is_closed() else contextlib.nullcontext():
+        # Slack's bot tokens are read from the database.
+        with self._connection():
             envelope = media.ingest_and_publish(
                 envelope_json, rt.bus, adapters, store, signer, env=rt.settings.env,
                 max_bytes=rt.settings.media_max_bytes,
@@ -404,6 +388,5 @@ class ControlTasks:
         return envelope.id
 
     def _prune_media(self) -> int:
-
         settings = self.runtime.settings
         return len(media.prune(self.media[0], settings.env, settings.media_retention_days))
