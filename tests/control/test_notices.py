@@ -1,7 +1,8 @@
 """Notices reach every user on the platform they use, and by e-mail (issue 20, "notices").
 
 Four tenants, each reachable one way only: linked on Slack, on WhatsApp, on Discord, or with
-just a web account.  The real app's tasks run inline (``huey_immediate``); the platforms are
+just a web account.  Cancellations arrive as signed Stripe webhooks; the real app's tasks run
+inline (``huey_immediate``); the platforms are
 their stand-ins on loopback (Slack's Web API, WhatsApp's Graph API, Discord's REST API), the
 machines the real ``LocalProvisioner`` on a stopped agent's data dir, the ready events go
 through the real delivery worker.
@@ -13,10 +14,11 @@ import json
 import time
 
 import pytest
+from support.webhooks import post_stripe
 from support.whatsapp import configure
 
 from control.db import database
-from control.models import Machine, MachineState, Message, OutboxMail, Tenant, utcnow
+from control.models import Machine, MachineState, Message, OutboxMail, Subscription, Tenant, utcnow
 from control.services import lifecycle, linking, web_chat
 from control.services.accounts import create_account
 from control.services.delivery import DeliveryWorker
@@ -24,6 +26,7 @@ from control.services.machine_health import RESTORED_DETAIL, RESUMED_DETAIL
 from control.services.notices import Notice, render
 from control.services.secrets_box import box_from_settings
 from control.services.slack_install import DatabaseInstallationStore
+from standins import stripe_events as se
 from standins.discord_api import DiscordApiStandin
 from standins.slack_api import SlackApiStandin
 from standins.whatsapp_api import WhatsAppApiStandin
@@ -77,7 +80,10 @@ def tenants(app, runtime, settings, platforms):
                 tenant = Tenant.create(email=email)
                 token = linking.current_token(tenant, 3600).token
                 linking.redeem(token, way, identity, identity.rpartition(":")[2])
-            Tenant.update(plan="light", status="active").where(Tenant.id == tenant.id).execute()
+            Tenant.update(plan="light", status="active", stripe_customer_id=f"cus_{way}").where(
+                Tenant.id == tenant.id).execute()
+            Subscription.create(stripe_subscription_id=f"sub_{way}", tenant=tenant.id,
+                                stripe_customer_id=f"cus_{way}", status="active", plan="light")
             Machine.create(tenant=tenant, plan="light", state=MachineState.READY, ready_at=utcnow())
             # A stopped agent's data dir: what the local provider pauses and resumes.
             data = runtime.provisioner.data_dir(str(tenant.id))
@@ -112,12 +118,12 @@ FIELDS = {Notice.PAUSED: {"until": "", "url": "http://127.0.0.1:8000/billing"},
           Notice.READY: {}, Notice.RESTORED: {}, Notice.RESUMED: {}}
 
 
-def test_a_canceled_user_is_told_on_their_platform_and_by_email(runtime, tenants, platforms):
-    with database.connection_context():
-        for tenant in tenants.values():
-            lifecycle.begin_grace(tenant, runtime.settings.grace_days)
-    for tenant in tenants.values():
-        runtime.tasks.pause_machine(tenant.id)  # what the Stripe webhook queues
+def test_a_canceled_user_is_told_on_their_platform_and_by_email(client, runtime, tenants, platforms):
+    for way in tenants:  # Stripe says each subscription ended (signed, as Stripe signs)
+        ended = se.subscription_created(customer=f"cus_{way}", subscription=f"sub_{way}", plan="light",
+                                        status="canceled", event_id=f"evt_end_{way}",
+                                        event_type="customer.subscription.deleted")
+        assert post_stripe(client, ended).json["outcome"] == "processed"
 
     with database.connection_context():
         states = {Machine.get(Machine.tenant == t.id).state for t in tenants.values()}
