@@ -103,9 +103,9 @@ UV_COMPILE = $(BIN)/uv pip compile -q --generate-hashes --python-version 3.11 \
 lock: $(VENV)/.build
 	$(UV_COMPILE) requirements/build.in -o requirements/build.txt
 	$(UV_COMPILE) pyproject.toml --extra agent --extra control --extra infra --extra local-llm \
-		--extra dev -o requirements/test.txt
+		--extra embed-export --extra dev -o requirements/test.txt
 	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent --extra control \
-		--extra local-llm -o requirements/demo.txt
+		--extra local-llm --extra embed-export -o requirements/demo.txt
 	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent -o requirements/agent.txt
 	$(UV_COMPILE) -c requirements/test.txt pyproject.toml --extra agent --extra local-llm \
 		-o requirements/agent-local-llm.txt

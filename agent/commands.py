@@ -270,7 +270,8 @@ def cmd_tools(runtime, command: Command) -> str:
 
 
 def cmd_usage(runtime, command: Command) -> str:
-    """Tokens and cost today (UTC) and this month, and the budget left."""
+    """Tokens and cost today (UTC) and this month, the budget left, and today's spend by goal
+    and by job."""
     today = runtime.usage.totals(runtime.tenant)
     month = runtime.usage.totals(runtime.tenant, month=True)
     left = runtime.router.budget_left_cents()
@@ -278,7 +279,25 @@ def cmd_usage(runtime, command: Command) -> str:
     if left is not None:
         lines.append(f"Daily budget: ${runtime.config.daily_budget_cents / 100:.2f}, "
                      f"${max(0.0, left) / 100:.2f} left today.")
-    return "\n".join(lines)
+    return "\n".join(lines + _spend_by(runtime))
+
+
+def _spend_by(runtime) -> list[str]:
+    """Lines of today's spend by goal and by job (issue 23), empty when none had any."""
+    lines = []
+    by_goal = runtime.usage.today_by(runtime.tenant, "goal_id")
+    if by_goal:
+        lines.append("Today by goal:")
+        for goal_id, calls, cents in by_goal:
+            goal = runtime.goals.get(int(goal_id))
+            title = goal.objective if goal is not None else "(deleted)"
+            title = title if len(title) <= 40 else title[:39] + "…"
+            lines.append(f"- Goal #{goal_id} {title}: {calls} calls, ${cents / 100:.4f}")
+    by_job = runtime.usage.today_by(runtime.tenant, "job_id")
+    if by_job:
+        lines.append("Today by job:")
+        lines += [f"- Job {job_id}: {calls} calls, ${cents / 100:.4f}" for job_id, calls, cents in by_job]
+    return lines
 
 
 def _usage_line(label: str, totals: dict) -> str:

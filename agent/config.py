@@ -78,6 +78,11 @@ class AgentConfig:
         "HERMES_DATA_DIR", "/var/lib/hermes",
         doc="agent: history, memory, skills, queue (the control plane's own `HERMES_DATA_DIR` "
             "for local agents is `$HERMES_DATA_DIR/agents/<tenant>`)")
+    embedder_dir: str = setting(
+        "HERMES_EMBEDDER_DIR", "", shown="`~/.cache/hermes/all-MiniLM-L6-v2-onnx`",
+        doc="agent: the embedding model exported to ONNX (`hermes image export-embedder DIR`); "
+            "the image ships `/opt/hermes/embedder`. The default is exported there on first use "
+            "where torch is installed (the `embed-export` extra)")
     bus_url: str = setting(
         "HERMES_BUS_URL", "", shown="`sqlite:///$HERMES_DATA_DIR/bus.db`",
         doc="agent: the bus (its own Redis ACL user's `rediss://` URL on a tenant VM)")

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 
 from agent import commands
-from agent.goals import Goal, GoalStore
+from agent.goals import GOAL_SENDER, Goal, GoalStore
 from agent.history import History
 from agent.llm.base import LLMError
 from wire.protocol import Envelope, Event
@@ -134,12 +134,13 @@ class GoalRunner:
         turn = goal.turns + 1
         envelope = Envelope(id=str(uuid.uuid5(GOAL_NAMESPACE, f"{goal.key}:{run}")),
                             tenant=self.runtime.tenant, channel=goal.channel, chat_id=goal.chat_id,
-                            sender_id="goal", text=TURN_PROMPT.format(id=goal.id, turn=turn,
-                                                                      max_turns=goal.max_turns,
-                                                                      objective=goal.objective))
+                            sender_id=GOAL_SENDER, text=TURN_PROMPT.format(id=goal.id, turn=turn,
+                                                                           max_turns=goal.max_turns,
+                                                                           objective=goal.objective))
         budget = goal.budget_cents - goal.cost_cents
         turn_cap = self.runtime.config.turn_budget_cents
-        with self.runtime.router.collect() as calls:
+        router = self.runtime.router
+        with router.collect() as calls, router.attributed(goal_id=goal.id):
             reply = self.runner.handle(envelope, should_stop=interrupted,
                                        budget_cents=min(budget, turn_cap) if turn_cap > 0 else budget)
         cost = sum(c.cost_cents for c in calls)
@@ -147,7 +148,7 @@ class GoalRunner:
         if preempted["yes"] or current is None or current.state != "active":
             self.goals.add_use(goal.id, cost)
             return self.runtime.config.goal_yield_delay if preempted["yes"] else None
-        with self.runtime.router.collect() as judged:
+        with router.collect() as judged, router.attributed(goal_id=goal.id):
             verdict = self._judge(goal, turn, reply)
         goal = self.goals.add_use(goal.id, cost + sum(c.cost_cents for c in judged), turns=1,
                                   note=verdict.note)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from agent import schema
 
+GOAL_SENDER = "goal"
+"""``Envelope.sender_id`` of a goal's own turns (``agent.goal_runner``)."""
 OPEN_STATES = ("active", "paused")
 END_STATES = ("done", "stopped", "cancelled", "failed")
 

@@ -2,7 +2,8 @@
 
 Files under ``<data_dir>``: ``history.db`` (turns, processed ledger, summaries, prefs),
 ``usage.db`` (LLM calls), ``memory.db`` (``agent.memory``), ``cron.db``, ``goals.db``
-(``agent.goals``), ``inbox.db`` (inbox ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue),
+(``agent.goals``), ``drafts.db`` (open questions of drafts, ``agent.drafts``), ``inbox.db``
+(inbox ledger, stop flags), ``skills/<name>/SKILL.md``, ``huey.db`` (the task queue),
 ``mcp_servers.json`` (MCP servers pushed by the control plane, ``agent.mcp_client``),
 ``tool_permissions.json`` (tools the user allowed, pending confirmations), ``mcp_logs/``
 (stdio MCP servers' stderr).
@@ -20,6 +21,7 @@ from agent import commands, preferences
 from agent.config import AgentConfig
 from agent.context import ContextBuilder
 from agent.cron import CronStore
+from agent.drafts import OpenQuestions
 from agent.goals import GoalStore
 from agent.history import History
 from agent.inbox import InboxLedger
@@ -73,6 +75,7 @@ class AgentRuntime:
         self.inbox = InboxLedger(data / "inbox.db")
         self.cron = CronStore(data / "cron.db", config.tenant, clock=clock)
         self.goals = GoalStore(data / "goals.db", clock=clock)
+        self.drafts = OpenQuestions(data / "drafts.db", clock=clock)
         # Set by ``agent.tasks.AgentTasks``: queues a goal's next step (``/goal`` uses it).
         self.schedule_goal: Callable[[int], None] | None = None
         self._embedder = embedder
@@ -135,7 +138,7 @@ class AgentRuntime:
         """Return the embedder shared by memory and skills (the bundled MiniLM by default),
         wrapped so one turn's query text is embedded once for both."""
         if self._embedder is None:
-            self._embedder = default_embedder()
+            self._embedder = default_embedder(self.config.embedder_dir or None)
         if not isinstance(self._embedder, QueryCachingEmbedder):
             self._embedder = QueryCachingEmbedder(self._embedder)
         return self._embedder

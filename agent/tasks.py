@@ -5,6 +5,11 @@
   dead-letters the envelope: the user gets an apology (an ``error`` event, which the control
   plane also records as an operator attention item), the envelope is copied to
   ``hermes:messages:{tenant}:dead`` and the inbox ledger marks it ``dead``.
+* Jobs (``job`` envelopes of the Jobs API, issue 23) run through ``handle_message`` too, with
+  the job's priority as Huey task priority (higher first; chat messages and cron runs get
+  ``MESSAGE_PRIORITY``, above any job's, so a user never waits behind a batch of jobs), their
+  model calls capped at the job's budget and attributed to the job in the usage ledger; a
+  job whose chat got a ``/stop`` before it started is skipped with an ``error`` event.
 * ``cron_tick()``: a periodic task every minute; due cron slots become envelopes submitted
   like any message (``agent.cron.CronStore.claim_due``).
 * ``goal_step(goal_id)``: one step of a ``/goal`` (``agent.goal_runner``); it queues the next
@@ -30,9 +35,13 @@ from agent.inbox import OPEN_STATES, InboxState
 from agent.turn import TurnRunner
 from wire import logs
 from wire.errors import MalformedMessage
-from wire.protocol import Envelope, Event, messages_stream
+from wire.protocol import JOB, Envelope, Event, messages_stream
 
 log = logging.getLogger(__name__)
+
+# Huey priority of chat messages and cron runs: above every job's (the Jobs API accepts 0-100).
+MESSAGE_PRIORITY = 1000
+JOB_CANCELLED_TEXT = "This job was cancelled before it started."
 
 APOLOGY_TEXT = ("Sorry — something went wrong on my side and I couldn't answer that message, even "
                 "after several tries. The team has been notified; please send it again in a little while.")
@@ -78,7 +87,7 @@ class AgentTasks:
         key = History.chat_key(envelope.channel, envelope.chat_id)
         state = self.runtime.inbox.admit(envelope.id, key, envelope.to_json())
         if state in OPEN_STATES and envelope.id not in self.queued_ids():
-            self.handle_message(envelope.to_json())
+            self.handle_message(envelope.to_json(), priority=_priority(envelope))
         return state
 
     def queued_goal_ids(self) -> set[int]:
@@ -108,7 +117,7 @@ class AgentTasks:
         for envelope_id, payload in self.runtime.inbox.unfinished():
             if envelope_id not in queued:
                 log.warning("re-enqueueing envelope %s left unfinished by a previous run", envelope_id)
-                self.handle_message(payload)
+                self.handle_message(payload, priority=_priority(Envelope.from_json(payload)))
                 count += 1
         goals = self.runtime.goals
         goals.release_all()
@@ -151,7 +160,10 @@ class AgentTasks:
             return
         attempt = inbox.start(envelope.id)
         try:
-            self.runner.handle(envelope)
+            if envelope.kind == JOB:
+                self._run_job(envelope)
+            else:
+                self.runner.handle(envelope)
         except Exception as exc:
             last = task is None or not task.retries
             log.exception("turn for envelope %s failed (attempt %d%s)", envelope.id, attempt,
@@ -162,6 +174,21 @@ class AgentTasks:
             inbox.finish(envelope.id, InboxState.QUEUED, repr(exc))
             raise
         inbox.finish(envelope.id, InboxState.DONE)
+
+    def _run_job(self, envelope: Envelope) -> None:
+        """Run a job's turn within its budget (and ``HERMES_TURN_BUDGET_CENTS``), its calls
+        attributed to it; skip it with an ``error`` event when its chat was told ``/stop``."""
+        runtime = self.runtime
+        if runtime.inbox.stop_requested(History.chat_key(envelope.channel, envelope.chat_id), 0.0):
+            log.info("job %s cancelled before it started", envelope.chat_id)
+            runtime.publish(Event(message_id=envelope.id, seq=0, kind="error", text=JOB_CANCELLED_TEXT,
+                                  tenant=envelope.tenant, channel=envelope.channel, chat_id=envelope.chat_id))
+            return
+        budget = envelope.job_budget_cents() or 0.0
+        turn_cap = runtime.config.turn_budget_cents
+        job_id = str((envelope.job or {}).get("id", ""))
+        with runtime.router.attributed(job_id=job_id):
+            self.runner.handle(envelope, budget_cents=min(budget, turn_cap) if turn_cap > 0 else budget)
 
     def _dead_letter(self, envelope: Envelope, exc: Exception, attempts: int) -> None:
         runtime = self.runtime
@@ -177,3 +204,8 @@ class AgentTasks:
         for run in self.runtime.cron.claim_due(self.runtime.config.cron_grace):
             log.info("cron job %s fires for %s", run.job.id, run.scheduled_at)
             self.submit(run.envelope)
+
+
+def _priority(envelope: Envelope) -> int:
+    """Huey priority of ``envelope``: a job's own, else ``MESSAGE_PRIORITY``."""
+    return envelope.job_priority() if envelope.kind == JOB else MESSAGE_PRIORITY

@@ -10,6 +10,9 @@
 * A conversational turn: context (``agent.context``) → tool-use loop (``agent.loop``) with
   cumulative ``delta`` events at most every ``delta_interval`` seconds → history → memory
   extraction → skill learning/refinement → ``final`` with ``usage`` of every LLM call.
+* Drafts before questions (``agent.drafts``): a large or open request is told to answer with a
+  draft at once and at most 3 questions, which are kept on the chat; the chat's next message
+  is taken as the answers and gets the revised draft.
 * A tool that writes or sends and is not allowed ends the turn with a confirmation question
   (``agent.tools.permissions``); when the next message in the chat is a yes, that exact call
   runs first and the model continues from its result; anything else cancels it.
@@ -30,8 +33,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent import commands, metrics, preferences
+from agent import commands, drafts, metrics, preferences
 from agent.context import CHARS_PER_TOKEN
+from agent.goals import GOAL_SENDER
 from agent.history import History
 from agent.llm.base import BudgetExhausted, LLMError, ToolUse, cannot_see_reply
 from agent.mcp_client.config import McpConfigError
@@ -42,7 +46,7 @@ from agent.tools.permissions import confirmation_question, is_yes
 from agent.tools.registry import ToolContext
 from agent.usage import summarise_calls
 from wire import logs
-from wire.protocol import MCP_CONFIG, Envelope, Event
+from wire.protocol import JOB, MCP_CONFIG, Envelope, Event
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +153,9 @@ class TurnRunner:
                                egress=TurnEgress.for_turn(envelope.text, context.memories))
         streamer = _DeltaStreamer(self, envelope, preface)
         confirmed, step = self._confirmed_call(envelope, key, text, tool_ctx)
+        drafting, answers, system = self._draft_mode(envelope, key, text, context.system)
         try:
-            result = runtime.loop.run(context.system, context.messages + confirmed, tool_ctx,
+            result = runtime.loop.run(system, context.messages + confirmed, tool_ctx,
                                       on_text=streamer, should_stop=self._stop_check(key, should_stop),
                                       budget_cents=budget_cents)
         except BudgetExhausted as exc:
@@ -172,7 +177,12 @@ class TurnRunner:
             reply = _joined(preface, result.text, question)
             runtime.history.record_exchange(key, envelope.id, text, reply)
             return "final", reply, streamer.seq
-        reply = _joined(preface, result.text or "…")
+        if answers:  # taken only now: a turn retried after a failure still sees them
+            runtime.drafts.take(key)
+        answer = result.text
+        if drafting and not result.stopped and result.tripped is None:
+            answer = self._draft_reply(key, text, answer)
+        reply = _joined(preface, answer or "…")
         if result.stopped:
             reply = _joined(preface, f"{result.text}\n\n{STOPPED_SUFFIX}".strip())
         runtime.history.record_exchange(key, envelope.id, text, reply)
@@ -180,6 +190,46 @@ class TurnRunner:
             self._remember(envelope, text, reply)
             self._learn(context.skill, text, result)
         return "final", reply, streamer.seq
+
+    def _draft_mode(self, envelope: Envelope, key: str, text: str,
+                    system: str) -> tuple[bool, bool, str]:
+        """Decide whether this turn drafts first (``agent.drafts``); return ``(drafting,
+        answers open questions, the system prompt to use)``.
+
+        A message in a chat with open questions is their answer: the model is told to revise
+        its draft (the turn takes the questions once the model answered).  Otherwise a large
+        or open request (``drafts.triage``) is told to draft at once and ask at most
+        ``MAX_QUESTIONS``.  A goal's own turns and jobs (Jobs API) do neither: nobody is in
+        their chat to answer.
+        """
+        if envelope.sender_id == GOAL_SENDER or envelope.kind == JOB:
+            return False, False, system
+        opened = self.runtime.drafts.peek(key)
+        if opened is not None:
+            log.info("message answers %d open questions; revising the draft", len(opened.questions))
+            return False, True, system + opened.instruction()
+        verdict = drafts.triage(text)
+        if not verdict.draft:
+            return False, False, system
+        log.info("request is %s: drafting before asking", verdict.reason)
+        return True, False, system + drafts.DRAFT_INSTRUCTION
+
+    def _draft_reply(self, key: str, request: str, text: str) -> str:
+        """Shape a drafting turn's reply: a draft, then at most ``MAX_QUESTIONS`` questions, which
+        become the chat's open questions.  A reply that only asked gets a draft from one more
+        model call, so the user always gets something usable."""
+        shaped = drafts.shape(text)
+        if not shaped.draft:
+            try:
+                draft = self.runtime.router.complete(drafts.DRAFT_ONLY_PROMPT.format(request=request),
+                                                     purpose="draft",
+                                                     max_tokens=self.runtime.config.max_tokens)
+                shaped = drafts.Shaped(draft.strip(), shaped.questions)
+            except LLMError as exc:
+                log.warning("the model only asked, and the draft call failed: %s", exc)
+        if shaped.questions:
+            self.runtime.drafts.ask(key, request, shaped.questions)
+        return shaped.text()
 
     def _prepare(self, envelope: Envelope) -> PreparedMessage:
         """Return the envelope's text and attachments made usable (``agent.media``).

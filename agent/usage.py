@@ -1,4 +1,5 @@
-"""Usage ledger: one record per LLM call (tenant, model, tokens, cost in cents, latency).
+"""Usage ledger: one record per LLM call (tenant, model, tokens, cost in cents, latency, and the
+goal or job it worked for).
 
 Kept in SQLite on the VM; the router reads today's spend from it to enforce the tenant's daily
 budget, ``/usage`` sums it, and each turn's records travel to the control plane inside the
@@ -15,6 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import schema
+
+
+def _add_columns(db, columns: tuple[tuple[str, str], ...]) -> None:
+    """Add each absent ``(name, SQL type)`` column to ``llm_calls`` (nullable)."""
+    present = schema.column_names(db, "llm_calls")
+    for name, kind in columns:
+        if name not in present:
+            db.execute(f"ALTER TABLE llm_calls ADD COLUMN {name} {kind}")
+
 
 # Schema steps in order (agent/schema.py: append, never edit a released step).
 STEPS = (
@@ -33,6 +43,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 CREATE INDEX IF NOT EXISTS llm_calls_tenant_at ON llm_calls (tenant, at);
 """,
+    # Spend by goal and by job (issue 23): the goal or job a call worked for, if any.
+    lambda db: _add_columns(db, (("goal_id", "INTEGER"), ("job_id", "TEXT"))),
 )
 
 
@@ -44,6 +56,8 @@ class CallRecord:
         tenant: tenant id; backend, model: who answered.
         input_tokens, output_tokens: tokens billed; cost_cents: US cents; latency_ms: wall time.
         purpose: ``turn``, ``extract``, ``summary``...; at: Unix time in seconds.
+        goal_id: the goal (``agent.goals``) the call worked for, else None.
+        job_id: the job (Jobs API) the call worked for, else None.
     """
 
     tenant: str
@@ -55,6 +69,8 @@ class CallRecord:
     latency_ms: int
     purpose: str = "turn"
     at: float = 0.0
+    goal_id: int | None = None
+    job_id: str | None = None
 
     def to_dict(self) -> dict:
         """Return the record as a JSON-ready dict (the shape of ``usage.calls[]``)."""
@@ -108,9 +124,10 @@ class UsageLedger:
         with self._lock:
             self._db.execute(
                 "INSERT INTO llm_calls (tenant, backend, model, input_tokens, output_tokens, cost_cents,"
-                " latency_ms, purpose, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " latency_ms, purpose, at, goal_id, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.tenant, record.backend, record.model, record.input_tokens, record.output_tokens,
-                 record.cost_cents, record.latency_ms, record.purpose, record.at))
+                 record.cost_cents, record.latency_ms, record.purpose, record.at, record.goal_id,
+                 record.job_id))
         return record
 
     def totals(self, tenant: str, *, month: bool = False) -> dict:
@@ -123,6 +140,29 @@ class UsageLedger:
                 " COALESCE(SUM(cost_cents), 0) FROM llm_calls WHERE tenant = ? AND at >= ?",
                 (tenant, since)).fetchone()
         return {"calls": row[0], "input_tokens": row[1], "output_tokens": row[2], "cost_cents": row[3]}
+
+    def today_by(self, tenant: str, column: str) -> list[tuple[int | str, int, float]]:
+        """Return today's (UTC) spend of ``tenant`` per goal or per job, dearest first.
+
+        Args:
+            tenant: tenant id.
+            column: ``"goal_id"`` or ``"job_id"``.
+
+        Returns:
+            ``[(goal or job id, calls, cents)]``; calls for no goal or job are left out.
+
+        Raises:
+            ValueError: ``column`` is neither.
+        """
+        if column not in ("goal_id", "job_id"):
+            raise ValueError(f"no spend by {column!r}")
+        since = _period_start(self.clock(), False)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {column}, COUNT(*), SUM(cost_cents) FROM llm_calls WHERE tenant = ? AND at >= ?"
+                f" AND {column} IS NOT NULL GROUP BY {column} ORDER BY SUM(cost_cents) DESC, {column}",
+                (tenant, since)).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def spent_today(self, tenant: str) -> float:
         """Return the cents ``tenant`` spent since 00:00 UTC today."""

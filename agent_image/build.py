@@ -52,6 +52,8 @@ class ImageBuildConfig:
         ready_timeout: how long to wait for the server to run / power off, seconds.
         poll_interval: pause between status polls, seconds.
         ssh_connect_retries: pyinfra SSH connection retries while sshd is still starting.
+        embedder_dir: the exported embedding model to ship (``hermes image export-embedder``);
+            empty: the deploy's default (``ImageSettings.embedder_source``).
     """
 
     version: str
@@ -66,6 +68,7 @@ class ImageBuildConfig:
     ready_timeout: float = 600.0
     poll_interval: float = 5.0
     ssh_connect_retries: int = 12
+    embedder_dir: str = ""
 
     @property
     def snapshot_labels(self) -> dict[str, str]:
@@ -103,6 +106,8 @@ def run_pyinfra_deploy(address: str, config: ImageBuildConfig) -> None:
             "--ssh-user", "root", "--ssh-key", config.ssh_key_path,
             "--data", f"hermes_wheel={config.wheel_path}",
             "--data", f"ssh_connect_retries={config.ssh_connect_retries}", "-y"]
+    if config.embedder_dir:
+        argv += ["--data", f"hermes_embedder_source={config.embedder_dir}"]
     log.info("image_deploy_start", address=address, argv=argv)
     completed = subprocess.run(argv, check=False, cwd=Path(config.deploy_path).resolve().parent.parent)
     if completed.returncode != 0:

@@ -12,6 +12,7 @@ from pyinfra import host
 
 from agent_image.image_settings import ImageSettings
 from agent_image.operations.cleanup import clean_instance_state
+from agent_image.operations.embedder import install_embedder
 from agent_image.operations.metadata_guard import install_metadata_guard
 from agent_image.operations.node_exporter import install_node_exporter
 from agent_image.operations.packages import install_packages
@@ -24,6 +25,7 @@ settings = ImageSettings.from_host_data(host.data)
 install_packages(settings=settings)
 create_user_and_dirs(settings=settings)
 install_agent(settings=settings)
+install_embedder(settings=settings)
 install_units(settings=settings)
 install_node_exporter(settings=settings)
 install_metadata_guard(settings=settings)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wire import embedder_export
+
 NODE_EXPORTER_VERSION = "1.8.2"
 # sha256 of node_exporter-1.8.2.linux-amd64.tar.gz, from the release's sha256sums.txt:
 # https://github.com/prometheus/node_exporter/releases/download/v1.8.2/sha256sums.txt
@@ -35,9 +37,10 @@ REQUIREMENTS_DIR = Path(__file__).resolve().parents[1] / "requirements"
 #: The image's extras (``wheel_extras``) -> its lock in ``REQUIREMENTS_DIR``, compiled with
 #: exactly those extras by the Makefile's ``lock`` target (requirements/README.md).
 LOCKS = {("agent",): "agent.txt", ("agent", "local-llm"): "agent-local-llm.txt"}
-#: PyTorch's index of CPU builds: PyPI's Linux torch is the CUDA build, and the locks pin
-#: ``torch==<v>+cpu`` (requirements/constraints.in), which only this index serves.
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: NodeSource's apt repository of Node.js 24, an LTS line supported until 2028-04-30
+#: (nodejs.org/en/about/previous-releases). Ubuntu 22.04's own ``nodejs`` is 12, past its end of
+#: life and too old for MCP servers (the MCP TypeScript SDK needs Node >= 18).
+NODESOURCE_REPO = "https://deb.nodesource.com/node_24.x"
 
 
 @dataclass(frozen=True)
@@ -54,17 +57,15 @@ class ImageSettings:
     snapshot's backends and provisioning refuses any other chain.
 
     The venv gets exactly the lock of those extras (``LOCKS``; ``hermes_lock`` names another
-    file, a path on the machine running pyinfra), installed with ``--require-hashes``.
-    ``hermes_torch_index_url`` is given to pip as ``--extra-index-url`` when the lock pins
-    torch; empty leaves finding the CPU build to pip's own configuration (the rehearsal's
-    ``/opt/wheels``).
+    file, a path on the machine running pyinfra), installed with ``--require-hashes``. It
+    holds no torch: the embedding model arrives exported to ONNX (``hermes_embedder_source``,
+    shipped to ``embedder_dir``).
     """
 
     hermes_wheel: str
     hermes_wheel_extras: str = "agent"
     hermes_llm_backends: str = "anthropic,openai_compat"
     hermes_lock: str = ""
-    hermes_torch_index_url: str = TORCH_CPU_INDEX
     hermes_user: str = "hermes"
     hermes_prefix: str = "/opt/hermes"
     hermes_config_dir: str = "/etc/hermes"
@@ -73,6 +74,11 @@ class ImageSettings:
     # Ubuntu 22.04 ships Python 3.10; 3.11 comes from the deadsnakes PPA.
     hermes_python_ppa: str = "ppa:deadsnakes/ppa"
     hermes_install_packages: bool = True
+    # Node.js for the MCP servers users add with `npx` (operations/packages.py).
+    hermes_nodejs_repo: str = NODESOURCE_REPO
+    # The exported embedding model on the machine running pyinfra (`hermes image
+    # export-embedder DIR`); empty: the build user's cache, wire.embedder_export.default_dir().
+    hermes_embedder_source: str = ""
     hermes_manage_services: bool = True
     # Extra arguments for pip; tests pass "--no-deps --no-index" (no internet there).
     hermes_pip_install_args: str = ""
@@ -95,7 +101,8 @@ class ImageSettings:
         """Build settings from pyinfra ``host.data`` (anything with ``.get(key, default)``).
 
         Raises ImageSettingsError when ``hermes_wheel`` is missing or not a ``.whl`` file,
-        or the lock is not a file, on the machine running pyinfra.
+        the lock is not a file, or ``embedder_source`` holds no export, on the machine
+        running pyinfra.
         """
         values = {}
         for field in fields(cls):
@@ -111,6 +118,10 @@ class ImageSettings:
         if not Path(settings.lock).is_file():
             raise ImageSettingsError(f"lock {settings.lock} does not exist: run `make lock` in the "
                                      "checkout, or name the lock with hermes_lock")
+        if embedder_export.read_manifest(settings.embedder_source) is None:
+            raise ImageSettingsError(f"no exported embedding model in {settings.embedder_source}: "
+                                     f"run `hermes image export-embedder {settings.embedder_source}`, "
+                                     "or name an export with hermes_embedder_source")
         return settings
 
     def __post_init__(self):
@@ -150,6 +161,17 @@ class ImageSettings:
     def wheel_name(self) -> str:
         """File name of the wheel (kept as uploaded: pip parses name and version from it)."""
         return Path(self.hermes_wheel).name
+
+    @property
+    def embedder_source(self) -> str:
+        """Path (on the machine running pyinfra) of the export shipped into the image:
+        ``hermes_embedder_source``, else ``wire.embedder_export.default_dir()``."""
+        return self.hermes_embedder_source or str(embedder_export.default_dir())
+
+    @property
+    def embedder_dir(self) -> str:
+        """Absolute path of the exported embedding model (the agent's ``HERMES_EMBEDDER_DIR``)."""
+        return f"{self.hermes_prefix}/embedder"
 
     @property
     def agent_env_file(self) -> str:

@@ -5,9 +5,12 @@
 1. ``load_chat``: concurrent Telegram users chatting through ``hermes serve`` with an LLM
    stand-in of fixed latency; target p99 end to end < 2 s (locust, headless).
 2. ``load_signups``: simultaneous sign-ups provisioned by ``HetznerProvisioner`` against the
-   hcloud stand-in with Hetzner's rate limit and a modelled boot; target all ready < 5 min.
-3. ``load_bus``: 1,000 messages/s through Redis, envelopes over 200 tenants, consumed and
-   answered; target the offered rate sustained with nothing lost or duplicated.
+   hcloud stand-in with Hetzner's rate limit, a modelled ``pulumi up`` and boot, cold or with
+   ``--warm-pool N``; target all ready < 5 min.
+3. ``load_bus``: 1,000 messages/s through Redis, envelopes over 200 tenants, answered by agent
+   stand-ins and delivered by ``DeliveryWorker`` processes to the Telegram stand-in; target the
+   offered rate sustained with nothing lost or duplicated; plus one control host's webhook
+   ingress ceiling.
 4. ``load_tools``: concurrent MCP tool calls through the control plane's MCP proxy; target
    p99 < 3 s.
 
@@ -41,8 +44,14 @@ def main() -> None:
                         help="1: tenants with a real agent process (the others: AgentStandin)")
     parser.add_argument("--signups", type=int, default=100, help="2: simultaneous sign-ups")
     parser.add_argument("--boot", type=float, default=40.0, help="2: modelled server boot, seconds")
+    parser.add_argument("--warm-pool", type=int, default=0,
+                        help="2: pre-booted light servers in the warm pool (0: every sign-up cold)")
+    parser.add_argument("--provision-workers", type=int, default=16,
+                        help="2: threads of the provisioning queue (HERMES_PROVISION_WORKERS)")
     parser.add_argument("--rate", type=float, default=1000.0, help="3: messages per second offered")
     parser.add_argument("--tenants", type=int, default=200, help="3: tenants the messages spread over")
+    parser.add_argument("--delivery-workers", type=int, default=2,
+                        help="3: delivery worker processes (production DeliveryWorker)")
     parser.add_argument("--tool-latency", type=float, default=0.5,
                         help="4: the upstream tool's own time, seconds (Composio's part)")
     args = parser.parse_args()
@@ -58,12 +67,12 @@ def main() -> None:
         import load_signups
 
         _quiet()
-        result = load_signups.run(args.signups, args.boot)
+        result = load_signups.run(args.signups, args.boot, args.warm_pool, args.provision_workers)
     elif args.scenario == 3:
         import load_bus
 
         _quiet()
-        result = load_bus.run(args.rate, args.seconds, args.tenants)
+        result = load_bus.run(args.rate, args.seconds, args.tenants, args.delivery_workers)
     else:
         import load_tools
 

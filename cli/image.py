@@ -52,15 +52,26 @@ def image():
               help="Type of the temporary build server.")
 @click.option("--version", "version", default=None, help="Image version (default: the package's).")
 @click.option("--git-sha", default=None, help="Commit of the wheel (default: git rev-parse HEAD).")
+@click.option("--embedder-dir", default=None, type=click.Path(file_okay=False),
+              help="The exported embedding model to ship, exported there first when missing "
+                   "(default: ~/.cache/hermes/all-MiniLM-L6-v2-onnx).")
 def build(wheel_path, ssh_key_path, ssh_key_names, hcloud_token, hcloud_endpoint, location,
-          server_type, version, git_sha):
-    """Temporary server -> pyinfra deploy -> power off -> snapshot -> delete; print the id."""
+          server_type, version, git_sha, embedder_dir):
+    """Export the embedding model -> temporary server -> pyinfra deploy -> power off ->
+    snapshot -> delete; print the id."""
     from hcloud import APIException
 
+    from agent.memory.onnx_export import export
+    from wire.embedder_export import EmbedderExportError, default_dir
+
+    try:
+        embedder = export(embedder_dir or default_dir())
+    except EmbedderExportError as err:
+        raise click.ClickException(str(err)) from err
     config = ImageBuildConfig(
         version=version or _version(), git_sha=git_sha or _git_sha(), wheel_path=wheel_path,
         ssh_key_path=ssh_key_path, ssh_key_names=tuple(ssh_key_names), location=location,
-        server_type=server_type,
+        server_type=server_type, embedder_dir=str(embedder),
     )
     try:
         result = build_image(make_client(hcloud_token, hcloud_endpoint), config)
@@ -70,3 +81,24 @@ def build(wheel_path, ssh_key_path, ssh_key_names, hcloud_token, hcloud_endpoint
     click.echo("pin it:  pulumi config set snapshotId "
                f"{result.snapshot_id} --stack <env>", err=True)
     click.echo(result.snapshot_id)
+
+
+@image.command("export-embedder")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Export again even if DIRECTORY holds an export.")
+def export_embedder(directory, force):
+    """Export the embedding model (all-MiniLM-L6-v2) to ONNX into DIRECTORY.
+
+    DIRECTORY gets model.onnx, tokenizer.json and embedder.json (wire/embedder_export.py): what
+    the agent runs with ONNX Runtime, no torch needed. Needs the ``embed-export`` extra; the
+    base-image deploy ships the directory to /opt/hermes/embedder (``hermes_embedder_source``).
+    """
+    from agent.memory.onnx_export import export
+    from wire.embedder_export import EmbedderExportError, read_manifest
+
+    try:
+        path = export(directory, replace=force)
+    except EmbedderExportError as err:
+        raise click.ClickException(str(err)) from err
+    manifest = read_manifest(path) or {}
+    click.echo(f"{path}: {manifest.get('name')} ({manifest.get('dim')} dimensions)")

@@ -22,6 +22,7 @@ COMMANDS = {
     "machines": "cli.machines:machines",
     "attention": "cli.attention:attention",
     "slo": "cli.slo:slo",
+    "llm": "cli.llm:llm",
     "operators": "cli.operators:operators",
     "bus": "cli.bus:bus",
     "image": "cli.image:image",

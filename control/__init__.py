@@ -80,15 +80,17 @@ def _web_modules() -> tuple:
         connections,
         dashboard,
         health,
+        jobs,
         llm_gateway,
         mcp_proxy,
         media,
         openapi,
         ops,
+        pool,
         slack,
         webhooks,
         whatsapp,
     )
 
     return (webhooks, health, accounts, dashboard, billing, openapi, connections, mcp_proxy,
-            llm_gateway, media, slack, whatsapp, ops)
+            llm_gateway, media, slack, whatsapp, ops, jobs, pool)

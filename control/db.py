@@ -7,6 +7,8 @@ pattern, STYLE.md).
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from peewee import DatabaseProxy, SqliteDatabase
@@ -75,7 +77,27 @@ def write_transaction():
     On SQLite it starts with ``BEGIN IMMEDIATE`` so the write lock is taken up front: a deferred
     transaction that reads first fails with "database is locked" when another connection
     writes in between, and the busy timeout cannot help (https://sqlite.org/lang_transaction.html).
+    In this process the SQLite writers also queue on one lock before ``BEGIN IMMEDIATE``:
+    SQLite's busy handler polls a held lock with sleeps growing to 100 ms
+    (``sqliteDefaultBusyCallback`` in sqlite3.c), so threads contending for it waited up to
+    hundreds of ms for a lock held a few ms (webhook p99, ``bench/load.py --scenario 1``); the
+    lock wakes the next writer as soon as the holder commits.  A transaction nested in one this
+    thread already runs is a savepoint and takes no lock (the thread may hold SQLite's).
     """
-    if isinstance(database.obj, SqliteDatabase):
-        return database.atomic("IMMEDIATE")
+    db = database.obj
+    if isinstance(db, SqliteDatabase):
+        if db.in_transaction():
+            return db.atomic("IMMEDIATE")
+        return _queued(db.atomic("IMMEDIATE"))
     return database.atomic()
+
+
+# One per process: every thread's SQLite connection here writes the same database file.
+_sqlite_writers = threading.Lock()
+
+
+@contextmanager
+def _queued(transaction):
+    """Enter ``transaction`` holding ``_sqlite_writers``; released after commit or rollback."""
+    with _sqlite_writers, transaction:
+        yield transaction

@@ -345,7 +345,8 @@ class Delivery(BaseModel):
 
 
 class Usage(BaseModel):
-    """One LLM call's usage: tokens, cost in cents (float), latency in milliseconds."""
+    """One LLM call's usage: tokens, cost in cents (float), latency in milliseconds;
+    ``goal_id`` / ``job_id``: the agent's goal or the job the call worked for (issue 23)."""
 
     tenant = ForeignKeyField(Tenant, backref="usage")
     tenant_id: IntegerField[int]
@@ -356,6 +357,8 @@ class Usage(BaseModel):
     cost_cents = FloatField(default=0.0)
     latency_ms = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
+    goal_id = IntegerField(null=True)
+    job_id = CharField(null=True)
 
 
 class LlmToken(BaseModel):
@@ -375,7 +378,8 @@ class LlmCall(BaseModel):
     ``api``: ``anthropic`` | ``openai`` | ``transcription``; ``status``: the HTTP status the
     agent got; tokens as the provider reported them; ``audio_seconds`` for transcriptions;
     ``cost_cents`` (float, ``wire.pricing``) is what the plan's daily budget counts;
-    ``latency_ms``: until the provider's answer (headers) arrived.
+    ``latency_ms``: until the provider's answer (headers) arrived; ``reason``: why the agent's
+    router chose this backend (``wire.route_reasons``; empty when the agent named none).
     """
 
     tenant = ForeignKeyField(Tenant, backref="llm_calls")
@@ -389,10 +393,26 @@ class LlmCall(BaseModel):
     cost_cents = FloatField(default=0.0)
     latency_ms = IntegerField(default=0)
     created_at = DateTimeField(default=utcnow)
+    reason = CharField(default="")
 
     class Meta:
         # The second: mission control's fleet-wide spend and error rate (issue 21).
         indexes = ((("tenant", "created_at"), False), (("created_at", "status"), False))
+
+
+class LlmBackendHealth(BaseModel):
+    """The last health probe of one LLM gateway provider route (issue 23,
+    ``control.services.llm_registry``): ``api`` is ``anthropic``, ``openai`` or
+    ``transcription``; ``status`` the probe's HTTP status (0: unreachable); ``detail`` a short
+    reason when not ok; ``last_ok_at`` the last probe that succeeded."""
+
+    api = CharField(unique=True)
+    ok = BooleanField(default=False)
+    status = IntegerField(default=0)
+    latency_ms = IntegerField(default=0)
+    detail = CharField(default="")
+    checked_at = DateTimeField(default=utcnow)
+    last_ok_at = DateTimeField(null=True)
 
 
 class BudgetWarning(BaseModel):
@@ -586,9 +606,106 @@ class WhatsAppWindow(BaseModel):
     wa_id = CharField(unique=True)
     last_inbound_at = DateTimeField(default=utcnow)
 
+class PoolServerState(StrEnum):
+    """The states of a ``PoolServer`` (stored as their string values; issue 22).
+
+    ``available`` (booting or booted, unassigned) → ``claimed`` (reserved for one tenant by a
+    conditional update) → ``assigned`` (the provider made it the tenant's machine; its config
+    may be fetched once) → ``configured`` (fetched: the row is history).  ``retiring``: built
+    from an old snapshot or swept; the provider deletes it.
+    """
+
+    AVAILABLE = "available"
+    CLAIMED = "claimed"
+    ASSIGNED = "assigned"
+    CONFIGURED = "configured"
+    RETIRING = "retiring"
+
+
+class PoolServer(BaseModel):
+    """One pre-booted server of the warm pool (``control.services.warm_pool``).
+
+    ``provider_id``: the provider's handle (Hetzner server id, local slot name);
+    ``token_hash``: SHA-256 of the one-time pool token in its boot config; ``tenant``: set by
+    the claim (unique: a tenant never holds two); ``sealed_env``: the tenant's agent settings
+    encrypted with ``SecretsBox``, erased once fetched; ``booted_at``: the server's first
+    call home.
+    """
+
+    plan = CharField()
+    location = CharField(default="")
+    snapshot = CharField(default="")
+    provider_id = CharField(unique=True)
+    token_hash = CharField(unique=True)
+    state = CharField(default=PoolServerState.AVAILABLE.value, index=True)
+    tenant = ForeignKeyField(Tenant, null=True, unique=True, backref="pool_servers")
+    tenant_id: IntegerField[int | None]
+    sealed_env = TextField(null=True)
+    address = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    booted_at = DateTimeField(null=True)
+    claimed_at = DateTimeField(null=True)
+    configured_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class ApiToken(BaseModel):
+    """A tenant's Jobs API token (issue 23, ``control.services.jobs``): only the SHA-256 (hex) of
+    the token is stored; ``scopes`` is space-separated (``jobs:read jobs:write``);
+    ``secret_box`` is the callback signing secret, encrypted (``SecretsBox``), because every
+    callback is signed with it; ``revoked_at`` set: refused (the row stays for its jobs)."""
+
+    tenant = ForeignKeyField(Tenant, backref="api_tokens")
+    tenant_id: IntegerField[int]
+    name = CharField()
+    token_hash = CharField(unique=True)
+    scopes = CharField()
+    secret_box = TextField()
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+
+
+class Job(BaseModel):
+    """One Jobs API job (issue 23, ``control.services.jobs``): a prompt the tenant's agent runs.
+
+    ``public_id``: the id the API shows (``job_<hex>``); ``envelope_id``: of its ``job``
+    envelope; ``state``: ``waiting`` (for dependencies) → ``queued`` (sent to the agent) →
+    ``done`` | ``failed`` | ``cancelled``; ``depends_on``: JSON list of public ids;
+    ``priority`` 0-100 (higher first); ``budget_cents`` its cap, ``cost_cents`` what it cost
+    (US cents); ``result`` the agent's reply or why it failed; ``idempotency_key`` of the
+    creating request (unique per token); ``callback_url`` and ``callback_state`` (``none``,
+    ``pending``, ``delivered``, ``failed``).
+    """
+
+    tenant = ForeignKeyField(Tenant, backref="jobs")
+    tenant_id: IntegerField[int]
+    token = ForeignKeyField(ApiToken, backref="jobs", null=True)
+    token_id: IntegerField[int | None]
+    public_id = CharField(unique=True)
+    envelope_id = CharField(unique=True)
+    prompt = TextField()
+    priority = IntegerField(default=0)
+    budget_cents = FloatField()
+    depends_on = TextField(default="[]")
+    callback_url = TextField(null=True)
+    callback_state = CharField(default="none")
+    idempotency_key = CharField(null=True)
+    state = CharField()
+    result = TextField(default="")
+    cost_cents = FloatField(default=0.0)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("tenant", "state"), False), (("token", "idempotency_key"), True))
+
+
 ALL_MODELS = [Tenant, Subscription, Machine, WebhookEvent, LinkToken, ChatIdentity, Message,
               Delivery, Usage, AttentionItem, Account, PasswordReset, SignupRequest,
               OutboxMail, Connection,
               SlackInstallation, SlackOAuthState,
-              DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall, BudgetWarning,
-              Operator, AuditEntry, MachineEvent]
+              DiscordInteraction, GatewayState, WhatsAppWindow, LlmToken, LlmCall, LlmBackendHealth,
+              BudgetWarning,
+              Operator, AuditEntry, MachineEvent, PoolServer, ApiToken, Job]

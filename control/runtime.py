@@ -17,7 +17,7 @@ from control.services import agent_settings, discord_interactions, routing
 from control.services.secrets_box import box_from_settings
 from control.services.whatsapp_window import in_window
 from control.settings import Settings
-from control.tasks import ControlTasks, create_huey
+from control.tasks import PROVISION_QUEUE, ControlTasks, create_huey
 from wire.factory import bus_from_url
 
 
@@ -38,6 +38,7 @@ class Runtime:
         self.bus = bus_from_url(settings.bus_url, visibility_timeout=settings.visibility_timeout,
                                 ca_file=settings.bus_ca_file)
         self.huey = create_huey(settings)
+        self.provision_huey = create_huey(settings, name=PROVISION_QUEUE)
         self.tasks = ControlTasks(self)
         self._provisioner = provisioner
         self._lock = threading.Lock()

@@ -43,13 +43,15 @@ class Server:
         self.host = host
         self.stopping = threading.Event()
         self._consumer: Any = None  # huey.consumer.Consumer (huey has no type hints)
+        self._provision_consumer: Any = None  # the provisioning queue's (issue 22)
         self._http: MultiSocketServer | BaseWSGIServer | None = None
 
     def start_workers(self, huey_workers: int = 2) -> None:
-        """Adopt existing local agents, start the Huey consumer and the delivery worker.
+        """Adopt existing local agents, start the Huey consumers and the delivery worker.
 
         Args:
-            huey_workers: Huey worker threads (provisioning waits on machines, so more than one).
+            huey_workers: worker threads of the main queue; provisioning has its own queue and
+                ``HERMES_PROVISION_WORKERS`` threads (``control.tasks.PROVISION_QUEUE``).
         """
         rt = self.runtime
         adopt = getattr(rt.provisioner, "adopt", None)
@@ -61,6 +63,11 @@ class Server:
                                                  max_delay=0.5, check_worker_health=False)
         self._consumer.start()
         rt.workers["huey"] = self._consumer.scheduler
+        # The provisioning queue's own threads (issue 22): each waits on a `pulumi up`.
+        self._provision_consumer = rt.provision_huey.create_consumer(
+            workers=self.settings.provision_workers, worker_type="thread", periodic=False,
+            max_delay=0.5, check_worker_health=False)
+        self._provision_consumer.start()
 
         def tenants():
             with rt.db.connection_context():
@@ -68,7 +75,8 @@ class Server:
 
         delivery = DeliveryWorker(rt.bus, rt.tasks.adapters, tenants,
                                   edit_interval=self.settings.edit_interval,
-                                  on_ready=rt.tasks.agent_ready, send_notice=rt.tasks.send_notice)
+                                  on_ready=rt.tasks.agent_ready, send_notice=rt.tasks.send_notice,
+                                  on_jobs_ended=rt.tasks.queue_job_callbacks)
 
         def run_delivery():
             with rt.db.connection_context():
@@ -148,6 +156,8 @@ class Server:
             self._http.close()
         if self._consumer is not None:
             self._consumer.stop(graceful=False)
+        if self._provision_consumer is not None:
+            self._provision_consumer.stop(graceful=False)
         for name in ("delivery", "mail"):
             thread = self.runtime.workers.get(name)
             if thread is not None:

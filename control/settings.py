@@ -73,6 +73,17 @@ def _parse_price_plans(raw: str) -> dict[str, str]:
     return plans
 
 
+def _parse_warm_pool(raw: str) -> dict[str, int]:
+    pool = {}
+    for plan, count in _parse_pairs(raw).items():
+        if plan not in ("light", "heavy"):
+            raise ValueError(f"plans must be light or heavy, not {plan!r}")
+        if not count.isdigit():
+            raise ValueError(f"{plan}={count!r} is not a number of servers")
+        pool[plan] = int(count)
+    return pool
+
+
 def _parse_budgets(raw: str) -> dict[str, int]:
     budgets = dict(DEFAULT_PLAN_BUDGET_CENTS)
     for plan, cents in _parse_pairs(raw).items():
@@ -320,6 +331,16 @@ class Settings:
     provision_retry_delay: float = setting(
         "HERMES_PROVISION_RETRY_DELAY", 60.0, parse=float,
         doc="seconds before the second provisioning attempt, doubled for each later one")
+    provision_workers: int = setting(
+        "HERMES_PROVISION_WORKERS", 16, parse=int,
+        doc="threads of the dedicated provisioning queue (issue 22): each waits on one `pulumi "
+            "up` subprocess (~20 s, ~150 MB); 16 have 100 sign-ups ready in 161 s (4: 523 s) "
+            "within Hetzner's 3,600 requests/hour (`bench/load.py --scenario 2`)")
+    warm_pool: dict[str, int] = setting(
+        "HERMES_WARM_POOL", {}, parse=_parse_warm_pool, shown="empty (off)",
+        doc="pre-booted, unassigned servers kept per plan, `light=10,heavy=2` (issue 22, "
+            "`control/services/warm_pool.py`): a payment claims one instead of creating a "
+            "server; topped up every minute, replaced when the snapshot changes")
     backup_retention_days: int = setting(
         "HERMES_BACKUP_RETENTION_DAYS", 14, parse=int,
         doc="UTC days of nightly backups kept (control DB + each tenant's agent data, "

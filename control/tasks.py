@@ -3,6 +3,15 @@
 Tasks are bound to a Huey instance at start-up (``ControlTasks``) because the queue (Redis or a
 SQLite file, ``create_huey``) comes from settings; in tests ``huey_immediate`` runs them
 inline with the same code.
+
+Provisioning has a queue of its own (issue 22, ``PROVISION_QUEUE``, same storage), consumed by
+``HERMES_PROVISION_WORKERS`` threads.  A ``pulumi up`` is a subprocess the Automation API waits
+on for ~20 s; a thread waiting on it costs no CPU and a few MB, so many such threads are the
+lightweight workers (the ``pulumi`` process itself, ~150 MB, bounds their number).  Submitting
+``up`` and polling it in a later task was not chosen: the Automation API has no detached ``up``,
+and the per-stack lock (``hetzner.locking``) would have to outlive a task.  The hcloud API stays
+within Hetzner's 3,600 requests/hour through the shared budget (``hetzner.api_budget``) each
+``up`` takes its cost from.
 """
 
 from __future__ import annotations
@@ -24,27 +33,39 @@ from control.services import (
     connections,
     discord_interactions,
     discord_routing,
+    jobs,
     lifecycle,
+    llm_registry,
     machine_health,
     mail,
     media,
     notices,
     provisioning,
     routing,
+    warm_pool,
 )
 from control.services.delivery_recovery import report_overwrite
+from control.services.secrets_box import box_from_settings
 from wire import redis_bus
 
 log = logging.getLogger(__name__)
 
 # Attempts after the first for a message's file downloads (``ingest_media``).
 MEDIA_RETRIES = 5
+# Attempts after the first for a job's callback (``send_job_callback``).
+JOB_CALLBACK_RETRIES = 5
 # Seconds for any Redis reply to the queue; longer than the consumer's 1 s blocking pop.
 QUEUE_SOCKET_TIMEOUT = 10.0
 
 
-def create_huey(settings):
-    """Return the control plane's Huey for ``settings.task_queue`` (``HERMES_TASK_QUEUE``).
+#: The dedicated provisioning queue (issue 22): ``provision_machine`` only, consumed by
+#: ``HERMES_PROVISION_WORKERS`` threads of its own (``control.server.Server.start_workers``).
+PROVISION_QUEUE = "hermes-provision"
+
+
+def create_huey(settings, name: str = "hermes-control"):
+    """Return the control plane's Huey for ``settings.task_queue`` (``HERMES_TASK_QUEUE``);
+    ``name`` picks the queue (``PROVISION_QUEUE``: the provisioning one, same storage).
 
     * ``redis``: ``PriorityRedisHuey`` on the bus's Redis (``settings.bus_url``, TLS verified
       with ``settings.bus_ca_file`` as the bus is), keys ``huey.*.hermescontrol``; consumers
@@ -57,14 +78,14 @@ def create_huey(settings):
         BusTLSError: ``bus_ca_file`` is set but not a readable file.
     """
     if settings.huey_immediate:
-        return MemoryHuey("hermes-control", immediate=True)
+        return MemoryHuey(name, immediate=True)
     if settings.task_queue == "redis":
         # Huey stores pickled bytes: its own pool, not the bus's decoding client.
         pool = redis.ConnectionPool.from_url(
             settings.bus_url, socket_timeout=QUEUE_SOCKET_TIMEOUT,
             **redis_bus.tls_options(settings.bus_url, settings.bus_ca_file))
-        return PriorityRedisHuey("hermes-control", connection_pool=pool)
-    return SqliteHuey("hermes-control", filename=settings.huey_path)
+        return PriorityRedisHuey(name, connection_pool=pool)
+    return SqliteHuey(name, filename=settings.huey_path)
 
 
 class ControlTasks:
@@ -80,13 +101,19 @@ class ControlTasks:
         settings = runtime.settings
         self.health_policy = machine_health.HealthPolicy.from_settings(settings)
         # run_provisioning raises on a transient failure while attempts remain (it counts them in
-        # the database, so a restart does not reset them); Huey runs it again with backoff.
-        self.provision_machine = huey.task(
+        # the database, so a restart does not reset them); Huey runs it again with backoff.  It
+        # has a queue of its own (issue 22): a sign-up wave waits on `pulumi up`s there, not in
+        # front of notices and media.
+        self.provision_machine = runtime.provision_huey.task(
             retries=max(0, settings.provision_attempts - 1), retry_delay=settings.provision_retry_delay,
             retry_backoff=2.0, name="provision_machine")(self._provision_machine)
         # Ready deadlines and heartbeats are checked every minute: the interval is 30 s by default.
         self.check_machines = huey.periodic_task(crontab(minute="*"), name="check_machines")(
             self._check_machines)
+        # The warm pool (issue 22): topped up, swept and renewed every minute when configured.
+        if settings.warm_pool:
+            self.top_up_warm_pool = huey.periodic_task(crontab(minute="*"), name="top_up_warm_pool")(
+                self._top_up_warm_pool)
         # Paid machines whose provisioning task was never queued (issue 19, finding 8).
         self.requeue_requested = huey.periodic_task(crontab(minute="*"), name="requeue_requested")(
             self._requeue_requested)
@@ -94,6 +121,10 @@ class ControlTasks:
         # interaction tokens are deleted on the way.
         self.watch_channels = huey.periodic_task(crontab(minute="*"), name="watch_channels")(
             self._watch_channels)
+        # The LLM backend registry (issue 23): each configured provider route's health, probed
+        # every minute with a free model-list call.
+        self.probe_llm_backends = huey.periodic_task(crontab(minute="*"), name="probe_llm_backends")(
+            self._probe_llm_backends)
         # Each tenant's Redis memory against its plan's quota (issue 19, finding 3).
         self.enforce_bus_quota = huey.periodic_task(crontab(minute="*"), name="enforce_bus_quota")(
             self._enforce_bus_quota)
@@ -118,6 +149,11 @@ class ControlTasks:
         # Notices (``control.services.notices``): one linked person on one platform each.
         self.send_notice = huey.task(retries=5, retry_delay=2, retry_backoff=2.0,
                                      name="send_notice")(self._send_notice)
+        # Jobs API callbacks (issue 23): a receiver that is down or answers non-2xx is tried
+        # again after 5, 10, 20, 40, 80 s (about 2.5 minutes in all), then marked failed.
+        self.send_job_callback = huey.task(retries=JOB_CALLBACK_RETRIES, retry_delay=5,
+                                           retry_backoff=2.0, context=True,
+                                           name="send_job_callback")(self._send_job_callback)
         # The control plane's own answers (linking, help, "not linked yet") on every platform.
         self.send_channel_text = huey.task(retries=5, retry_delay=2, name="send_channel_text")(
             self._send_channel_text)
@@ -161,8 +197,22 @@ class ControlTasks:
         with rt.db.connection_context():
             machine = provisioning.run_provisioning(
                 tenant_id, rt.provisioner, env, rt.settings.link_token_ttl,
-                policy=self.health_policy, notify=self.send_notice)
+                policy=self.health_policy, notify=self.send_notice,
+                box=box_from_settings(rt.settings) if rt.settings.warm_pool else None)
             return str(machine.state)
+
+    def _top_up_warm_pool(self) -> dict[str, object]:
+        """``warm_pool.sweep`` then ``warm_pool.top_up`` (stale snapshot out, missing ones in)."""
+        rt = self.runtime
+        # One run at a time: a create between two runs' sweeps must not look like an orphan.
+        with rt.huey.lock_task("top_up_warm_pool"), rt.db.connection_context():
+            swept = warm_pool.sweep(rt.provisioner)
+            report = warm_pool.top_up(rt.provisioner, rt.settings.warm_pool,
+                                      rt.settings.agent_control_url)
+        if report.failures or swept.failures:
+            log.error("warm pool: failures %s %s", report.failures, swept.failures)
+        return {"created": report.created, "retired": report.retired,
+                "orphans": swept.orphans, "failed": sorted({**report.failures, **swept.failures})}
 
     def _check_machines(self) -> dict[str, list[int]]:
         rt = self.runtime
@@ -179,7 +229,7 @@ class ControlTasks:
     def queued_provisioning(self) -> set[int]:
         """Tenant ids with a ``provision_machine`` task waiting in the queue or the schedule
         (a retry's backoff, ``machine_health.retry_or_fail``'s delay)."""
-        huey = self.runtime.huey
+        huey = self.runtime.provision_huey
         name = self.provision_machine.name
         return {task.args[0] for task in (*huey.pending(), *huey.scheduled())
                 if task.name == name and task.args}
@@ -188,6 +238,10 @@ class ControlTasks:
         with self.runtime.db.connection_context():
             discord_interactions.prune()
             return {v.channel: v.healthy for v in channel_watchdog.watch()}
+
+    def _probe_llm_backends(self) -> dict[str, bool]:
+        with self.runtime.db.connection_context():
+            return llm_registry.probe(self.runtime.settings)
 
     def _enforce_bus_quota(self) -> dict[str, list[str]] | None:
         with self.runtime.db.connection_context():
@@ -316,6 +370,26 @@ class ControlTasks:
             return discord_routing.route_deferred(interaction, rt.bus, rt.discord_adapter,
                                                   envelope_key=rt.envelope_key,
                                                   paused_notice=self.paused_notice)
+
+    def queue_job_callbacks(self, ended) -> None:
+        """Queue ``send_job_callback`` for each job of ``ended`` (``Job`` rows) that has a
+        callback URL.  A queue failure is logged, not raised: the job's state is stored and
+        its poll answers it; the callback stays ``pending``."""
+        for job in ended:
+            if not job.callback_url:
+                continue
+            try:
+                self.send_job_callback(job.id)
+            except Exception:  # a queue failure must not fail the request or the delivery worker
+                log.exception("could not queue the callback of job %s", job.public_id)
+
+    def _send_job_callback(self, job_id: int, task=None) -> str:
+        """POST a finished job to its callback URL, signed (``jobs.deliver_callback``); raises
+        ``CallbackFailed`` for Huey to retry while attempts remain."""
+        settings = self.runtime.settings
+        with self._connection():
+            return jobs.deliver_callback(job_id, box_from_settings(settings), env=settings.env,
+                                         final_attempt=task is None or not task.retries)
 
     def _send_notice(self, channel: str, identity: str, text: str) -> None:
         """Tell one linked person a notice (``notices.send_direct``, through ``_deliver``)."""

@@ -54,9 +54,14 @@ def server_type_for(cfg: TenantConfig, plan: str) -> str:
         ) from None
 
 
-def build(tenant_id: str, plan: str) -> None:
+def build(tenant_id: str, plan: str, adopt: str | None = None) -> None:
     """Declare ``tenant_id``'s server and export its ``server_id``, ``server_name``,
     ``private_ip``, ``server_type`` and ``plan``.
+
+    ``adopt``: the id of an existing server to import instead of creating one (a claimed
+    warm-pool server, issue 22; Pulumi's ``import`` resource option): the provisioner has
+    given it this tenant's name and labels first, and ``image``/``user_data`` are ignored
+    changes, so the import matches.  Once in the state the option changes nothing.
 
     The cloud-init ``user_data`` carries the agent's env file (every ``tc.AGENT_SETTINGS``
     key that is set) and files (``tc.AGENT_FILES``: the Redis CA). It is a Pulumi secret
@@ -88,7 +93,7 @@ def build(tenant_id: str, plan: str) -> None:
         public_nets=[{"ipv4_enabled": True, "ipv6_enabled": True}],
         user_data=user_data,
         keep_disk=True,
-        opts=pulumi.ResourceOptions(ignore_changes=["image", "user_data"]),
+        opts=pulumi.ResourceOptions(ignore_changes=["image", "user_data"], import_=adopt),
     )
     pulumi.export("server_id", server.id)
     pulumi.export("server_name", server.name)

@@ -198,6 +198,9 @@ PLAN_SERVER_TYPE_KEYS: dict[str, str] = {"light": SERVER_TYPE_LIGHT, "heavy": SE
 """Plan name -> the config key holding its server type (DESIGN.md, "Plans and sizes")."""
 
 AGENT_ENV_PATH = "/etc/hermes/agent.env"
+POOL_TOKEN_PATH = "/etc/hermes/pool.token"
+AGENT_PYTHON = "/opt/hermes/venv/bin/python"
+"""The base image's interpreter (``agent_image.image_settings``: ``hermes_prefix``/venv)."""
 AGENT_DATA_DIR = "/var/lib/hermes"
 AGENT_UNITS = ("hermes-agent.service", "hermes-huey.service")
 """systemd units of the base image: inbox listener and Huey consumer (agent_image/)."""
@@ -412,6 +415,39 @@ def render_cloud_init(tenant: str, settings: Mapping[str, str]) -> str:
         ],
         **_host_keys(settings),
         "runcmd": [
+            ["systemctl", "enable", *AGENT_UNITS],
+            ["systemctl", "restart", *AGENT_UNITS],
+        ],
+    }
+    return "#cloud-config\n" + yaml.dump(
+        document, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+    )
+
+
+def render_pool_cloud_init(pool_token: str, control_url: str, host_key: Mapping[str, str]) -> str:
+    """Render a warm-pool server's cloud-init ``user_data`` (issue 22): no tenant, no secret but
+    its one-time pool token.
+
+    It writes the token to ``POOL_TOKEN_PATH`` (root, 0600), installs the pinned SSH host key
+    (as ``render_cloud_init``), then runs ``agent.pool_boot``, which polls
+    ``{control_url}/api/pool/config`` until the server is claimed and writes the tenant's
+    ``/etc/hermes/agent.env`` and files; the agent's units start after it.
+
+    Args:
+        pool_token: the one-time token (the control plane stores only its hash).
+        control_url: the control plane as servers reach it (``HERMES_AGENT_CONTROL_URL``).
+        host_key: ``{SSH_HOST_KEY: private PEM, SSH_HOST_PUBLIC_KEY: public line}``.
+
+    Returns:
+        The cloud-config document (contains the token: never log it).
+    """
+    document = {
+        "write_files": [{"path": POOL_TOKEN_PATH, "owner": "root:root", "permissions": "0600",
+                         "content": pool_token + "\n"}],
+        **_host_keys(host_key),
+        "runcmd": [
+            [AGENT_PYTHON, "-m", "agent.pool_boot", "--control-url", control_url,
+             "--token-file", POOL_TOKEN_PATH, "--write-env", AGENT_ENV_PATH],
             ["systemctl", "enable", *AGENT_UNITS],
             ["systemctl", "restart", *AGENT_UNITS],
         ],

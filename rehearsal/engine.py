@@ -274,6 +274,11 @@ class ProviderMocks:
         inputs = _unwrap(dict(args.inputs))
         urn = f"urn:pulumi:{self.ref.name}::{self.ref.project}::{args.typ}::{args.name}"
         tracked = next((r for r in self.stack["resources"] if r["urn"] == urn), None)
+        if tracked is None and args.resource_id:
+            # Pulumi's ``import`` option (a claimed warm-pool server): the existing server is
+            # read and brought to the inputs, as an import followed by an update would.
+            tracked = {"urn": urn, "type": args.typ, "id": str(args.resource_id), "inputs": {}}
+            self.stack["resources"].append(tracked)
         server = self._update(tracked, inputs) if tracked else self._create(urn, inputs)
         recorded = {k: v for k, v in inputs.items() if k != "userData"}
         if tracked:
@@ -311,8 +316,9 @@ class ProviderMocks:
                 "server_type": inputs["serverType"],
                 "upgrade_disk": not inputs.get("keepDisk", False)})["action"])
             self.api.wait(self.api.call("POST", f"/servers/{sid}/actions/poweron")["action"])
-        if server["labels"] != (inputs.get("labels") or {}):
-            self.api.call("PUT", f"/servers/{sid}", {"labels": inputs.get("labels") or {}})
+        if server["labels"] != (inputs.get("labels") or {}) or server["name"] != inputs["name"]:
+            self.api.call("PUT", f"/servers/{sid}", {"labels": inputs.get("labels") or {},
+                                                    "name": inputs["name"]})
         return self.api.call("GET", f"/servers/{sid}")["server"]
 
     @staticmethod

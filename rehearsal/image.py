@@ -196,7 +196,12 @@ def build_snapshot(cache_dir: Path | None = None, timeout: float = 1200.0) -> Sn
 
     Raises:
         ImageBuildError: the wheel build, a mount or the deploy failed.
+        wire.embedder_export.EmbedderExportError: the embedding model cannot be exported
+            (the image build host's step; torch is in the suite's venv).
     """
+    from agent.memory.onnx_export import export as export_embedder
+    from wire.embedder_export import default_dir as default_embedder_dir
+
     started = time.monotonic()
     cache_dir = cache_dir or default_cache_dir()
     root = cache_dir / f"snapshot-{dependency_key()}"
@@ -219,8 +224,7 @@ def build_snapshot(cache_dir: Path | None = None, timeout: float = 1200.0) -> Sn
                 "hermes_install_packages": "false",
                 "hermes_manage_services": "false",
                 "hermes_python": "python3.11",
-                # torch's CPU build comes from this machine's pip configuration (/opt/wheels).
-                "hermes_torch_index_url": "",
+                "hermes_embedder_source": str(export_embedder(default_embedder_dir())),
                 "node_exporter_download_url": url,
                 "node_exporter_sha256": sha256,
             }

@@ -15,7 +15,8 @@ Steps (DESIGN.md, "The production path, rehearsed"):
 
 Replaced here, and said so in the transcript: the internet's edge (``standins/``), the Pulumi
 engine (``rehearsal.engine``), the SSH transport of the archive step (``rehearsal.ssh_standin``)
-and systemd (``rehearsal.units``: ExecStart, EnvironmentFile, User, WorkingDirectory only).
+and systemd (``rehearsal.units``: ExecStart, Environment, EnvironmentFile, User,
+WorkingDirectory only).
 """
 
 from __future__ import annotations

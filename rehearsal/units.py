@@ -1,7 +1,7 @@
 """Read systemd unit and environment files the way systemd does, for the rehearsal.
 
 systemd itself cannot run here, so the rehearsal starts a unit's ``ExecStart`` with the
-unit's ``EnvironmentFile=``, ``User=``, ``WorkingDirectory=`` and ``RuntimeDirectory=``
+unit's ``Environment=``, ``EnvironmentFile=``, ``User=``, ``WorkingDirectory=`` and ``RuntimeDirectory=``
 (systemd.exec(5)). Only
 these keys are interpreted; resource limits and sandboxing are not applied (stated in the
 transcript).
@@ -22,6 +22,7 @@ class ServiceUnit:
     Attributes:
         name: unit file name, e.g. ``hermes-agent.service``.
         argv: ``ExecStart`` split like a shell command line (systemd quoting is a subset).
+        environment: the ``Environment=`` assignments, every line of them in order.
         environment_files: ``(path, optional)`` pairs; a leading ``-`` makes a file optional.
         user: ``User=`` or ``""`` (root).
         working_directory: ``WorkingDirectory=`` or ``"/"``.
@@ -31,6 +32,7 @@ class ServiceUnit:
 
     name: str
     argv: list[str]
+    environment: dict[str, str] = field(default_factory=dict)
     environment_files: list[tuple[str, bool]] = field(default_factory=list)
     user: str = ""
     working_directory: str = "/"
@@ -57,11 +59,29 @@ def read_unit(path: Path) -> ServiceUnit:
     return ServiceUnit(
         name=path.name,
         argv=shlex.split(service["ExecStart"]),
+        environment=_environment_lines(path.read_text()),
         environment_files=files,
         user=service.get("User", ""),
         working_directory=service.get("WorkingDirectory", "/"),
         runtime_directories=service.get("RuntimeDirectory", "").split(),
     )
+
+
+def _environment_lines(text: str) -> dict[str, str]:
+    """The ``[Service]`` section's ``Environment=`` lines: each holds space-separated
+    ``KEY=value`` assignments, quoted like a shell word (systemd.exec(5)); later ones win.
+    Read from the text because configparser keeps only the last of a repeated key."""
+    env: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif section == "Service" and line.startswith("Environment="):
+            for assignment in shlex.split(line.split("=", 1)[1]):
+                key, _, value = assignment.partition("=")
+                env[key] = value
+    return env
 
 
 def parse_environment_file(text: str) -> dict[str, str]:
@@ -83,12 +103,13 @@ def parse_environment_file(text: str) -> dict[str, str]:
 
 
 def unit_environment(unit: ServiceUnit, root: Path = Path("/")) -> dict[str, str]:
-    """Return the variables of the unit's environment files, read below ``root``.
+    """Return the unit's environment: its ``Environment=`` assignments, then the variables of
+    its environment files read below ``root``, which override them (systemd.exec(5)).
 
     Raises:
         FileNotFoundError: a required (non ``-``) environment file is missing.
     """
-    env: dict[str, str] = {}
+    env = dict(unit.environment)
     for path, optional in unit.environment_files:
         file = root / path.lstrip("/")
         if not file.exists():

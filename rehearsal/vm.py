@@ -5,7 +5,7 @@ on, or deleted. A boot mounts an overlay of the snapshot (the image stays untouc
 Hetzner snapshot does), binds the host's ``/usr`` read-only (the image was built on it), then
 runs the server's real cloud-init user data: ``write_files`` (owner, permissions) and
 ``runcmd`` ``systemctl enable|restart <units>``, where a unit is started from the image's own
-unit file (``ExecStart``, ``EnvironmentFile``, ``User``) in a chroot of the server's root, in
+unit file (``ExecStart``, ``Environment``, ``EnvironmentFile``, ``User``) in a chroot of the server's root, in
 its own process group. Sources: cloud-init docs ("write_files", "runcmd"), systemd.exec(5).
 
 Each server root also gets ``/run/hermes-rehearsal/bin/systemctl``, a shim that stops a

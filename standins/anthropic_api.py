@@ -20,6 +20,8 @@ Usage::
 Responses are taken from the script in order; when it is empty the ``responder`` callable
 (``request_json -> Reply``) answers, by default echoing the last user text.
 
+``GET /v1/models`` lists ``STANDIN_MODELS`` (the LLM gateway's health probe calls it).
+
 Image content blocks (https://docs.anthropic.com/en/docs/build-with-claude/vision) are checked
 as the API checks them — base64 source, a JPEG/PNG/GIF/WebP ``media_type`` that matches the
 bytes, at most 5 MB of base64 — and refused with a 400 ``invalid_request_error`` otherwise;
@@ -40,6 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from standins.scripted_server import ScriptedServer, send_json
+
+STANDIN_MODELS = ("claude-haiku-5-5", "claude-sonnet-5-5", "claude-haiku-4-5")
+"""What ``GET /v1/models`` lists."""
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -172,6 +177,20 @@ class _MessagesHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         """Silence the default per-request stderr log."""
+
+    def do_GET(self) -> None:
+        """``GET /v1/models`` (https://docs.anthropic.com/en/api/models-list): the models this
+        stand-in prices, as one page; a missing key is 401 like the API's."""
+        if self.path.split("?")[0] != "/v1/models":
+            self._error(404, "not_found_error", f"no route {self.path}")
+            return
+        if not self.headers.get("x-api-key"):
+            self._error(401, "authentication_error", "x-api-key header is required")
+            return
+        models = [{"type": "model", "id": model, "display_name": model,
+                   "created_at": "2025-10-01T00:00:00Z"} for model in STANDIN_MODELS]
+        send_json(self, 200, {"data": models, "has_more": False, "first_id": models[0]["id"],
+                              "last_id": models[-1]["id"]})
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))

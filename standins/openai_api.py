@@ -11,7 +11,8 @@ over later ones, a chunk with ``finish_reason``, a usage chunk with empty ``choi
 Scripting mirrors ``standins.anthropic_api``: ``script([Reply | str])``, a ``responder``
 fallback, ``requests``, ``start()``/``stop()`` or a ``with`` block.
 
-It also answers ``POST /v1/audio/transcriptions`` (the Whisper API,
+``GET /v1/models`` lists ``default`` and the transcription models (the LLM gateway's health
+probe calls it).  It also answers ``POST /v1/audio/transcriptions`` (the Whisper API,
 https://platform.openai.com/docs/api-reference/audio/createTranscription): a multipart form with
 ``file`` and ``model``; ``{"text": ...}`` (or the bare text for ``response_format=text``).  It
 checks what the real API checks — a known model (404 ``model_not_found``), a file (400), a
@@ -126,6 +127,17 @@ class _CompletionsHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         """Silence the default per-request stderr log."""
+
+    def do_GET(self) -> None:
+        """``GET /v1/models`` (https://platform.openai.com/docs/api-reference/models/list): the
+        transcription models and ``default``, as a list object."""
+        if self.path.split("?")[0] != "/v1/models":
+            send_json(self, 404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error",
+                                            "code": None}})
+            return
+        send_json(self, 200, {"object": "list", "data": [
+            {"id": model, "object": "model", "created": 1700000000, "owned_by": "standin"}
+            for model in ("default", *sorted(TRANSCRIBE_MODELS))]})
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))

@@ -9,6 +9,7 @@ import support.fuzz  # noqa: F401 - loads the Hypothesis profile (ci or dev) for
 
 from agent.config import AgentConfig
 from control.settings import Settings
+from wire import embedder_export
 from wire.declared import env_names
 
 # Every variable the product reads, from the declarations themselves (``Settings`` and
@@ -17,6 +18,9 @@ from wire.declared import env_names
 DECLARED_VARS = tuple(sorted({name for declared in (Settings, AgentConfig)
                               for names in env_names(declared).values() for name in names}
                              | {"DATABASE_URL", "REDIS_URL"}))
+# The embedding model exported once into this user's cache (the real HOME, read before any test
+# swaps it) and shared by the agent processes every test starts, instead of one export each.
+SHARED_EMBEDDER_DIR = str(embedder_export.default_dir())
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +29,7 @@ def _isolated_environment(monkeypatch, tmp_path_factory):
     for name in DECLARED_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HERMES_EMBEDDER_DIR", SHARED_EMBEDDER_DIR)
     monkeypatch.setenv("TZ", "UTC")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -23,7 +23,9 @@ from wire.errors import MalformedMessage
 
 WIRE_VERSION = 1
 
-CHANNELS = frozenset({"telegram", "discord", "slack", "whatsapp", "web", "cron"})
+CHANNELS = frozenset({"telegram", "discord", "slack", "whatsapp", "web", "cron", "api"})
+# The Jobs API's channel (issue 23): a job's envelope and its events name chat ``job-<job id>``.
+API_CHANNEL = "api"
 EVENT_KINDS = frozenset({"delta", "final", "error", "status", "lifecycle"})
 LIFECYCLE = "lifecycle"
 # ``ready``: LLM backend, bus and stores are up; ``heartbeat``: still alive (every
@@ -35,11 +37,13 @@ LIFECYCLE_STATES = frozenset({"ready", "heartbeat", "failed"})
 # user and how to answer).  An agent ignores keys it does not know.
 PREFERENCE_KEYS = ("timezone", "language", "model", "about")
 
-# Kinds of ``Envelope`` (issue #13): ``message`` (a user message, the default) and
-# ``mcp_config`` (the tenant's MCP servers; see the Envelope docstring for the contract).
+# Kinds of ``Envelope`` (issue #13): ``message`` (a user message, the default),
+# ``mcp_config`` (the tenant's MCP servers) and ``job`` (a Jobs API job, issue 23); see the
+# Envelope docstring for the contracts.
 MESSAGE = "message"
 MCP_CONFIG = "mcp_config"
-ENVELOPE_KINDS = frozenset({MESSAGE, MCP_CONFIG})
+JOB = "job"
+ENVELOPE_KINDS = frozenset({MESSAGE, MCP_CONFIG, JOB})
 # Attachment kinds and the errors a file that was not kept carries (Envelope docstring).
 ATTACHMENT_KINDS = frozenset({"image", "voice", "audio", "document", "video", "sticker", "file"})
 ATTACHMENT_ERRORS = frozenset({"too_large", "unsupported", "unavailable"})
@@ -91,6 +95,8 @@ class Envelope:
             an empty dict means every setting is unset).
         kind: ``"message"`` (default; absent in older envelopes) or ``"mcp_config"``.
         mcp_servers: for kind ``mcp_config`` only: the tenant's MCP servers, else ``None``.
+        job: for kind ``job`` only: ``{"id": <job id>, "priority": <int, higher first>,
+            "budget_cents": <float, US cents>}``, else ``None``.
 
     The attachment contract (control plane → agent, issue #12).  Each item has ``kind``
     (``image``, ``voice``, ``audio``, ``document``, ``video``, ``sticker`` or ``file``) and the
@@ -123,6 +129,15 @@ class Envelope:
     mapping carries credentials: the per-tenant stream ACL keeps it from other tenants; never
     log it.  Agents older than this field would treat it as an empty user message: deploy
     agents first.
+
+    The ``job`` contract (control plane → agent, issue 23).  A Jobs API job whose dependencies
+    are done is appended to ``hermes:messages:{tenant}`` as ``kind="job"``, ``channel="api"``,
+    ``chat_id="job-<job id>"`` (one chat per job, so jobs never share history),
+    ``sender_id="api"``, ``text`` = the prompt and ``job`` as above.  The agent runs it as one
+    turn in priority order (Huey task priority), its model calls capped at ``budget_cents``
+    and attributed to the job id in its usage ledger, and answers with the usual ``final``
+    (or ``error``) event carrying ``usage``.  A ``/stop`` envelope on the job's chat cancels
+    it: a job not started yet is then skipped with an ``error`` event, a running one stops.
     """
 
     id: str
@@ -138,6 +153,7 @@ class Envelope:
     preferences: dict[str, str] | None = None
     kind: str = MESSAGE
     mcp_servers: dict[str, dict[str, Any]] | None = None
+    job: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Return the versioned JSON text of this envelope."""
@@ -160,7 +176,17 @@ class Envelope:
             raise MalformedMessage(f"unknown envelope kind {kind!r}")
         if kind == MCP_CONFIG and not isinstance(data.get("mcp_servers"), dict):
             raise MalformedMessage("an mcp_config envelope needs an mcp_servers object")
+        if kind == JOB:
+            _check_job(data.get("job"))
         return _build(cls, data)
+
+    def job_priority(self) -> int:
+        """The priority of a ``job`` envelope (higher runs first); 0 for any other envelope."""
+        return int(self.job["priority"]) if self.kind == JOB and self.job else 0
+
+    def job_budget_cents(self) -> float | None:
+        """The spend cap of a ``job`` envelope in US cents; None for any other envelope."""
+        return float(self.job["budget_cents"]) if self.kind == JOB and self.job else None
 
 
 @dataclass(frozen=True)
@@ -284,6 +310,18 @@ def _check_usage(call: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise MalformedMessage(f"event usage {name!r} must be a non-negative number, "
                                    f"not {value!r:.40}")
+
+
+def _check_job(job: Any) -> None:
+    """Raise ``MalformedMessage`` unless ``job`` is ``{"id": str, "priority": int,
+    "budget_cents": non-negative number}`` (the ``job`` contract, Envelope docstring)."""
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str):
+        raise MalformedMessage("a job envelope needs a job object with a string id")
+    priority, budget = job.get("priority"), job.get("budget_cents")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise MalformedMessage("job 'priority' must be an integer")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0:
+        raise MalformedMessage("job 'budget_cents' must be a non-negative number")
 
 
 def _decode(raw: str | bytes, expected_type: str) -> dict[str, Any]:

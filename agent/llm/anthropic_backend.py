@@ -14,6 +14,7 @@ import anthropic
 
 from agent.config import DEFAULT_ANTHROPIC_MODEL
 from agent.llm.base import Completion, LLMBackend, LLMError, LLMRequest, TextDelta, ToolUse
+from wire.route_reasons import ROUTE_REASON_HEADER
 
 # Models whose thinking cannot be turned off (platform.claude.com, "Thinking": Opus 5.5 and
 # Fable 5.1 always think adaptively).  Every other model is sent ``thinking: disabled``:
@@ -54,6 +55,8 @@ class AnthropicBackend(LLMBackend):
             kwargs["tools"] = request.tools
         if not kwargs["model"].startswith(ALWAYS_THINKING):
             kwargs["thinking"] = {"type": "disabled"}
+        if request.route_reason:
+            kwargs["extra_headers"] = {ROUTE_REASON_HEADER: request.route_reason}
         tool_uses: list[ToolUse] = []
         try:
             with self.client.messages.stream(**kwargs) as stream:

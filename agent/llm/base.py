@@ -50,6 +50,8 @@ class LLMRequest:
         max_tokens: upper bound on output tokens.
         tools: tool definitions ``{"name", "description", "input_schema"}``; empty = no tools.
         model: a model id overriding the backend's default (the tenant's ``/model`` choice).
+        route_reason: why the router chose this backend (``wire.route_reasons``), sent to the
+            LLM gateway in ``ROUTE_REASON_HEADER``; empty = none sent.
     """
 
     system: str
@@ -57,6 +59,7 @@ class LLMRequest:
     max_tokens: int = 1024
     tools: list[dict] = field(default_factory=list)
     model: str | None = None
+    route_reason: str = ""
 
 
 @dataclass(frozen=True)

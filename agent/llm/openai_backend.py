@@ -27,6 +27,7 @@ from agent.llm.base import (
     ToolUse,
     content_text,
 )
+from wire.route_reasons import ROUTE_REASON_HEADER
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
@@ -112,6 +113,8 @@ class OpenAICompatBackend(LLMBackend):
                   "stream": True, "stream_options": {"include_usage": True}}
         if request.tools and self.supports_tools:
             kwargs["tools"] = to_openai_tools(request.tools)
+        if request.route_reason:
+            kwargs["extra_headers"] = {ROUTE_REASON_HEADER: request.route_reason}
         parts: list[str] = []
         calls: dict[int, dict] = {}
         usage = None

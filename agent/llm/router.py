@@ -18,6 +18,9 @@ and a per-tenant daily budget.  It is itself an ``LLMBackend``, so the tool loop
   order kept among them).  A backend that cannot see gets each image replaced by a text note,
   and the reply starts with a ``Notice`` saying it did not look (once per turn: only when the
   user's message is the last one, not on tool-loop continuations).
+* Selection reason: each call carries why its backend was chosen (``wire.route_reasons``:
+  the chain's first, ``cost_first``, the user's ``/model``, ``vision``, or a fallback after an
+  error, an open circuit or the budget); the LLM gateway records it for operators.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from agent.llm.base import (
     without_images,
 )
 from agent.usage import CallRecord, UsageLedger
+from wire import route_reasons
 from wire.pricing import cost_cents, is_paid
 
 log = logging.getLogger(__name__)
@@ -167,6 +171,22 @@ class Router(LLMBackend):
             if previous is not None:
                 previous.extend(calls)
 
+    @contextlib.contextmanager
+    def attributed(self, *, goal_id: int | None = None, job_id: str | None = None):
+        """Mark this thread's calls while the block runs as working for a goal or a job, so
+        ``/usage`` and the dashboard show spend by goal and by job (issue 23).
+
+        Args:
+            goal_id: the goal's number (``agent.goals``), or None.
+            job_id: the job's id (Jobs API), or None.
+        """
+        previous = getattr(self._local, "attribution", (None, None))
+        self._local.attribution = (goal_id, job_id)
+        try:
+            yield
+        finally:
+            self._local.attribution = previous
+
     def complete(self, prompt: str, *, purpose: str = "extract", max_tokens: int = 512) -> str:
         """One tool-less call on ``prompt``; returns the text (``Callable[[str], str]`` for helpers).
 
@@ -184,28 +204,36 @@ class Router(LLMBackend):
         refused_paid = False
         last_error: LLMError | None = None
         images = has_images(request.messages)
-        order = self.ordered()
+        choice = self.preference()
+        order = self.ordered_for(choice)
+        chain_first = order[0][0]
         if images:  # stable: the backends that can see first, each group in chain order
             order.sort(key=lambda pair: not pair[0].supports_images)
+        reason = (route_reasons.VISION if order[0][0] is not chain_first
+                  else route_reasons.USER_CHOICE if choice
+                  else route_reasons.COST_FIRST if self.policy == "cost_first" else route_reasons.PRIMARY)
         for backend, model in order:
             if self.is_paid(backend, model) and self._over_budget():
                 refused_paid = True
+                reason = route_reasons.BUDGET
                 continue
             blind = images and not backend.supports_images
             call_request = replace(request, model=model or request.model,
                                    tools=request.tools if backend.supports_tools else [],
                                    messages=without_images(request.messages) if blind
-                                   else request.messages)
+                                   else request.messages, route_reason=reason)
             started = time.monotonic()
             try:
                 first, events = self._open(backend, call_request)
             except pybreaker.CircuitBreakerError:
                 log.warning("circuit open for backend %s; skipping", backend.name)
+                reason = route_reasons.FALLBACK_CIRCUIT
                 continue
             except LLMError as exc:
                 log.warning("backend %s failed: %s", backend.name, exc)
                 metrics.error("llm_backend")
                 last_error = exc
+                reason = route_reasons.FALLBACK_ERROR
                 continue
             if refused_paid:
                 yield Notice(self._budget_notice(backend))
@@ -251,10 +279,12 @@ class Router(LLMBackend):
     def _account(self, backend: LLMBackend, completion: Completion, started: float) -> Completion:
         cost = cost_cents(completion.model, completion.input_tokens, completion.output_tokens, self.prices)
         latency = int((time.monotonic() - started) * 1000)
+        goal_id, job_id = getattr(self._local, "attribution", (None, None))
         record = self.usage.record(CallRecord(
             tenant=self.tenant, backend=backend.name, model=completion.model,
             input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-            cost_cents=cost, latency_ms=latency, purpose=getattr(self._local, "purpose", "turn")))
+            cost_cents=cost, latency_ms=latency, purpose=getattr(self._local, "purpose", "turn"),
+            goal_id=goal_id, job_id=job_id))
         metrics.llm_call(completion.model, completion.input_tokens, completion.output_tokens, cost)
         calls = getattr(self._local, "calls", None)
         if calls is not None:

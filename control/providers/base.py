@@ -9,9 +9,11 @@ and ``HetznerProvisioner`` (Pulumi Automation API, one stack per tenant).
 from __future__ import annotations
 
 import abc
+import builtins
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from control.errors import ProvisioningError
 from control.providers.archive import ArchiveResult, ObjectStore
 
 PLANS = ("light", "heavy")
@@ -77,6 +79,41 @@ class MachineStatus:
     address: str | None = None
     detail: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolServerInfo:
+    """One pre-booted warm-pool server as the provider sees it (issue 22).
+
+    Attributes:
+        provider_id: the provider's handle (Hetzner server id, local slot name).
+        plan: the plan it is sized for.
+        snapshot: the image it was built from (``Provisioner.pool_snapshot`` at its creation).
+        location: where it runs (Hetzner location; ``""`` locally).
+        address: how to reach it, if known.
+        claimed_by: the tenant it was handed to (its ``tenant`` label), else ``None``.
+    """
+
+    provider_id: str
+    plan: str
+    snapshot: str
+    location: str = ""
+    address: str | None = None
+    claimed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolClaim:
+    """A pool server handed to a tenant (``Provisioner.claim_pool_server``).
+
+    Attributes:
+        status: the tenant's machine as the provider now sees it.
+        boot_config: what the server's bootstrap fetches once (``agent.pool_boot``):
+            ``{"env": {variable: value}, "files": {absolute path: text}}``; holds secrets.
+    """
+
+    status: MachineStatus
+    boot_config: dict
 
 
 class Provisioner(abc.ABC):
@@ -159,6 +196,43 @@ class Provisioner(abc.ABC):
     @abc.abstractmethod
     def list(self) -> list[MachineStatus]:
         """Return the status of every machine this provider manages."""
+
+    # -- warm pool (issue 22, ``control.services.warm_pool``) --------------------------------
+    def pool_snapshot(self) -> str | None:
+        """Return the image new pool servers are built from, or ``None`` when this provider
+        keeps no warm pool (then the pool is off and every machine is created cold)."""
+        return None
+
+    def create_pool_server(self, plan: str, pool_token: str, control_url: str) -> PoolServerInfo:
+        """Boot an unassigned server of ``plan`` whose bootstrap polls
+        ``{control_url}/api/pool/config`` with ``pool_token`` until it is handed a tenant's
+        config, then starts the agent with it.
+
+        Raises:
+            ProvisioningError: this provider has no warm pool, or the create failed.
+        """
+        raise ProvisioningError(f"{type(self).__name__} keeps no warm pool")
+
+    def claim_pool_server(self, provider_id: str, spec: MachineSpec) -> PoolClaim:
+        """Make pool server ``provider_id`` the machine of ``spec.tenant`` (labels, records) and
+        return the boot config its bootstrap will fetch; its agent starts once fetched.
+
+        Raises:
+            ProvisioningError: the server is gone or the provider refused.
+        """
+        raise ProvisioningError(f"{type(self).__name__} keeps no warm pool")
+
+    def delete_pool_server(self, provider_id: str) -> None:
+        """Delete an unassigned pool server; deleting an absent one is not an error.
+
+        Raises:
+            ProvisioningError: the provider refused.
+        """
+        raise ProvisioningError(f"{type(self).__name__} keeps no warm pool")
+
+    def pool_servers(self) -> builtins.list[PoolServerInfo]:
+        """Return every pool server this provider runs, claimed ones included."""
+        return []
 
     def close(self) -> None:
         """Stop background work and release resources (local processes, connections)."""

@@ -13,6 +13,13 @@ again.  ``deprovision`` archives the data dir into the ``store`` in the one arch
 ``restore_archive_key`` restores such an archive with ``agent.backup restore`` before the agent
 first starts.
 
+Warm pool (issue 22): a pool server is a directory ``<agents_dir>/pool-<plan>-<hex>/`` whose
+process is the bootstrap ``agent.pool_boot --exec``, polling the control plane with the one-time
+token in its ``pool.token`` (0600).  ``claim_pool_server`` renames the directory to the
+tenant's, writes its ``machine.json`` and supervises the process as the tenant's agent; the
+bootstrap then fetches the config and execs the agent in place.  ``pool_image`` plays the
+snapshot: changing it makes the pool's servers stale.
+
 ``provision`` returns as soon as the agent process runs, like a cloud API answering
 ``running``: the machine is ready only when the agent's lifecycle ``ready`` event reaches the
 control plane (``control.services.machine_health``), exactly as on a VM.
@@ -20,9 +27,11 @@ control plane (``control.services.machine_health``), exactly as on a VM.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,13 +50,22 @@ from control.providers.archive import (
     archive_key,
     read_archive,
 )
-from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
+from control.providers.base import (
+    PLANS,
+    MachineSpec,
+    MachineStatus,
+    PoolClaim,
+    PoolServerInfo,
+    Provisioner,
+    ServerState,
+)
 from control.providers.hetzner.archive import LocalDirectoryRestorer
 
 log = logging.getLogger(__name__)
 
+# HERMES_EMBEDDER_DIR: local agents share one exported embedding model (agent/config.py).
 PASS_THROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "HERMES_TZ", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                    "HF_HOME", "TMPDIR")
+                    "HF_HOME", "TMPDIR", "HERMES_EMBEDDER_DIR")
 
 
 @dataclass
@@ -68,11 +86,14 @@ class LocalProvisioner(Provisioner):
         stop_timeout: seconds between SIGTERM and SIGKILL when stopping an agent.
         python: interpreter that runs ``-m agent.main run``.
         store: where deprovision archives go; default ``<agents_dir>/../archives``.
+        pool_image: what ``pool_snapshot`` reports (the local stand-in for a snapshot id).
+        pool_poll_interval: seconds between a pool bootstrap's config polls.
     """
 
     def __init__(self, agents_dir: str | Path, env_label: str = "local",
                  stop_timeout: float = 10.0, python: str = sys.executable,
-                 store: ObjectStore | None = None):
+                 store: ObjectStore | None = None, pool_image: str = "local",
+                 pool_poll_interval: float = 2.0):
         self.agents_dir = Path(agents_dir)
         self.agents_dir.mkdir(parents=True, exist_ok=True)
         self.env_label = env_label
@@ -82,6 +103,9 @@ class LocalProvisioner(Provisioner):
         self.store = store or LocalObjectStore(self.agents_dir.parent / "archives")
         self.restorer = LocalDirectoryRestorer(self.agents_dir, python)
         self._agents: dict[str, _Agent] = {}
+        self.pool_image = pool_image
+        self.pool_poll_interval = pool_poll_interval
+        self._pool: dict[str, subprocess.Popen] = {}
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="agent-supervisor", daemon=True)
@@ -292,6 +316,86 @@ class LocalProvisioner(Provisioner):
             return {t: a.process.pid for t, a in self._agents.items()
                     if a.process is not None and a.process.poll() is None}
 
+    # -- warm pool ----------------------------------------------------------------------------
+    def pool_snapshot(self) -> str | None:
+        """See ``Provisioner.pool_snapshot``: ``pool_image``."""
+        return self.pool_image
+
+    def create_pool_server(self, plan: str, pool_token: str, control_url: str) -> PoolServerInfo:
+        """See ``Provisioner.create_pool_server``: a slot directory and its bootstrap process."""
+        if plan not in PLANS:
+            raise ProvisioningError(f"unknown plan {plan!r}")
+        slot = f"pool-{plan}-{secrets.token_hex(4)}"
+        data = self.data_dir(slot)
+        data.mkdir(parents=True)
+        _write_private(data / "pool.token", pool_token)
+        (data / "pool.json").write_text(json.dumps({"plan": plan, "snapshot": self.pool_image}))
+        env = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
+        env.update(PYTHONUNBUFFERED="1", HERMES_PARENT_PID=str(os.getpid()))
+        with self._lock, open(data / "agent.log", "ab") as logfile:
+            self._pool[slot] = subprocess.Popen(
+                [self.python, "-m", "agent.pool_boot", "--control-url", control_url,
+                 "--token-file", "pool.token", "--exec",  # relative: it moves with the slot
+                 "--interval", str(self.pool_poll_interval)],
+                env=env, cwd=str(data), stdin=subprocess.DEVNULL, stdout=logfile,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("started pool server %s (pid %s)", slot, self._pool[slot].pid)
+        return PoolServerInfo(provider_id=slot, plan=plan, snapshot=self.pool_image,
+                              address=f"pid:{self._pool[slot].pid}")
+
+    def claim_pool_server(self, provider_id: str, spec: MachineSpec) -> PoolClaim:
+        """See ``Provisioner.claim_pool_server``: the slot becomes ``<agents_dir>/<tenant>``.
+
+        Raises:
+            ProvisioningError: the slot's process is gone, or the tenant has a data dir already.
+        """
+        with self._lock:
+            process = self._pool.get(provider_id)
+            mine = self._agents.get(spec.tenant)
+            if process is None and mine is not None and mine.process is not None:
+                # A retried hand-over: the slot is the tenant's already; new secrets.
+                mine.spec = spec
+                _write_private(self.data_dir(spec.tenant) / "machine.json", json.dumps(
+                    {"tenant": spec.tenant, "plan": spec.plan, "env": spec.env}))
+                return PoolClaim(self.status(spec.tenant), {"env": spec.env, "files": {}})
+            if process is None or process.poll() is not None:
+                raise ProvisioningError(f"pool server {provider_id} is not running")
+            target = self.data_dir(spec.tenant)
+            if target.exists():
+                raise ProvisioningError(f"tenant {spec.tenant} has a data directory already")
+            # The bootstrap's working directory moves with it: it starts the agent in the
+            # tenant's directory (agent.pool_boot --exec).
+            self.data_dir(provider_id).rename(target)
+            _write_private(target / "machine.json", json.dumps(
+                {"tenant": spec.tenant, "plan": spec.plan, "env": spec.env}))
+            (target / "pool.json").unlink(missing_ok=True)
+            del self._pool[provider_id]
+            self._agents[spec.tenant] = _Agent(spec, process=process)
+        return PoolClaim(self.status(spec.tenant), {"env": spec.env, "files": {}})
+
+    def delete_pool_server(self, provider_id: str) -> None:
+        """See ``Provisioner.delete_pool_server``: stop the bootstrap, delete the slot."""
+        with self._lock:
+            process = self._pool.pop(provider_id, None)
+        if process is not None:
+            self._stop(_Agent(MachineSpec(tenant=provider_id, plan=""), process=process))
+        if provider_id.startswith("pool-"):
+            shutil.rmtree(self.data_dir(provider_id), ignore_errors=True)
+
+    def pool_servers(self) -> builtins.list[PoolServerInfo]:
+        """See ``Provisioner.pool_servers``: every slot directory whose bootstrap runs (claimed
+        ones were renamed; a slot left by an earlier ``hermes serve`` has none and is gone)."""
+        servers: builtins.list[PoolServerInfo] = []
+        for marker in sorted(self.agents_dir.glob("pool-*/pool.json")):
+            saved = json.loads(marker.read_text())
+            process = self._pool.get(marker.parent.name)
+            if process is None or process.poll() is not None:
+                continue
+            servers.append(PoolServerInfo(
+                provider_id=marker.parent.name, plan=saved["plan"], snapshot=saved["snapshot"],
+                address=f"pid:{process.pid}"))
+        return servers
+
     def close(self) -> None:
         """Stop the supervisor and every agent (SIGTERM, then SIGKILL after ``stop_timeout``)."""
         self._closing.set()
@@ -299,8 +403,12 @@ class LocalProvisioner(Provisioner):
         with self._lock:
             agents = list(self._agents.values())
             self._agents.clear()
+            pool = list(self._pool.values())
+            self._pool.clear()
         for agent in agents:
             self._stop(agent)
+        for process in pool:
+            self._stop(_Agent(MachineSpec(tenant="", plan=""), process=process))
 
 
 def _update_machine_file(path: Path, **changes) -> dict:

@@ -27,6 +27,7 @@ from control.models import (
     Subscription,
     Tenant,
     TenantStatus,
+    Usage,
     utcnow,
 )
 from control.services.agent_settings import DEFAULT_PLAN_BUDGET_CENTS
@@ -65,6 +66,9 @@ class UsageSummary:
         today_cents: LLM cost since 00:00 UTC today (US cents).
         today_by_model: ``((model, cents), ...)`` today's cost per model, dearest first.
         daily_budget_cents: the plan's daily budget (US cents), or None without a plan.
+        today_by_goal: ``((goal number, cents), ...)`` today's cost of the agent's goals, as
+            the agent reported its calls, dearest first (issue 23).
+        today_by_job: ``((job id, cents), ...)`` the same for jobs.
     """
 
     period_start: datetime
@@ -76,6 +80,8 @@ class UsageSummary:
     today_cents: float
     today_by_model: tuple[tuple[str, float], ...]
     daily_budget_cents: int | None
+    today_by_goal: tuple[tuple[int, float], ...] = ()
+    today_by_job: tuple[tuple[str, float], ...] = ()
 
     @property
     def today_percent(self) -> int:
@@ -174,7 +180,19 @@ def usage_summary(tenant: Tenant, plan_budgets: dict[str, int], now: datetime | 
                         messages_out=counts.get("out", 0), input_tokens=int(tokens_in or 0),
                         output_tokens=int(tokens_out or 0), cost_cents=float(cost or 0.0),
                         today_cents=sum(cents for _, cents in by_model), today_by_model=by_model,
-                        daily_budget_cents=budgets.get(tenant.plan) if tenant.plan else None)
+                        daily_budget_cents=budgets.get(tenant.plan) if tenant.plan else None,
+                        today_by_goal=_today_by(tenant, Usage.goal_id, midnight),
+                        today_by_job=_today_by(tenant, Usage.job_id, midnight))
+
+
+def _today_by(tenant: Tenant, column, midnight: datetime) -> tuple:
+    """``((value of column, cents), ...)`` of ``tenant``'s ``Usage`` since ``midnight``, dearest
+    first, rows without a value left out."""
+    spend = fn.SUM(Usage.cost_cents)
+    return tuple((key, float(cents or 0.0)) for key, cents in (
+        Usage.select(column, spend)
+        .where((Usage.tenant == tenant) & (Usage.created_at >= midnight) & column.is_null(False))
+        .group_by(column).order_by(spend.desc(), column).tuples().iterator()))
 
 
 def _month_before(moment: datetime) -> datetime:

@@ -22,6 +22,9 @@ Replies on the ``web`` channel (the dashboard's quick chat) go through the same 
 adapter (``control.channels.web.WebAdapter``) calls nothing: the ledger this worker writes at
 every send and edit is where the dashboard's event stream reads them (``web_chat``), unthrottled.
 
+Events on the ``api`` channel answer Jobs API jobs (issue 23): ``control.services.jobs``
+records them (result, cost, dependents released) and they are acknowledged, never sent.
+
 Lifecycle events (the agent's ``ready``/``heartbeat``/``failed``) are not replies: they go to
 ``control.services.machine_health`` and are acknowledged once recorded, never sent to a chat.
 
@@ -49,8 +52,8 @@ from control.channels.base import split_text as split_to_limit
 from control.channels.telegram_adapter import TELEGRAM_LIMITS
 from control.db import write_transaction
 from control.errors import MisroutedEvent
-from control.models import Delivery, DeliveryState, Message, Tenant, utcnow
-from control.services import event_guard, machine_health, notices
+from control.models import Delivery, DeliveryState, Job, Message, Tenant, utcnow
+from control.services import event_guard, jobs, machine_health, notices
 from control.services.attention import raise_attention
 from control.services.delivery_recovery import (
     chunk_ids,
@@ -63,7 +66,7 @@ from wire import logs
 from wire.bus import Bus
 from wire.bus import Delivery as BusDelivery
 from wire.errors import MalformedMessage
-from wire.protocol import DELIVERY_GROUP, LIFECYCLE, Event, events_stream
+from wire.protocol import API_CHANNEL, DELIVERY_GROUP, LIFECYCLE, Event, events_stream
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,8 @@ class DeliveryWorker:
             (``ControlTasks.agent_ready``: its MCP configuration is sent again).
         send_notice: the ``send_notice`` task for the user notices of lifecycle events (ready,
             failed); None sends them from this worker through ``adapters``.
+        on_jobs_ended: called with the Jobs API jobs an ``api``-channel event ended
+            (``ControlTasks.queue_job_callbacks``); None: no callbacks are queued.
     """
 
     def __init__(self, bus: Bus, adapters: dict[str, ChannelAdapter],
@@ -129,8 +134,10 @@ class DeliveryWorker:
                  edit_interval: float | None = None, consumer: str = "control",
                  clock: Callable[[], float] = time.monotonic, tenant_refresh: float = 1.0,
                  on_ready: Callable[[int], object] | None = None,
-                 send_notice: notices.Send | None = None):
+                 send_notice: notices.Send | None = None,
+                 on_jobs_ended: Callable[[list[Job]], object] | None = None):
         self.bus = bus
+        self.on_jobs_ended = on_jobs_ended
         self.adapters = dict(adapters)
         self.tenant_ids = tenant_ids
         self.edit_interval = edit_interval
@@ -238,6 +245,12 @@ class DeliveryWorker:
             machine = machine_health.record_lifecycle(tenant_id, event, self._tell)
             if machine is not None and event.lifecycle == "ready" and self.on_ready is not None:
                 self.on_ready(tenant_id)
+            self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
+            return
+        if event.channel == API_CHANNEL:  # a Jobs API job's answer: recorded, never sent
+            ended = jobs.take_event(tenant_id, event, self.bus)
+            if ended and self.on_jobs_ended is not None:
+                self.on_jobs_ended(ended)
             self.bus.ack(delivery.stream, DELIVERY_GROUP, delivery.entry_id)
             return
         ledger = _ledger(tenant_id, event.message_id)

@@ -39,6 +39,7 @@ from wire.pricing import (
     model_matches,
     transcription_cost_cents,
 )
+from wire.route_reasons import ROUTE_REASON_HEADER, ROUTE_REASONS
 
 ANTHROPIC_PATH = "/llm/anthropic"
 """Where the agent's Anthropic SDK is pointed (it appends ``/v1/messages``)."""
@@ -288,7 +289,25 @@ def admit(settings, tenant: Tenant, model: object, *, audio: bool = False) -> st
     return model
 
 
-def record(tenant_id: int, api: str, status: int, metered: Metered, latency_ms: int) -> LlmCall:
+def route_reason(headers: Mapping[str, str] | Headers) -> str:
+    """The agent's reason for choosing this backend (``wire.route_reasons``), from its
+    ``X-Hermes-Route-Reason`` header; ``""`` when absent (an agent that names none).
+
+    Raises:
+        BadRequest: the header is present but not one of ``ROUTE_REASONS`` (the value is not
+            echoed: it comes from a tenant VM).
+    """
+    value = headers.get(ROUTE_REASON_HEADER)
+    if value is None:
+        return ""
+    if value not in ROUTE_REASONS:
+        raise BadRequest(f"{ROUTE_REASON_HEADER} must be one of {', '.join(sorted(ROUTE_REASONS))}.",
+                         code="invalid_request")
+    return value
+
+
+def record(tenant_id: int, api: str, status: int, metered: Metered, latency_ms: int,
+           reason: str = "") -> LlmCall:
     """Store one metered call (``LlmCall``) and return it.
 
     Args:
@@ -297,8 +316,9 @@ def record(tenant_id: int, api: str, status: int, metered: Metered, latency_ms: 
         status: the HTTP status the agent got.
         metered: the provider's usage (zero counts for a failed call).
         latency_ms: until the provider's answer arrived.
+        reason: from ``route_reason`` (already validated).
     """
     return LlmCall.create(tenant=tenant_id, api=api, model=metered.model[:255], status=status,
                           input_tokens=metered.input_tokens, output_tokens=metered.output_tokens,
                           audio_seconds=metered.audio_seconds, cost_cents=metered.cost_cents(),
-                          latency_ms=latency_ms)
+                          latency_ms=latency_ms, reason=reason)

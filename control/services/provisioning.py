@@ -32,6 +32,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from peewee import fn
@@ -42,16 +43,18 @@ from control.models import (
     AttentionItem,
     Machine,
     MachineState,
+    PoolServer,
     Subscription,
     Tenant,
     TenantStatus,
     utcnow,
 )
-from control.providers.base import MachineSpec, Provisioner, ServerState
-from control.services import agent_settings, bus_acl, linking, llm_gateway
+from control.providers.base import MachineSpec, MachineStatus, Provisioner, ServerState
+from control.services import agent_settings, bus_acl, linking, llm_gateway, warm_pool
 from control.services.attention import raise_attention
 from control.services.machine_health import RESTORED_DETAIL, HealthPolicy, fail_machine
 from control.services.notices import Send
+from control.services.secrets_box import SecretsBox
 from wire.errors import WireError
 from wire.redis_bus import connect
 
@@ -229,8 +232,12 @@ def reprovision(tenant: Tenant, enqueue: Callable[[int], object]) -> str:
 
 def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[str, str],
                      link_ttl: int, policy: HealthPolicy | None = None,
-                     notify: Send | None = None) -> Machine:
+                     notify: Send | None = None, box: SecretsBox | None = None) -> Machine:
     """Have the provider create the tenant's machine, then wait (``booting``) for its agent.
+
+    With ``box``, a free warm-pool server of the plan is claimed first (issue 22,
+    ``_claim_from_pool``): the provider hands it over and its bootstrap fetches the sealed
+    config; with none free (or a restore to do) the machine is created cold.
 
     The first link token is issued once the provider accepted the machine; it is shown
     (``hermes tenants link-token``) only once the agent reported ready.
@@ -252,6 +259,7 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
         policy: ready deadline and attempt budget (default ``HealthPolicy()``).
         notify: the ``send_notice`` task, telling the tenant when the machine fails
             (``notices.tell``).
+        box: seals a claimed pool server's config at rest; ``None``: no warm pool.
 
     Returns:
         The machine row: ``booting`` (or already ``ready``) on success, ``failed`` after a
@@ -287,8 +295,12 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
             except WireError as exc:
                 raise ProvisioningError(f"could not grant the agent bus access: {exc}") from exc
         restore = machine.tenant.archive_key
-        status = provisioner.provision(MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env,
-                                                   restore_archive_key=restore))
+        spec = MachineSpec(tenant=str(tenant_id), plan=machine.plan, env=env,
+                           restore_archive_key=restore)
+        status = _claim_from_pool(spec, provisioner, box) if box is not None and not restore \
+            else None
+        if status is None:
+            status = provisioner.provision(spec)
         if status.state not in (ServerState.RUNNING, ServerState.PROVISIONING):
             raise ProvisioningError(f"machine is {status.state}: {status.detail}", code=TRANSIENT_CODE)
     except ProvisioningError as exc:
@@ -319,6 +331,29 @@ def run_provisioning(tenant_id: int, provisioner: Provisioner, agent_env: dict[s
     log.info("machine for tenant %s is %s at %s; waiting for its agent's ready event", tenant_id,
              status.state, status.address)
     return Machine.get_by_id(machine.id)
+
+
+def _claim_from_pool(spec: MachineSpec, provisioner: Provisioner,
+                     box: SecretsBox) -> MachineStatus | None:
+    """Hand the tenant a warm-pool server (``control.services.warm_pool``), if one is free.
+
+    Returns:
+        The machine's status once the provider made the pool server the tenant's and its boot
+        config is sealed for the server to fetch; ``None`` when the pool has none for the plan
+        or the hand-over failed (the server is released and the caller creates one cold).
+    """
+    row = warm_pool.claim(int(spec.tenant), spec.plan, provisioner.pool_snapshot())
+    if row is None:
+        return None
+    try:
+        claim = provisioner.claim_pool_server(row.provider_id, spec)
+    except ProvisioningError as exc:
+        log.warning("tenant %s: pool server %s could not be handed over (%s); creating one cold",
+                    spec.tenant, row.provider_id, exc)
+        warm_pool.release(row)
+        return None
+    warm_pool.assign(row, claim.boot_config, box, claim.status.address)
+    return replace(claim.status, detail=f"warm pool server {row.provider_id}: {claim.status.detail}")
 
 
 def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | None = None,
@@ -363,6 +398,8 @@ def run_deprovisioning(tenant_id: int, provisioner: Provisioner, bus_url: str | 
             raise
     machine.state, machine.address, machine.updated_at = MachineState.DEPROVISIONED, None, utcnow()
     machine.save()
+    # The pool server it once claimed is gone with it; a resubscription may claim again.
+    PoolServer.delete().where(PoolServer.tenant == tenant_id).execute()
     return machine
 
 

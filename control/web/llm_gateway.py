@@ -12,7 +12,9 @@ unchanged with ``base_url`` = the gateway and ``api_key`` = their tenant's gatew
 Each call: the token (``x-api-key`` or ``Authorization: Bearer``) names the tenant
 (``control.services.llm_gateway.authenticate``), the plan's model list and daily budget are
 checked (``admit``), the operator's key is added, the answer is passed back unbuffered (a
-stream byte for byte, as it arrives) and one ``LlmCall`` row records the provider's usage;
+stream byte for byte, as it arrives) and one ``LlmCall`` row records the provider's usage and
+the agent's reason for choosing this backend (``X-Hermes-Route-Reason``, ``wire.route_reasons``:
+absent is recorded as ``""``, any other value is refused with 400);
 a paid call that takes today's spend past 80 % of the budget warns the user's chats once a
 day (``control.services.budget_warning``).
 Refusals are in the route's provider error format (``{"type": "error", "error": {…}}`` for
@@ -186,6 +188,7 @@ def _forward(api: str, tenant: Tenant, model: str, url: str, headers: dict[str, 
     # Uncompressed, so the usage can be read on the way and the bytes passed on as they are.
     headers["accept-encoding"] = "identity"
     tenant_id = tenant.id
+    reason = llm_gateway.route_reason(request.headers)  # refused before any upstream call
     metered = Metered(model=model)
     started = time.perf_counter()
     try:
@@ -193,7 +196,7 @@ def _forward(api: str, tenant: Tenant, model: str, url: str, headers: dict[str, 
     except httpx.HTTPError as exc:
         log.warning("LLM gateway (%s) for tenant %s: provider unreachable (%s)", api, tenant_id,
                     type(exc).__name__)
-        llm_gateway.record(tenant_id, api, 502, metered, _ms(started))
+        llm_gateway.record(tenant_id, api, 502, metered, _ms(started), reason)
         raise UpstreamUnreachable("The model provider cannot be reached just now.") from None
     latency = _ms(started)
     passed = {name: answer.headers[name] for name in PASS_BACK if name in answer.headers}
@@ -211,7 +214,7 @@ def _forward(api: str, tenant: Tenant, model: str, url: str, headers: dict[str, 
                          type(exc).__name__)
             finally:
                 answer.close()
-                _record(tenant, api, 200, metered, latency)
+                _record(tenant, api, 200, metered, latency, reason)
 
         passed["X-Accel-Buffering"] = "no"  # nginx: hand each event on as it comes
         passed["Cache-Control"] = "no-store"
@@ -219,18 +222,18 @@ def _forward(api: str, tenant: Tenant, model: str, url: str, headers: dict[str, 
     try:
         raw = answer.read()
     except httpx.HTTPError:
-        llm_gateway.record(tenant_id, api, 502, metered, latency)
+        llm_gateway.record(tenant_id, api, 502, metered, latency, reason)
         raise UpstreamUnreachable("The model provider's answer broke off.") from None
     finally:
         answer.close()
     if answer.status_code == 200:
         _meter_document(raw, metered)
-    _record(tenant, api, answer.status_code, metered, latency)
+    _record(tenant, api, answer.status_code, metered, latency, reason)
     return Response(raw, status=answer.status_code, headers=passed)
 
 
-def _record(tenant: Tenant, api: str, status: int, metered: Metered, latency: int) -> None:
-    call = llm_gateway.record(tenant.id, api, status, metered, latency)
+def _record(tenant: Tenant, api: str, status: int, metered: Metered, latency: int, reason: str) -> None:
+    call = llm_gateway.record(tenant.id, api, status, metered, latency, reason)
     if call.cost_cents > 0:
         rt = runtime()
         budget_warning.warn_if_crossed(tenant, rt.settings.plan_budget_cents, rt.tasks.send_notice)

@@ -4,13 +4,18 @@ into ``control.web.openapi.OPERATIONS``."""
 from __future__ import annotations
 
 from control.services.llm_gateway import ANTHROPIC_PATH, OPENAI_PATH
+from wire.route_reasons import ROUTE_REASON_HEADER, ROUTE_REASONS
 
 _TOKEN = ("The tenant's LLM-gateway token (written into its agent's environment at "
           "provisioning, replaced at every reprovisioning)")
 _AUTH = [{"name": "x-api-key", "in": "header", "required": False, "schema": {"type": "string"},
           "description": f"{_TOKEN}, as Anthropic's SDK sends it."},
          {"name": "Authorization", "in": "header", "required": False, "schema": {"type": "string"},
-          "description": f"`Bearer <token>`: {_TOKEN}, as OpenAI's SDK sends it."}]
+          "description": f"`Bearer <token>`: {_TOKEN}, as OpenAI's SDK sends it."},
+         {"name": ROUTE_REASON_HEADER, "in": "header", "required": False,
+          "schema": {"type": "string", "enum": sorted(ROUTE_REASONS)},
+          "description": "Why the agent's router chose this backend (`wire/route_reasons.py`), "
+                         "recorded with the call for the backend registry; any other value is 400."}]
 _ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
     "type": {"const": "error"},
     "error": {"type": "object", "required": ["type", "message"],
@@ -20,7 +25,8 @@ _OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {
               "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                              "param": {}, "code": {}}}}}
 _REFUSALS = {
-    "400": "The body is not a JSON object (a form for transcriptions) or names no model.",
+    "400": "The body is not a JSON object (a form for transcriptions) or names no model, or the "
+           "route reason is not one of the listed values.",
     "401": "No token, an unknown or replaced one, or the tenant is paused, canceled or deleted; "
            "nothing is forwarded.",
     "403": "The tenant's plan does not include the model (`HERMES_PLAN_MODELS`); nothing is "

@@ -6,13 +6,16 @@ counted per request; ``hermes_machines{state}``, ``hermes_provisioning_failures_
 ``hermes_agent_unhealthy_total`` (times a ready agent stopped beating; the current count is
 ``hermes_machines{state="unhealthy"}``), ``hermes_machine_requested_age_seconds`` (how long the
 oldest paid machine has waited in ``requested``: ``provisioning.requested_age``), ``hermes_llm_cost_cents_total`` and
+``hermes_warm_pool_servers{plan,state}`` (issue 22),
 ``hermes_bus_pending{stream}``, ``hermes_bus_dead_letters{stream}`` (entries of a tenant's
 ``hermes:events:{tenant}:dead``: events the delivery worker refused or could not deliver,
 ``control.services.delivery``) and ``hermes_channel_healthy{channel}``
 (``control.services.channel_watchdog``) and ``hermes_llm_tenant_hourly_spend_ratio{plan,bucket}``
 (``control.services.spend_anomaly``), the SLO gauges (``control.services.slo``) and
 ``hermes_bus_quota_suspensions``,
-``hermes_bus_quota_suspended`` (``control.services.bus_quota``) are read from the database
+``hermes_bus_quota_suspended`` (``control.services.bus_quota``), and ``hermes_llm_backend_up{api}``,
+``hermes_llm_backend_error_rate{api,model}``, ``hermes_llm_backend_latency_ms{api,model,quantile}``
+(``control.services.llm_registry``, issue 23) are read from the database
 and the bus at scrape time (``FleetCollector``), so every gunicorn worker reports the same
 values.  ``hermes_drift_detected`` is written by ``hermes drift --textfile``.
 
@@ -41,8 +44,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from control.models import AttentionItem, Machine, MachineState, Usage
+from control.services import warm_pool
 from control.services.bus_quota import BusQuotaCollector
 from control.services.channel_watchdog import ChannelHealthCollector
+from control.services.llm_registry import RegistryCollector
 from control.services.provisioning import requested_age
 from control.services.slo import SloCollector
 from control.services.spend_anomaly import SpendCollector
@@ -67,6 +72,12 @@ class FleetCollector:
                                  .group_by(Machine.state).tuples().iterator()):
                 machines.add_metric([state], count)
             yield machines
+            pool = GaugeMetricFamily("hermes_warm_pool_servers",
+                                     "Warm-pool servers by plan and state (issue 22)",
+                                     labels=["plan", "state"])
+            for (plan, state), count in sorted(warm_pool.counts().items()):
+                pool.add_metric([plan, state], count)
+            yield pool
             yield GaugeMetricFamily("hermes_machine_requested_age_seconds",
                                     "Seconds the oldest machine has waited in state requested (0: none)",
                                     value=requested_age())
@@ -106,6 +117,7 @@ def init_app(app: Flask, runtime) -> None:
     registry.register(SpendCollector(runtime))
     registry.register(BusQuotaCollector(runtime))
     registry.register(SloCollector(runtime))
+    registry.register(RegistryCollector(runtime))
     multiproc_dir = runtime.settings.metrics_multiproc_dir
     if multiproc_dir:
         MultiProcessCollector(registry, path=multiproc_dir)

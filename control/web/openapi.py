@@ -18,6 +18,7 @@ from werkzeug.routing import Map, Rule
 
 from control.errors import BadRequest, ServiceUnavailable, SignatureError, Unauthorized
 from control.web.connections_openapi import OPERATIONS as _CONNECTIONS
+from control.web.jobs_openapi import OPERATIONS as _JOBS
 from control.web.llm_gateway_openapi import OPERATIONS as _LLM_GATEWAY
 from control.web.mcp_proxy_openapi import OPERATIONS as _MCP_PROXY
 from control.web.openapi_parts import (
@@ -36,6 +37,7 @@ from control.web.openapi_parts import (
 )
 from control.web.openapi_schemas import SCHEMAS, ref
 from control.web.ops_openapi import OPERATIONS as _OPS
+from control.web.pool_openapi import OPERATIONS as _POOL
 from control.web.slack_openapi import OPERATIONS as _SLACK
 from control.web.whatsapp_openapi import OPERATIONS as _WHATSAPP
 
@@ -489,6 +491,12 @@ OPERATIONS.update(_LLM_GATEWAY)
 
 # Mission control (control/web/ops.py, issue 21), likewise.
 OPERATIONS.update(_OPS)
+
+# The Jobs API and its dashboard page (control/web/jobs.py, issue 23), likewise.
+OPERATIONS.update(_JOBS)
+
+# The warm pool's config endpoint (control/web/pool.py, issue 22), likewise.
+OPERATIONS.update(_POOL)
 
 
 # A Werkzeug rule variable: ``<name>`` or ``<converter:name>`` or ``<converter(args):name>``.

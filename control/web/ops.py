@@ -33,6 +33,7 @@ from control.models import Operator
 from control.services import (
     attention,
     audit,
+    llm_registry,
     operators,
     ops_channels,
     ops_dead_letters,
@@ -270,6 +271,16 @@ def channels():
     return render_template("ops/channels.html", rows=ops_channels.channels(),
                            failed=ops_channels.latest("failed"),
                            recovered=ops_channels.latest("delivered", recovered_only=True))
+
+
+@bp.get("/ops/llm")
+def llm_backends():
+    """The LLM backend registry (issue 23): each provider route's last health probe, each
+    backend's calls, error rate and latency over the last hour, the reasons calls went where
+    they did, and the latest calls."""
+    return render_template("ops/llm.html", health=llm_registry.health(), backends=llm_registry.stats(),
+                           reasons=llm_registry.reasons(), calls=llm_registry.selections(),
+                           window_minutes=int(llm_registry.WINDOW.total_seconds() // 60))
 
 
 @bp.get("/ops/history")

@@ -194,6 +194,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/ops/channels", "GET"): page(
         "Channels and deliveries: each platform's health and reply outcomes over 24 hours, "
         "the latest failed and recovered deliveries"),
+    ("/ops/llm", "GET"): page(
+        "LLM backends: each provider route's health, each backend's calls, error rate and "
+        "latency over the last hour, and why each call went where it did"),
     ("/ops/history", "GET"): {
         **page("History: messages, LLM spend, errors and provisioning time as charts"),
         "parameters": [{"name": "range", "in": "query", "required": False,

@@ -36,6 +36,19 @@ def _finals(helpers, bus, chat: str = "chat-1") -> list[str]:
     return [e.text for e in helpers.all_events(bus) if e.kind == "final" and e.chat_id == chat]
 
 
+def _ended(helpers, runtime, state: str, **wait):
+    """Goal #1 once it is in ``state`` and its end report is on the bus (published just after)."""
+    end = {"done": "Goal #1 is done after", "stopped": "Goal #1 stopped after"}[state]
+
+    def ended():
+        goal = runtime.goals.get(1)
+        if goal is None or goal.state != state:
+            return None
+        return goal if any(f.startswith(end) for f in _finals(helpers, runtime.bus)) else None
+
+    return helpers.wait_for(ended, **wait)
+
+
 def test_a_goal_reaches_done_in_several_turns(make_runtime, standin, helpers, consumer_of):
     runtime = make_runtime(goal_yield_delay=0.1)
     tasks = AgentTasks(runtime)
@@ -45,7 +58,7 @@ def test_a_goal_reaches_done_in_several_turns(make_runtime, standin, helpers, co
 
     tasks.submit(helpers.envelope("/goal write a three-verse poem about Hermes"))
 
-    goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "done" and g)
+    goal = _ended(helpers, runtime, "done")
     assert goal.turns == 3 and goal.cost_cents > 0
     finals = _finals(helpers, runtime.bus)
     assert finals[0].startswith("Goal #1 set: write a three-verse poem")
@@ -67,8 +80,7 @@ def test_a_goal_the_judge_never_calls_done_stops_at_the_turn_cap(make_runtime, s
 
     tasks.submit(helpers.envelope("/goal find the perfect espresso grind"))
 
-    goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "stopped" and g,
-                            timeout=120)
+    goal = _ended(helpers, runtime, "stopped", timeout=120)
     assert goal.turns == runtime.config.goal_max_turns == 20
     assert _finals(helpers, runtime.bus)[-1].startswith(
         "Goal #1 stopped after 20 turns") and "limit of 20 turns without being done" in _finals(
@@ -103,8 +115,7 @@ def test_a_user_message_preempts_a_goal_which_then_continues(make_runtime, stand
     finally:
         answered.set()
 
-    goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "done" and g,
-                            timeout=120)
+    goal = _ended(helpers, runtime, "done", timeout=120)
     finals = _finals(helpers, runtime.bus)
     answer = finals.index("Sunny, 21 degrees.")
     stopped = [i for i, f in enumerate(finals) if f.endswith("(stopped)")]
@@ -132,7 +143,7 @@ def test_goals_survive_an_agent_restart(make_runtime, standin, helpers, consumer
     tasks.recover()
     consumer_of(tasks, workers=2)
 
-    goal = helpers.wait_for(lambda: (g := runtime.goals.get(1)) is not None and g.state == "done" and g)
+    goal = _ended(helpers, runtime, "done")
     assert goal.turns == 2
     assert _finals(helpers, runtime.bus)[-1].startswith("Goal #1 is done after 2 turns")
 

@@ -131,9 +131,11 @@ def queued_world(settings, cloud, telegram):
 
 
 def run_queue(runtime) -> None:
-    """Run every queued task, as the control plane's Huey consumer would."""
-    while (task := runtime.huey.dequeue()) is not None:
-        runtime.huey.execute(task)
+    """Run every queued task, as the control plane's Huey consumers would (the main queue and
+    the provisioning queue, ``control.tasks.PROVISION_QUEUE``)."""
+    for huey in (runtime.huey, runtime.provision_huey):
+        while (task := huey.dequeue()) is not None:
+            huey.execute(task)
 
 
 def paying_tenant(email="ada@example.com") -> Tenant:
@@ -305,8 +307,8 @@ def test_reprovision_is_idempotent_and_ignores_the_old_agents_backlog(world):
 
 
 def _refuse_queuing(monkeypatch, runtime, times: int) -> list:
-    """Make the next ``times`` enqueues fail as a locked SQLite queue file does."""
-    real, refused = runtime.huey.enqueue, []
+    """Make the next ``times`` provisioning enqueues fail as a locked SQLite queue file does."""
+    real, refused = runtime.provision_huey.enqueue, []
 
     def enqueue(task):
         if len(refused) < times:
@@ -314,7 +316,7 @@ def _refuse_queuing(monkeypatch, runtime, times: int) -> list:
             raise sqlite3.OperationalError("database is locked")
         return real(task)
 
-    monkeypatch.setattr(runtime.huey, "enqueue", enqueue)
+    monkeypatch.setattr(runtime.provision_huey, "enqueue", enqueue)
     return refused
 
 
@@ -339,14 +341,14 @@ def test_a_paid_machine_whose_task_could_not_be_queued_is_provisioned_by_the_swe
     assert post_stripe(client, checkout).json["outcome"] == "duplicate"
     tenant = Tenant.get(Tenant.email == "ada@example.com")
     assert machine_of(tenant).state == MachineState.REQUESTED
-    assert runtime.huey.pending_count() == 0
+    assert runtime.provision_huey.pending_count() == 0
 
     # Within a minute of the request the sweep leaves it alone (its own enqueue may be under way).
     assert runtime.tasks._requeue_requested()["requeued"] == []
     later = utcnow() + timedelta(seconds=provisioning.REQUEUE_AFTER + 1)
     assert runtime.tasks._requeue_requested(now=later)["requeued"] == [tenant.id]
     assert runtime.tasks._requeue_requested(now=later)["requeued"] == []  # already queued
-    assert runtime.huey.pending_count() == 1
+    assert runtime.provision_huey.pending_count() == 1
 
     run_queue(runtime)
     assert machine_of(tenant).state == MachineState.BOOTING and prov.calls == 1

@@ -40,7 +40,8 @@ from support.serve import free_port, wait_until
 from support.webhooks import STRIPE_SECRET, TELEGRAM_SECRET, stored_state
 
 from control.db import database
-from control.services import linking
+from control.services import jobs, linking
+from control.services.secrets_box import box_from_settings
 from control.web.openapi_schemas import HANDLED_STRIPE_EVENTS
 from standins.stripe_events import sign
 from standins.whatsapp_api import sign as whatsapp_sign
@@ -88,6 +89,15 @@ def gunicorn(settings, runtime):
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         log.close()
+
+
+@pytest.fixture
+def api_token(runtime, tenant):
+    """A Jobs API token of the tenant with every scope, so generated requests to ``/api/jobs``
+    get past the token check (2 in 3 carry it)."""
+    with database.connection_context():
+        return jobs.create_token(tenant, "fuzz", list(jobs.SCOPES),
+                                 box_from_settings(runtime.settings))[1]
 
 
 @pytest.fixture
@@ -149,7 +159,7 @@ class Run:
                 if label not in STATE_503 and any(s >= 500 for s in tally)}
 
 
-def _fuzz(schema, operation, runtime, chat_id: int, run: Run) -> None:
+def _fuzz(schema, operation, runtime, chat_id: int, run: Run, api_token: str) -> None:
     """Send ``operation``'s examples and generated cases; record and check every answer.
 
     What is stored is read once per request: the state after one request is the state before
@@ -157,6 +167,7 @@ def _fuzz(schema, operation, runtime, chat_id: int, run: Run) -> None:
     """
     label = operation.label
     webhook = label.startswith("POST /webhooks/")
+    jobs_api = label.split(" ", 1)[1].startswith("/api/jobs")
     checks = [c for c in CHECKS if not (c is not_a_server_error and label in STATE_503)]
     strategy = st.one_of(*schema.get_strategies_from_examples(operation),
                          operation.as_strategy(GenerationMode.POSITIVE),
@@ -164,10 +175,14 @@ def _fuzz(schema, operation, runtime, chat_id: int, run: Run) -> None:
 
     @fuzz_settings(max_examples=WEBHOOK_EXAMPLES if webhook else EXAMPLES, deadline=None,
                    derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-    @given(case=strategy, signed=st.sampled_from([True, True, False] if webhook else [False]),
+    @given(case=strategy, signed=st.sampled_from([True, True, False] if webhook or jobs_api
+                                                 else [False]),
            event_type=st.sampled_from([None, *HANDLED_STRIPE_EVENTS]))
     def fuzz(case, signed, event_type):
-        headers, transport = _signed(case, label, event_type) if signed else ({}, {})
+        if jobs_api:
+            headers, transport = ({"Authorization": f"Bearer {api_token}"} if signed else {}), {}
+        else:
+            headers, transport = _signed(case, label, event_type) if signed else ({}, {})
         if signed and label == "POST /webhooks/telegram":
             _from_chat(case.body, chat_id)
         before = run.state if run.state is not None else stored_state(runtime)
@@ -188,12 +203,12 @@ def _fuzz(schema, operation, runtime, chat_id: int, run: Run) -> None:
 
 
 def test_schemathesis_finds_no_server_error_and_stores_nothing_for_rejected_requests(
-        gunicorn, runtime, linked_chat, capsys):
+        gunicorn, runtime, linked_chat, api_token, capsys):
     schema = schemathesis.openapi.from_url(gunicorn + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     run = Run()
     for operation in operations:
-        _fuzz(schema, operation, runtime, linked_chat, run)
+        _fuzz(schema, operation, runtime, linked_chat, run, api_token)
 
     total = sum(sum(tally.values()) for tally in run.statuses.values())
     server_errors = run.server_errors()
@@ -207,3 +222,4 @@ def test_schemathesis_finds_no_server_error_and_stores_nothing_for_rejected_requ
     # Generated input got past the verifiers and the parsers, all the way to the services.
     assert run.outcomes["POST /webhooks/stripe"]["processed"] > 0
     assert run.outcomes["POST /webhooks/telegram"]["published"] > 0
+    assert run.statuses["POST /api/jobs"][201] > 0 and run.statuses["GET /api/jobs"][200] > 0

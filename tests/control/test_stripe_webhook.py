@@ -35,7 +35,7 @@ def test_paid_signup_in_either_order_requests_one_machine(client, runtime, shape
     assert _machines() == []
     assert post_stripe(client, events[1]).status_code == 200
     assert _machines() == [("ada@example.com", "light", "requested")]
-    assert runtime.huey.pending_count() == 1
+    assert runtime.provision_huey.pending_count() == 1
     with database.connection_context():
         tenant = Tenant.get(Tenant.email == "ada@example.com")
         assert (tenant.stripe_customer_id, tenant.plan, tenant.status) == ("cus_A", "light", "active")
@@ -47,7 +47,7 @@ def test_replayed_stripe_event_creates_one_machine(client, runtime):
         assert post_stripe(client, event).status_code == 200
     assert post_stripe(client, checkout_event).json["outcome"] == "duplicate"
     assert len(_machines()) == 1
-    assert runtime.huey.pending_count() == 1
+    assert runtime.provision_huey.pending_count() == 1
 
 
 def test_forged_signature_is_rejected_and_nothing_stored(client):
@@ -93,7 +93,7 @@ def test_unknown_plan_provisions_nothing_and_asks_an_operator(client, runtime):
     assert post_stripe(client, sub_event).status_code == 200
     assert post_stripe(client, checkout_event).status_code == 200
     assert _machines() == []
-    assert runtime.huey.pending_count() == 0
+    assert runtime.provision_huey.pending_count() == 0
     with database.connection_context():
         items = [(a.kind, a.subject) for a in AttentionItem.select()]
     assert items == [("unknown_plan", "sub_A")]

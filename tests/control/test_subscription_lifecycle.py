@@ -154,7 +154,7 @@ def test_out_of_order_events_never_resurrect_or_undo_newer_state(client, runtime
     # The subscription is deleted; an older "updated: active" arriving after it changes nothing.
     post_stripe(client, sub_event("customer.subscription.deleted", status="canceled",
                                   event_id="evt_del", created=now + 30))
-    pending_before = runtime.huey.pending_count()
+    pending_before = runtime.huey.pending_count() + runtime.provision_huey.pending_count()
     late = sub_event("customer.subscription.updated", status="active", event_id="evt_late",
                      created=now + 25)
     assert post_stripe(client, late).json["outcome"] == "processed"
@@ -166,7 +166,7 @@ def test_out_of_order_events_never_resurrect_or_undo_newer_state(client, runtime
         assert Subscription.get().status == "canceled"
         tenant = Tenant.get()
         assert tenant.status == "canceled" and tenant.grace_until is not None
-    assert runtime.huey.pending_count() == pending_before  # no machine requested or resumed
+    assert runtime.huey.pending_count() + runtime.provision_huey.pending_count() == pending_before  # no machine requested or resumed
     # Replaying the deletion does nothing either.
     redelivered = sub_event("customer.subscription.deleted", status="canceled", event_id="evt_del2",
                             created=now + 30)

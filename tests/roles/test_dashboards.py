@@ -42,6 +42,8 @@ REQUIRED_ALERTS = {
     "HermesAgentUnhealthy", "HermesChannelDeaf", "HermesMachineStuckRequested",
     "HermesTenantSpendAnomaly", "HermesSloProvisioningSuccessLow", "HermesSloMachineUptimeLow",
     "HermesSloDeliverySuccessLow", "HermesSloDeadLetterRateHigh",
+    # Scaling triggers (README "Capacity", issue 22).
+    "HermesWebhookIngressNearCeiling", "HermesDeliveryBacklog", "HermesRedisMemoryHigh",
 }
 
 

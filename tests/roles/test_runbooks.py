@@ -6,25 +6,25 @@ import re
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
+from cli import main as cli_main
+
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "runbooks"
-# The `hermes` CLI as the lead defines it (see /tmp/COLLAB.md): command -> subcommands.
-HERMES_CLI = {
-    "serve": set(), "demo": set(), "drift": set(),
-    "tenants": {"list", "show", "link-token", "power", "resize", "reprovision", "deprovision"},
-    "machines": {"list", "reconcile", "end-grace"},
-    "bus": {"grant", "revoke", "rotate"},
-    "image": {"build"},
-    "attention": {"list"}, "slo": set(),
-    "telegram": {"setup"},
-    "discord": {"setup", "gateway"},
-    "db": {"upgrade", "status"}, "worker": set(),
-    "backup": {"run", "list", "restore"},
-    "operators": {"add", "list", "remove", "reset-totp"},
-}
+
+
+def _hermes_cli() -> dict[str, set[str]]:
+    """The `hermes` CLI as click knows it: command -> its subcommands (empty: a leaf)."""
+    group = cli_main.cli
+    with click.Context(group) as ctx:
+        commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+    return {name: set(getattr(command, "commands", {})) for name, command in commands.items()}
+
+
+HERMES_CLI = _hermes_cli()
 # Tools a runbook step may call besides `hermes`: Pulumi, Ansible, pyinfra, systemd, Redis.
 TOOLS = {"hermes", "pulumi", "ansible-playbook", "ansible-inventory", "pyinfra", "systemctl",
          "journalctl", "systemd-analyze", "systemd-cgtop", "redis-cli", "redis-check-aof",

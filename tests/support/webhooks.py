@@ -62,7 +62,7 @@ def stored_state(runtime) -> dict[str, int]:
     from wire.protocol import messages_stream
 
     state = row_counts()
-    state["queued_tasks"] = runtime.huey.pending_count()
+    state["queued_tasks"] = runtime.huey.pending_count() + runtime.provision_huey.pending_count()
     with database.connection_context():
         streams = [messages_stream(str(t.id)) for t in Tenant.select(Tenant.id)]
     state.update({stream: runtime.bus.length(stream) for stream in streams})

@@ -28,16 +28,18 @@ IMAGE_LLM_BACKENDS = ("anthropic", "openai_compat")
 
 @dataclass(frozen=True)
 class TenantProgram:
-    """The inline Pulumi program of one tenant stack: ``infra.tenant.build(tenant, plan)``."""
+    """The inline Pulumi program of one tenant stack: ``infra.tenant.build(tenant, plan)``;
+    ``adopt``: a claimed warm-pool server's id to import (``build``'s ``adopt``)."""
 
     tenant: str
     plan: str
+    adopt: str | None = None
 
     def __call__(self) -> None:
         # deferred: infra.tenant imports pulumi, pulumi_hcloud (~0.2 s); only Pulumi runs this
         from infra.tenant import build
 
-        build(self.tenant, self.plan)
+        build(self.tenant, self.plan, adopt=self.adopt)
 
 
 @dataclass(frozen=True)

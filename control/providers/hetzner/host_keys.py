@@ -118,6 +118,19 @@ class HostKeyStore:
                 "GlobalKnownHostsFile": "/dev/null", "HostKeyAlias": host_key_alias(tenant),
                 "UpdateHostKeys": "no"}
 
+    def adopt(self, source: str, tenant: str) -> HostKey:
+        """Move ``source``'s key (a warm-pool server's, pinned at its creation) to ``tenant``,
+        re-pinned under the tenant's alias; an absent ``source`` leaves ``tenant``'s own key.
+
+        Raises:
+            ProvisioningError: an invalid id.
+        """
+        origin, target = self._dir(source), self._dir(tenant)
+        if origin.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            origin.rename(target)
+        return self.ensure(tenant)
+
     def remove(self, tenant: str) -> None:
         """Forget ``tenant``'s machine key and pin (at deprovision); absent is fine."""
         shutil.rmtree(self._dir(tenant), ignore_errors=True)

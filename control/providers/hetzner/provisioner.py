@@ -15,13 +15,21 @@ program is ``infra.tenant.build(tenant, plan)`` (one server from the pinned snap
   hcloud API, disk kept; provision with ``restore_archive_key``: restore the archive over SSH
   right after ``up``, before the control plane waits for the agent;
 * an orphan sweep through the hcloud API (``reconcile``) and drift checks
-  (``drift``).
+  (``drift``);
+* a warm pool (issue 22, ``control.services.warm_pool``): pool servers are created straight
+  through the hcloud API from the pinned snapshot, labelled ``app, env, pool=<plan>,
+  snapshot=<id>`` (no ``tenant`` label, so the tenant sweep leaves them to the pool's sweep),
+  with only a one-time pool token and the control URL in their ``user_data``
+  (``tc.render_pool_cloud_init``).  A claim renames and relabels the server as the tenant's,
+  then the tenant's stack imports it (``TenantProgram.adopt``), under the stack lock as
+  ``provision``; the tenant's config reaches the server through its bootstrap's fetch.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,7 +47,16 @@ from control.providers.archive import (
     archive_key,
     read_archive,
 )
-from control.providers.base import PLANS, MachineSpec, MachineStatus, Provisioner, ServerState
+from control.providers.base import (
+    PLANS,
+    MachineSpec,
+    MachineStatus,
+    PoolClaim,
+    PoolServerInfo,
+    Provisioner,
+    ServerState,
+)
+from control.providers.hetzner.api_budget import CREATE_REQUESTS, UP_REQUESTS, ApiBudget
 from control.providers.hetzner.archive import DataArchiver, DataRestorer, SshTarArchiver
 from control.providers.hetzner.config import (
     PLAN_ORDER,
@@ -90,13 +107,16 @@ class HetznerProvisioner(Provisioner):
         restorer: how an archive reaches a new VM (``provision`` with ``restore_archive_key``);
             default ``SshTarArchiver.restore`` over SSH with ``force``.
         sleep: pause function for retries and lock waits (tests inject a recorder).
+        budget: the hcloud API budget each ``up`` and pool create takes from first
+            (``api_budget``); default one of this process.
     """
 
     def __init__(self, config: HetznerConfig, *, workspace: StackWorkspace | None = None,
                  hcloud_client=None, store: ObjectStore | None = None,
                  archiver: DataArchiver | None = None, restorer: DataRestorer | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, budget: ApiBudget | None = None):
         self.config = config
+        self.budget = budget or ApiBudget(sleep=sleep)
         self.workspace = workspace or PulumiStackWorkspace(
             config.pulumi_backend_url, config.pulumi_passphrase, pulumi_home=config.pulumi_home,
             env_vars={"HCLOUD_TOKEN": config.hcloud_token, "HCLOUD_ENDPOINT": config.hcloud_endpoint},
@@ -193,6 +213,7 @@ class HetznerProvisioner(Provisioner):
             self.runner.ensure(ref)
             self.runner.set_config(ref, config)
             self.runner.recover(ref)
+            self.budget.take(UP_REQUESTS)
             outputs = self.runner.up(ref)
             if archive is not None:
                 self._restore(spec.tenant, outputs.get("private_ip"), archive)
@@ -340,6 +361,7 @@ class HetznerProvisioner(Provisioner):
         with self.lock.hold(ref.name):
             self.runner.set_config(ref, self.config.public_config())
             self.runner.recover(ref)
+            self.budget.take(UP_REQUESTS)
             outputs = self.runner.up(ref)
         self.resizes.cancel(tenant)
         log.info("tenant_resized", tenant=tenant, from_plan=current, to_plan=plan)
@@ -426,6 +448,121 @@ class HetznerProvisioner(Provisioner):
                 note += f"{len(servers)} servers carry this tenant label; "
             statuses.append(replace(status, detail=note + status.detail))
         return statuses
+
+    # -- warm pool --------------------------------------------------------------------------
+    def pool_snapshot(self) -> str | None:
+        """See ``Provisioner.pool_snapshot``: the pinned snapshot id."""
+        return str(self.config.snapshot_id)
+
+    def create_pool_server(self, plan: str, pool_token: str, control_url: str) -> PoolServerInfo:
+        """See ``Provisioner.create_pool_server``: ``POST /v1/servers`` from the snapshot, one
+        API request plus the create action's polls; its SSH host key is pinned first.
+
+        Raises:
+            ProvisioningError: unknown plan, or the Hetzner API refused (429s are transient).
+        """
+        from hcloud import APIException
+        from hcloud.images import Image
+        from hcloud.locations import Location
+        from hcloud.networks import Network
+        from hcloud.server_types import ServerType
+        from hcloud.ssh_keys import SSHKey
+
+        self._check("pool", plan)
+        name = f"hermes-{self.config.env}-pool-{plan}-{secrets.token_hex(4)}"
+        host_key = self.host_keys.ensure(name)
+        labels = {**tc.parse_label_selector(self.config.firewall_label), "app": "hermes",
+                  "env": self.config.env, "pool": plan, "snapshot": str(self.config.snapshot_id)}
+        user_data = tc.render_pool_cloud_init(pool_token, control_url, {
+            tc.SSH_HOST_KEY: host_key.private, tc.SSH_HOST_PUBLIC_KEY: host_key.public})
+        self.budget.take(CREATE_REQUESTS)
+        try:
+            created = self.hcloud.servers.create(
+                name=name, server_type=ServerType(name=self.config.server_types[plan]),
+                image=Image(id=int(self.config.snapshot_id)),
+                location=Location(name=self.config.location), labels=labels,
+                user_data=user_data, networks=[Network(id=int(self.config.network_id))],
+                ssh_keys=[SSHKey(name=k) for k in self.config.ssh_key_names])
+        except APIException as err:
+            self.host_keys.remove(name)
+            # The cause tells a retry-worthy code (``provisioning.is_transient``).
+            raise ProvisioningError(f"Hetzner API error creating pool server: {err}") from err
+        log.info("pool_server_created", plan=plan, server_id=created.server.id)
+        return PoolServerInfo(provider_id=str(created.server.id), plan=plan,
+                              snapshot=str(self.config.snapshot_id), location=self.config.location)
+
+    def claim_pool_server(self, provider_id: str, spec: MachineSpec) -> PoolClaim:
+        """See ``Provisioner.claim_pool_server``: rename and relabel the server as the tenant's
+        (``infra.tenant``'s name and labels, so Pulumi's import matches), move its pinned host
+        key to the tenant, then ``up`` the tenant's stack importing it.  Idempotent: a retry
+        finds the stack tracking the server.
+
+        Raises:
+            ProvisioningError: bad tenant/plan or settings, the server is gone, or the API or
+                Pulumi refused.
+        """
+        from hcloud import APIException
+
+        self._check(spec.tenant, spec.plan)
+        settings = self.config.tenant_config(spec.tenant, spec.env)  # validates before any change
+        ref = StackRef(TENANT_PROJECT, self.config.stack_name(spec.tenant),
+                       TenantProgram(spec.tenant, spec.plan, adopt=provider_id))
+        with self.lock.hold(ref.name):
+            tracked = self.runner.outputs(ref).get("server_id") if self.runner.exists(ref) \
+                else None
+            if tracked not in (None, provider_id):
+                raise ProvisioningError(f"tenant {spec.tenant}'s stack has server {tracked} "
+                                        "already; not claiming a pool server")
+            try:
+                server = self.hcloud.servers.get_by_id(int(provider_id))
+                server.update(name=tc.server_name(self.config.env, spec.tenant), labels={
+                    **tc.parse_label_selector(self.config.firewall_label), "app": "hermes",
+                    "env": self.config.env, "tenant": spec.tenant, "plan": spec.plan})
+            except APIException as err:
+                raise ProvisioningError(f"Hetzner API error claiming pool server {provider_id}: "
+                                        f"{err}") from err
+            host_key = self.host_keys.adopt(server.name, spec.tenant)
+            config = {**settings, tc.SSH_HOST_KEY: ConfigEntry(host_key.private, secret=True),
+                      tc.SSH_HOST_PUBLIC_KEY: ConfigEntry(host_key.public)}
+            self.runner.ensure(ref)
+            self.runner.set_config(ref, config)
+            self.runner.recover(ref)
+            self.budget.take(UP_REQUESTS)
+            outputs = self.runner.up(ref)
+        values = {key: entry.value for key, entry in settings.items()}
+        boot = {"env": tc.agent_env(spec.tenant, values),
+                "files": {f.path: values[f.key] for f in tc.AGENT_FILES if values.get(f.key)}}
+        log.info("pool_server_claimed", tenant=spec.tenant, server_id=provider_id)
+        return PoolClaim(self._status_from_outputs(spec.tenant, outputs), boot)
+
+    def delete_pool_server(self, provider_id: str) -> None:
+        """See ``Provisioner.delete_pool_server``: ``DELETE /v1/servers/{id}`` (absent: fine)
+        and its pinned host key.
+
+        Raises:
+            ProvisioningError: the Hetzner API refused.
+        """
+        from hcloud import APIException
+
+        try:
+            server = self.hcloud.servers.get_by_id(int(provider_id))
+            hetzner_api.delete_server(self.hcloud, server.id)
+            self.host_keys.remove(server.name)
+        except APIException as err:
+            if err.code != "not_found":
+                raise ProvisioningError(f"Hetzner API error deleting pool server {provider_id}: "
+                                        f"{err}") from err
+
+    def pool_servers(self) -> builtins.list[PoolServerInfo]:
+        """See ``Provisioner.pool_servers``: servers labelled ``pool`` in this environment (one
+        paginated listing)."""
+        return [PoolServerInfo(provider_id=str(server.id), plan=server.labels["pool"],
+                               snapshot=server.labels.get("snapshot", ""),
+                               location=server.location.name if server.location else "",
+                               address=server_address(server),
+                               claimed_by=server.labels.get("tenant"))
+                for server in hetzner_api.list_servers(self.hcloud, self._labels())
+                if (server.labels or {}).get("pool")]
 
     # -- sweeps and drift -------------------------------------------------------------------
     def reconcile(self, known_tenants: set[str] | None = None, remove: bool = False

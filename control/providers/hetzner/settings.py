@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from control.errors import ConfigError
+from control.providers.hetzner.api_budget import ApiBudget
 from control.providers.hetzner.config import HetznerConfig
 from control.providers.hetzner.host_keys import known_hosts_dir
 from control.providers.hetzner.provisioner import HetznerProvisioner
+from wire.redis_bus import connect
 
 #: HetznerConfig field → Settings attribute.
 SETTINGS_FIELDS = {
@@ -70,9 +72,15 @@ _REQUIRED = ("env", "hcloud_token", "snapshot_id", "network_id", "firewall_label
 
 
 def hetzner_provisioner(settings):
-    """Return a production ``HetznerProvisioner`` for ``settings``.
+    """Return a production ``HetznerProvisioner`` for ``settings``; with a Redis bus its hcloud
+    API budget (``api_budget``) lives there, shared by every worker of the environment.
 
     Raises:
         ConfigError: the Hetzner settings are incomplete.
     """
-    return HetznerProvisioner(hetzner_config_from_settings(settings))
+    config = hetzner_config_from_settings(settings)
+    budget = None
+    if settings.bus_url.startswith(("redis://", "rediss://")):
+        redis = connect(settings.bus_url, ca_file=settings.bus_ca_file)
+        budget = ApiBudget(redis=redis, key=f"hermes:{config.env}:hcloud-budget")
+    return HetznerProvisioner(config, budget=budget)
