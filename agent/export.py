@@ -135,6 +135,10 @@ def write_export(data_dir: str | Path, out: BinaryIO) -> dict:
                       "voice notes, documents) as the originals, added by the service from its file store; "
                       "`files.json` lists `path`, `name`, `mime_type`, `bytes`, `sha256`, `message_id` "
                       "(the `history.json` message it came with) and `stored_at`.\n")
+        readme.append("- `api_jobs.json`: the jobs you sent through the Jobs API, as `GET /api/jobs/<id>` "
+                      "shows them (`id`, `state`, `prompt`, `priority`, `budget_cents`, `depends_on`, "
+                      "`callback_url`, `callback_state`, `result`, `cost_cents`, times in UTC), added by "
+                      "the service from its database.\n")
         archive.writestr("README.md", "".join(readme))
     return counts
 

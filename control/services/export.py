@@ -9,7 +9,8 @@ newest nightly backup is used, and for an archived tenant its deprovision archiv
 archive's checksum is verified, then ``python -m agent.export`` (run, never imported: the
 control plane does not import ``agent``) turns it into the zip of documented JSON, and the
 files the user sent (``control.services.media``, kept per tenant) are added under ``files/``
-with ``files.json``.
+with ``files.json``, and the tenant's Jobs API jobs (kept by the control plane) as
+``api_jobs.json``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from control.errors import NotFound, ServiceUnavailable
-from control.models import Machine, MachineState
+from control.models import Job, Machine, MachineState
 from control.providers.archive import ObjectStore
-from control.services import backups, media
+from control.services import backups, jobs, media
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ def _add_files(zipped: bytes, media_store: ObjectStore, env: str, tenant: str) -
     return buffer.getvalue()
 
 
+def _add_jobs(zipped: bytes, tenant_id: int) -> bytes:
+    """Return ``zipped`` with the tenant's Jobs API jobs, oldest first, as ``api_jobs.json``."""
+    buffer = io.BytesIO(zipped)
+    views = [jobs.job_view(job) for job in Job.select().where(Job.tenant == tenant_id).order_by(Job.id)]
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("api_jobs.json", json.dumps(views, indent=2, ensure_ascii=False))
+    return buffer.getvalue()
+
+
 def export_tenant(settings, tenant, *, fresh: bool = True, now: dt.datetime | None = None) -> Export:
     """Build ``tenant``'s export zip; needs a database connection.
 
@@ -115,5 +125,6 @@ def export_tenant(settings, tenant, *, fresh: bool = True, now: dt.datetime | No
         log.error("agent.export of %s failed: %s", key, done.stderr.decode(errors="replace")[-500:])
         raise ServiceUnavailable("The export could not be built; the team has been told.", code="export_failed")
     data = _add_files(done.stdout, media.store_from_settings(settings), settings.env, str(tenant.id))
+    data = _add_jobs(data, tenant.id)
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d")
     return Export(data, key, f"hermes-export-{tenant.id}-{stamp}.zip")

@@ -26,13 +26,15 @@ from flask_login import current_user, login_required
 
 from control.channels.whatsapp import link_url
 from control.db import write_transaction
-from control.errors import BadRequest, NotFound
+from control.errors import BadRequest, Conflict, NotFound
 from control.models import Tenant
 from control.services import dashboard, linking, tenant_settings, web_chat
 from control.web import stream_cap
 from wire.commands import COMMANDS
 
 bp = Blueprint("dashboard", __name__)
+#: ``/goal`` arguments the agent reads as subcommands, not objectives (``agent.commands.cmd_goal``).
+GOAL_VERBS = frozenset({"status", "pause", "resume", "cancel"})
 
 
 def _runtime():
@@ -84,6 +86,28 @@ def send_message():
     envelope = web_chat.send(_tenant(), text or "", _runtime().bus)
     return jsonify(envelope_id=envelope.id,
                    stream_url=url_for("dashboard.chat_stream", envelope_id=envelope.id)), 202
+
+
+@bp.post("/dashboard/goals")
+@login_required
+def start_goal():
+    """Start a goal from the chat page's form (field ``objective``, issue 23): it reaches the
+    agent as ``/goal OBJECTIVE`` on the web chat, where the goal's progress reports appear.
+    An empty objective, one that is a ``/goal`` subcommand word, or a chat that cannot take
+    messages (paused, not ready, too long) is flashed back; nothing is sent."""
+    objective = " ".join((request.form.get("objective") or "").split())
+    try:
+        if not objective:
+            raise BadRequest("Describe what the goal should achieve.", code="empty_goal")
+        if objective.lower() in GOAL_VERBS:
+            raise BadRequest(f"“{objective}” is a goal command; type /goal {objective} in the chat, "
+                             "or describe what the goal should achieve.", code="goal_verb")
+        web_chat.send(_tenant(), f"/goal {objective}", _runtime().bus)
+    except (BadRequest, Conflict) as exc:
+        flash(str(exc), "error")
+    else:
+        flash("Goal started: your agent works on it on its own and reports here.", "ok")
+    return redirect(url_for("dashboard.chat"))
 
 
 @bp.get("/dashboard/chat/stream/<envelope_id>")

@@ -169,8 +169,6 @@ OPERATIONS[("/webhooks/discord", "POST")] = {
 _CSRF = "The CSRF token (form field `csrf_token` or header `X-CSRFToken`) is missing or wrong; nothing is stored."
 
 
-
-
 OPERATIONS.update({
     ("/dashboard", "GET"): page("Dashboard: machine state, plan and usage this billing period"),
     ("/dashboard/chat", "GET"): page("Quick chat with the user's agent over the `web` channel"),
@@ -242,6 +240,22 @@ OPERATIONS.update({
             "302": SIGN_IN,
             "400": error(_CSRF, "bad_request"),
             "404": error("Not a linked chat of this user.", NOT_FOUND),
+        },
+    },
+    ("/dashboard/goals", "POST"): {
+        "summary": "Start a goal the agent pursues on its own (sent as `/goal OBJECTIVE` on the web chat)",
+        "description": "Form fields `csrf_token` and `objective`. Always answers with a redirect to "
+                       "the chat page, which shows whether the goal started; an empty objective, a "
+                       "`/goal` subcommand word, a paused agent or one not ready sends nothing.",
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+            "schema": {"type": "object", "required": ["objective"],
+                       "properties": {"objective": {"type": "string", "maxLength": 3994},
+                                      "csrf_token": {"type": "string"}}}}}},
+        "responses": {
+            "302": {"description": "To the chat page (or to sign in without a session)."},
+            "400": error(_CSRF, "bad_request"),
+            "503": error("The message bus is unavailable; nothing was stored.",
+                          *codes(ServiceUnavailable)),
         },
     },
     ("/dashboard/commands", "GET"): page("The agent's chat commands, from its command registry"),

@@ -226,3 +226,30 @@ def test_telegram_messages_carry_the_settings_to_the_agent(client, app):
                                              "language": "ja", "preferences": "Call me Ada."})
     assert published(2, "hello").preferences == {"timezone": "Asia/Tokyo", "language": "ja",
                                                  "about": "Call me Ada."}
+
+
+def test_a_goal_started_from_the_dashboard_reaches_the_agent_as_a_goal_command(client, app):
+    from wire.protocol import Envelope, messages_stream
+
+    tenant = sign_in(client, "goal@example.com")
+    make_ready(tenant)
+    bus = app.extensions["hermes"].bus
+    stream = messages_stream(str(tenant.id))
+    token = csrf_token(client, "/dashboard/chat")
+    assert 'action="/dashboard/goals"' in client.get("/dashboard/chat").text
+
+    for refused, why in (("   ", "Describe what the goal should achieve."),
+                         ("Status", "is a goal command")):
+        page = client.post("/dashboard/goals", data={"csrf_token": token, "objective": refused},
+                           follow_redirects=True).text
+        assert why in page
+    assert bus.length(stream) == 0
+    assert client.post("/dashboard/goals", data={"objective": "plan a trip"}).status_code == 400  # no CSRF
+    assert bus.length(stream) == 0
+
+    page = client.post("/dashboard/goals", data={"csrf_token": token, "objective": "plan a\n trip to Porto"},
+                       follow_redirects=True).text
+    assert "Goal started" in page
+    [entry] = bus.read([stream], "agent", "test", count=10)
+    envelope = Envelope.from_json(entry.payload)
+    assert (envelope.text, envelope.channel) == ("/goal plan a trip to Porto", "web")

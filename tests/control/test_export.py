@@ -16,7 +16,7 @@ from agent.goals import GoalStore
 from agent.history import History
 from agent.memory import MemoryStore
 from control.db import database
-from control.models import Machine, Tenant
+from control.models import Job, Machine, Tenant
 from control.providers.archive import archive_directory, archive_key
 from control.services import backups, media
 from control.services.export import export_tenant
@@ -35,6 +35,10 @@ def _agent_with_data(settings, tenant_id: int, embedder=None) -> Path:
     GoalStore(data / "goals.db").create("telegram", "42", "plan a trip to Lyon", 20, 50.0)
     (data / "skills" / "brew-tea").mkdir(parents=True)
     (data / "skills" / "brew-tea" / "SKILL.md").write_text("---\nname: brew-tea\n---\nsteep 3 minutes\n")
+    with database.connection_context():
+        Job.create(tenant=tenant_id, public_id=f"job_{tenant_id}a", envelope_id=f"env-job-{tenant_id}",
+                   prompt="summarise my week", budget_cents=50.0, state="done", result="A calm week.",
+                   cost_cents=0.2)
     media.store_from_settings(settings).put_bytes(
         media.media_key(settings.env, str(tenant_id), "env-1", 0), PDF,
         {"content-type": "application/pdf", "name": "invoice%20march.pdf", "sha256": "x"})
@@ -54,10 +58,13 @@ def _check(zipped: bytes) -> None:
     assert archive.read("skills/brew-tea/SKILL.md").endswith(b"steep 3 minutes\n")
     [file] = read("files.json")
     assert file["name"] == "invoice march.pdf" and archive.read(file["path"]) == PDF
+    [api_job] = read("api_jobs.json")
+    assert (api_job["prompt"], api_job["state"], api_job["result"]) == (
+        "summarise my week", "done", "A calm week.")
     assert "settings.json" in names and "usage.json" in names
     readme = archive.read("README.md").decode()
     for name in ("memories.json", "history.json", "cron_jobs.json", "goals.json", "settings.json",
-                 "skills/", "files.json"):
+                 "skills/", "files.json", "api_jobs.json"):
         assert f"`{name}" in readme, name
 
 

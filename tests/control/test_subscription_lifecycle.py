@@ -166,7 +166,8 @@ def test_out_of_order_events_never_resurrect_or_undo_newer_state(client, runtime
         assert Subscription.get().status == "canceled"
         tenant = Tenant.get()
         assert tenant.status == "canceled" and tenant.grace_until is not None
-    assert runtime.huey.pending_count() + runtime.provision_huey.pending_count() == pending_before  # no machine requested or resumed
+    # No machine requested or resumed.
+    assert runtime.huey.pending_count() + runtime.provision_huey.pending_count() == pending_before
     # Replaying the deletion does nothing either.
     redelivered = sub_event("customer.subscription.deleted", status="canceled", event_id="evt_del2",
                             created=now + 30)
