@@ -81,8 +81,11 @@ bench: $(VENV)/.test
 	$(BIN)/python bench/ops_overview.py
 	$(BIN)/python bench/load.py --scenario 1
 	$(BIN)/python bench/load.py --scenario 2
+	$(BIN)/python bench/load.py --scenario 2 --warm-pool 10
 	$(BIN)/python bench/load.py --scenario 3
 	$(BIN)/python bench/load.py --scenario 4
+	$(BIN)/python bench/goals.py
+	$(BIN)/python bench/jobs_throughput.py
 
 # The production path on this machine (needs root); see README, "Rehearsal".
 rehearsal: $(VENV)/.test

@@ -50,8 +50,10 @@ def main() -> None:
                         help="2: threads of the provisioning queue (HERMES_PROVISION_WORKERS)")
     parser.add_argument("--rate", type=float, default=1000.0, help="3: messages per second offered")
     parser.add_argument("--tenants", type=int, default=200, help="3: tenants the messages spread over")
-    parser.add_argument("--delivery-workers", type=int, default=2,
-                        help="3: delivery worker processes (production DeliveryWorker)")
+    parser.add_argument("--delivery-workers", type=int, default=4,
+                        help="3: delivery worker processes, one tenant shard each (HERMES_DELIVERY_SHARD)")
+    parser.add_argument("--delivery-concurrency", type=int, default=8,
+                        help="3: send threads per delivery worker (HERMES_DELIVERY_CONCURRENCY)")
     parser.add_argument("--tool-latency", type=float, default=0.5,
                         help="4: the upstream tool's own time, seconds (Composio's part)")
     args = parser.parse_args()
@@ -72,7 +74,8 @@ def main() -> None:
         import load_bus
 
         _quiet()
-        result = load_bus.run(args.rate, args.seconds, args.tenants, args.delivery_workers)
+        result = load_bus.run(args.rate, args.seconds, args.tenants, args.delivery_workers,
+                              args.delivery_concurrency)
     else:
         import load_tools
 

@@ -14,10 +14,12 @@ tenants, each with a ready machine and ``CHATS_PER_TENANT`` linked Telegram chat
   envelopes in group ``agent``, append one ``final`` event per envelope to the tenant's events
   stream (keyed ``<id>:0``, as the agent does) and acknowledge;
 * delivery: ``delivery_workers`` processes, each running the production ``DeliveryWorker``
-  (event guard, ledger, conversation log, usage, ``TelegramAdapter``) over its share of
-  ``ready_tenant_ids()`` (tenant id modulo the worker count: one worker per tenant, so a
-  reply's events never split between workers), sending every reply with ``sendMessage`` to the
-  Telegram Bot API stand-in, which runs in a process of its own and records each reply.
+  (event guard, ledger, conversation log, usage, ``TelegramAdapter``) as ``hermes worker``
+  does with ``HERMES_DELIVERY_SHARD=i/delivery_workers`` (``in_shard``: one worker per tenant,
+  so a reply's events never split between workers), its own consumer name
+  (``consumer_name``) and ``concurrency`` send threads (``HERMES_DELIVERY_CONCURRENCY``),
+  sending every reply with ``sendMessage`` to the Telegram Bot API stand-in, which runs in a
+  process of its own and records each reply.
 
 Figures: ``achieved_rate`` (envelopes appended per second), ``answered_rate`` (envelopes the
 agents read and answered per second, up to the last answer), ``delivered_rate`` (replies the
@@ -26,7 +28,9 @@ from an envelope's append to its reply reaching the stand-in, ``undelivered`` (a
 reply within ``DRAIN_TIMEOUT`` s of the end: lost or still queued) and ``duplicates`` (a reply
 sent twice).  ``passed``: achieved and delivered rates at least 99 % of the offered rate,
 nothing undelivered or duplicated.  ``per_delivery_worker_rate`` is the delivered rate over the
-worker count.
+worker count and ``delivery_workers_needed`` the offered rate over it, rounded up (on this
+shared host: each worker process is one of many on 2 cores); ``load_average`` is the 1-minute
+load when the run ended.
 
 **The webhook ingress ceiling of one control host** (``ingress`` in the line): gunicorn with the
 control role's worker model (gthread 2x8, ``bench_support.GunicornServer``) serving
@@ -148,23 +152,26 @@ def _agent(url: str, tenants: list[int], name: str, stopping, answered) -> None:
     bus.close()
 
 
-def _deliver(url: str, database_url: str, api_base: str, share: int, workers: int, stopping) -> None:
-    """A delivery worker process: the production ``DeliveryWorker`` over the ready tenants whose
-    id modulo ``workers`` is ``share``, delivering to the Telegram stand-in at ``api_base``."""
+def _deliver(url: str, database_url: str, api_base: str, share: int, workers: int, concurrency: int,
+             stopping) -> None:
+    """A delivery worker process as ``hermes worker`` runs it with ``HERMES_DELIVERY_SHARD=
+    share/workers`` and ``HERMES_DELIVERY_CONCURRENCY=concurrency``, delivering to the Telegram
+    stand-in at ``api_base``."""
     from control.channels.telegram import BotApiClient
     from control.channels.telegram_adapter import TelegramAdapter
     from control.db import init_database
-    from control.services.delivery import DeliveryWorker
+    from control.services.delivery import DeliveryWorker, consumer_name, in_shard
     from control.services.provisioning import ready_tenant_ids
 
     db = init_database(database_url, upgrade=False)
     bus = _bus(url)
     worker = DeliveryWorker(bus, {"telegram": TelegramAdapter(BotApiClient(BOT_TOKEN, api_base))},
-                            lambda: [t for t in ready_tenant_ids() if t % workers == share],
-                            consumer=f"delivery-{share}")
+                            lambda: [t for t in ready_tenant_ids() if in_shard(t, (share, workers))],
+                            consumer=consumer_name(), concurrency=concurrency)
     with db.connection_context():
         while not stopping.is_set():
             worker.step(block=0.05)
+    worker.close()
     bus.close()
 
 
@@ -197,10 +204,12 @@ def _channel(urls, stopping, count, out) -> None:
     out.put((seen, duplicates))
 
 
-def run(rate: float, seconds: float, tenant_count: int, delivery_workers: int = 2) -> dict:
-    """Run both measurements; return the result record (see ``load.py`` for the shared keys)."""
+def run(rate: float, seconds: float, tenant_count: int, delivery_workers: int = 4,
+        concurrency: int = 8) -> dict:
+    """Run both measurements; return the result record (see ``load.py`` for the shared keys).
+    ``concurrency``: send threads per delivery worker (``HERMES_DELIVERY_CONCURRENCY``)."""
     ingress = ingress_ceiling()
-    bus = _through_bus(rate, seconds, tenant_count, delivery_workers)
+    bus = _through_bus(rate, seconds, tenant_count, delivery_workers, concurrency)
     passed = (min(bus["achieved_rate"], bus["delivered_rate"]) >= 0.99 * rate
               and bus["undelivered"] == 0 and bus["duplicates"] == 0)
     return {
@@ -213,7 +222,8 @@ def run(rate: float, seconds: float, tenant_count: int, delivery_workers: int = 
     }
 
 
-def _through_bus(rate: float, seconds: float, tenant_count: int, delivery_workers: int) -> dict:
+def _through_bus(rate: float, seconds: float, tenant_count: int, delivery_workers: int,
+                 concurrency: int) -> dict:
     """The bus with its production consumers (module docstring); returns its figures."""
     redis, postgres = PrivateRedis(), ThrowawayPostgres()
     state = Run()
@@ -235,7 +245,8 @@ def _through_bus(rate: float, seconds: float, tenant_count: int, delivery_worker
                                        daemon=True)
                       for i in range(AGENTS)]
         processes += [context.Process(target=_deliver, args=(redis.admin_url, postgres.url, api_base,
-                                                             i, delivery_workers, stopping), daemon=True)
+                                                             i, delivery_workers, concurrency, stopping),
+                                       daemon=True)
                       for i in range(delivery_workers)]
         for process in processes[1:]:
             process.start()
@@ -269,11 +280,14 @@ def _through_bus(rate: float, seconds: float, tenant_count: int, delivery_worker
     delivered_for = max(delivered.values(), default=start) - start
     lags = [(delivered[m] - at) * 1000 for m, at in state.appended.items() if m in delivered]
     delivered_rate = round(len(delivered) / delivered_for) if delivered_for > 0 else 0
+    per_worker = delivered_rate / delivery_workers
     return {
         "achieved_rate": round(total / appended_for), "delivered_rate": delivered_rate,
         "answered_rate": round(answered[0] / (answered[1] - start)) if answered[1] > start else 0,
         "messages": total, "tenants": tenant_count, "delivery_workers": delivery_workers,
-        "per_delivery_worker_rate": round(delivered_rate / delivery_workers),
+        "per_delivery_worker_rate": round(per_worker), "delivery_concurrency": concurrency,
+        "delivery_workers_needed": math.ceil(rate / per_worker) if per_worker else None,
+        "load_average": round(os.getloadavg()[0], 1),
         "agent_processes": AGENTS, "undelivered": total - len(delivered), "duplicates": duplicates,
         "late_appends": state.behind, "lag_p50_ms": round(percentile(lags, 50), 1),
         "lag_p99_ms": round(percentile(lags, 99), 1), "seconds": round(appended_for, 1),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from control import create_app
 from control.runtime import Runtime
 from control.services import mail
-from control.services.delivery import DeliveryWorker
+from control.services.delivery import DeliveryWorker, consumer_name, in_shard
 from control.services.provisioning import ready_tenant_ids
 from control.settings import Settings
 
@@ -59,8 +59,12 @@ class Server:
             adopted = adopt()
             if adopted:
                 log.info("restarted agents for tenants %s", ", ".join(adopted))
-        self._consumer = rt.huey.create_consumer(workers=huey_workers, worker_type="thread", periodic=True,
-                                                 max_delay=0.5, check_worker_health=False)
+        # Huey's scheduler enqueues each periodic task once per consumer that has one: with several
+        # `hermes worker`s (HERMES_DELIVERY_SHARD), only shard 0's schedules them.
+        periodic = self.settings.delivery_shard[0] == 0
+        self._consumer = rt.huey.create_consumer(workers=huey_workers, worker_type="thread",
+                                                 periodic=periodic, max_delay=0.5,
+                                                 check_worker_health=False)
         self._consumer.start()
         rt.workers["huey"] = self._consumer.scheduler
         # The provisioning queue's own threads (issue 22): each waits on a `pulumi up`.
@@ -69,14 +73,17 @@ class Server:
             max_delay=0.5, check_worker_health=False)
         self._provision_consumer.start()
 
+        shard = self.settings.delivery_shard
+
         def tenants():
             with rt.db.connection_context():
-                return ready_tenant_ids()
+                return [t for t in ready_tenant_ids() if in_shard(t, shard)]
 
         delivery = DeliveryWorker(rt.bus, rt.tasks.adapters, tenants,
-                                  edit_interval=self.settings.edit_interval,
+                                  edit_interval=self.settings.edit_interval, consumer=consumer_name(),
                                   on_ready=rt.tasks.agent_ready, send_notice=rt.tasks.send_notice,
-                                  on_jobs_ended=rt.tasks.queue_job_callbacks)
+                                  on_jobs_ended=rt.tasks.queue_job_callbacks,
+                                  concurrency=self.settings.delivery_concurrency)
 
         def run_delivery():
             with rt.db.connection_context():

@@ -84,6 +84,19 @@ def _parse_warm_pool(raw: str) -> dict[str, int]:
     return pool
 
 
+def _parse_threads(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{raw!r} is not a number of threads (1 or more)")
+    return int(raw)
+
+
+def _parse_shard(raw: str) -> tuple[int, int]:
+    index, sep, count = raw.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"{raw!r} is not i/n with 0 <= i < n")
+    return int(index), int(count)
+
+
 def _parse_budgets(raw: str) -> dict[str, int]:
     budgets = dict(DEFAULT_PLAN_BUDGET_CENTS)
     for plan, cents in _parse_pairs(raw).items():
@@ -250,6 +263,15 @@ class Settings:
     edit_interval: float = setting(
         "HERMES_EDIT_INTERVAL", 1.0, parse=float,
         doc="seconds between edits of one chat's streaming reply")
+    delivery_concurrency: int = setting(
+        "HERMES_DELIVERY_CONCURRENCY", 8, parse=_parse_threads,
+        doc="threads of each delivery worker sending replies of different chats at once (issue "
+            "22); one chat's replies stay in order; 1: one at a time")
+    delivery_shard: tuple[int, int] = setting(
+        "HERMES_DELIVERY_SHARD", (0, 1), parse=_parse_shard, shown="`0/1` (every tenant)",
+        doc="`i/n`: this process's delivery worker takes the tenants whose id modulo n is i "
+            "(issue 22); run one `hermes worker` per i, each reads only its share; only shard 0 "
+            "schedules the periodic tasks")
     visibility_timeout: float = shared_settings.visibility_timeout()
     provisioner: str = setting(
         "HERMES_PROVISIONER", "local",

@@ -28,6 +28,7 @@ from decimal import Decimal
 
 from control.models import Delivery, Message
 from control.services.attention import raise_attention
+from control.services.event_guard import Checked
 from wire.protocol import Event
 
 KNOWN_ID_ROWS = 20  # newest ledger rows of a chat read to find its highest known message id.
@@ -35,11 +36,17 @@ KNOWN_ID_ROWS = 20  # newest ledger rows of a chat read to find its highest know
 _ORDERED_ID = re.compile(r"\d+(?:\.\d+)?")
 
 
-def open_ledger(tenant_id: int, event: Event, pending_text: str | None) -> Delivery:
+def open_ledger(tenant_id: int, event: Event, pending_text: str | None,
+                checked: Checked | None = None) -> Delivery:
     """Create the ledger row of tenant ``tenant_id``'s reply ``event`` with its first send
-    intent (one write); the tenant is the one whose events stream the event came from."""
-    inbound = Message.get_or_none(Message.envelope_id == event.message_id, Message.direction == "in",
-                                  Message.tenant == tenant_id)
+    intent (one write); the tenant is the one whose events stream the event came from.
+    ``checked``: what ``event_guard.check_event`` read for the event, when the caller has it
+    (its ``inbound`` is then not looked up again)."""
+    if checked is not None:
+        inbound = checked.inbound
+    else:
+        inbound = Message.get_or_none(Message.envelope_id == event.message_id,
+                                      Message.direction == "in", Message.tenant == tenant_id)
     reply_to = inbound.platform_message_id if inbound else None
     return Delivery.create(envelope_id=event.message_id, tenant=tenant_id,
                            channel=event.channel, chat_id=event.chat_id, reply_to=reply_to,
