@@ -29,7 +29,7 @@ HERMES_METRICS = {
     "hermes_http_requests_total", "hermes_http_request_duration_seconds_bucket",
     "hermes_provisioning_failures_total", "hermes_machines", "hermes_bus_pending",
     "hermes_llm_cost_cents_total", "hermes_drift_detected", "hermes_agent_unhealthy_total",
-    "hermes_channel_healthy", "hermes_machine_requested_age_seconds",
+    "hermes_channel_healthy", "hermes_machine_requested_age_seconds", "hermes_llm_backend_up",
     "hermes_llm_tenant_hourly_spend_ratio", "hermes_slo_provisioning_success_ratio",
     "hermes_slo_delivery_success_ratio", "hermes_slo_dead_letter_ratio",
     "hermes_machine_uptime_ratio", "hermes_slo_target",
@@ -41,7 +41,7 @@ REQUIRED_ALERTS = {
     "HermesApiLatencyP99High", "HermesNodeDown", "HermesDiskFilling", "HermesDriftDetected",
     "HermesAgentUnhealthy", "HermesChannelDeaf", "HermesMachineStuckRequested",
     "HermesTenantSpendAnomaly", "HermesSloProvisioningSuccessLow", "HermesSloMachineUptimeLow",
-    "HermesSloDeliverySuccessLow", "HermesSloDeadLetterRateHigh",
+    "HermesSloDeliverySuccessLow", "HermesSloDeadLetterRateHigh", "HermesLlmBackendDown",
     # Scaling triggers (README "Capacity", issue 22).
     "HermesWebhookIngressNearCeiling", "HermesDeliveryBacklog", "HermesRedisMemoryHigh",
 }
