@@ -19,6 +19,7 @@ import time
 
 import pytest
 from support.dashboard import csrf_token, make_ready, sign_in
+from support.serve import wait_until
 
 from agent.config import AgentConfig
 from agent.listener import InboxListener
@@ -38,17 +39,6 @@ from wire.sqlite_bus import SqliteBus
 def settings(settings):
     # Callbacks are sent inline by the worker that ends the job (no separate Huey consumer).
     return settings.with_overrides(huey_immediate=True)
-
-
-def wait_for(condition, timeout: float = 30.0, interval: float = 0.05):
-    """Poll ``condition()`` until truthy (returned) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def new_token(client, name: str = "ci", scopes=("jobs:read", "jobs:write")) -> tuple[str, str, str]:
@@ -322,10 +312,10 @@ def test_a_job_with_a_dependency_runs_after_it_and_calls_back_signed(client, sta
     report = post({"prompt": "Write the laptop report", "depends_on": [research["id"]],
                    "callback_url": receiver.url, "priority": 100})
     assert report["state"] == "waiting" and report["callback_state"] == "pending"
-    wait_for(lambda: len(agent.runtime.inbox.unfinished()) == 3)
+    wait_until(lambda: len(agent.runtime.inbox.unfinished()) == 3, 30.0, "three jobs queued on the agent")
     agent.start_worker()
 
-    headers, body = wait_for(lambda: receiver.received and receiver.received[0])
+    headers, body = wait_until(lambda: receiver.received and receiver.received[0], 30.0, "the signed callback")
     assert verified(secret, headers, body)
     called = json.loads(body)
     assert called["id"] == report["id"] and called["state"] == "done"
@@ -333,7 +323,8 @@ def test_a_job_with_a_dependency_runs_after_it_and_calls_back_signed(client, sta
     assert headers["Content-Type"] == "application/json"
     assert not verified("whsec_someone-else", headers, body)
 
-    wait_for(lambda: client.get(f"/api/jobs/{low['id']}", headers=auth(token)).json["state"] == "done")
+    wait_until(lambda: client.get(f"/api/jobs/{low['id']}", headers=auth(token)).json["state"] == "done",
+               30.0, "the low-priority job done")
     # The agent ran the ready jobs by priority; the dependent one only after its dependency.
     independent = ["Research three laptops", "Water the plants", "Tidy the inbox"]
     assert [p for p in prompts if p in independent] == independent
@@ -359,10 +350,10 @@ def test_a_queued_job_cancelled_before_the_agent_starts_it_never_runs(client, st
     agent, prompts, _ = stack
     token, _, _ = new_token(client)
     job = client.post("/api/jobs", json={"prompt": "Plan the trip"}, headers=auth(token)).json
-    wait_for(lambda: len(agent.runtime.inbox.unfinished()) == 1)
+    wait_until(lambda: len(agent.runtime.inbox.unfinished()) == 1, 30.0, "one job queued on the agent")
     assert client.delete(f"/api/jobs/{job['id']}", headers=auth(token)).json["state"] == "cancelled"
-    wait_for(lambda: agent.runtime.inbox.stop_requested(f"api:job-{job['id']}", 0.0))
+    wait_until(lambda: agent.runtime.inbox.stop_requested(f"api:job-{job['id']}", 0.0), 30.0, "the job's stop request")
     agent.start_worker()
-    wait_for(lambda: not agent.runtime.inbox.unfinished())
+    wait_until(lambda: not agent.runtime.inbox.unfinished(), 30.0, "the agent idle")
     assert "Plan the trip" not in prompts
     assert client.get(f"/api/jobs/{job['id']}", headers=auth(token)).json["state"] == "cancelled"
